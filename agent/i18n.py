@@ -38,10 +38,18 @@ def catalogue() -> dict[str, Text]:
     return texts
 
 
+class _Values(dict[str, Any]):
+    """Placeholder values; one that is missing shows as a dash rather than failing a reply."""
+
+    def __missing__(self, key: str) -> str:
+        return "—"
+
+
 def text(key: str, **values: Any) -> Text:
     """Both languages of one text, with placeholders filled."""
     entry = catalogue()[key]
-    return Text(vi=entry.vi.format(**values), en=entry.en.format(**values))
+    filled = _Values(values)
+    return Text(vi=entry.vi.format_map(filled), en=entry.en.format_map(filled))
 
 
 def tr(key: str, language: str = DEFAULT_LANGUAGE, **values: Any) -> str:

@@ -1,0 +1,375 @@
+"""The agent's rules: who may list certificates, what may be signed, one batch at a time.
+
+The service runs on the asyncio thread. It talks to the officer through ``UserInterface`` (Qt
+dialogs, terminal prompts, or a scripted implementation that exists only in the tests) and to the
+token through the token layer's ``Token`` contract, whose blocking calls it hands to a thread.
+It knows nothing of WebSockets: the server gives it parsed requests and a ``send`` callable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import ParamSpec, Protocol, TypeVar
+
+from kyso.agent.config import AgentConfig, AllowedOrigin
+from kyso.agent.manifest import BatchManifest, ReplayGuard, commitment, verify_manifest
+from kyso.agent.protocol import (
+    PROTOCOL_VERSIONS,
+    AgentState,
+    Cancel,
+    Cancelled,
+    CertificatesReply,
+    ErrorCode,
+    Hello,
+    HelloReply,
+    ListCertificates,
+    Progress,
+    ProtocolError,
+    Reply,
+    Request,
+    Sign,
+    Signatures,
+    SignResult,
+    Stage,
+    negotiate,
+)
+from kyso.agent.token import model as tm
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[Reply], Awaitable[None]]
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ConsentRequest:
+    """Everything the consent-and-PIN dialog shows. All of it was verified by the agent."""
+
+    origin: str
+    certificate: tm.CertificateInfo
+    manifest: BatchManifest
+    pin_status: tm.PinStatus
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What the UI is told when a batch ends (for the 'last batch' line and the result)."""
+
+    origin: str
+    batch_id: str
+    total: int
+    signed: int
+    error: ErrorCode | None
+    finished_at: datetime
+
+
+class UserInterface(Protocol):
+    """How the service talks to the officer. Every method may be slow; none may raise."""
+
+    async def approve_origin(self, origin: str) -> bool:
+        """Asks whether this origin may read the certificate list (once per agent run)."""
+        ...
+
+    async def ask_consent_and_pin(self, request: ConsentRequest) -> str | None:
+        """Shows the batch and asks for the PIN; returns None when the officer declines."""
+        ...
+
+    def signing_progress(self, signed: int, total: int) -> None: ...
+
+    def batch_finished(self, outcome: BatchOutcome) -> None: ...
+
+
+@dataclass
+class Connection:
+    """Per-connection state, owned by the server and passed with every request."""
+
+    origin: AllowedOrigin
+    version: int | None = None
+    running: dict[str, threading.Event] = field(default_factory=dict)  # sign id -> cancel
+
+
+class AgentService:
+    def __init__(
+        self,
+        config: AgentConfig,
+        token: tm.Token,
+        ui: UserInterface,
+        replay_guard: ReplayGuard,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._config = config
+        self._token = token
+        self._ui = ui
+        self._replays = replay_guard
+        self._clock = clock
+        self._approved_origins: set[str] = set()
+        self._batch_lock = asyncio.Lock()
+        self._origin_lock = asyncio.Lock()
+
+    @property
+    def busy(self) -> bool:
+        return self._batch_lock.locked()
+
+    async def handle(self, conn: Connection, request: Request, send: Send) -> None:
+        """Answers one request; every failure becomes an error reply on this connection."""
+        try:
+            if isinstance(request, Hello):
+                await send(await self._hello(conn, request))
+            elif conn.version is None:
+                raise ProtocolError(ErrorCode.HELLO_REQUIRED, request.id)
+            elif isinstance(request, ListCertificates):
+                await send(await self._list_certificates(conn, request))
+            elif isinstance(request, Sign):
+                await self._sign(conn, request, send)
+            else:
+                await send(self._cancel(conn, request))
+        except ProtocolError as exc:
+            await send(exc.reply())
+        except Exception:
+            log.exception("unexpected error while handling a %s request", type(request).__name__)
+            await send(ProtocolError(ErrorCode.INTERNAL_ERROR, request.id).reply())
+
+    def connection_closed(self, conn: Connection) -> None:
+        """A page that goes away cancels its batch; what was delivered stays delivered."""
+        for cancel in conn.running.values():
+            cancel.set()
+
+    # --- hello and certificates --------------------------------------------------------------
+
+    async def _hello(self, conn: Connection, request: Hello) -> HelloReply:
+        version = negotiate(request.versions)
+        if version is None:
+            raise ProtocolError(
+                ErrorCode.VERSION_UNSUPPORTED,
+                request.id,
+                detail={"supported": ",".join(map(str, PROTOCOL_VERSIONS))},
+            )
+        conn.version = version
+        # Before the officer approves the origin, nothing but version and state is revealed.
+        if self.busy:
+            state = AgentState.BUSY
+        elif await asyncio.to_thread(self._token_present):
+            state = AgentState.READY
+        else:
+            state = AgentState.NO_TOKEN
+        return HelloReply(request.id, version, state)
+
+    def _token_present(self) -> bool:
+        try:
+            return bool(self._token.present_tokens())
+        except tm.TokenError:
+            return False
+
+    async def _list_certificates(
+        self, conn: Connection, request: ListCertificates
+    ) -> CertificatesReply:
+        await self._require_approved(conn, request.id)
+        certificates = await self._call_token(request.id, self._token.list_certificates)
+        return CertificatesReply(request.id, tuple(certificates))
+
+    async def _require_approved(self, conn: Connection, request_id: str) -> None:
+        origin = conn.origin.origin
+        if origin in self._approved_origins:
+            return
+        if self._origin_lock.locked() or self.busy:
+            raise ProtocolError(ErrorCode.BUSY, request_id)
+        async with self._origin_lock:
+            if await self._ui.approve_origin(origin):
+                self._approved_origins.add(origin)
+                return
+        raise ProtocolError(ErrorCode.ORIGIN_NOT_APPROVED, request_id)
+
+    # --- signing -----------------------------------------------------------------------------
+
+    async def _sign(self, conn: Connection, request: Sign, send: Send) -> None:
+        if self._batch_lock.locked() or self._origin_lock.locked():
+            raise ProtocolError(ErrorCode.BUSY, request.id)
+        async with self._batch_lock:
+            # Everything below up to the dialog is checked before any token operation.
+            manifest = self._check_manifest(conn, request)
+            certificate = await self._find_certificate(request, manifest)
+            pin_status = await self._call_token(
+                request.id, self._token.pin_status, certificate.token
+            )
+            if pin_status.locked:
+                self._finished(conn, manifest, 0, ErrorCode.PIN_LOCKED)
+                raise ProtocolError(ErrorCode.PIN_LOCKED, request.id, detail={"retries_left": 0})
+            cancel = threading.Event()
+            conn.running[request.id] = cancel
+            try:
+                await send(Progress(request.id, Stage.CONSENT, 0, manifest.count))
+                pin = await self._ui.ask_consent_and_pin(
+                    ConsentRequest(conn.origin.origin, certificate, manifest, pin_status)
+                )
+                if pin is None or cancel.is_set():
+                    code = ErrorCode.USER_DECLINED if pin is None else ErrorCode.CANCELLED
+                    self._finished(conn, manifest, 0, code)
+                    raise ProtocolError(code, request.id, detail={"signed": 0})
+                await send(Progress(request.id, Stage.SIGNING, 0, manifest.count))
+                signed = await self._run_batch(
+                    conn, request, manifest, certificate, pin, cancel, send
+                )
+            finally:
+                conn.running.pop(request.id, None)
+            self._finished(conn, manifest, signed, None)
+            await send(SignResult(request.id, manifest.batch_id, signed))
+
+    def _check_manifest(self, conn: Connection, request: Sign) -> BatchManifest:
+        manifest = verify_manifest(
+            request.manifest,
+            key=conn.origin.manifest_key,
+            origin=conn.origin.origin,
+            now=self._clock(),
+            max_lifetime=self._config.manifest_max_lifetime_seconds,
+            request_id=request.id,
+        )
+
+        def mismatch(name: str) -> ProtocolError:
+            return ProtocolError(
+                ErrorCode.MANIFEST_MISMATCH, request.id, detail={"field": name}, field=name
+            )
+
+        if manifest.certificate != request.certificate:
+            raise mismatch("certificate")
+        if manifest.algorithm is not request.algorithm:
+            raise mismatch("algorithm")
+        if manifest.count != len(request.digests):
+            raise mismatch("count")
+        if manifest.digests != commitment(request.digests):
+            raise mismatch("digests")
+        if self._replays.is_used(conn.origin.origin, manifest.batch_id):
+            raise ProtocolError(ErrorCode.MANIFEST_REPLAYED, request.id)
+        return manifest
+
+    async def _find_certificate(self, request: Sign, manifest: BatchManifest) -> tm.CertificateInfo:
+        certificates = await self._call_token(request.id, self._token.list_certificates)
+        for certificate in certificates:
+            if certificate.fingerprint_sha256 == manifest.certificate:
+                break
+        else:
+            raise ProtocolError(ErrorCode.CERTIFICATE_NOT_FOUND, request.id)
+        if not certificate.can_sign_at(datetime.now(UTC)):
+            raise ProtocolError(ErrorCode.CERTIFICATE_UNUSABLE, request.id, reason="validity")
+        if manifest.algorithm.key_type != certificate.key_type:
+            raise ProtocolError(ErrorCode.ALGORITHM_UNSUPPORTED, request.id)
+        return certificate
+
+    async def _run_batch(
+        self,
+        conn: Connection,
+        request: Sign,
+        manifest: BatchManifest,
+        certificate: tm.CertificateInfo,
+        pin: str,
+        cancel: threading.Event,
+        send: Send,
+    ) -> int:
+        loop = asyncio.get_running_loop()
+        chunks: asyncio.Queue[tuple[int, list[bytes]] | None] = asyncio.Queue()
+        total = manifest.count
+        origin = conn.origin.origin
+
+        def on_chunk(offset: int, signatures: list[bytes]) -> None:  # token worker thread
+            loop.call_soon_threadsafe(chunks.put_nowait, (offset, signatures))
+
+        async def deliver() -> int:
+            delivered = 0
+            while (item := await chunks.get()) is not None:
+                offset, signatures = item
+                if delivered == 0:
+                    # The batch id is spent the moment a signature leaves the agent.
+                    self._replays.consume(
+                        origin, manifest.batch_id, manifest.expires_at, self._clock()
+                    )
+                delivered = offset + len(signatures)
+                await send(Signatures(request.id, offset, tuple(signatures)))
+                await send(Progress(request.id, Stage.SIGNING, delivered, total))
+                self._ui.signing_progress(delivered, total)
+            return delivered
+
+        sender = asyncio.create_task(deliver())
+        try:
+            signed = await asyncio.to_thread(
+                self._token.sign_batch,
+                certificate,
+                manifest.algorithm,
+                request.digests,
+                pin,
+                on_chunk,
+                cancel,
+            )
+        except tm.TokenError as exc:
+            # The worker queued its last chunk before raising: deliver it before the error.
+            loop.call_soon_threadsafe(chunks.put_nowait, None)
+            delivered = await sender
+            error = _token_error(exc, request.id, delivered)
+            self._finished(conn, manifest, delivered, error.code)
+            raise error from None
+        finally:
+            del pin
+            if not sender.done():
+                loop.call_soon_threadsafe(chunks.put_nowait, None)
+        await sender
+        return signed
+
+    def _cancel(self, conn: Connection, request: Cancel) -> Cancelled:
+        cancel = conn.running.get(request.target)
+        if cancel is None:
+            raise ProtocolError(ErrorCode.NOTHING_TO_CANCEL, request.id)
+        cancel.set()
+        return Cancelled(request.id, request.target)
+
+    def _finished(
+        self, conn: Connection, manifest: BatchManifest, signed: int, error: ErrorCode | None
+    ) -> None:
+        self._ui.batch_finished(
+            BatchOutcome(
+                origin=conn.origin.origin,
+                batch_id=manifest.batch_id,
+                total=manifest.count,
+                signed=signed,
+                error=error,
+                finished_at=datetime.now(UTC),
+            )
+        )
+
+    async def _call_token(
+        self, request_id: str, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except tm.TokenError as exc:
+            raise _token_error(exc, request_id, 0) from None
+
+
+def _token_error(exc: tm.TokenError, request_id: str, delivered: int) -> ProtocolError:
+    """Maps the token layer's errors to the protocol's stable codes."""
+    signed = {"signed": delivered}
+    if isinstance(exc, tm.PinIncorrect):
+        return ProtocolError(
+            ErrorCode.PIN_INCORRECT,
+            request_id,
+            detail={"retries_left": exc.retries_left, **signed},
+        )
+    if isinstance(exc, tm.PinLocked):
+        return ProtocolError(ErrorCode.PIN_LOCKED, request_id, detail={"retries_left": 0})
+    simple: dict[type[tm.TokenError], ErrorCode] = {
+        tm.PinInvalid: ErrorCode.PIN_INVALID,
+        tm.TokenRemoved: ErrorCode.TOKEN_REMOVED,
+        tm.SigningCancelled: ErrorCode.CANCELLED,
+        tm.TokenNotPresent: ErrorCode.TOKEN_NOT_PRESENT,
+        tm.CertificateNotFound: ErrorCode.CERTIFICATE_NOT_FOUND,
+        tm.KeyMismatch: ErrorCode.KEY_MISMATCH,
+    }
+    for kind, code in simple.items():
+        if isinstance(exc, kind):
+            return ProtocolError(code, request_id, detail=signed, signed=delivered)
+    log.warning("token error: %s", type(exc).__name__)
+    return ProtocolError(ErrorCode.TOKEN_ERROR, request_id, detail=signed)
