@@ -23,6 +23,7 @@ from typing import Any, Final
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+
 from kyso.agent.protocol import MAX_BATCH, ErrorCode, ProtocolError
 from kyso.agent.token.model import Algorithm
 
