@@ -1,0 +1,1 @@
+"""Test-only helpers shared by the suite, the benchmarks and the demo client."""
