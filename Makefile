@@ -38,7 +38,7 @@ pytest: setup
 test: setup lint typecheck pytest
 
 demo: setup
-	$(PY) -m kyso.agent.demo
+	$(PY) scripts/demo.py
 
 bench: setup
 	$(PY) bench/agent_throughput.py

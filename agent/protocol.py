@@ -183,7 +183,7 @@ def _versions(value: object, request_id: str) -> tuple[int, ...]:
     if (
         not isinstance(value, list)
         or not 1 <= len(value) <= 16
-        or not all(type(v) is int and 0 < v < 1000 for v in value)
+        or not all(type(v) is int and 0 <= v < 1000 for v in value)
     ):
         raise ProtocolError(ErrorCode.BAD_MESSAGE, request_id, reason="versions")
     return tuple(value)

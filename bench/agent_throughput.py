@@ -1,0 +1,123 @@
+"""3,000 digests through the real agent vs a raw python-pkcs11 loop, on the same SoftHSM token.
+
+Our path: a page-like client sends one `sign` request (manifest, 3,000 digests) to the real
+WebSocket server on loopback; the agent verifies the manifest and commitment, lists the token's
+certificates, reads the PIN flags, asks the (scripted) consent, logs in once, signs on its token
+worker thread, streams the signatures back in chunks of 100 and logs out. Timed from sending the
+request to receiving the result.
+
+Raw: open a session with the PIN, find the key, `key.sign(...)` in a loop, close. Same token,
+same digests, same process, interleaved runs; the median of each is reported.
+
+Run: .venv/bin/python bench/agent_throughput.py [--count 3000] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pkcs11
+from pkcs11 import Mechanism, ObjectClass
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from support.agent_harness import start_agent  # noqa: E402
+
+from kyso.agent.token import softhsm  # noqa: E402
+from kyso.agent.token.pkcs11_token import Pkcs11Token  # noqa: E402
+
+DIGEST_INFO_SHA256 = bytes.fromhex("3031300d060960864801650304020105000420")
+
+
+def raw_loop(token: softhsm.ProvisionedToken, key_name: str, digests: list[bytes]) -> float:
+    key_id = token.keys[key_name].key_id
+    ec_key = token.keys[key_name].key_type == "EC"
+    lib = pkcs11.lib(token.module_path)
+    slot = next(s for s in lib.get_slots(token_present=True) if s.slot_id == token.slot_id)
+    started = time.perf_counter()
+    with slot.get_token().open(user_pin=token.user_pin) as session:
+        key = session.get_key(object_class=ObjectClass.PRIVATE_KEY, id=key_id)
+        if ec_key:
+            for digest in digests:
+                key.sign(digest, mechanism=Mechanism.ECDSA)
+        else:
+            for digest in digests:
+                key.sign(DIGEST_INFO_SHA256 + digest, mechanism=Mechanism.RSA_PKCS)
+    return time.perf_counter() - started
+
+
+def agent_path(agent, fingerprint: str, algorithm: str, digests: list[bytes], n: int) -> float:  # type: ignore[no-untyped-def]
+    request = {
+        "type": "sign",
+        "id": f"s{n}",
+        "manifest": agent.issuer.issue(fingerprint, algorithm, digests),
+        "certificate": fingerprint,
+        "algorithm": algorithm,
+        "digests": [base64.b64encode(d).decode() for d in digests],
+    }
+    page = agent.page()
+    page.hello()
+    started = time.perf_counter()
+    page.send(request)
+    replies = page.until_done(request["id"])
+    elapsed = time.perf_counter() - started
+    page.close()
+    final = replies[-1]
+    if final["type"] != "result" or final["signed"] != len(digests):
+        raise SystemExit(f"agent path failed: {final}")
+    signed = sum(len(r["signatures"]) for r in replies if r["type"] == "signatures")
+    assert signed == len(digests)
+    return elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--count", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="kyso-bench-") as tmp:
+        keys = [softhsm.KeySpec("rsa", "RSA", 2048), softhsm.KeySpec("p256", "EC", 256)]
+        token = softhsm.provision(Path(tmp) / "hsm", label="Kyso Bench", keys=keys)
+        layer = Pkcs11Token(token.module_path)
+        agent = start_agent(layer, Path(tmp) / "state")
+        agent.ui.pin = token.user_pin
+        try:
+            print(f"{args.count} digests, {args.rounds} interleaved rounds, median times")
+            print(
+                f"{'key':<10}{'raw loop':>12}{'agent':>12}{'ratio':>9}{'raw/s':>10}{'agent/s':>10}"
+            )
+            for name, algorithm in (("rsa", "RSA_PKCS1_SHA256"), ("p256", "ECDSA_SHA256")):
+                fingerprint = token.certificates[name].fingerprint_sha256
+                raw, ours = [], []
+                for n in range(args.rounds):
+                    digests = [
+                        hashlib.sha256(f"{name}-{n}-{i}".encode()).digest()
+                        for i in range(args.count)
+                    ]
+                    raw.append(raw_loop(token, name, digests))
+                    ours.append(agent_path(agent, fingerprint, algorithm, digests, n))
+                r, o = statistics.median(raw), statistics.median(ours)
+                label = "RSA-2048" if name == "rsa" else "P-256"
+                print(
+                    f"{label:<10}{r:>11.3f}s{o:>11.3f}s{o / r:>8.3f}x"
+                    f"{args.count / r:>10.0f}{args.count / o:>10.0f}"
+                )
+        finally:
+            agent.stop()
+            layer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,242 @@
+"""The real agent server on an ephemeral port, a real SoftHSM token, a page-like client."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.agent_harness import RunningAgent, running_agent
+from support.signing import collect, digests, sign_request, verify
+
+from kyso.agent.token.pkcs11_token import Pkcs11Token
+from kyso.agent.token.softhsm import ProvisionedToken
+
+GOLDEN = Path(__file__).resolve().parent.parent / "golden"
+
+
+@pytest.fixture
+def agent(token: Pkcs11Token, tmp_path: Path) -> Iterator[RunningAgent]:
+    yield from running_agent(token, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("cert", "algorithm"),
+    [
+        ("rsa", "RSA_PKCS1_SHA256"),
+        ("rsa", "RSA_PSS_SHA256"),
+        ("p256", "ECDSA_SHA256"),
+        ("p384", "ECDSA_SHA256"),
+    ],
+)
+def test_sign_batch_end_to_end(
+    agent: RunningAgent, softhsm: ProvisionedToken, cert: str, algorithm: str
+) -> None:
+    certificate = softhsm.certificates[cert]
+    items = digests(250)
+    page = agent.page()
+    assert page.hello()["state"] == "ready"
+    replies = page.request(sign_request(agent, certificate.fingerprint_sha256, algorithm, items))
+    assert replies[-1]["type"] == "result", replies[-1]
+    assert replies[-1]["signed"] == 250
+    signatures = collect(replies)
+    assert len(signatures) == 250
+    for digest, signature in zip(items, signatures, strict=True):
+        verify(certificate.der, algorithm, digest, signature)
+    # Progress at least every 100 signatures, and the stages in order.
+    progress = [r for r in replies if r["type"] == "progress"]
+    assert [p["stage"] for p in progress[:2]] == ["consent", "signing"]
+    counts = [p["signed"] for p in progress if p["stage"] == "signing"]
+    assert counts[-1] == 250
+    assert all(b - a <= 100 for a, b in itertools.pairwise(counts))
+    # The officer saw what the manifest says.
+    consent = agent.ui.consents[-1]
+    assert consent.origin == agent.issuer.origin
+    assert consent.manifest.count == 250
+    assert consent.certificate.fingerprint_sha256 == certificate.fingerprint_sha256
+    assert agent.ui.outcomes[-1].signed == 250
+    assert agent.ui.outcomes[-1].error is None
+
+
+def test_list_certificates_after_origin_approval(
+    agent: RunningAgent, softhsm: ProvisionedToken
+) -> None:
+    page = agent.page()
+    page.hello()
+    reply = page.request({"type": "list_certificates", "id": "c1"})[-1]
+    assert reply["type"] == "certificates"
+    by_fp = {c["fingerprint"]: c for c in reply["certificates"]}
+    rsa_cert = softhsm.certificates["rsa"]
+    entry = by_fp[rsa_cert.fingerprint_sha256]
+    assert base64.b64decode(entry["der"]) == rsa_cert.der
+    assert entry["serial"] == format(rsa_cert.certificate.serial_number, "X")
+    assert "Trạm Y tế" in entry["subject"] or entry["subject"]
+    assert entry["algorithms"] == ["RSA_PKCS1_SHA256", "RSA_PSS_SHA256"]
+    assert agent.ui.origin_requests == [agent.issuer.origin]
+    page.request({"type": "list_certificates", "id": "c2"})
+    assert agent.ui.origin_requests == [agent.issuer.origin]  # asked once per run
+
+
+def test_declined_origin_sees_no_certificates(agent: RunningAgent) -> None:
+    agent.ui.approve = False
+    page = agent.page()
+    page.hello()
+    reply = page.request({"type": "list_certificates", "id": "c1"})[-1]
+    assert reply["code"] == "ORIGIN_NOT_APPROVED"
+    assert "certificates" not in reply
+
+
+def test_declined_consent_signs_nothing_and_keeps_the_batch_id(
+    agent: RunningAgent, softhsm: ProvisionedToken, token: Pkcs11Token
+) -> None:
+    fp = softhsm.certificates["p256"].fingerprint_sha256
+    request = sign_request(agent, fp, "ECDSA_SHA256", digests(3))
+    page = agent.page()
+    page.hello()
+    agent.ui.pin = None
+    before = token.stats
+    reply = page.request(request)[-1]
+    assert reply["code"] == "USER_DECLINED"
+    assert token.stats.logins == before.logins
+    assert token.stats.signatures == before.signatures
+    agent.ui.pin = "123456"
+    assert page.request(request)[-1]["type"] == "result"  # same manifest, not spent
+    assert page.request(request)[-1]["code"] == "MANIFEST_REPLAYED"  # now it is
+
+
+def test_cancel_mid_batch_keeps_what_was_delivered(
+    agent: RunningAgent, softhsm: ProvisionedToken
+) -> None:
+    cert = softhsm.certificates["rsa"]
+    items = digests(3000)
+    page = agent.page()
+    page.hello()
+    page.send(sign_request(agent, cert.fingerprint_sha256, "RSA_PKCS1_SHA256", items))
+    replies: list[dict[str, Any]] = []
+    cancelled = False
+    while True:
+        message = page.recv()
+        replies.append(message)
+        if message["type"] == "signatures" and not cancelled:
+            page.send({"type": "cancel", "id": "x1", "target": "s1"})
+            cancelled = True
+        if message["type"] in ("result", "error") and message["id"] == "s1":
+            break
+    final = replies[-1]
+    assert final["code"] == "CANCELLED"
+    assert any(r["type"] == "cancelled" and r["target"] == "s1" for r in replies)
+    signatures = collect(replies)
+    assert final["signed"] == len(signatures)
+    assert 0 < len(signatures) < 3000
+    for digest, signature in zip(items, signatures, strict=False):
+        verify(cert.der, "RSA_PKCS1_SHA256", digest, signature)
+
+
+def test_closing_the_page_cancels_the_batch(
+    agent: RunningAgent, softhsm: ProvisionedToken, token: Pkcs11Token
+) -> None:
+    cert = softhsm.certificates["rsa"]
+    page = agent.page()
+    page.hello()
+    page.send(sign_request(agent, cert.fingerprint_sha256, "RSA_PKCS1_SHA256", digests(3000)))
+    while page.recv()["type"] != "signatures":
+        pass
+    page.close()
+    # The agent stops soon after and is free for the next batch.
+    other = agent.page()
+    other.hello()
+    for _ in range(100):
+        if agent.ui.outcomes:
+            break
+        threading.Event().wait(0.1)
+    assert agent.ui.outcomes[-1].error == "CANCELLED"
+    assert agent.ui.outcomes[-1].signed < 3000
+    reply = other.request(
+        sign_request(
+            agent, cert.fingerprint_sha256, "RSA_PKCS1_SHA256", digests(2), request_id="s2"
+        )
+    )[-1]
+    assert reply["type"] == "result"
+
+
+def test_wrong_pin_is_one_login_and_nothing_signed(
+    agent: RunningAgent, softhsm: ProvisionedToken, token: Pkcs11Token
+) -> None:
+    fp = softhsm.certificates["p256"].fingerprint_sha256
+    agent.ui.pin = "000000"
+    page = agent.page()
+    page.hello()
+    before = token.stats
+    reply = page.request(sign_request(agent, fp, "ECDSA_SHA256", digests(3)))[-1]
+    assert reply["code"] == "PIN_INCORRECT"
+    assert "retries_left" in reply
+    assert reply["signed"] == 0
+    assert token.stats.logins == before.logins + 1
+    assert token.stats.signatures == before.signatures
+    assert "Mã PIN không đúng" in reply["message"]["vi"]
+
+
+def test_hello_reports_busy_during_a_dialog(agent: RunningAgent, softhsm: ProvisionedToken) -> None:
+    hold = threading.Event()
+    agent.ui.hold = hold
+    fp = softhsm.certificates["p256"].fingerprint_sha256
+    page = agent.page()
+    page.hello()
+    page.send(sign_request(agent, fp, "ECDSA_SHA256", digests(2)))
+    assert agent.ui.dialog_open.wait(10)
+    other = agent.page()
+    assert other.hello()["state"] == "busy"
+    hold.set()
+    assert page.until_done("s1")[-1]["type"] == "result"
+
+
+# --- golden exchanges (also replayed by the page client's tests) -----------------------------
+
+
+def _matches(expected: Any, actual: Any) -> bool:
+    if expected == "<text>":
+        return isinstance(actual, dict) and set(actual) == {"vi", "en"}
+    if expected in ("<signature>", "<batch_id>"):
+        return isinstance(actual, str) and bool(actual)
+    if expected == "<certificates>":
+        return isinstance(actual, list) and bool(actual)
+    if isinstance(expected, dict):
+        return (
+            isinstance(actual, dict)
+            and set(expected) == set(actual)
+            and all(_matches(v, actual[k]) for k, v in expected.items())
+        )
+    if isinstance(expected, list):
+        return (
+            isinstance(actual, list)
+            and len(expected) == len(actual)
+            and all(_matches(e, a) for e, a in zip(expected, actual, strict=True))
+        )
+    return bool(expected == actual)
+
+
+@pytest.mark.parametrize("golden", sorted(GOLDEN.glob("*.json")), ids=lambda p: p.stem)
+def test_golden_exchange(golden: Path, agent: RunningAgent, softhsm: ProvisionedToken) -> None:
+    exchange = json.loads(golden.read_text(encoding="utf-8"))
+    fp = softhsm.certificates["rsa"].fingerprint_sha256
+    page = agent.page()
+    for step in exchange["exchange"]:
+        message = step["message"]
+        if step["from"] == "page":
+            outgoing = dict(message)
+            if outgoing.get("certificate") == "<fingerprint>":
+                outgoing["certificate"] = fp
+            if outgoing.get("manifest") == "<manifest>":
+                committed = exchange.get("manifest_digests", outgoing["digests"])
+                outgoing["manifest"] = agent.issuer.issue(
+                    fp, outgoing["algorithm"], [base64.b64decode(d) for d in committed]
+                )
+            page.send(outgoing)
+        else:
+            actual = page.recv()
+            assert _matches(message, actual), (message, actual)
