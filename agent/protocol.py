@@ -305,9 +305,12 @@ class Progress:
 
 @dataclass(frozen=True)
 class Signatures:
+    """A chunk of results; it is also the progress event while the token signs."""
+
     id: str
     offset: int
     signatures: tuple[bytes, ...]
+    total: int
 
     def to_wire(self) -> dict[str, Any]:
         b2a = binascii.b2a_base64
@@ -316,6 +319,8 @@ class Signatures:
             "id": self.id,
             "offset": self.offset,
             "signatures": [b2a(s, newline=False).decode("ascii") for s in self.signatures],
+            "signed": self.offset + len(self.signatures),
+            "total": self.total,
         }
 
 

@@ -289,8 +289,8 @@ class AgentService:
                         origin, manifest.batch_id, manifest.expires_at, self._clock()
                     )
                 delivered = offset + len(signatures)
-                await send(Signatures(request.id, offset, tuple(signatures)))
-                await send(Progress(request.id, Stage.SIGNING, delivered, total))
+                # Each chunk is also the progress event: one message per 100 signatures.
+                await send(Signatures(request.id, offset, tuple(signatures), total))
                 self._ui.signing_progress(delivered, total)
             return delivered
 

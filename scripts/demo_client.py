@@ -100,6 +100,7 @@ def main() -> int:
             message = json.loads(ws.recv())
             if message["type"] == "signatures":
                 signatures += [base64.b64decode(s) for s in message["signatures"]]
+                print(f"  signed {message['signed']}/{message['total']}")
             elif message["type"] == "progress":
                 print(f"  {message['stage']}: {message['signed']}/{message['total']}")
             elif message["type"] in ("result", "error"):
@@ -118,7 +119,9 @@ def main() -> int:
             public.verify(signature, digest, pad, prehashed)
         else:
             assert isinstance(public, ec.EllipticCurvePublicKey)
-            public.verify(signature, digest, ec.ECDSA(prehashed))
+            half = len(signature) // 2  # the agent returns raw r || s
+            r, s = int.from_bytes(signature[:half], "big"), int.from_bytes(signature[half:], "big")
+            public.verify(utils.encode_dss_signature(r, s), digest, ec.ECDSA(prehashed))
     print(f"{len(signatures)} signatures verified against the certificate.")
     return 0
 

@@ -18,7 +18,7 @@ class Algorithm(enum.StrEnum):
 
     RSA_PKCS1_SHA256 = "RSA_PKCS1_SHA256"  # CKM_RSA_PKCS over a DigestInfo the agent builds
     RSA_PSS_SHA256 = "RSA_PSS_SHA256"  # CKM_RSA_PKCS_PSS, SHA-256, MGF1-SHA-256, salt 32
-    ECDSA_SHA256 = "ECDSA_SHA256"  # CKM_ECDSA; the agent returns a DER ECDSA-Sig-Value
+    ECDSA_SHA256 = "ECDSA_SHA256"  # CKM_ECDSA; the agent returns the raw r || s (P1363)
 
     @property
     def key_type(self) -> str:

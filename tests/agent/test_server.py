@@ -51,7 +51,11 @@ def test_sign_batch_end_to_end(
     # Progress at least every 100 signatures, and the stages in order.
     progress = [r for r in replies if r["type"] == "progress"]
     assert [p["stage"] for p in progress[:2]] == ["consent", "signing"]
-    counts = [p["signed"] for p in progress if p["stage"] == "signing"]
+    chunks = [r for r in replies if r["type"] == "signatures"]
+    assert all(
+        c["total"] == 250 and c["signed"] == c["offset"] + len(c["signatures"]) for c in chunks
+    )
+    counts = [0] + [c["signed"] for c in chunks]
     assert counts[-1] == 250
     assert all(b - a <= 100 for a, b in itertools.pairwise(counts))
     # The officer saw what the manifest says.

@@ -31,7 +31,10 @@ def verify(cert_der: bytes, algorithm: str, digest: bytes, signature: bytes) -> 
         key.verify(signature, digest, pss, prehashed)
     else:
         assert isinstance(key, ec.EllipticCurvePublicKey)
-        key.verify(signature, digest, ec.ECDSA(prehashed))
+        half = (key.curve.key_size + 7) // 8
+        assert len(signature) == 2 * half  # raw r || s, as protocol.md says
+        r, s = int.from_bytes(signature[:half], "big"), int.from_bytes(signature[half:], "big")
+        key.verify(utils.encode_dss_signature(r, s), digest, ec.ECDSA(prehashed))
 
 
 def sign_request(

@@ -15,7 +15,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, decode_dss_signature
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
 
 from kyso.agent import devpki
 from kyso.agent.token import pkcs11_token
@@ -80,8 +80,12 @@ def verify(der: bytes, algorithm: Algorithm, digest: bytes, signature: bytes) ->
     public_key = x509.load_der_x509_certificate(der).public_key()
     if algorithm is Algorithm.ECDSA_SHA256:
         assert isinstance(public_key, ec.EllipticCurvePublicKey)
-        decode_dss_signature(signature)  # DER, not r || s
-        public_key.verify(signature, digest, ec.ECDSA(Prehashed(hashes.SHA256())))
+        # The agent returns the token's raw r || s (protocol.md), as WebCrypto does.
+        half = public_key.curve.key_size // 8 + (public_key.curve.key_size % 8 > 0)
+        assert len(signature) == 2 * half
+        r, s = int.from_bytes(signature[:half], "big"), int.from_bytes(signature[half:], "big")
+        der_signature = encode_dss_signature(r, s)
+        public_key.verify(der_signature, digest, ec.ECDSA(Prehashed(hashes.SHA256())))
         return
     assert isinstance(public_key, rsa.RSAPublicKey)
     scheme: padding.AsymmetricPadding = (
