@@ -1,0 +1,105 @@
+"""The shape of the code: no stdlib shadowing, library boundaries, the contract in sync."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kyso.agent.protocol import ErrorCode
+
+ROOT = Path(__file__).resolve().parent.parent
+IMPORTS = "import platform, token, inspect, uuid; import kyso.agent.token; "
+CHECK = (
+    "import os; assert platform.__file__.startswith(os.path.dirname(os.__file__)), platform; "
+    "assert token.__file__.startswith(os.path.dirname(os.__file__)), token; "
+    "assert hasattr(platform, 'system') and hasattr(token, 'NAME')"
+)
+
+
+@pytest.mark.parametrize("where", [".", "agent", "agent/token", "platform"])
+def test_stdlib_platform_and_token_are_never_shadowed(where: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORTS + CHECK],
+        cwd=ROOT / where,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_no_init_at_the_shadowing_folders() -> None:
+    assert not (ROOT / "platform" / "__init__.py").exists()
+    assert not (ROOT / "agent" / "token" / "__init__.py").exists()
+
+
+# Which top-level libraries may be imported where (architecture.md, "Library boundaries").
+BOUNDARIES = {
+    "pkcs11": ("agent/token/",),
+    "websockets": ("agent/server.py",),
+    "PySide6": ("agent/ui/",),
+    "flask": ("platform/",),
+    "sqlalchemy": ("platform/",),
+}
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+@pytest.mark.parametrize("library", sorted(BOUNDARIES))
+def test_library_boundaries(library: str) -> None:
+    allowed = BOUNDARIES[library]
+    offenders = []
+    for folder in ("agent", "platform"):
+        for path in (ROOT / folder).rglob("*.py"):
+            relative = path.relative_to(ROOT).as_posix()
+            if library in _imports(path) and not relative.startswith(allowed):
+                offenders.append(relative)
+    assert offenders == []
+
+
+def test_agent_never_imports_the_platform() -> None:
+    for path in (ROOT / "agent").rglob("*.py"):
+        source = path.read_text(encoding="utf-8")
+        assert "kyso.platform" not in source, path
+
+
+def test_protocol_md_examples_match_the_golden_files() -> None:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from sync_protocol_examples import sync
+    finally:
+        sys.path.pop(0)
+    doc = (ROOT / "protocol.md").read_text(encoding="utf-8")
+    assert sync(doc) == doc, "run: python scripts/sync_protocol_examples.py"
+    named = set(re.findall(r"<!-- golden: ([\w.-]+) -->", doc))
+    assert named == {p.name for p in (ROOT / "tests" / "golden").glob("*.json")}
+
+
+def test_protocol_md_documents_every_error_code() -> None:
+    doc = (ROOT / "protocol.md").read_text(encoding="utf-8")
+    for code in ErrorCode:
+        assert f"| `{code}` |" in doc, code
+
+
+def test_golden_files_are_valid_exchanges() -> None:
+    for path in (ROOT / "tests" / "golden").glob("*.json"):
+        exchange = json.loads(path.read_text(encoding="utf-8"))
+        assert exchange["exchange"][0]["from"] == "page"
+        for step in exchange["exchange"]:
+            assert step["from"] in ("page", "agent")
+            assert "type" in step["message"]
