@@ -244,3 +244,36 @@ def test_golden_exchange(golden: Path, agent: RunningAgent, softhsm: Provisioned
         else:
             actual = page.recv()
             assert _matches(message, actual), (message, actual)
+
+
+def test_token_pulled_mid_batch_keeps_what_was_delivered(
+    agent: RunningAgent, fresh_softhsm: Any
+) -> None:
+    """softhsm2-util deletes the token from another process while the agent signs."""
+    from kyso.agent.token.softhsm import KeySpec, delete_token
+
+    pulled = fresh_softhsm(keys=(KeySpec("rsa", "RSA", 2048),))
+    cert = pulled.certificates["rsa"]
+    items = digests(3000)
+    agent.ui.pin = pulled.user_pin
+    page = agent.page()
+    page.hello()
+    page.send(sign_request(agent, cert.fingerprint_sha256, "RSA_PKCS1_SHA256", items))
+    replies: list[dict[str, Any]] = []
+    while True:
+        message = page.recv()
+        replies.append(message)
+        if message["type"] == "signatures" and message["offset"] == 0:
+            delete_token(pulled)
+        if message["type"] in ("result", "error"):
+            break
+    final = replies[-1]
+    assert final["code"] == "TOKEN_REMOVED"
+    signatures = collect(replies)
+    assert final["signed"] == len(signatures)
+    assert 100 <= len(signatures) < 3000
+    for digest, signature in zip(items, signatures, strict=False):
+        verify(cert.der, "RSA_PKCS1_SHA256", digest, signature)
+    assert "Hãy cắm lại USB token" in final["message"]["vi"]
+    assert agent.ui.outcomes[-1].error == "TOKEN_REMOVED"
+    assert page.hello()["state"] in ("ready", "no_token")  # the agent goes on

@@ -1,0 +1,194 @@
+"""kyso-agent as the officer runs it: --help, and --headless answering on a real terminal."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.agent_harness import ORIGIN, Page
+from support.platform_keys import ManifestIssuer, b64
+from support.signing import collect, digests, verify
+from websockets.sync.client import connect
+
+from kyso.agent.token.softhsm import ProvisionedToken
+
+
+def test_help_documents_every_option() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "kyso.agent.cli", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    for option in (
+        "--headless",
+        "--config",
+        "--user-config",
+        "--state-dir",
+        "--language",
+        "--list-modules",
+        "--list-certificates",
+        "--verbose",
+        "--version",
+    ):
+        assert option in done.stdout
+    assert "USB token" in done.stdout
+
+
+def test_list_certificates(tmp_path: Path, softhsm: ProvisionedToken) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text(f'pkcs11_module = "{softhsm.module_path}"\n', encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "-m", "kyso.agent.cli", "--list-certificates", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert softhsm.certificates["rsa"].fingerprint_sha256 in done.stdout
+    assert "Trạm Y tế" in done.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Terminal:
+    """The agent in a pseudo-terminal, as in an officer's console window."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:  # the child: become kyso-agent
+            os.execv(sys.executable, [sys.executable, "-m", "kyso.agent.cli", *argv])
+        self.output = ""
+
+    def read_until(self, text: str, timeout: float = 30) -> str:
+        deadline = time.monotonic() + timeout
+        while text not in self.output:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"{text!r} not shown; the terminal shows:\n{self.output}"
+            ready, _, _ = select.select([self.fd], [], [], remaining)
+            if ready:
+                try:
+                    self.output += os.read(self.fd, 65536).decode("utf-8", "replace")
+                except OSError:
+                    break
+        return self.output
+
+    def quiet_for(self, seconds: float) -> str:
+        """What appears within ``seconds`` (to check that nothing new was asked)."""
+        before = len(self.output)
+        deadline = time.monotonic() + seconds
+        while (remaining := deadline - time.monotonic()) > 0:
+            ready, _, _ = select.select([self.fd], [], [], remaining)
+            if ready:
+                self.output += os.read(self.fd, 65536).decode("utf-8", "replace")
+        return self.output[before:]
+
+    def type(self, text: str) -> None:
+        os.write(self.fd, text.encode("utf-8"))
+
+    def stop(self) -> int:
+        os.kill(self.pid, signal.SIGTERM)
+        _, status = os.waitpid(self.pid, 0)
+        os.close(self.fd)
+        return os.waitstatus_to_exitcode(status)
+
+
+@pytest.fixture
+def headless(tmp_path: Path, softhsm: ProvisionedToken) -> Any:
+    issuer = ManifestIssuer(ORIGIN)
+    port = _free_port()
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'pkcs11_module = "{softhsm.module_path}"\nport = {port}\n\n[[origins]]\n'
+        f'origin = "{ORIGIN}"\nmanifest_key = """{issuer.public_pem}"""\n',
+        encoding="utf-8",
+    )
+    terminal = Terminal(
+        ["--headless", "--config", str(config), "--state-dir", str(tmp_path / "state")]
+    )
+    terminal.read_until(f"ws://127.0.0.1:{port}/")
+    yield terminal, issuer, port
+    assert terminal.stop() == 0
+
+
+def test_headless_consent_and_pin_on_the_terminal(headless: Any, softhsm: ProvisionedToken) -> None:
+    terminal, issuer, port = headless
+    cert = softhsm.certificates["p256"]
+    items = digests(120)
+    request = {
+        "type": "sign",
+        "id": "s1",
+        "manifest": issuer.issue(cert.fingerprint_sha256, "ECDSA_SHA256", items),
+        "certificate": cert.fingerprint_sha256,
+        "algorithm": "ECDSA_SHA256",
+        "digests": [b64(d) for d in items],
+    }
+    replies: list[dict[str, Any]] = []
+    with connect(f"ws://127.0.0.1:{port}/", origin=ORIGIN) as ws:
+        page = Page(ws)  # type: ignore[arg-type]
+        page.hello()
+        # Enter typed before the dialog appears must not approve it (threat 7).
+        terminal.type("c\n")
+        time.sleep(0.3)
+        worker = threading.Thread(target=lambda: replies.extend(page.request(request)))
+        worker.start()
+        shown = terminal.read_until("[c/K]")
+        for text in (
+            ORIGIN,
+            "Trạm Y tế Phường Bến Nghé",
+            "Số chữ ký sẽ tạo: 120",
+            "Mã xác nhận: K7Q-4MZ",
+            "Nội dung do hệ thống tiêm chủng cung cấp",
+        ):
+            assert text in shown
+        assert "Nhập mã PIN" not in terminal.quiet_for(0.6)  # still waiting for an answer
+        terminal.type("c\n")
+        terminal.read_until("Nhập mã PIN")
+        terminal.type(softhsm.user_pin + "\n")
+        worker.join(60)
+        terminal.read_until("120/120")
+    assert replies[-1]["type"] == "result"
+    signatures = collect(replies)
+    assert len(signatures) == 120
+    for digest, signature in zip(items, signatures, strict=True):
+        verify(cert.der, "ECDSA_SHA256", digest, signature)
+    after_prompt = terminal.output.split("Nhập mã PIN", 1)[1]
+    assert softhsm.user_pin not in after_prompt  # typed without echo
+
+
+def test_headless_cancel_is_the_default(headless: Any, softhsm: ProvisionedToken) -> None:
+    terminal, issuer, port = headless
+    cert = softhsm.certificates["rsa"]
+    items = digests(2)
+    request = {
+        "type": "sign",
+        "id": "s1",
+        "manifest": issuer.issue(cert.fingerprint_sha256, "RSA_PKCS1_SHA256", items),
+        "certificate": cert.fingerprint_sha256,
+        "algorithm": "RSA_PKCS1_SHA256",
+        "digests": [b64(d) for d in items],
+    }
+    replies: list[dict[str, Any]] = []
+    with connect(f"ws://127.0.0.1:{port}/", origin=ORIGIN) as ws:
+        page = Page(ws)  # type: ignore[arg-type]
+        page.hello()
+        worker = threading.Thread(target=lambda: replies.extend(page.request(request)))
+        worker.start()
+        terminal.read_until("[c/K]")
+        terminal.type("\n")
+        worker.join(30)
+    assert replies[-1]["code"] == "USER_DECLINED"
+    terminal.read_until("Đã hủy")
