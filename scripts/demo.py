@@ -16,7 +16,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from kyso.agent import devpki
-from kyso.agent.cli import main as agent_main
 from kyso.agent.token import softhsm
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,8 +99,13 @@ This terminal then shows the consent text and asks for the PIN ({info["pin"]}).
 """,
         flush=True,
     )
-    return agent_main(
+    # A fresh process for the agent: this one has initialised SoftHSM to provision the token.
+    os.execv(  # noqa: S606 - our own interpreter and module
+        sys.executable,
         [
+            sys.executable,
+            "-m",
+            "kyso.agent.cli",
             "--headless",
             "--config",
             str(DEMO / "agent.toml"),
@@ -110,7 +114,7 @@ This terminal then shows the consent text and asks for the PIN ({info["pin"]}).
             "--state-dir",
             str(DEMO / "state"),
             *sys.argv[1:],
-        ]
+        ],
     )
 
 

@@ -10,6 +10,7 @@ import argparse
 import base64
 import hashlib
 import json
+import os
 import sys
 import time
 import uuid
@@ -22,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from websockets.sync.client import connect
 
 ROOT = Path(__file__).resolve().parent.parent
-DEMO = ROOT / "demo-data"
+DEMO = Path(os.environ.get("KYSO_DEMO_DIR", ROOT / "demo-data"))
 
 
 def main() -> int:

@@ -1,6 +1,7 @@
-"""Rewrites the example blocks of protocol.md from tests/golden/*.json.
+"""Rewrites the generated parts of protocol.md: examples and the error texts.
 
-The golden files are the source; tests/test_protocol_doc.py fails when protocol.md drifts.
+The examples come from tests/golden/*.json and the texts from agent/locales/errors.toml; both
+are the sources, and tests/test_layout.py fails when protocol.md drifts from them.
 Run: python scripts/sync_protocol_examples.py
 """
 
@@ -8,9 +9,11 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+TEXTS = re.compile(r"(<!-- error-texts -->\n)(?P<body>.*?)(<!-- /error-texts -->)", re.S)
 BLOCK = re.compile(r"(<!-- golden: (?P<name>[\w.-]+) -->\n```json\n)(?P<body>.*?)(```)", re.S)
 
 
@@ -21,8 +24,19 @@ def render(name: str) -> str:
     )
 
 
+def error_texts() -> str:
+    with (ROOT / "agent" / "locales" / "errors.toml").open("rb") as fh:
+        texts = tomllib.load(fh)
+    rows = ["| code | Tiếng Việt | English |", "|---|---|---|"]
+    for key, entry in texts.items():
+        vi, en = (entry[lang].replace("|", "\\|") for lang in ("vi", "en"))
+        rows.append(f"| `{key.upper()}` | {vi} | {en} |")
+    return "\n".join(rows) + "\n"
+
+
 def sync(text: str) -> str:
-    return BLOCK.sub(lambda m: m.group(1) + render(m.group("name")) + m.group(4), text)
+    text = BLOCK.sub(lambda m: m.group(1) + render(m.group("name")) + m.group(4), text)
+    return TEXTS.sub(lambda m: m.group(1) + error_texts() + m.group(3), text)
 
 
 if __name__ == "__main__":

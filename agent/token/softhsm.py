@@ -191,7 +191,9 @@ def find_module() -> str:
         return configured
     for candidate in MODULE_CANDIDATES:
         if Path(candidate).is_file():
-            return candidate
+            # The resolved path, as the agent's config check gives it: python-pkcs11 loads a
+            # module once per path string, and SoftHSM refuses a second C_Initialize.
+            return os.path.realpath(candidate)
     raise SoftHSMError("SoftHSM2 not found: install softhsm2 or set KYSO_SOFTHSM_MODULE")
 
 
