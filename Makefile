@@ -30,7 +30,7 @@ typecheck: venv
 	@mkdir -p build/typecheck/kyso
 	@ln -sfn ../../../agent build/typecheck/kyso/agent
 	@ln -sfn ../../../platform build/typecheck/kyso/platform
-	$(VENV)/bin/mypy -p kyso.agent
+	$(VENV)/bin/mypy -p kyso.agent -p kyso.platform
 
 pytest: setup
 	$(VENV)/bin/pytest

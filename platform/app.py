@@ -1,0 +1,137 @@
+"""The Flask application factory.
+
+Configuration comes from the mapping passed in (tests) over environment variables:
+``DATABASE_URL`` (default: SQLite in the instance folder), ``KYSO_SECRET_KEY`` (default: a
+random key kept in the instance folder), ``KYSO_REGISTRY_URL`` (the population registry),
+``KYSO_SECURE_COOKIES`` (set to 0 only for plain-http development).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, Response, g, request, session
+from flask_wtf.csrf import CSRFProtect
+from sqlalchemy.orm import Session
+
+from kyso.platform import i18n
+from kyso.platform.db import make_engine, make_session_factory
+
+csrf = CSRFProtect()
+
+# The signing page is what an attacker would have to subvert: no inline script anywhere.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self' ws://127.0.0.1:* ws://[::1]:*; frame-ancestors 'none'; "
+    "base-uri 'none'; form-action 'self'; object-src 'none'"
+)
+
+
+def _secret_key(instance: Path) -> str:
+    configured = os.environ.get("KYSO_SECRET_KEY")
+    if configured:
+        return configured
+    path = instance / "secret_key"
+    if not path.exists():
+        instance.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    app = Flask(__name__, instance_path=os.environ.get("KYSO_INSTANCE_PATH"))
+    instance = Path(app.instance_path)
+    app.config.update(
+        DATABASE_URL=os.environ.get("DATABASE_URL", f"sqlite:///{instance / 'kyso.db'}"),
+        REGISTRY_URL=os.environ.get("KYSO_REGISTRY_URL", "http://127.0.0.1:8090"),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=os.environ.get("KYSO_SECURE_COOKIES", "1") != "0",
+        WTF_CSRF_TIME_LIMIT=None,  # tied to the session instead
+        MAX_CONTENT_LENGTH=20 * 1024 * 1024,
+        PAGE_SIZE=50,
+    )
+    if config:
+        app.config.update(config)
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = _secret_key(instance)
+
+    engine = make_engine(app.config["DATABASE_URL"])
+    app.extensions["kyso.engine"] = engine
+    app.extensions["kyso.sessions"] = make_session_factory(engine)
+    csrf.init_app(app)
+
+    _register_blueprints(app)
+    _register_hooks(app)
+    return app
+
+
+def db() -> Session:
+    """The request's database session (views only; services receive it as an argument)."""
+    from flask import current_app
+
+    if "db" not in g:
+        g.db = current_app.extensions["kyso.sessions"]()
+    session_: Session = g.db
+    return session_
+
+
+def language() -> str:
+    chosen = session.get("lang")
+    if chosen in i18n.LANGUAGES:
+        return str(chosen)
+    return i18n.DEFAULT_LANGUAGE
+
+
+def _register_blueprints(app: Flask) -> None:
+    from kyso.platform.auth.views import blueprint as auth
+    from kyso.platform.signing.views import blueprint as signing
+    from kyso.platform.users.views import blueprint as users
+
+    app.register_blueprint(auth)
+    app.register_blueprint(users)
+    app.register_blueprint(signing)
+
+
+def _register_hooks(app: Flask) -> None:
+    @app.teardown_appcontext
+    def _close_session(_exc: BaseException | None) -> None:
+        session_ = g.pop("db", None)
+        if session_ is not None:
+            session_.close()
+
+    @app.after_request
+    def _security_headers(response: Response) -> Response:
+        response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        return response
+
+    @app.context_processor
+    def _template_globals() -> dict[str, Any]:
+        lang = language()
+
+        def _(key: str, **values: Any) -> str:
+            return i18n.translate(key, lang, **values)
+
+        from kyso.platform.auth.access import current_user
+
+        return {"_": _, "lang": lang, "current_user": current_user()}
+
+    @app.get("/lang/<code>")
+    def _switch_language(code: str) -> Any:
+        from flask import redirect
+
+        if code in i18n.LANGUAGES:
+            session["lang"] = code
+        target = request.referrer or "/"
+        # Only back to our own pages.
+        if not target.startswith(request.host_url):
+            target = "/"
+        return redirect(target)

@@ -1,0 +1,70 @@
+"""Login and logout."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Blueprint, redirect, render_template, request, session, url_for
+
+from kyso.platform.app import db, language
+from kyso.platform.auth import service
+from kyso.platform.auth.access import current_user
+from kyso.platform.i18n import DomainError
+from kyso.platform.models import Role
+
+blueprint = Blueprint("auth", __name__)
+
+
+def _home_for(role: Role) -> str:
+    if role is Role.SIGNING_OFFICER:
+        return url_for("signing.search")
+    return url_for("users.index")
+
+
+@blueprint.get("/")
+def home() -> Any:
+    user = current_user()
+    if user is None:
+        return redirect(url_for("auth.login"))
+    return redirect(_home_for(user.role))
+
+
+@blueprint.route("/login", methods=["GET", "POST"])
+def login() -> Any:
+    error = None
+    if request.method == "POST":
+        try:
+            user = service.authenticate(
+                db(),
+                request.form.get("username", ""),
+                request.form.get("password", ""),
+                request.remote_addr or "?",
+            )
+        except DomainError as exc:
+            db().commit()  # keep the failed attempt: it counts for throttling
+            error = exc.text(language())
+        else:
+            lang = session.get("lang")
+            session.clear()  # a new session id after login (no fixation)
+            session["user_id"] = user.id
+            session["lang"] = lang or user.language
+            db().commit()
+            target = request.args.get("next", "")
+            if not target.startswith("/") or target.startswith("//") or urlsplit(target).netloc:
+                target = _home_for(user.role)
+            return redirect(target)
+    return render_template("auth/login.html", error=error), 401 if error else 200
+
+
+@blueprint.post("/logout")
+def logout() -> Any:
+    user = current_user()
+    if user is not None:
+        service.audit(db(), "auth.logout", user, ip=request.remote_addr)
+        db().commit()
+    lang = session.get("lang")
+    session.clear()
+    if lang:
+        session["lang"] = lang
+    return redirect(url_for("auth.login"))

@@ -1,0 +1,79 @@
+"""Login, throttling, CSRF, security headers, language switch."""
+
+from __future__ import annotations
+
+from flask.testing import FlaskClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from support.platform_client import csrf_token, login
+from support.platform_seed import PASSWORD, Seed
+
+from kyso.platform.models import AuditEvent, User
+
+
+def test_login_and_logout(client: FlaskClient, org: Seed, session: Session) -> None:
+    response = login(client, "kyduyet.bennghe")
+    assert response.status_code == 302
+    assert response.headers["Location"].endswith("/signing/")
+    page = client.get("/signing/")
+    assert page.status_code == 200
+    assert "Lê Thị Hồng" in page.get_data(as_text=True)
+    token = csrf_token(client, "/signing/")
+    assert client.post("/logout", data={"csrf_token": token}).status_code == 302
+    assert client.get("/signing/").status_code == 302
+    actions = session.scalars(select(AuditEvent.action)).all()
+    assert "auth.login" in actions
+    assert "auth.logout" in actions
+
+
+def test_wrong_password_and_unknown_user_look_the_same(client: FlaskClient, org: Seed) -> None:
+    wrong = login(client, "kyduyet.bennghe", "not-the-password")
+    unknown = login(client, "nobody", "not-the-password")
+    assert wrong.status_code == unknown.status_code == 401
+    assert "Tên đăng nhập hoặc mật khẩu không đúng" in wrong.get_data(as_text=True)
+    assert wrong.get_data(as_text=True).count("không đúng") == unknown.get_data(as_text=True).count(
+        "không đúng"
+    )
+
+
+def test_login_is_throttled(client: FlaskClient, org: Seed) -> None:
+    for _ in range(5):
+        assert login(client, "kyduyet.bennghe", "wrong-password-x").status_code == 401
+    blocked = login(client, "kyduyet.bennghe", PASSWORD)
+    assert blocked.status_code == 401
+    assert "quá nhiều lần" in blocked.get_data(as_text=True)
+
+
+def test_csrf_is_required(client: FlaskClient, org: Seed) -> None:
+    response = client.post("/login", data={"username": "admin", "password": PASSWORD})
+    assert response.status_code == 400
+
+
+def test_passwords_are_argon2id(session: Session, org: Seed) -> None:
+    hashes = session.scalars(select(User.password_hash)).all()
+    assert hashes
+    assert all(h.startswith("$argon2id$") for h in hashes)
+
+
+def test_security_headers_and_no_inline_script(client: FlaskClient, org: Seed) -> None:
+    login(client, "kyduyet.bennghe")
+    response = client.get("/signing/")
+    csp = response.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp
+    assert "unsafe-inline" not in csp
+    assert "<script>" not in response.get_data(as_text=True)
+
+
+def test_open_redirect_after_login_is_refused(client: FlaskClient, org: Seed) -> None:
+    token = csrf_token(client, "/login")
+    response = client.post(
+        "/login?next=//evil.example/x",
+        data={"username": "admin", "password": PASSWORD, "csrf_token": token},
+    )
+    assert "evil.example" not in response.headers["Location"]
+
+
+def test_language_switch(client: FlaskClient, org: Seed) -> None:
+    assert "Đăng nhập" in client.get("/login").get_data(as_text=True)
+    client.get("/lang/en")
+    assert "Log in" in client.get("/login").get_data(as_text=True)

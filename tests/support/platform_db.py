@@ -1,0 +1,82 @@
+"""Databases for the platform's tests: SQLite always, PostgreSQL where it runs.
+
+In CI a PostgreSQL server listens on 127.0.0.1:5432 (user postgres, trust): there the suite must
+run against it, so an unreachable server fails the run when CI is set. On a developer machine
+without PostgreSQL the PostgreSQL half is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import text
+
+from kyso.platform.db import Base, make_engine
+from kyso.platform.migrations import upgrade
+
+PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+
+
+def postgres_available() -> bool:
+    try:
+        with psycopg.connect(PG_ADMIN):
+            return True
+    except psycopg.OperationalError:
+        return False
+
+
+class Databases:
+    """One migrated template per backend and session; a clean database for every test."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._sqlite_template: Path | None = None
+        self._pg_name: str | None = None
+
+    def sqlite(self, directory: Path) -> str:
+        if self._sqlite_template is None:
+            template = self.root / "template.db"
+            upgrade(f"sqlite:///{template}")
+            self._sqlite_template = template
+        target = directory / "kyso.db"
+        shutil.copy(self._sqlite_template, target)
+        return f"sqlite:///{target}"
+
+    def postgresql(self) -> str:
+        if self._pg_name is None:
+            if not postgres_available():
+                if os.environ.get("CI"):
+                    pytest.fail("PostgreSQL must be reachable on 127.0.0.1:5432 in CI")
+                pytest.skip("no PostgreSQL on 127.0.0.1:5432 here")
+            name = f"kyso_test_{os.getpid()}"
+            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+                conn.execute(f'CREATE DATABASE "{name}"')
+            upgrade(PG_URL.format(name=name))
+            self._pg_name = name
+        url = PG_URL.format(name=self._pg_name)
+        engine = make_engine(url)
+        tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+        with engine.begin() as conn:
+            conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        engine.dispose()
+        return url
+
+    def close(self) -> None:
+        if self._pg_name is not None:
+            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self._pg_name}" WITH (FORCE)')
+
+
+def databases(root: Path) -> Iterator[Databases]:
+    dbs = Databases(root)
+    try:
+        yield dbs
+    finally:
+        dbs.close()
