@@ -284,9 +284,14 @@ class AgentService:
             while (item := await chunks.get()) is not None:
                 offset, signatures = item
                 if delivered == 0:
-                    # The batch id is spent the moment a signature leaves the agent.
-                    self._replays.consume(
-                        origin, manifest.batch_id, manifest.expires_at, self._clock()
+                    # The batch id is spent the moment a signature leaves the agent (a file
+                    # write: off the event loop).
+                    await asyncio.to_thread(
+                        self._replays.consume,
+                        origin,
+                        manifest.batch_id,
+                        manifest.expires_at,
+                        self._clock(),
                     )
                 delivered = offset + len(signatures)
                 # Each chunk is also the progress event: one message per 100 signatures.
