@@ -65,6 +65,10 @@ def _register_feature_commands() -> None:
 
     for command in user_commands:
         main.add_command(command)
+    from kyso.platform.registry.cli import commands as registry_commands
+
+    for command in registry_commands:
+        main.add_command(command)
 
 
 _register_feature_commands()
