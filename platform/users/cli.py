@@ -1,13 +1,41 @@
-"""User commands: create an account from the command line (first administrator, scripts)."""
+"""User commands for IT: create an account (the first administrator, scripts) and register a
+signing officer's certificate without the web page. Both go through the same service rules as
+the pages do, and both are audited."""
 
 from __future__ import annotations
 
+import getpass
+
 import click
 from flask import Flask
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from kyso.platform.auth.service import audit, hash_password
 from kyso.platform.db import transaction
-from kyso.platform.models import Role, User
+from kyso.platform.i18n import DomainError
+from kyso.platform.models import Area, AreaLevel, Facility, Role, SigningUnit, User
+from kyso.platform.users import service
+
+
+def _fail(exc: DomainError) -> click.ClickException:
+    return click.ClickException(exc.text("en"))
+
+
+def _by_code(session: Session, model: type[Facility] | type[SigningUnit], code: str) -> int:
+    found = session.scalar(select(model.id).where(model.code == code))
+    if found is None:
+        kind = "facility" if model is Facility else "signing unit"
+        raise click.ClickException(f"no {kind} with code {code!r}")
+    return found
+
+
+def _province_by_code(session: Session, code: str) -> int:
+    found = session.scalar(
+        select(Area.id).where(Area.code == code, Area.level == AreaLevel.PROVINCE)
+    )
+    if found is None:
+        raise click.ClickException(f"no province with code {code!r}")
+    return found
 
 
 @click.command("create-user")
@@ -17,6 +45,10 @@ from kyso.platform.models import Role, User
 @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
 @click.option("--facility-id", type=int)
 @click.option("--signing-unit-id", type=int)
+@click.option("--facility-code", help="Instead of --facility-id.")
+@click.option("--signing-unit-code", help="Instead of --signing-unit-id.")
+@click.option("--province-code", help="Administrators of one province (e.g. 79); else national.")
+@click.option("--language", type=click.Choice(["vi", "en"]), default="vi", show_default=True)
 @click.pass_obj
 def create_user(
     app: Flask,
@@ -26,21 +58,74 @@ def create_user(
     password: str,
     facility_id: int | None,
     signing_unit_id: int | None,
+    facility_code: str | None,
+    signing_unit_code: str | None,
+    province_code: str | None,
+    language: str,
 ) -> None:
-    """Create a user account."""
+    """Create a user account (the same rules as the user management page)."""
     with transaction(app.extensions["kyso.sessions"]) as session:
-        user = User(
-            username=username.strip().lower(),
+        if facility_code:
+            facility_id = _by_code(session, Facility, facility_code)
+        if signing_unit_code:
+            signing_unit_id = _by_code(session, SigningUnit, signing_unit_code)
+        province_id = _province_by_code(session, province_code) if province_code else None
+        form = service.UserForm(
+            username=username,
             full_name=full_name,
-            password_hash=hash_password(password),
             role=Role(role),
             facility_id=facility_id,
             signing_unit_id=signing_unit_id,
+            province_id=province_id,
+            language=language,
         )
-        session.add(user)
-        session.flush()
-        audit(session, "user.create", None, target=user.username, via="cli")
-    click.echo(f"created {username}")
+        try:
+            user, _password = service.create_user(session, None, form, password=password)
+        except DomainError as exc:
+            raise _fail(exc) from None
+        created = user.username
+    click.echo(f"created {created}")
 
 
-commands = [create_user]
+@click.command("register-certificate")
+@click.argument("username")
+@click.argument("serial")
+@click.option(
+    "--by",
+    "by_username",
+    required=True,
+    help="Your administrator user name: recorded as who registered the certificate.",
+)
+@click.pass_obj
+def register_certificate(app: Flask, username: str, serial: str, by_username: str) -> None:
+    """Register SERIAL (hex, as the CA prints it) as USERNAME's signing certificate.
+
+    The officer's previous certificate, if any, is deactivated ("replaced").
+    """
+    with transaction(app.extensions["kyso.sessions"]) as session:
+        officer = session.scalar(select(User).where(User.username == username.strip().lower()))
+        if officer is None:
+            raise click.ClickException(f"no user {username!r}")
+        actor = session.scalar(select(User).where(User.username == by_username.strip().lower()))
+        if actor is None or actor.role is not Role.ADMINISTRATOR or not actor.active:
+            raise click.ClickException(f"{by_username!r} is not an active administrator")
+        before = service.active_certificate(session, officer)
+        try:
+            registered = service.register_certificate(
+                session, actor, officer, serial, ip=f"cli:{getpass.getuser()}"
+            )
+        except DomainError as exc:
+            session.commit()  # keep the audit record of a refused attempt
+            raise _fail(exc) from None
+        shown = service.format_serial(registered.serial_hex)
+        if before is not None and before.id == registered.id:
+            message = f"{officer.username}: certificate {shown} already registered; nothing changed"
+        elif before is not None:
+            old = service.format_serial(before.serial_hex)
+            message = f"{officer.username}: registered {shown} (replaces {old})"
+        else:
+            message = f"{officer.username}: registered {shown}"
+    click.echo(message)
+
+
+commands = [create_user, register_certificate]

@@ -211,3 +211,86 @@ def add_person(
         )
     session.flush()
     return person
+
+
+@dataclass
+class ProvinceSeed:
+    """Another province's organisation (scoping tests): one station that signs its own records,
+    its officer and staff, and a provincial administrator."""
+
+    province: Area
+    commune: Area
+    unit: SigningUnit
+    station: Facility
+    admin: User  # provincial administrator (province_id set)
+    officer: User
+    staff: User
+
+
+def add_province(
+    session: Session, code: str = "01", name: str = "Thành phố Hà Nội", prefix: str = "hn"
+) -> ProvinceSeed:
+    """Adds a province with a provincial administrator; for Hồ Chí Minh City pass code "79"
+    after seed() to get only a provincial administrator and a second station there."""
+    from sqlalchemy import select
+
+    existing = session.scalar(select(Area).where(Area.code == code))
+    if existing is None:
+        province = Area(code=code, name=name, level=AreaLevel.PROVINCE)
+        session.add(province)
+        session.flush()
+        province.province_id = province.id
+    else:
+        province = existing
+    commune = Area(
+        code=f"{code}-{prefix}-1",
+        name=f"Phường Một ({prefix})",
+        level=AreaLevel.COMMUNE,
+        parent_id=province.id,
+        province_id=province.id,
+    )
+    session.add(commune)
+    session.flush()
+    unit = SigningUnit(
+        code=f"SU-{code}-{prefix}",
+        name=f"Trạm Y tế Phường Một ({prefix})",
+        kind=SigningUnitKind.FACILITY,
+        province_id=province.id,
+    )
+    session.add(unit)
+    session.flush()
+    station = Facility(
+        code=f"{code}-{prefix}-TYT",
+        name=f"Trạm Y tế Phường Một ({prefix})",
+        type=FacilityType.COMMUNE_STATION,
+        area_id=commune.id,
+        signing_unit_id=unit.id,
+    )
+    session.add(station)
+    session.flush()
+    password = hash_password(PASSWORD)
+    admin = User(
+        username=f"admin.{prefix}",
+        full_name=f"Quản trị viên {name}",
+        password_hash=password,
+        role=Role.ADMINISTRATOR,
+        province_id=province.id,
+    )
+    officer = User(
+        username=f"kyduyet.{prefix}",
+        full_name="Nguyễn Văn An",
+        password_hash=password,
+        role=Role.SIGNING_OFFICER,
+        facility_id=station.id,
+        signing_unit_id=unit.id,
+    )
+    staff = User(
+        username=f"nhanvien.{prefix}",
+        full_name="Đỗ Thị Bình",
+        password_hash=password,
+        role=Role.FACILITY_STAFF,
+        facility_id=station.id,
+    )
+    session.add_all([admin, officer, staff])
+    session.flush()
+    return ProvinceSeed(province, commune, unit, station, admin, officer, staff)
