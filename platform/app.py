@@ -91,12 +91,14 @@ def language() -> str:
 
 def _register_blueprints(app: Flask) -> None:
     from kyso.platform.auth.views import blueprint as auth
+    from kyso.platform.records.views import blueprint as records
     from kyso.platform.signing.views import blueprint as signing
     from kyso.platform.users.views import blueprint as users
 
     app.register_blueprint(auth)
     app.register_blueprint(users)
     app.register_blueprint(signing)
+    app.register_blueprint(records)
 
 
 def _register_hooks(app: Flask) -> None:
