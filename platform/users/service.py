@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from kyso.platform.auth.access import manageable_users, may_manage, user_provinces
 from kyso.platform.auth.service import audit, hash_password
-from kyso.platform.i18n import LANGUAGES, DomainError
+from kyso.platform.i18n import LANGUAGES, DomainError, translate
 from kyso.platform.models import (
     Area,
     AreaLevel,
@@ -224,8 +224,6 @@ class UserRow:
 
 def _role_matches(text: str) -> list[Role]:
     """Roles whose value or catalogue label contains the text (search "ký duyệt" or "officer")."""
-    from kyso.platform.i18n import translate
-
     needle = text.casefold()
     found: list[Role] = []
     if len(needle) < 4:  # "an", "le": names, not roles
