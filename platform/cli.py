@@ -69,6 +69,10 @@ def _register_feature_commands() -> None:
 
     for command in registry_commands:
         main.add_command(command)
+    from kyso.platform.records.cli import commands as record_commands
+
+    for command in record_commands:
+        main.add_command(command)
 
 
 _register_feature_commands()

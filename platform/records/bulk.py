@@ -1,10 +1,12 @@
-"""Bulk inserts of people that need the new ids back (to insert their doses next).
+"""Bulk inserts of people and doses: the import of big files and the demo-data generator.
 
-``INSERT ... RETURNING`` with ids matched to the input rows is row-at-a-time on SQLite, which
-makes 100,000 people take minutes. Instead the ids are reserved first and the rows inserted with
-them in one ``executemany``: on PostgreSQL from the table's sequence (safe with any number of
-concurrent writers); on SQLite after taking the database's single write lock, above the
-highest id (nobody else can insert until this transaction ends).
+Two things make the ORM's way slow at 100,000 rows: ``INSERT ... RETURNING`` with the ids
+matched to the input rows runs row by row on SQLite, and psycopg's ``executemany`` is a round
+trip per row. So the ids are reserved first — on PostgreSQL from the table's sequence (safe with
+any number of concurrent writers), on SQLite above the highest id after taking the database's
+single write lock (nobody else can insert until this transaction ends) — and the rows are then
+written with ``COPY`` on PostgreSQL and one ``executemany`` on SQLite. Values go through the
+columns' own SQLAlchemy type processors, so they are stored exactly as the ORM stores them.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Table, func, insert, select, text
+from sqlalchemy import Table, func, select, text
 from sqlalchemy.orm import Session
 
 from kyso.platform.models import Dose, Person
@@ -42,17 +44,45 @@ def reserve_ids(session: Session, table: Table, count: int) -> list[int]:
     raise NotImplementedError(f"no id reservation for {dialect}")
 
 
+def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert ``rows`` (dicts with the same keys, values as the ORM takes them)."""
+    if not rows:
+        return
+    connection = session.connection()
+    dialect = connection.dialect
+    names = list(rows[0])
+    processors = [
+        table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names
+    ]
+
+    def values(row: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(
+            process(row[name]) if process else row[name]
+            for name, process in zip(names, processors, strict=True)
+        )
+
+    quote = dialect.identifier_preparer.quote
+    columns = ", ".join(quote(name) for name in names)
+    if dialect.name == "postgresql":
+        driver = connection.connection.driver_connection
+        statement = f"COPY {quote(table.name)} ({columns}) FROM STDIN"
+        with driver.cursor() as cursor, cursor.copy(statement) as copy:  # type: ignore[union-attr]
+            for row in rows:
+                copy.write_row(values(row))
+        return
+    placeholders = ", ".join("?" for _ in names)
+    connection.exec_driver_sql(
+        f"INSERT INTO {quote(table.name)} ({columns}) VALUES ({placeholders})",  # noqa: S608 - column names from the table, values bound
+        [values(row) for row in rows],
+    )
+
+
 def insert_with_ids(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> list[int]:
     """Insert ``rows`` into ``table`` and return their new ids, in the order of ``rows``."""
     ids = reserve_ids(session, table, len(rows))
-    if rows:
-        session.execute(
-            insert(table), [{**row, "id": id_} for row, id_ in zip(rows, ids, strict=True)]
-        )
+    insert_rows(session, table, [{"id": id_, **row} for row, id_ in zip(rows, ids, strict=True)])
     return ids
 
 
-def insert_doses(session: Session, rows: Sequence[dict[str, Any]], batch: int = 5000) -> None:
-    """Plain ``executemany`` inserts, ``batch`` rows per statement group."""
-    for start in range(0, len(rows), batch):
-        session.execute(insert(DOSES), rows[start : start + batch])
+def insert_doses(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    insert_rows(session, DOSES, rows)
