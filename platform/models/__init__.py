@@ -21,6 +21,7 @@ from kyso.platform.models.records import (
     VaccineProduct,
     VerificationStatus,
 )
+from kyso.platform.models.signing import SigningSelection
 
 __all__ = [
     "Area",
@@ -35,6 +36,7 @@ __all__ = [
     "Person",
     "Role",
     "SigningCertificate",
+    "SigningSelection",
     "SigningUnit",
     "SigningUnitKind",
     "User",

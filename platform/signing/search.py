@@ -1,0 +1,454 @@
+"""Finding the doses a signing officer may sign: filters, scope, pages of people.
+
+Results are pages of people (each with the doses that matched), ordered by the accent-free name
+and then the id, and paged by keyset (the last name and id of a page), not by OFFSET: a page
+never repeats or skips a person when doses get signed, ticked or added between two clicks, and
+a late page costs the same as the first.
+
+The name filter is a prefix of the whole name as written on the identity card, family name
+first ("nguyen van a" finds "Nguyễn Văn An" and "Nguyễn Văn Anh"), ignoring accents, case and
+extra spaces. It deliberately does not match a given name alone ("an"): that cannot use an
+index over a million people, and in Vietnam it would return a large share of any population.
+Officers narrow by date, phone or identity number instead.
+
+Performance (PostgreSQL, a million people): one query for the page of people (an EXISTS over
+doses that uses doses(facility_id, vaccinated_on), people(name_key varchar_pattern_ops) and the
+phone indexes), one for the page's doses, and a count capped at ``COUNT_CAP`` people so that a
+broad search never counts the whole result.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Exists,
+    and_,
+    exists,
+    false,
+    literal,
+    select,
+    tuple_,
+)
+from sqlalchemy.orm import Session
+
+from kyso.platform.auth.access import signable_facilities
+from kyso.platform.i18n import DomainError
+from kyso.platform.models import (
+    Dose,
+    DoseSignature,
+    Facility,
+    Gender,
+    Person,
+    Role,
+    SigningSelection,
+    User,
+    VaccineProduct,
+    VerificationStatus,
+)
+from kyso.platform.records.names import name_key
+
+COUNT_CAP = 1000  # a result count above this is shown as "1.000+"
+NAME_MAX = 120
+_LIKE_SPECIAL = re.compile(r"([\\%_])")
+
+
+class SigningState(enum.StrEnum):
+    """Where a dose stands, as the officer needs to know it."""
+
+    UNSIGNED = "unsigned"
+    SIGNED = "signed"  # signed in its current version
+    RESIGN = "resign"  # signed in an older version: edited since, must be signed again
+
+
+class StateFilter(enum.StrEnum):
+    TO_SIGN = "to_sign"  # not signed, or signed in an older version
+    SIGNED = "signed"
+    ALL = "all"
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    """What the officer typed; empty values do not filter."""
+
+    date_from: date | None = None
+    date_to: date | None = None
+    name: str = ""
+    phone: str = ""
+    identity_number: str = ""
+    status: VerificationStatus | None = None
+    state: StateFilter = StateFilter.ALL
+    only_my_facility: bool = False
+
+    def as_args(self) -> dict[str, str]:
+        """The filters as query-string arguments (links, hidden fields); empty ones left out."""
+        args = {
+            "from": self.date_from.isoformat() if self.date_from else "",
+            "to": self.date_to.isoformat() if self.date_to else "",
+            "name": self.name,
+            "phone": self.phone,
+            "id": self.identity_number,
+            "status": self.status.value if self.status else "",
+            "state": self.state.value if self.state is not StateFilter.ALL else "",
+            "mine": "1" if self.only_my_facility else "",
+        }
+        return {key: value for key, value in args.items() if value}
+
+
+def _parse_date(text: str) -> date:
+    text = text.strip()
+    for pattern in ("%Y-%m-%d", "%d/%m/%Y", "%d-%m-%Y", "%d.%m.%Y"):
+        try:
+            return datetime.strptime(text, pattern).date()
+        except ValueError:
+            continue
+    raise ValueError(text)
+
+
+def parse_filters(args: Mapping[str, str]) -> tuple[SearchFilters, list[DomainError]]:
+    """Filters from a query string or form; what cannot be read is left out and reported."""
+    problems: list[DomainError] = []
+
+    def when(key: str, problem: str) -> date | None:
+        text = (args.get(key) or "").strip()
+        if not text:
+            return None
+        try:
+            return _parse_date(text)
+        except ValueError:
+            problems.append(DomainError(problem, value=text[:20]))
+            return None
+
+    status: VerificationStatus | None = None
+    raw_status = (args.get("status") or "").strip()
+    if raw_status:
+        try:
+            status = VerificationStatus(raw_status)
+        except ValueError:
+            problems.append(DomainError("signing.bad_filter"))
+    try:
+        state = StateFilter((args.get("state") or StateFilter.ALL.value).strip())
+    except ValueError:
+        problems.append(DomainError("signing.bad_filter"))
+        state = StateFilter.ALL
+    filters = SearchFilters(
+        date_from=when("from", "signing.bad_date_from"),
+        date_to=when("to", "signing.bad_date_to"),
+        name=" ".join((args.get("name") or "").split())[:NAME_MAX],
+        phone=(args.get("phone") or "").strip()[:20],
+        identity_number=(args.get("id") or "").strip()[:20],
+        status=status,
+        state=state,
+        only_my_facility=(args.get("mine") or "") in {"1", "on", "true"},
+    )
+    return filters, problems
+
+
+def normalise_phone(text: str) -> str:
+    """Digits only, "+84 90…" and "84 90…" written as "090…" (how numbers are stored)."""
+    digits = re.sub(r"\D", "", text)
+    if text.strip().startswith("+84") or (digits.startswith("84") and len(digits) == 11):
+        digits = "0" + digits[2:]
+    return digits
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where a page starts or ends: the sort key of a person (accent-free name, id)."""
+
+    name_key: str
+    person_id: int
+
+    def encode(self) -> str:
+        return f"{self.person_id}:{self.name_key}"
+
+    @classmethod
+    def decode(cls, text: str | None) -> Cursor | None:
+        """None for anything malformed: a bad cursor starts from the first page."""
+        if not text:
+            return None
+        head, sep, key = text.partition(":")
+        if not sep or not head.isdigit() or len(key) > NAME_MAX:
+            return None
+        return cls(key, int(head))
+
+
+@dataclass(frozen=True)
+class ResultDose:
+    id: int
+    version: int
+    dose_number: int
+    vaccinated_on: date
+    product: str
+    lot: str
+    facility_id: int
+    facility: str
+    state: SigningState
+    selected: bool  # ticked, in the version shown
+    changed_since_selected: bool  # ticked, but edited since: must be looked at and ticked again
+    selectable: bool
+
+
+@dataclass(frozen=True)
+class ResultPerson:
+    id: int
+    full_name: str
+    birth_date: date
+    gender: Gender
+    identity_number: str | None
+    phone: str | None
+    status: VerificationStatus
+    detail: Mapping[str, Any] | None
+    doses: tuple[ResultDose, ...]
+
+    @property
+    def verified(self) -> bool:
+        return self.status is VerificationStatus.VERIFIED
+
+    @property
+    def selectable_doses(self) -> tuple[ResultDose, ...]:
+        return tuple(d for d in self.doses if d.selectable)
+
+    @property
+    def all_selected(self) -> bool:
+        selectable = self.selectable_doses
+        return bool(selectable) and all(d.selected for d in selectable)
+
+    @property
+    def facility(self) -> str:
+        """The facility that must correct the record (where the first shown dose was given)."""
+        return self.doses[0].facility if self.doses else ""
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    people: tuple[ResultPerson, ...]
+    count: int | None  # people matching, at most COUNT_CAP; counted on a first page only
+    count_capped: bool
+    next_cursor: Cursor | None = None
+    previous_cursor: Cursor | None = None
+    filters: SearchFilters = field(default_factory=SearchFilters)
+
+
+def scope_facility_ids(session: Session, officer: User) -> list[int]:
+    """The facilities whose doses the officer signs; an officer without a unit is told so."""
+    if officer.role is not Role.SIGNING_OFFICER:
+        raise DomainError("signing.not_an_officer")
+    if officer.signing_unit_id is None:
+        raise DomainError("signing.no_unit")
+    return list(session.scalars(signable_facilities(officer)))
+
+
+def signed_current() -> Exists:
+    """The dose has a signature over its current version that nothing superseded."""
+    return exists().where(
+        DoseSignature.dose_id == Dose.id,
+        DoseSignature.dose_version == Dose.version,
+        DoseSignature.superseded_at.is_(None),
+    )
+
+
+def signed_any() -> Exists:
+    return exists().where(DoseSignature.dose_id == Dose.id)
+
+
+def validate(filters: SearchFilters) -> None:
+    if filters.date_from and filters.date_to and filters.date_from > filters.date_to:
+        raise DomainError(
+            "signing.date_order",
+            date_from=filters.date_from.strftime("%d/%m/%Y"),
+            date_to=filters.date_to.strftime("%d/%m/%Y"),
+        )
+
+
+def dose_conditions(
+    officer: User, filters: SearchFilters, facility_ids: Sequence[int]
+) -> list[ColumnElement[bool]]:
+    """Conditions on ``Dose``: the officer's scope and the dose filters."""
+    conditions: list[ColumnElement[bool]] = [Dose.facility_id.in_(facility_ids)]
+    if filters.only_my_facility:
+        mine = officer.facility_id
+        conditions.append(Dose.facility_id == mine if mine is not None else false())
+    if filters.date_from:
+        conditions.append(Dose.vaccinated_on >= filters.date_from)
+    if filters.date_to:
+        conditions.append(Dose.vaccinated_on <= filters.date_to)
+    if filters.state is StateFilter.TO_SIGN:
+        conditions.append(~signed_current())
+    elif filters.state is StateFilter.SIGNED:
+        conditions.append(signed_current())
+    return conditions
+
+
+def _like_prefix(text: str) -> str:
+    return _LIKE_SPECIAL.sub(r"\\\1", text) + "%"
+
+
+def person_conditions(filters: SearchFilters) -> list[ColumnElement[bool]]:
+    """Conditions on ``Person``: name prefix, phone, identity number, verification status."""
+    conditions: list[ColumnElement[bool]] = []
+    key = name_key(filters.name)
+    if key:
+        conditions.append(Person.name_key.like(_like_prefix(key), escape="\\"))
+    phone = normalise_phone(filters.phone) if filters.phone else ""
+    if filters.phone and not phone:
+        conditions.append(false())  # typed something, but no digits: nothing matches
+    elif phone:  # a full number is its own prefix: one indexed path for both
+        conditions.append(Person.phone.like(_like_prefix(phone), escape="\\"))
+    if filters.identity_number:
+        conditions.append(Person.identity_number == re.sub(r"\s", "", filters.identity_number))
+    if filters.status is not None:
+        conditions.append(Person.verification_status == filters.status)
+    return conditions
+
+
+def search(
+    session: Session,
+    officer: User,
+    filters: SearchFilters,
+    *,
+    page_size: int,
+    after: Cursor | None = None,
+    before: Cursor | None = None,
+) -> SearchPage:
+    """One page of people with the doses that matched, for ``officer`` only."""
+    validate(filters)
+    facility_ids = scope_facility_ids(session, officer)
+    doses_match = dose_conditions(officer, filters, facility_ids)
+    matching = [
+        *person_conditions(filters),
+        exists().where(Dose.person_id == Person.id, *doses_match),
+    ]
+
+    # One query gives both the page and, on a first page, the capped count: the matching set
+    # is computed once (it dominates the cost), only the first COUNT_CAP + 1 keys travel.
+    first_page = after is None and before is None
+    keys = select(Person.id, Person.name_key).where(*matching)
+    sort_key = tuple_(Person.name_key, Person.id)
+    if before is not None:
+        keys = keys.where(sort_key < tuple_(literal(before.name_key), literal(before.person_id)))
+        keys = keys.order_by(Person.name_key.desc(), Person.id.desc())
+    else:
+        if after is not None:
+            keys = keys.where(sort_key > tuple_(literal(after.name_key), literal(after.person_id)))
+        keys = keys.order_by(Person.name_key, Person.id)
+    limit = max(COUNT_CAP, page_size) + 1 if first_page else page_size + 1
+    rows = list(session.execute(keys.limit(limit)))
+    count = len(rows) if first_page else None
+    more = len(rows) > page_size
+    rows = rows[:page_size]
+    if before is not None:
+        rows.reverse()
+    # Going forwards there is a previous page when we came from one, and vice versa.
+    has_next = more if before is None else True
+    has_previous = (after is not None) if before is None else more
+    by_id = {
+        p.id: p for p in session.scalars(select(Person).where(Person.id.in_([r.id for r in rows])))
+    }
+    found = [by_id[r.id] for r in rows if r.id in by_id]
+
+    verified = {p.id: p.verification_status is VerificationStatus.VERIFIED for p in found}
+    doses = _page_doses(session, officer, verified, doses_match)
+    people = tuple(
+        ResultPerson(
+            id=p.id,
+            full_name=p.full_name,
+            birth_date=p.birth_date,
+            gender=p.gender,
+            identity_number=p.identity_number,
+            phone=p.phone,
+            status=p.verification_status,
+            detail=p.verification_detail,
+            doses=tuple(doses.get(p.id, ())),
+        )
+        for p in found
+    )
+    return SearchPage(
+        people=people,
+        count=None if count is None else min(count, COUNT_CAP),
+        count_capped=count is not None and count > COUNT_CAP,
+        next_cursor=Cursor(found[-1].name_key, found[-1].id) if found and has_next else None,
+        previous_cursor=Cursor(found[0].name_key, found[0].id) if found and has_previous else None,
+        filters=filters,
+    )
+
+
+def _page_doses(
+    session: Session,
+    officer: User,
+    verified: Mapping[int, bool],
+    doses_match: list[ColumnElement[bool]],
+) -> dict[int, list[ResultDose]]:
+    """The matching doses of a page's people, in one query (no query per person)."""
+    if not verified:
+        return {}
+    stmt = (
+        select(
+            Dose.id,
+            Dose.person_id,
+            Dose.version,
+            Dose.dose_number,
+            Dose.vaccinated_on,
+            Dose.lot,
+            Dose.facility_id,
+            VaccineProduct.name,
+            Facility.name,
+            signed_current().label("signed_current"),
+            signed_any().label("signed_any"),
+            SigningSelection.dose_version,
+        )
+        .join(VaccineProduct, VaccineProduct.id == Dose.product_id)
+        .join(Facility, Facility.id == Dose.facility_id)
+        .outerjoin(
+            SigningSelection,
+            and_(SigningSelection.dose_id == Dose.id, SigningSelection.user_id == officer.id),
+        )
+        .where(Dose.person_id.in_(list(verified)), *doses_match)
+        .order_by(Dose.person_id, Dose.dose_number, Dose.id)
+    )
+    result: dict[int, list[ResultDose]] = {}
+    for row in session.execute(stmt):
+        (
+            dose_id,
+            person_id,
+            version,
+            number,
+            when,
+            lot,
+            facility_id,
+            product,
+            facility,
+            is_current,
+            is_any,
+            selected_version,
+        ) = row
+        state = (
+            SigningState.SIGNED
+            if is_current
+            else SigningState.RESIGN
+            if is_any
+            else SigningState.UNSIGNED
+        )
+        result.setdefault(person_id, []).append(
+            ResultDose(
+                id=dose_id,
+                version=version,
+                dose_number=number,
+                vaccinated_on=when,
+                product=product,
+                lot=lot,
+                facility_id=facility_id,
+                facility=facility,
+                state=state,
+                selected=selected_version == version,
+                changed_since_selected=selected_version is not None and selected_version != version,
+                selectable=verified[person_id] and state is not SigningState.SIGNED,
+            )
+        )
+    return result

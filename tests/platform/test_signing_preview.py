@@ -1,0 +1,171 @@
+""" "Xem danh sách": exactly the chosen doses, checked again; what no longer qualifies drops out."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session
+from support.platform_seed import Seed, add_person
+from support.signing_data import bulk_people, edit, sign
+
+from kyso.platform.models import Dose, SigningSelection, SigningUnit, SigningUnitKind, User
+from kyso.platform.models import VerificationStatus as Status
+from kyso.platform.signing.service import (
+    DropReason,
+    SearchFilters,
+    SigningState,
+    add_doses,
+    add_search,
+    preview,
+)
+
+
+def selected(session: Session, officer: User) -> set[int]:
+    return set(
+        session.scalars(
+            select(SigningSelection.dose_id).where(SigningSelection.user_id == officer.id)
+        )
+    )
+
+
+def test_preview_is_exactly_the_selection(session: Session, org: Seed) -> None:
+    an = add_person(session, org, "Nguyễn Văn An", doses=3, first_dose=date(2022, 1, 10))
+    binh = add_person(session, org, "Đặng Thị Bình", doses=2, first_dose=date(2022, 2, 1))
+    add_person(session, org, "Trần Văn Không Chọn", doses=2)
+    add_doses(session, org.officer, [an.doses[0].id, an.doses[2].id, *[d.id for d in binh.doses]])
+
+    result = preview(session, org.officer)
+    assert result.dropped == ()
+    assert [p.full_name for p in result.people] == ["Đặng Thị Bình", "Nguyễn Văn An"]
+    assert [d.dose_number for d in result.people[1].doses] == [1, 3]
+    assert (result.people_count, result.dose_count) == (2, 4)
+    assert result.first_date == date(2022, 1, 10)
+    assert result.last_date == date(2022, 3, 7)
+    assert result.facilities == ("Trạm Y tế Phường Bến Nghé",)
+    assert result.doses == {
+        an.doses[0].id: 1,
+        an.doses[2].id: 1,
+        binh.doses[0].id: 1,
+        binh.doses[1].id: 1,
+    }
+    assert result.within_limits
+    assert result.resign_count == 0
+
+
+def test_preview_names_all_facilities(session: Session, org: Seed) -> None:
+    add_person(session, org, "Lê Văn Bảo", facility=org.station_ben_thanh)
+    add_person(session, org, "Phạm Thị Cúc", facility=org.mobile_team)
+    add_search(session, org.district_officer, SearchFilters())
+    result = preview(session, org.district_officer)
+    assert result.facilities == ("Trạm Y tế Phường Bến Thành", "Đội tiêm lưu động Quận 1")
+
+
+def test_an_empty_selection(session: Session, org: Seed) -> None:
+    result = preview(session, org.officer)
+    assert result.people == ()
+    assert result.dose_count == 0
+    assert result.first_date is None
+    assert not result.within_limits
+
+
+def test_a_dose_edited_after_ticking_drops_out(session: Session, org: Seed) -> None:
+    an = add_person(session, org, "Nguyễn Văn An", doses=2)
+    add_doses(session, org.officer, [d.id for d in an.doses])
+    edit(session, an.doses[1])
+
+    result = preview(session, org.officer)
+    assert [d.id for p in result.people for d in p.doses] == [an.doses[0].id]
+    [dropped] = result.dropped
+    assert (dropped.dose_id, dropped.reason) == (an.doses[1].id, DropReason.CHANGED)
+    assert dropped.text("vi") == (
+        "Mũi 2 của Nguyễn Văn An đã được sửa sau khi bạn chọn; hãy xem lại trên trang tìm "
+        "kiếm rồi chọn lại."
+    )
+    assert "was edited after you ticked it" in dropped.text("en")
+    assert selected(session, org.officer) == {an.doses[0].id}
+    # Once dropped, it is gone: the next preview says nothing more.
+    assert preview(session, org.officer).dropped == ()
+
+
+def test_a_person_no_longer_verified_drops_out_with_the_reason(session: Session, org: Seed) -> None:
+    an = add_person(session, org, "Nguyễn Văn An", doses=2)
+    binh = add_person(session, org, "Nguyễn Văn Bình", doses=1)
+    add_doses(session, org.officer, [d.id for d in [*an.doses, *binh.doses]])
+    an.verification_status = Status.MISMATCH
+    an.verification_detail = {"fields": ["birth_date"]}
+    session.flush()
+
+    result = preview(session, org.officer)
+    assert [p.full_name for p in result.people] == ["Nguyễn Văn Bình"]
+    assert [d.reason for d in result.dropped] == [DropReason.NOT_VERIFIED] * 2
+    text = result.dropped[0].text("vi")
+    assert text.startswith("Mũi 1 của Nguyễn Văn An: Sai lệch với CSDL quốc gia về dân cư")
+    assert "ngày sinh" in text
+    assert "Trạm Y tế Phường Bến Nghé cần sửa hồ sơ" in text
+    assert selected(session, org.officer) == {binh.doses[0].id}
+
+
+def test_a_scope_change_drops_the_doses_out(session: Session, org: Seed) -> None:
+    an = add_person(session, org, "Nguyễn Văn An", doses=1)
+    add_doses(session, org.officer, [an.doses[0].id])
+    # The province moves Bến Nghé under a new central signing unit.
+    central = SigningUnit(code="SU-79-CDC", name="CDC TP.HCM", kind=SigningUnitKind.PROVINCIAL_CDC)
+    session.add(central)
+    session.flush()
+    org.station_ben_nghe.signing_unit_id = central.id
+    session.flush()
+
+    result = preview(session, org.officer)
+    assert result.people == ()
+    [dropped] = result.dropped
+    assert dropped.reason is DropReason.OUT_OF_SCOPE
+    assert "không còn thuộc phạm vi ký" in dropped.text("vi")
+
+
+def test_a_dose_moved_to_another_facility_drops_out(session: Session, org: Seed) -> None:
+    an = add_person(session, org, "Nguyễn Văn An", doses=1)
+    add_doses(session, org.officer, [an.doses[0].id])
+    session.get(Dose, an.doses[0].id).facility_id = org.station_ben_thanh.id  # type: ignore[union-attr]
+    session.flush()
+    assert [d.reason for d in preview(session, org.officer).dropped] == [DropReason.OUT_OF_SCOPE]
+
+
+def test_a_dose_signed_meanwhile_drops_out(session: Session, org: Seed) -> None:
+    an = add_person(session, org, "Nguyễn Văn An", doses=1)
+    add_doses(session, org.officer, [an.doses[0].id])
+    sign(session, an.doses[0])  # e.g. a second officer of the same unit
+    result = preview(session, org.officer)
+    assert [d.reason for d in result.dropped] == [DropReason.ALREADY_SIGNED]
+    assert "có thể bởi cán bộ khác" in result.dropped[0].text("vi")
+
+
+def test_doses_to_sign_again_are_marked(session: Session, org: Seed) -> None:
+    an = add_person(session, org, "Nguyễn Văn An", doses=1)
+    sign(session, an.doses[0])
+    edit(session, an.doses[0])
+    add_doses(session, org.officer, [an.doses[0].id])
+    result = preview(session, org.officer)
+    assert result.people[0].doses[0].state is SigningState.RESIGN
+    assert result.resign_count == 1
+    assert result.doses == {an.doses[0].id: 2}
+
+
+def test_a_full_batch_previews_in_a_fixed_number_of_queries(session: Session, org: Seed) -> None:
+    bulk_people(session, org, 1000, doses=3)
+    add_search(session, org.officer, SearchFilters())
+    session.commit()
+    statements: list[str] = []
+
+    def record(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    engine = session.get_bind()
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        result = preview(session, org.officer)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert (result.people_count, result.dose_count) == (1000, 3000)
+    assert result.within_limits
+    assert len(statements) <= 2, statements  # the scope, then one query for everything

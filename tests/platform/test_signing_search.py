@@ -1,0 +1,371 @@
+"""The signing search: scope, filters, accent-insensitive names, signing states, pagination."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import pytest
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session
+from support.platform_seed import Seed, add_person
+from support.signing_data import bulk_people, edit, sign
+
+from kyso.platform.i18n import DomainError
+from kyso.platform.models import Dose, Person, User, VerificationStatus
+from kyso.platform.signing import search as search_module
+from kyso.platform.signing.service import (
+    Cursor,
+    SearchFilters,
+    SearchPage,
+    SigningState,
+    StateFilter,
+    parse_filters,
+    search,
+)
+
+
+def names(page: SearchPage) -> list[str]:
+    return [p.full_name for p in page.people]
+
+
+def find(session: Session, officer: User, page_size: int = 50, **filters: object) -> SearchPage:
+    return search(session, officer, SearchFilters(**filters), page_size=page_size)  # type: ignore[arg-type]
+
+
+def test_officer_sees_only_the_facilities_of_their_signing_unit(
+    session: Session, org: Seed
+) -> None:
+    add_person(session, org, "Nguyễn Văn An")  # Bến Nghé: officer's unit
+    add_person(session, org, "Lê Văn Bảo", facility=org.station_ben_thanh)  # district unit
+    add_person(session, org, "Phạm Thị Cúc", facility=org.mobile_team)  # district unit
+    assert names(find(session, org.officer)) == ["Nguyễn Văn An"]
+    assert names(find(session, org.district_officer)) == ["Lê Văn Bảo", "Phạm Thị Cúc"]
+
+
+def test_a_person_shows_only_the_doses_in_scope(session: Session, org: Seed) -> None:
+    person = add_person(session, org, "Nguyễn Văn An", doses=1)
+    session.add(
+        Dose(
+            person_id=person.id,
+            product_id=org.pfizer.id,
+            lot="AB1",
+            vaccinated_on=date(2022, 4, 1),
+            dose_number=2,
+            facility_id=org.station_ben_thanh.id,
+            created_by_facility_id=org.station_ben_thanh.id,
+        )
+    )
+    session.flush()
+    [own] = find(session, org.officer).people
+    assert [d.dose_number for d in own.doses] == [1]
+    [district] = find(session, org.district_officer).people
+    assert [d.dose_number for d in district.doses] == [2]
+    assert district.doses[0].facility == "Trạm Y tế Phường Bến Thành"
+
+
+def test_only_signing_officers_with_a_unit_may_search(session: Session, org: Seed) -> None:
+    with pytest.raises(DomainError) as refused:
+        find(session, org.staff)
+    assert refused.value.key == "signing.not_an_officer"
+    org.officer.signing_unit_id = None
+    with pytest.raises(DomainError) as no_unit:
+        find(session, org.officer)
+    assert no_unit.value.key == "signing.no_unit"
+    assert "quản trị viên" in no_unit.value.text()
+
+
+@pytest.mark.parametrize(
+    ("typed", "expected"),
+    [
+        ("nguyen van a", ["Nguyễn Văn An", "Nguyễn Văn Anh"]),
+        ("Nguyễn Văn A", ["Nguyễn Văn An", "Nguyễn Văn Anh"]),
+        ("  NGUYỄN   văn   a ", ["Nguyễn Văn An", "Nguyễn Văn Anh"]),
+        ("nguyễn van anh", ["Nguyễn Văn Anh"]),
+        ("nguyen", ["Nguyễn Thị An", "Nguyễn Văn An", "Nguyễn Văn Anh"]),
+        ("nguyen van an ", ["Nguyễn Văn An", "Nguyễn Văn Anh"]),
+    ],
+)
+def test_name_is_an_accent_insensitive_prefix_of_the_full_name(
+    session: Session, org: Seed, typed: str, expected: list[str]
+) -> None:
+    for name in ("Nguyễn Văn An", "Nguyễn Văn Anh", "Nguyễn Thị An", "Trần Văn An"):
+        add_person(session, org, name)
+    assert names(find(session, org.officer, name=typed)) == expected
+
+
+def test_name_does_not_match_a_given_name_alone(session: Session, org: Seed) -> None:
+    """Decision (search.py): prefix of the whole name only, so that the index can serve it."""
+    add_person(session, org, "Nguyễn Văn An")
+    add_person(session, org, "An Thị Bình")
+    assert names(find(session, org.officer, name="an")) == ["An Thị Bình"]
+    assert names(find(session, org.officer, name="van an")) == []
+
+
+def test_d_with_stroke_and_like_wildcards(session: Session, org: Seed) -> None:
+    add_person(session, org, "Đỗ Đức Độ")
+    add_person(session, org, "Do_Xuan Dat")
+    assert names(find(session, org.officer, name="do duc")) == ["Đỗ Đức Độ"]
+    assert names(find(session, org.officer, name="Đỗ Đức Độ")) == ["Đỗ Đức Độ"]
+    # % and _ are letters here, not wildcards.
+    assert names(find(session, org.officer, name="%")) == []
+    assert names(find(session, org.officer, name="do_")) == ["Do_Xuan Dat"]
+    assert names(find(session, org.officer, name="d_ duc")) == []
+
+
+def test_phone_exact_prefix_and_country_code(session: Session, org: Seed) -> None:
+    add_person(session, org, "Nguyễn Văn An", phone="0901234567")
+    add_person(session, org, "Nguyễn Văn Bình", phone="0912345678")
+    add_person(session, org, "Nguyễn Văn Cường", phone=None)
+    assert names(find(session, org.officer, phone="0901234567")) == ["Nguyễn Văn An"]
+    assert names(find(session, org.officer, phone="0901")) == ["Nguyễn Văn An"]
+    assert names(find(session, org.officer, phone="09")) == ["Nguyễn Văn An", "Nguyễn Văn Bình"]
+    assert names(find(session, org.officer, phone="+84 912 345 678")) == ["Nguyễn Văn Bình"]
+    assert names(find(session, org.officer, phone="0912.345.678")) == ["Nguyễn Văn Bình"]
+    assert names(find(session, org.officer, phone="0999")) == []
+    assert names(find(session, org.officer, phone="abc")) == []
+
+
+def test_identity_number_is_exact(session: Session, org: Seed) -> None:
+    add_person(session, org, "Nguyễn Văn An", identity_number="079190123456")
+    add_person(session, org, "Nguyễn Văn Bình", identity_number="079190123457")
+    assert names(find(session, org.officer, identity_number="079190123456")) == ["Nguyễn Văn An"]
+    assert names(find(session, org.officer, identity_number=" 0791 9012 3457")) == [
+        "Nguyễn Văn Bình"
+    ]
+    assert names(find(session, org.officer, identity_number="07919012345")) == []
+
+
+def test_verification_status_filter(session: Session, org: Seed) -> None:
+    add_person(session, org, "Nguyễn Văn An")
+    add_person(session, org, "Nguyễn Văn Bình", status=VerificationStatus.MISMATCH)
+    add_person(session, org, "Nguyễn Văn Cường", status=VerificationStatus.PENDING)
+    mismatch = find(session, org.officer, status=VerificationStatus.MISMATCH)
+    assert names(mismatch) == ["Nguyễn Văn Bình"]
+    assert names(find(session, org.officer)) == [
+        "Nguyễn Văn An",
+        "Nguyễn Văn Bình",
+        "Nguyễn Văn Cường",
+    ]
+
+
+def test_date_range_is_inclusive_and_shows_only_matching_doses(session: Session, org: Seed) -> None:
+    # Doses on 1 March and 29 March 2022.
+    add_person(session, org, "Nguyễn Văn An", doses=2, first_dose=date(2022, 3, 1))
+    add_person(session, org, "Nguyễn Văn Bình", doses=1, first_dose=date(2022, 5, 1))
+    page = find(session, org.officer, date_from=date(2022, 3, 29), date_to=date(2022, 4, 30))
+    assert names(page) == ["Nguyễn Văn An"]
+    assert [d.dose_number for d in page.people[0].doses] == [2]
+    page = find(session, org.officer, date_from=date(2022, 3, 1), date_to=date(2022, 3, 1))
+    assert [d.dose_number for d in page.people[0].doses] == [1]
+    assert names(find(session, org.officer, date_from=date(2022, 5, 1))) == ["Nguyễn Văn Bình"]
+    assert names(find(session, org.officer, date_to=date(2022, 2, 28))) == []
+
+
+def test_date_range_the_wrong_way_round_is_refused(session: Session, org: Seed) -> None:
+    with pytest.raises(DomainError) as refused:
+        find(session, org.officer, date_from=date(2022, 4, 1), date_to=date(2022, 3, 1))
+    assert refused.value.key == "signing.date_order"
+    assert "01/04/2022" in refused.value.text()
+
+
+def test_only_my_facility(session: Session, org: Seed) -> None:
+    # The district officer works at Bến Thành and signs for Bến Thành and the mobile team.
+    org.district_officer.facility_id = org.station_ben_thanh.id
+    add_person(session, org, "Lê Văn Bảo", facility=org.station_ben_thanh)
+    add_person(session, org, "Phạm Thị Cúc", facility=org.mobile_team)
+    assert names(find(session, org.district_officer, only_my_facility=True)) == ["Lê Văn Bảo"]
+    assert len(find(session, org.district_officer).people) == 2
+    # An officer without a facility of their own: nothing is "at my facility".
+    org.district_officer.facility_id = None
+    assert names(find(session, org.district_officer, only_my_facility=True)) == []
+
+
+def test_own_facility_outside_the_unit_gives_nothing(session: Session, org: Seed) -> None:
+    org.officer.facility_id = org.station_ben_thanh.id  # works there, signs for Bến Nghé
+    add_person(session, org, "Lê Văn Bảo", facility=org.station_ben_thanh)
+    assert names(find(session, org.officer, only_my_facility=True)) == []
+
+
+def test_signing_states(session: Session, org: Seed) -> None:
+    unsigned = add_person(session, org, "Nguyễn Văn An", doses=1)
+    signed = add_person(session, org, "Nguyễn Văn Bình", doses=1)
+    resign = add_person(session, org, "Nguyễn Văn Cường", doses=1)
+    superseded = add_person(session, org, "Nguyễn Văn Dũng", doses=1)
+    sign(session, signed.doses[0])
+    sign(session, resign.doses[0])
+    edit(session, resign.doses[0])  # signed version 1, now version 2
+    signature = sign(session, superseded.doses[0])
+    signature.superseded_at = datetime.now(UTC)
+    session.flush()
+
+    page = find(session, org.officer)
+    states = {p.full_name: p.doses[0].state for p in page.people}
+    assert states == {
+        "Nguyễn Văn An": SigningState.UNSIGNED,
+        "Nguyễn Văn Bình": SigningState.SIGNED,
+        "Nguyễn Văn Cường": SigningState.RESIGN,
+        "Nguyễn Văn Dũng": SigningState.RESIGN,
+    }
+    selectable = {p.full_name: p.doses[0].selectable for p in page.people}
+    assert selectable == {
+        "Nguyễn Văn An": True,
+        "Nguyễn Văn Bình": False,
+        "Nguyễn Văn Cường": True,
+        "Nguyễn Văn Dũng": True,
+    }
+    to_sign = find(session, org.officer, state=StateFilter.TO_SIGN)
+    assert names(to_sign) == ["Nguyễn Văn An", "Nguyễn Văn Cường", "Nguyễn Văn Dũng"]
+    assert names(find(session, org.officer, state=StateFilter.SIGNED)) == ["Nguyễn Văn Bình"]
+    assert unsigned.doses[0].id == page.people[0].doses[0].id
+
+
+def test_unverified_people_are_listed_but_not_selectable(session: Session, org: Seed) -> None:
+    add_person(session, org, "Nguyễn Văn An", status=VerificationStatus.OLD_ID_ONLY)
+    [person] = find(session, org.officer).people
+    assert not person.verified
+    assert person.doses
+    assert not any(d.selectable for d in person.doses)
+    assert person.selectable_doses == ()
+    assert person.facility == "Trạm Y tế Phường Bến Nghé"
+
+
+def test_pages_cover_every_person_once_in_name_order(session: Session, org: Seed) -> None:
+    bulk_people(session, org, 7, name="Trần Thị Mai")
+    # Same name twice: the id breaks the tie.
+    add_person(session, org, "Trần Thị Mai 0003")
+    add_person(session, org, "Ánh Dương")  # sorts first: "anh duong"
+    session.flush()
+    expected = [p.id for p in session.scalars(select(Person).order_by(Person.name_key, Person.id))]
+    assert len(expected) == 9
+
+    seen: list[int] = []
+    pages: list[SearchPage] = []
+    cursor: Cursor | None = None
+    while True:
+        page = search(session, org.officer, SearchFilters(), page_size=4, after=cursor)
+        pages.append(page)
+        seen += [p.id for p in page.people]
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert seen == expected  # no duplicates, no gaps, stable order
+    assert [len(p.people) for p in pages] == [4, 4, 1]
+    assert pages[0].count == 9
+    assert not pages[0].count_capped
+    assert pages[0].previous_cursor is None
+    assert pages[1].count is None  # counted on a first page only
+    assert pages[1].previous_cursor is not None
+    assert pages[2].previous_cursor is not None
+
+    # Backwards from the last page gives the same pages.
+    assert pages[2].previous_cursor is not None
+    back = search(
+        session, org.officer, SearchFilters(), page_size=4, before=pages[2].previous_cursor
+    )
+    assert [p.id for p in back.people] == [p.id for p in pages[1].people]
+    assert back.next_cursor is not None
+    assert back.previous_cursor is not None
+    assert back.previous_cursor is not None
+    first = search(session, org.officer, SearchFilters(), page_size=4, before=back.previous_cursor)
+    assert [p.id for p in first.people] == [p.id for p in pages[0].people]
+    assert first.previous_cursor is None
+    assert first.next_cursor is not None
+
+
+def test_a_page_does_not_shift_when_people_before_it_drop_out(session: Session, org: Seed) -> None:
+    """Keyset paging: signing page 1 between two clicks does not skip anyone on page 2."""
+    ids = bulk_people(session, org, 6, name="Lê Văn Tâm")
+    first = search(session, org.officer, SearchFilters(state=StateFilter.TO_SIGN), page_size=3)
+    for person in first.people:
+        for dose in person.doses:
+            sign(session, session.get(Dose, dose.id))  # type: ignore[arg-type]
+    assert first.next_cursor is not None
+    second = search(
+        session,
+        org.officer,
+        SearchFilters(state=StateFilter.TO_SIGN),
+        page_size=3,
+        after=first.next_cursor,
+    )
+    assert [p.id for p in second.people] == ids[3:]
+
+
+def test_count_is_capped(session: Session, org: Seed, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(search_module, "COUNT_CAP", 5)
+    bulk_people(session, org, 7)
+    page = find(session, org.officer, page_size=3)
+    assert (page.count, page.count_capped) == (5, True)
+    assert len(page.people) == 3
+    bulk_page = find(session, org.officer, page_size=10)
+    assert len(bulk_page.people) == 7  # the cap limits the count, never the page
+
+
+def test_bad_cursor_starts_from_the_first_page() -> None:
+    assert Cursor.decode("12:nguyen van an") == Cursor("nguyen van an", 12)
+    assert Cursor.decode("x:nguyen") is None
+    assert Cursor.decode("12") is None
+    assert Cursor.decode("") is None
+    assert Cursor.decode(None) is None
+    assert Cursor.decode(Cursor("a b", 3).encode()) == Cursor("a b", 3)
+
+
+def test_search_runs_a_fixed_number_of_queries(session: Session, org: Seed) -> None:
+    """No query per person or dose: a page of 50 people costs what a page of 2 does."""
+    bulk_people(session, org, 60, doses=3)
+    session.commit()
+    statements: list[str] = []
+
+    def count(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    engine = session.get_bind()
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        find(session, org.officer, page_size=2)
+        small = len(statements)
+        statements.clear()
+        page = find(session, org.officer, page_size=50)
+        large = len(statements)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert len(page.people) == 50
+    assert all(len(p.doses) == 3 for p in page.people)
+    assert large == small <= 4
+
+
+def test_parse_filters() -> None:
+    filters, problems = parse_filters(
+        {
+            "from": "01/03/2022",
+            "to": "2022-03-31",
+            "name": "  Nguyễn   Văn ",
+            "phone": "0901",
+            "id": "079190123456",
+            "status": "mismatch",
+            "state": "to_sign",
+            "mine": "1",
+        }
+    )
+    assert problems == []
+    assert filters == SearchFilters(
+        date_from=date(2022, 3, 1),
+        date_to=date(2022, 3, 31),
+        name="Nguyễn Văn",
+        phone="0901",
+        identity_number="079190123456",
+        status=VerificationStatus.MISMATCH,
+        state=StateFilter.TO_SIGN,
+        only_my_facility=True,
+    )
+    again, _ = parse_filters(filters.as_args())
+    assert again == filters
+    assert SearchFilters().as_args() == {}
+
+    filters, problems = parse_filters({"from": "31/02/2022", "status": "nonsense", "state": "x"})
+    assert filters == SearchFilters()
+    assert [p.key for p in problems] == [
+        "signing.bad_filter",
+        "signing.bad_filter",
+        "signing.bad_date_from",
+    ]
+    assert any("31/02/2022" in p.text() for p in problems)
