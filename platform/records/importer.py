@@ -37,7 +37,7 @@ import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 import openpyxl
 from openpyxl.styles import Alignment, Font, PatternFill
@@ -126,7 +126,7 @@ COLUMNS: tuple[Column, ...] = (
 
 
 def _header_key(text: str) -> str:
-    key = name_key(re.sub(r"\(.*?\)|[*:]", " ", text))
+    key = name_key(re.sub(r'\(.*?\)|[*:"\ufeff]', " ", text))
     return re.sub(r"\s*/\s*", "/", key)
 
 
@@ -221,7 +221,7 @@ def _sniff_format(stream: IO[bytes], filename: str, report: ImportReport) -> str
     return "csv"
 
 
-def _reject(report: ImportReport, key: str, **values: Any) -> None:
+def _reject(report: ImportReport, key: str, **values: Any) -> NoReturn:
     report.problems.append(RowProblem(None, None, None, None, key, values))
     raise _FileRejected
 
@@ -264,13 +264,9 @@ def _csv_rows(stream: IO[bytes], report: ImportReport) -> Iterator[tuple[int, li
     report.encoding = encoding
     text = io.TextIOWrapper(stream, encoding=encoding, newline="")
     try:
-        sample = text.read(64 * 1024)
+        delimiter = _delimiter(text.read(64 * 1024))
         text.seek(0)
-        try:
-            dialect: Any = csv.Sniffer().sniff(sample, delimiters=",;\t")
-        except csv.Error:
-            dialect = csv.excel
-        for number, values in enumerate(csv.reader(text, dialect), 1):
+        for number, values in enumerate(csv.reader(text, delimiter=delimiter), 1):
             yield number, [value if value.strip() else None for value in values]
     except UnicodeDecodeError:
         _reject(report, "records.import_encoding")
@@ -278,6 +274,22 @@ def _csv_rows(stream: IO[bytes], report: ImportReport) -> Iterator[tuple[int, li
         _reject(report, "records.import_unreadable_csv", detail=str(exc))
     finally:
         text.detach()
+
+
+def _delimiter(sample: str) -> str:
+    """Comma, semicolon or tab: whichever splits a first line into the most known headers."""
+    lines = sample.splitlines()[:HEADER_SEARCH_ROWS]
+
+    def known(delimiter: str) -> int:
+        return max(
+            (
+                sum(_header_key(cell) in _HEADERS for cell in line.split(delimiter))
+                for line in lines
+            ),
+            default=0,
+        )
+
+    return max(",;\t", key=known)  # ties: the first, a comma
 
 
 def _find_header(
@@ -297,7 +309,6 @@ def _find_header(
         if sum(1 for f in fields.values() if f) >= 3:
             return number, {i: f for i, f in fields.items() if f}, values
     _reject(report, "records.import_no_header")
-    raise AssertionError("unreachable")
 
 
 # ---------------------------------------------------------------------------------- cells

@@ -12,6 +12,7 @@ from typing import Any
 
 import openpyxl
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from support.platform_seed import Seed, add_person
@@ -721,6 +722,50 @@ def test_the_templates_are_accepted_as_they_are(session: Session, reference: See
         )
         assert "EU/1/20/1528" in help_text
     assert count(session, Person) == 2
+
+
+def test_csv_with_quoted_cells_and_semicolons(session: Session, reference: Seed) -> None:
+    header = ";".join(f'"{h}"' for h in HEADERS)
+    line = ";".join(f'"{v}"' for v in row(address="12 Lê Lợi; tầng 3, phòng 301"))
+    report = run(session, reference, f"{header}\r\n{line}\r\n".encode())
+    assert report.ok, [p.text("vi") for p in report.problems]
+    person = session.scalar(select(Person))
+    assert person is not None
+    assert person.address == "12 Lê Lợi; tầng 3, phòng 301"
+
+
+def test_the_command(database_url: str, tmp_path: Any, session: Session, reference: Seed) -> None:
+    from kyso.platform.cli import main
+
+    env = {"DATABASE_URL": database_url, "KYSO_INSTANCE_PATH": str(tmp_path / "instance")}
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(csv_bytes([row(), row(identity_number="079190654321", lot="")]))
+    result = CliRunner().invoke(
+        main,
+        ["import-records", str(bad), "--facility", "79760-BN", "--user", "nhanvien.bennghe"],
+        env=env,
+    )
+    assert result.exit_code == 1
+    assert "3\tSố lô\t\tChưa có số lô vắc xin" in result.output
+    assert "Không nhập dòng nào: tệp có 1 lỗi" in result.output
+    assert count(session, Person) == 0
+
+    good = tmp_path / "good.xlsx"
+    good.write_bytes(xlsx_bytes([row(), row(dose_number=2, vaccinated_on="10/10/2021")]))
+    result = CliRunner().invoke(
+        main, ["import-records", str(good), "--facility", "79760-BN", "--lang", "en"], env=env
+    )
+    assert result.exit_code == 0, result.output
+    assert "Imported 2 doses: 1 new people" in result.output
+    session.expire_all()
+    assert count(session, Dose) == 2
+    event = session.scalar(select(AuditEvent).where(AuditEvent.action == "records.import"))
+    assert event is not None
+    assert event.user_id is None  # IT at the command line
+
+    unknown = CliRunner().invoke(main, ["import-records", str(good), "--facility", "X"], env=env)
+    assert unknown.exit_code == 2
+    assert "no facility with code 'X'" in unknown.output
 
 
 @pytest.mark.slow

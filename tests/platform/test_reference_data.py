@@ -188,3 +188,19 @@ def test_loading_corrects_changed_rows_and_keeps_existing_ids(session: Session, 
     assert session.get(Area, org.ben_nghe.id).name == "Phường Bến Nghé"  # type: ignore[union-attr]
     assert session.scalar(select(func.count()).where(Area.code == "26740")) == 1
     assert session.scalar(select(func.count()).where(VaccineProduct.code == "EU/1/20/1528")) == 1
+
+
+def test_the_command(database_url: str, tmp_path: Path, session: Session) -> None:
+    from click.testing import CliRunner
+
+    from kyso.platform.cli import main
+
+    env = {"DATABASE_URL": database_url, "KYSO_INSTANCE_PATH": str(tmp_path / "instance")}
+    first = CliRunner().invoke(main, ["reference-data"], env=env)
+    assert first.exit_code == 0, first.output
+    assert f"areas: {len(reference.areas())} added" in first.output
+    again = CliRunner().invoke(main, ["reference-data"], env=env)
+    assert "areas: 0 added, 0 updated; vaccine products: 0 added, 0 updated" in again.output
+    assert session.scalar(select(func.count()).select_from(VaccineProduct)) == len(
+        reference.products()
+    )
