@@ -96,7 +96,8 @@ def may_record_at(session: Session, user: User | None, facility: Facility) -> bo
         return own is not None and (
             facility.id == own.id or facility.signing_unit_id == own.signing_unit_id
         )
-    return facility.id in set(session.scalars(visible_facilities(user)))
+    scope = visible_facilities(user).where(Facility.id == facility.id)
+    return session.scalar(scope) is not None
 
 
 def _require_recording_role(user: User | None) -> None:
