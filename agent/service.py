@@ -376,5 +376,7 @@ def _token_error(exc: tm.TokenError, request_id: str, delivered: int) -> Protoco
     for kind, code in simple.items():
         if isinstance(exc, kind):
             return ProtocolError(code, request_id, detail=signed, signed=delivered)
-    log.warning("token error: %s", type(exc).__name__)
+    log.warning(
+        "token error: %s: %s (cause: %r)", type(exc).__name__, exc, getattr(exc, "cause", None)
+    )
     return ProtocolError(ErrorCode.TOKEN_ERROR, request_id, detail=signed)

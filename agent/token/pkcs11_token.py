@@ -89,6 +89,14 @@ _GONE: tuple[type[p11.PKCS11Error], ...] = (
     p11.SessionClosed,
     p11.DeviceError,
 )
+# In the middle of a batch, a key handle that was valid a moment ago only stops being valid when
+# the token went away (a pulled and reinserted token invalidates every handle): the token is
+# gone, whatever C_GetTokenInfo says while the middleware catches up.
+_GONE_MID_BATCH: tuple[type[p11.PKCS11Error], ...] = (
+    *_GONE,
+    p11.ObjectHandleInvalid,
+    p11.KeyHandleInvalid,
+)
 
 
 # --- C_Login / C_Logout through the module's function table --------------------------------
@@ -821,13 +829,25 @@ class Pkcs11Token:
         self._counters.status_reads += 1
         return _pin_status(flags).retries_left
 
-    def _still_present(self, token: Any) -> bool:
+    def _still_present(self, token: Any, certificate: CertificateInfo) -> bool:
+        """After a failed C_Sign: is the token, with the certificate we sign for, still there?
+
+        A token being pulled (or SoftHSM's token being deleted) fails in stages: the key handle
+        first, the token information later. So the certificate is looked for too: when it is
+        gone, the token the batch was signing on is gone.
+        """
         try:
             fresh = token.slot.get_token()
-        except p11.PKCS11Error:
+            self._counters.status_reads += 1
+            if not (fresh.flags & TokenFlag.TOKEN_INITIALIZED and fresh.serial == token.serial):
+                return False
+            session = self._open_session(fresh)
+            try:
+                return self._certificate_on_token(session, certificate)
+            finally:
+                self._close_session(session)
+        except (p11.PKCS11Error, TokenError):
             return False
-        self._counters.status_reads += 1
-        return bool(fresh.flags & TokenFlag.TOKEN_INITIALIZED) and fresh.serial == token.serial
 
     @staticmethod
     def _certificate_on_token(session: Any, certificate: CertificateInfo) -> bool:
@@ -990,7 +1010,7 @@ class Pkcs11Token:
             raise SigningCancelled(signed) from None
         except p11.PKCS11Error as exc:
             signed = self._deliver_rest(on_chunk, delivered, pending, always_authenticate)
-            if isinstance(exc, _GONE) or not self._still_present(token):
+            if isinstance(exc, _GONE_MID_BATCH) or not self._still_present(token, certificate):
                 raise TokenRemoved(signed, TokenNotPresent(type(exc).__name__)) from exc
             raise SigningInterrupted(signed, _general_error(exc)) from exc
         return total
