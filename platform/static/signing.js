@@ -44,7 +44,8 @@ function post(boxes) {
   queue = queue.then(async () => {
     let ok = false;
     try {
-      const response = await fetch(form.action, {
+      // (form.action would be the buttons named "action", not the URL.)
+      const response = await fetch(form.getAttribute("action"), {
         method: "POST",
         body: data,
         headers: { Accept: "application/json" },
