@@ -1,15 +1,23 @@
-"""`make demo`: a demo USB token (SoftHSM2), a demo platform key, and the agent, headless.
+"""`make demo`: the whole system on its embedded defaults, on this machine.
 
-Everything lives in ./demo-data (kept between runs; delete it to start afresh). The token holds
-an organisation certificate issued by a demo CA, like the ones Vietnamese CAs put on USB tokens.
-Later stages of the project extend this to the whole system (platform, passports).
+- a demo USB token (SoftHSM2) holding an organisation certificate issued by a demo CA, like the
+  ones Vietnamese CAs put on USB tokens, and a demo platform manifest key;
+- the reference population registry (http://127.0.0.1:8090) with its own dataset;
+- the platform (http://127.0.0.1:8080, SQLite) with demo facilities, accounts and people,
+  verified against the registry;
+- the signing agent, headless, in this terminal (consent and PIN are asked here).
+
+Everything lives in ./demo-data (kept between runs; delete it to start afresh).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -81,40 +89,148 @@ def provision() -> dict[str, object]:
     return info
 
 
+PLATFORM_PORT = 8080
+REGISTRY_PORT = 8090
+DEMO_PEOPLE = int(os.environ.get("KYSO_DEMO_PEOPLE", "3000"))
+
+
+def platform_env() -> dict[str, str]:
+    instance = DEMO / "platform"
+    return dict(
+        os.environ,
+        DATABASE_URL=f"sqlite:///{instance / 'kyso.db'}",
+        KYSO_INSTANCE_PATH=str(instance),
+        KYSO_REGISTRY_URL=f"http://127.0.0.1:{REGISTRY_PORT}",
+        KYSO_SECURE_COOKIES="0",  # plain http on loopback in the demo
+    )
+
+
+def platform_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "kyso.platform.cli", *args]
+
+
+def prepare_platform() -> str:
+    """Schema and demo data once; returns the demo accounts text the generator printed."""
+    (DEMO / "platform").mkdir(parents=True, exist_ok=True)
+    accounts = DEMO / "platform" / "accounts.txt"
+    env = platform_env()
+    subprocess.run(platform_command("db", "upgrade"), env=env, check=True)  # noqa: S603
+    if not accounts.exists():
+        print(f"Generating {DEMO_PEOPLE} demo people …", flush=True)
+        done = subprocess.run(  # noqa: S603
+            platform_command(
+                "demo-data",
+                "--people",
+                str(DEMO_PEOPLE),
+                "--seed",
+                "1",
+                "--registry-dataset",
+                str(DEMO / "registry.db"),
+            ),
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        accounts.write_text(done.stdout, encoding="utf-8")
+    return accounts.read_text(encoding="utf-8")
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], name: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{name} stopped (exit {process.returncode}); see its output above")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise SystemExit(f"{name} did not start on port {port}")
+
+
 def main() -> int:
     info = provision()
+    accounts = prepare_platform()
+    env = platform_env()
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        registry = subprocess.Popen(  # noqa: S603
+            platform_command(
+                "registry",
+                "serve",
+                "--port",
+                str(REGISTRY_PORT),
+                "--dataset",
+                str(DEMO / "registry.db"),
+            ),
+            env=env,
+        )
+        children.append(registry)
+        wait_for_port(REGISTRY_PORT, registry, "the reference population registry")
+        verified = subprocess.run(platform_command("verify-population"), env=env)  # noqa: S603
+        if verified.returncode != 0:
+            print("Population verification did not finish; the platform still starts.", flush=True)
+        web = subprocess.Popen(  # noqa: S603
+            platform_command("run", "--port", str(PLATFORM_PORT)), env=env
+        )
+        children.append(web)
+        wait_for_port(PLATFORM_PORT, web, "the platform")
+        banner(info, accounts)
+        agent = subprocess.Popen(agent_command(), env=os.environ)  # noqa: S603
+        children.append(agent)
+        return agent.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for child in reversed(children):
+            if child.poll() is None:
+                child.terminate()
+        for child in children:
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
+def agent_command() -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "kyso.agent.cli",
+        "--headless",
+        "--config",
+        str(DEMO / "agent.toml"),
+        "--user-config",
+        str(DEMO / "user.toml"),
+        "--state-dir",
+        str(DEMO / "state"),
+        *sys.argv[1:],
+    ]
+
+
+def banner(info: dict[str, object], accounts: str) -> None:
     fingerprints = dict(info["certificates"])  # type: ignore[call-overload]
     certificates = ", ".join(f"{name}={fp[:16]}…" for name, fp in fingerprints.items())
     print(
         f"""
+==============================================================================
 Kyso demo
+  Platform:             http://127.0.0.1:{PLATFORM_PORT}/   (open it in a browser)
+  Population registry:  http://127.0.0.1:{REGISTRY_PORT}/   (reference implementation)
+  Signing agent:        ws://127.0.0.1:{info["port"]}/     (this terminal)
   USB token (SoftHSM2): {info["token_label"]}   PIN: {info["pin"]}
   Certificates:         {certificates}
-  Allowed page origin:  {info["origin"]}
-  Agent:                ws://127.0.0.1:{info["port"]}/
+
+Demo accounts:
+{accounts.strip()}
 
 Sign a demo batch as the platform's page would, from another terminal:
   .venv/bin/python scripts/demo_client.py --count 30
 This terminal then shows the consent text and asks for the PIN ({info["pin"]}).
+Press Ctrl+C to stop everything.
+==============================================================================
 """,
         flush=True,
-    )
-    # A fresh process for the agent: this one has initialised SoftHSM to provision the token.
-    os.execv(  # noqa: S606 - our own interpreter and module
-        sys.executable,
-        [
-            sys.executable,
-            "-m",
-            "kyso.agent.cli",
-            "--headless",
-            "--config",
-            str(DEMO / "agent.toml"),
-            "--user-config",
-            str(DEMO / "user.toml"),
-            "--state-dir",
-            str(DEMO / "state"),
-            *sys.argv[1:],
-        ],
     )
 
 
