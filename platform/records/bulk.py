@@ -17,7 +17,9 @@ from typing import Any
 from sqlalchemy import Table, func, select, text
 from sqlalchemy.orm import Session
 
-from kyso.platform.models import Dose, Person
+from kyso.platform.models import Dose, Person, VerificationStatus
+from kyso.platform.models.org import utcnow
+from kyso.platform.records.names import name_key
 
 PEOPLE: Table = Person.__table__  # type: ignore[assignment]
 DOSES: Table = Dose.__table__  # type: ignore[assignment]
@@ -84,5 +86,32 @@ def insert_with_ids(session: Session, table: Table, rows: Sequence[dict[str, Any
     return ids
 
 
+def insert_people(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
+    """New people (their data columns only): pending verification, version 1. Returns the ids."""
+    now = utcnow()
+    return insert_with_ids(
+        session,
+        PEOPLE,
+        [
+            {
+                **row,
+                "name_key": name_key(row["full_name"]),
+                "verification_status": VerificationStatus.PENDING,
+                "verification_attempts": 0,
+                "version": 1,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for row in rows
+        ],
+    )
+
+
 def insert_doses(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    insert_rows(session, DOSES, rows)
+    """New doses (their data columns only), version 1."""
+    now = utcnow()
+    insert_rows(
+        session,
+        DOSES,
+        [{**row, "version": 1, "created_at": now, "updated_at": now} for row in rows],
+    )

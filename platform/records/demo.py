@@ -41,11 +41,8 @@ from kyso.platform.models import (
     SigningUnitKind,
     User,
     VaccineProduct,
-    VerificationStatus,
 )
-from kyso.platform.models.org import utcnow
-from kyso.platform.records.bulk import PEOPLE, insert_doses, insert_with_ids
-from kyso.platform.records.names import name_key
+from kyso.platform.records import bulk
 from kyso.platform.records.reference import areas, products, read_toml
 from kyso.platform.registry.identity import PROVINCES, century_gender_digit
 
@@ -548,26 +545,21 @@ def insert_people(
     stats = InsertStats()
     iterator = iter(people)
     while batch := list(itertools.islice(iterator, batch_size)):
-        now = utcnow()
-        person_rows = [
-            {
-                "full_name": p.full_name,
-                "name_key": name_key(p.full_name),
-                "birth_date": p.birth_date,
-                "gender": p.gender,
-                "identity_number": p.identity_number,
-                "phone": p.phone,
-                "area_id": world.area_ids[p.area_code],
-                "address": p.address,
-                "verification_status": VerificationStatus.PENDING,
-                "verification_attempts": 0,
-                "version": 1,
-                "created_at": now,
-                "updated_at": now,
-            }
-            for p in batch
-        ]
-        ids = insert_with_ids(session, PEOPLE, person_rows)
+        ids = bulk.insert_people(
+            session,
+            [
+                {
+                    "full_name": p.full_name,
+                    "birth_date": p.birth_date,
+                    "gender": p.gender,
+                    "identity_number": p.identity_number,
+                    "phone": p.phone,
+                    "area_id": world.area_ids[p.area_code],
+                    "address": p.address,
+                }
+                for p in batch
+            ],
+        )
         dose_rows = [
             {
                 "person_id": person_id,
@@ -578,14 +570,11 @@ def insert_people(
                 "facility_id": world.facility_ids[d.facility_code],
                 "created_by_facility_id": world.facility_ids[d.facility_code],
                 "created_by_user_id": None,
-                "version": 1,
-                "created_at": now,
-                "updated_at": now,
             }
             for p, person_id in zip(batch, ids, strict=True)
             for d in p.doses
         ]
-        insert_doses(session, dose_rows)
+        bulk.insert_doses(session, dose_rows)
         stats.people += len(batch)
         stats.doses += len(dose_rows)
         stats.problems.update(p.problem for p in batch)

@@ -58,9 +58,8 @@ from kyso.platform.models import (
     VaccineProduct,
     VerificationStatus,
 )
-from kyso.platform.models.org import utcnow
 from kyso.platform.records import rules
-from kyso.platform.records.bulk import PEOPLE, insert_doses, insert_with_ids
+from kyso.platform.records.bulk import insert_doses, insert_people
 from kyso.platform.records.names import name_key
 from kyso.platform.records.reference import product_aliases
 from kyso.platform.records.service import may_record_at
@@ -967,49 +966,41 @@ def _write(
     session: Session, plan: list[tuple[_Group, list[_Row]]], facility: Facility, user: User | None
 ) -> None:
     """Bulk inserts: a 10,000-row file is a few statements, not 30,000 ORM objects."""
-    now = utcnow()
     fresh = [group for group, new in plan if group.person is None and new]
-    for start in range(0, len(fresh), 1000):
-        batch = fresh[start : start + 1000]
-        values = [
+    ids = insert_people(
+        session,
+        [
             {
-                "full_name": g.first.full_name,
-                "name_key": name_key(g.first.full_name or ""),
-                "birth_date": g.first.birth_date,
-                "gender": g.first.gender,
-                "identity_number": g.first.identity_number,
-                "phone": g.value(rules.PHONE),
-                "address": g.value(rules.ADDRESS),
-                "area_id": g.value("area_id"),
-                "verification_status": VerificationStatus.PENDING,
-                "verification_attempts": 0,
-                "version": 1,
-                "created_at": now,
-                "updated_at": now,
+                "full_name": group.first.full_name,
+                "birth_date": group.first.birth_date,
+                "gender": group.first.gender,
+                "identity_number": group.first.identity_number,
+                "phone": group.value(rules.PHONE),
+                "address": group.value(rules.ADDRESS),
+                "area_id": group.value("area_id"),
             }
-            for g in batch
-        ]
-        ids = insert_with_ids(session, PEOPLE, values)
-        for group, person_id in zip(batch, ids, strict=True):
-            group.person_id = person_id
-    doses = [
-        {
-            "person_id": group.person.id if group.person else group.person_id,
-            "product_id": row.product_id,
-            "lot": row.lot,
-            "vaccinated_on": row.vaccinated_on,
-            "dose_number": row.dose_number,
-            "facility_id": row.facility_id,
-            "created_by_facility_id": facility.id,
-            "created_by_user_id": user.id if user else None,
-            "version": 1,
-            "created_at": now,
-            "updated_at": now,
-        }
-        for group, new in plan
-        for row in new
-    ]
-    insert_doses(session, doses)
+            for group in fresh
+        ],
+    )
+    for group, person_id in zip(fresh, ids, strict=True):
+        group.person_id = person_id
+    insert_doses(
+        session,
+        [
+            {
+                "person_id": group.person.id if group.person else group.person_id,
+                "product_id": row.product_id,
+                "lot": row.lot,
+                "vaccinated_on": row.vaccinated_on,
+                "dose_number": row.dose_number,
+                "facility_id": row.facility_id,
+                "created_by_facility_id": facility.id,
+                "created_by_user_id": user.id if user else None,
+            }
+            for group, new in plan
+            for row in new
+        ],
+    )
     # Recorded people loaded above must not show stale dose lists to the rest of the request.
     for group, new in plan:
         if group.person is not None and new:

@@ -106,6 +106,19 @@ def count(session: Session, model: type[Any]) -> int:
     return int(session.scalar(select(func.count()).select_from(model)) or 0)
 
 
+def recorded_lan(session: Session, org: Seed, **changes: Any) -> Person:
+    """Nguyễn Thị Lan of the default row, already recorded (two doses from 01/08/2021)."""
+    changes.setdefault("first_dose", date(2021, 8, 1))
+    return add_person(
+        session,
+        org,
+        "Nguyễn Thị Lan",
+        gender=Gender.FEMALE,
+        identity_number="079190123456",
+        **changes,
+    )
+
+
 @pytest.fixture
 def reference(session: Session, org: Seed) -> Seed:
     """The seeded organisation with every vaccine product and area loaded."""
@@ -442,14 +455,7 @@ def test_importing_the_same_file_twice_duplicates_nothing(
 
 
 def test_a_new_dose_for_a_recorded_person(session: Session, reference: Seed) -> None:
-    person = add_person(
-        session,
-        reference,
-        "Nguyễn Thị Lan",
-        gender=Gender.FEMALE,
-        identity_number="079190123456",
-        first_dose=date(2021, 8, 1),
-    )
+    person = recorded_lan(session, reference)
     session.commit()
     data = csv_bytes([row(dose_number="3", vaccinated_on="01/03/2022", phone="0900000000")])
     report = run(session, reference, data)
@@ -470,14 +476,7 @@ def test_a_new_dose_for_a_recorded_person(session: Session, reference: Seed) -> 
 
 
 def test_a_recorded_dose_with_other_data_is_a_conflict(session: Session, reference: Seed) -> None:
-    add_person(
-        session,
-        reference,
-        "Nguyễn Thị Lan",
-        gender=Gender.FEMALE,
-        identity_number="079190123456",
-        first_dose=date(2021, 8, 1),
-    )
+    recorded_lan(session, reference)
     session.commit()
     report = run(session, reference, csv_bytes([row(dose_number="1", vaccinated_on="02/08/2021")]))
     assert problems(report) == [(2, "dose_number", "records.import_dose_conflicts")]
@@ -488,14 +487,7 @@ def test_a_recorded_dose_with_other_data_is_a_conflict(session: Session, referen
 
 
 def test_a_recorded_number_with_another_birth_date(session: Session, reference: Seed) -> None:
-    add_person(
-        session,
-        reference,
-        "Nguyễn Thị Lan",
-        gender=Gender.FEMALE,
-        identity_number="079190123456",
-        birth_date=date(1990, 5, 18),
-    )
+    recorded_lan(session, reference, birth_date=date(1990, 5, 18))
     session.commit()
     report = run(session, reference, csv_bytes([row(dose_number="3", vaccinated_on="01/03/2022")]))
     assert problems(report) == [(2, "birth_date", "records.import_person_differs")]
@@ -507,13 +499,7 @@ def test_two_recorded_people_with_one_number_are_ambiguous(
     session: Session, reference: Seed
 ) -> None:
     for _ in range(2):
-        add_person(
-            session,
-            reference,
-            "Nguyễn Thị Lan",
-            gender=Gender.FEMALE,
-            identity_number="079190123456",
-        )
+        recorded_lan(session, reference)
     session.commit()
     report = run(session, reference, csv_bytes([row(dose_number="3", vaccinated_on="01/06/2022")]))
     assert problems(report) == [(2, "identity_number", "records.import_person_ambiguous")]

@@ -65,6 +65,11 @@ def _as_is(person: Person, **changes: object) -> PersonData:
     return PersonData(**values)  # type: ignore[arg-type]
 
 
+def _add(session: Session, org: Seed, person: Person, **changes: object) -> Dose:
+    """Facility staff records a dose of ``person`` (the default dose, with ``changes``)."""
+    return service.add_dose(session, person, _dose_data(org, **changes), org.staff, today=TODAY)
+
+
 def _problem_keys(exc: pytest.ExceptionInfo[InvalidRecord]) -> set[tuple[str, str]]:
     return {(p.field, p.key) for p in exc.value.problems}
 
@@ -81,13 +86,9 @@ def test_create_person_and_doses(session: Session, org: Seed) -> None:
     assert person.name_key == "nguyen thi lan"
     assert person.verification_status is VerificationStatus.PENDING
     assert person.version == 1
-    first = service.add_dose(session, person, _dose_data(org), org.staff, today=TODAY)
-    second = service.add_dose(
-        session,
-        person,
-        _dose_data(org, dose_number=2, vaccinated_on=date(2021, 10, 10), lot=" FK5619 "),
-        org.staff,
-        today=TODAY,
+    first = _add(session, org, person)
+    second = _add(
+        session, org, person, dose_number=2, vaccinated_on=date(2021, 10, 10), lot=" FK5619 "
     )
     session.commit()
     assert [d.dose_number for d in person.doses] == [1, 2]
@@ -167,20 +168,14 @@ def test_dose_rules(
 ) -> None:
     person = service.create_person(session, _person_data(), org.staff, today=TODAY)
     with pytest.raises(InvalidRecord) as exc:
-        service.add_dose(session, person, _dose_data(org, **changes), org.staff, today=TODAY)
+        _add(session, org, person, **changes)
     assert expected in _problem_keys(exc)
     assert session.scalar(select(Dose)) is None
 
 
 def test_first_day_of_vaccination_and_today_are_allowed(session: Session, org: Seed) -> None:
     person = service.create_person(session, _person_data(), org.staff, today=TODAY)
-    service.add_dose(
-        session,
-        person,
-        _dose_data(org, vaccinated_on=rules.FIRST_VACCINATION_DAY),
-        org.staff,
-        today=TODAY,
-    )
+    _add(session, org, person, vaccinated_on=rules.FIRST_VACCINATION_DAY)
     service.add_dose(
         session, person, _dose_data(org, dose_number=2, vaccinated_on=TODAY), org.staff, today=TODAY
     )
@@ -200,32 +195,14 @@ def test_a_dose_before_birth_is_refused(session: Session, org: Seed) -> None:
 
 def test_doses_must_follow_their_numbers(session: Session, org: Seed) -> None:
     person = service.create_person(session, _person_data(), org.staff, today=TODAY)
-    service.add_dose(
-        session,
-        person,
-        _dose_data(org, dose_number=2, vaccinated_on=date(2021, 10, 1)),
-        org.staff,
-        today=TODAY,
-    )
+    _add(session, org, person, dose_number=2, vaccinated_on=date(2021, 10, 1))
     for number, on in ((1, date(2021, 10, 1)), (1, date(2021, 11, 1)), (3, date(2021, 9, 1))):
         with pytest.raises(InvalidRecord) as exc:
-            service.add_dose(
-                session,
-                person,
-                _dose_data(org, dose_number=number, vaccinated_on=on),
-                org.staff,
-                today=TODAY,
-            )
+            _add(session, org, person, dose_number=number, vaccinated_on=on)
         assert ("vaccinated_on", "records.dose_order") in _problem_keys(exc)
-    service.add_dose(
-        session,
-        person,
-        _dose_data(org, dose_number=1, vaccinated_on=date(2021, 9, 1)),
-        org.staff,
-        today=TODAY,
-    )
+    _add(session, org, person, dose_number=1, vaccinated_on=date(2021, 9, 1))
     with pytest.raises(InvalidRecord) as exc:
-        service.add_dose(session, person, _dose_data(org, dose_number=2), org.staff, today=TODAY)
+        _add(session, org, person, dose_number=2)
     assert ("dose_number", "records.dose_exists") in _problem_keys(exc)
 
 
