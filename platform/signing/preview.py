@@ -1,4 +1,4 @@
-""" "Xem danh sách": exactly the doses that would be signed, checked again right now.
+"""The preview ("Xem danh sách"): exactly the doses that would be signed, checked again now.
 
 Between ticking and previewing, a dose may have been edited, its person un-verified, someone
 else may have signed it, or the officer's signing unit may have changed. Such doses drop out of

@@ -34,6 +34,7 @@ from kyso.platform.signing.search import (
     SearchFilters,
     StateFilter,
     dose_conditions,
+    has_matching_dose,
     person_conditions,
     scope_facility_ids,
     signed_current,
@@ -364,7 +365,7 @@ def clear(session: Session, officer: User) -> SelectionChange:
 
 
 def add_search(session: Session, officer: User, filters: SearchFilters) -> SelectionChange:
-    """ "Tick all": every selectable dose of the whole search (not just the page shown).
+    """Tick all ("chọn tất cả"): every selectable dose of the whole search, not just the page.
 
     Selectable means: person verified, not signed in its current version, in scope. People who
     are not verified are left out and counted, so that the officer knows they exist.
@@ -372,7 +373,9 @@ def add_search(session: Session, officer: User, filters: SearchFilters) -> Selec
     validate(filters)
     facility_ids = scope_facility_ids(session, officer)
     _lock(session, officer)
-    matching = [*person_conditions(filters), *dose_conditions(officer, filters, facility_ids)]
+    doses_match = [*dose_conditions(officer, filters, facility_ids), ~signed_current()]
+    # The people of the search with a dose that could be signed (see has_matching_dose).
+    people = [*person_conditions(filters), has_matching_dose(session, filters, doses_match)]
     selectable = (
         select(
             Dose.id.label("dose_id"),
@@ -386,9 +389,9 @@ def add_search(session: Session, officer: User, filters: SearchFilters) -> Selec
             (SigningSelection.dose_id == Dose.id) & (SigningSelection.user_id == officer.id),
         )
         .where(
-            *matching,
+            *people,
+            *doses_match,
             Person.verification_status == VerificationStatus.VERIFIED,
-            ~signed_current(),
             (SigningSelection.dose_version.is_(None))
             | (SigningSelection.dose_version != Dose.version),
         )
@@ -405,17 +408,7 @@ def add_search(session: Session, officer: User, filters: SearchFilters) -> Selec
         )
     unverified_people = (
         select(Person.id)
-        .where(
-            *person_conditions(filters),
-            Person.verification_status != VerificationStatus.VERIFIED,
-            select(Dose.id)
-            .where(
-                Dose.person_id == Person.id,
-                *dose_conditions(officer, filters, facility_ids),
-                ~signed_current(),
-            )
-            .exists(),
-        )
+        .where(*people, Person.verification_status != VerificationStatus.VERIFIED)
         .limit(MAX_PEOPLE + 1)
         .subquery()
     )

@@ -145,9 +145,7 @@ def search() -> Any:
     return render_template(
         "signing/search.html",
         officer=officer,
-        unit=session.get(SigningUnit, officer.signing_unit_id)
-        if officer.signing_unit_id
-        else None,
+        unit=session.get(SigningUnit, officer.signing_unit_id) if officer.signing_unit_id else None,
         own_facility=session.get(Facility, officer.facility_id) if officer.facility_id else None,
         filters=filters,
         filter_args=filters.as_args(),
@@ -229,9 +227,7 @@ def person_selection() -> Any:
         if request.form.get("op") == "remove":
             change = service.remove_person(db(), _officer(), int(person))
         else:
-            change = service.add_person(
-                db(), _officer(), int(person), _filters_from(request.form)
-            )
+            change = service.add_person(db(), _officer(), int(person), _filters_from(request.form))
     except DomainError as exc:
         return _respond(None, exc, url_for("signing.search"))
     return _respond(change, None, url_for("signing.search"))
@@ -256,7 +252,7 @@ def remove_from_selection() -> Any:
 @blueprint.post("/selection/search")
 @roles_required(Role.SIGNING_OFFICER)
 def select_search() -> Any:
-    """"Tick all": every selectable dose of the search whose filters the form carries."""
+    """Tick all ("chọn tất cả") of the search whose filters the form carries."""
     try:
         change = service.add_search(db(), _officer(), _filters_from(request.form))
     except DomainError as exc:
@@ -280,7 +276,7 @@ def clear_selection() -> Any:
 @blueprint.get("/preview")
 @roles_required(Role.SIGNING_OFFICER)
 def preview() -> Any:
-    """"Xem danh sách": the selection re-validated; what no longer qualifies drops out."""
+    """The "Xem danh sách" page: the selection re-validated; what no longer qualifies drops out."""
     session = db()
     lang = language()
     error = None

@@ -1,4 +1,4 @@
-""" "Xem danh sách": exactly the chosen doses, checked again; what no longer qualifies drops out."""
+"""The preview ("Xem danh sách"): exactly the chosen doses, checked again; the rest drops out."""
 
 from __future__ import annotations
 
