@@ -9,7 +9,7 @@ Rules (also enforced again at preview, since records change between ticking and 
   refused as a whole, saying how many can still be added.
 
 Ticking a dose records the version the officer saw; ticking it again records the new version.
-Every change locks the officer's row first, so that two tabs cannot both pass the limit check.
+Every change takes a lock for the officer first, so that two tabs cannot both pass the limits.
 """
 
 from __future__ import annotations
@@ -145,8 +145,15 @@ def selected_dose_ids(session: Session, officer: User) -> set[int]:
 
 
 def _lock(session: Session, officer: User) -> None:
-    """Serialise one officer's selection changes (PostgreSQL; SQLite serialises writers)."""
-    session.execute(select(User.id).where(User.id == officer.id).with_for_update())
+    """Serialise one officer's selection changes, so that two tabs cannot both pass the limits.
+
+    PostgreSQL: lock the officer's row. SQLite has no row locks and starts a transaction only
+    at the first write, so a no-op write takes the database's write lock before anything is read.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(update(User).where(User.id == officer.id).values(id=User.id))
+    else:
+        session.execute(select(User.id).where(User.id == officer.id).with_for_update())
 
 
 def _refuse_out_of_scope(session: Session, officer: User, dose_ids: Collection[int]) -> None:

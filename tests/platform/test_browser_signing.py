@@ -1,10 +1,10 @@
 """The signing page in Chromium: log in, search, tick (one box, then all), the limits, preview.
 
-The real platform is served by werkzeug on an ephemeral port in a thread, over a SQLite database
-filled with bulk inserts: 1,000 verified people with 3 doses each (exactly one batch), one more
-verified person (one over both limits), and one person the registry disagrees with.
-Screenshots of the search page and the preview are written to the test's tmp dir (and copied to
-$KYSO_SCREENSHOTS when set, for a person to look at).
+The real platform is served by werkzeug on an ephemeral port in a thread, over a SQLite and a
+PostgreSQL database filled with bulk inserts: 1,000 verified people with 3 doses each (exactly
+one batch), one more verified person (one over both limits), and one person the registry
+disagrees with. Screenshots of the search page and the preview are written to the test's tmp
+dir (and copied to $KYSO_SCREENSHOTS when set, for a person to look at).
 """
 
 from __future__ import annotations
@@ -49,11 +49,16 @@ class Site:
     extra_id: int
 
 
-@pytest.fixture
-def site(platform_databases: Databases, tmp_path: Path) -> Iterator[Site]:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def site(
+    request: pytest.FixtureRequest, platform_databases: Databases, tmp_path: Path
+) -> Iterator[Site]:
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed")
-    url = platform_databases.sqlite(tmp_path)
+    if request.param == "sqlite":
+        url = platform_databases.sqlite(tmp_path)
+    else:
+        url = platform_databases.postgresql()
     app = create_app(
         {
             "DATABASE_URL": url,

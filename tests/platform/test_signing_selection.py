@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import date
 
 import pytest
+from flask import Flask
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from support.platform_seed import Seed, add_person
 from support.signing_data import bulk_people, edit, sign
@@ -383,3 +386,43 @@ def test_deleting_a_dose_takes_it_out_of_selections(session: Session, org: Seed)
     session.delete(person.doses[1])
     session.commit()
     assert session.scalar(select(func.count()).select_from(SigningSelection)) == 1
+
+
+def test_two_tabs_cannot_pass_the_limit_together(app: Flask, session: Session, org: Seed) -> None:
+    """Each change locks the officer first: the second tab sees the first tab's ticks."""
+    people = bulk_people(session, org, 1000, doses=3)
+    extra = bulk_people(session, org, 1, doses=1, start=1000)
+    session.commit()
+    doses = all_dose_ids(session, people)
+    factory = app.extensions["kyso.sessions"]
+    outcome: list[object] = []
+
+    def second_tab() -> None:
+        with factory() as other:
+            officer = other.get(User, org.officer.id)
+            assert officer is not None
+            try:
+                add_doses(other, officer, doses[2000:] + all_dose_ids(other, extra))
+                other.commit()
+                outcome.append("added")
+            except (LimitExceeded, OperationalError) as exc:
+                other.rollback()
+                outcome.append(exc)
+
+    with factory() as first:
+        officer = first.get(User, org.officer.id)
+        assert officer is not None
+        add_doses(first, officer, doses[:2000])
+        tab = threading.Thread(target=second_tab)
+        tab.start()
+        tab.join(timeout=1)
+        assert tab.is_alive()  # waiting for the first tab's transaction
+        first.commit()
+    tab.join(timeout=20)
+    assert not tab.is_alive()
+    session.expire_all()
+    assert summary(session, org.officer).doses == 2000
+    [result] = outcome
+    assert isinstance(result, LimitExceeded), result
+    assert "danh sách đã có 667 người, 2.000 mũi" in result.text()
+    assert "chỉ còn có thể chọn thêm 333 người và 1.000 mũi" in result.text()

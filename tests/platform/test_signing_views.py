@@ -110,6 +110,20 @@ def test_unverified_person_is_shown_disabled_with_reason_and_fix(
     assert "disabled" in box.group(0)
     assert f'aria-describedby="why-{person.id}"' in box.group(0)
     assert 'name="shown"' not in html  # nothing to tick on this page
+    assert "Liên kết tới hồ sơ" not in html  # no person page yet: no dead link
+
+
+def test_link_to_the_record_once_the_records_pages_have_one(
+    app: Flask, client: FlaskClient, session: Session, org: Seed
+) -> None:
+    # A stand-in for the records pages' person page (not built yet).
+    app.add_url_rule("/records/people/<int:person_id>", "records.person", lambda person_id: "")
+    person = add_person(session, org, "Trần Thị Bích", status=VerificationStatus.NO_IDENTITY)
+    session.commit()
+    login(client, "kyduyet.bennghe")
+    html = page(client)
+    assert f'href="/records/people/{person.id}"' in html
+    assert "Liên kết tới hồ sơ (gửi cơ sở tiêm để sửa)" in html
 
 
 def test_csrf_is_required_for_selection_changes(
