@@ -105,7 +105,10 @@ def _respond(
 
 
 def _filters_from(args: MultiDict[str, str]) -> service.SearchFilters:
-    filters, _problems = service.parse_filters(args)
+    """The search a form carries; refused if unreadable (ignoring a filter would widen it)."""
+    filters, problems = service.parse_filters(args)
+    if problems:
+        raise DomainError("signing.unreadable_search")
     return filters
 
 
@@ -227,7 +230,8 @@ def person_selection() -> Any:
         if request.form.get("op") == "remove":
             change = service.remove_person(db(), _officer(), int(person))
         else:
-            change = service.add_person(db(), _officer(), int(person), _filters_from(request.form))
+            filters = _filters_from(request.form)
+            change = service.add_person(db(), _officer(), int(person), filters)
     except DomainError as exc:
         return _respond(None, exc, url_for("signing.search"))
     return _respond(change, None, url_for("signing.search"))

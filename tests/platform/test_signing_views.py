@@ -358,6 +358,21 @@ def test_tick_all_and_its_limit_message(
     assert "Đã chọn: 1.000 người, 1.000 mũi" in html
 
 
+def test_tick_all_with_an_unreadable_filter_is_refused_not_widened(
+    officer_client: FlaskClient, session: Session, org: Seed
+) -> None:
+    add_person(session, org, "Nguyễn Văn An", doses=1)
+    session.commit()
+    response = officer_client.post(
+        "/signing/selection/search",
+        data={"csrf_token": csrf_token(officer_client, "/signing/"), "from": "hôm qua"},
+        headers={"Accept": "application/json"},
+    )
+    assert response.status_code == 409
+    assert "Không đọc được điều kiện tìm kiếm" in response.get_json()["message"]
+    assert selected(session, org.officer) == set()
+
+
 def test_select_search_form_carries_the_filters(
     officer_client: FlaskClient, session: Session, org: Seed
 ) -> None:
