@@ -176,7 +176,7 @@ def add_person(
     facility: Facility | None = None,
     doses: int = 2,
     status: VerificationStatus = VerificationStatus.VERIFIED,
-    identity_number: str | None = "079190123456",
+    identity_number: str | None = "079090123456",  # male, born 1990
     birth_date: date = date(1990, 5, 17),
     gender: Gender = Gender.MALE,
     phone: str | None = "0901234567",
