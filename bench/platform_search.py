@@ -1,12 +1,16 @@
 """The signing page at national scale: search and preview latencies on PostgreSQL and SQLite.
 
 What an officer pays on the signing page, with a million people and ~2.5 million doses in the
-database: the search of their signing unit's doses (a month and a name prefix; the same with a
-phone prefix) and "Xem danh sách", the re-validated preview of a 3,000-dose selection. The
-calls are the page's own service calls (``parse_filters`` + ``search``, ``preview``), timed
-with ``time.perf_counter`` around the call, ORM work included, each in a fresh session whose
-officer is loaded first (as ``current_user`` does before the view). The bar is p95 <= 50 ms
-on PostgreSQL.
+database: the search of their signing unit's doses (a month with a family name alone, a common
+name prefix such as "Nguyễn Văn", a rare one such as "Lý Thị", or a person's name and phone
+prefix; half of them "to sign" only) and "Xem danh sách", the re-validated preview of a full
+3,000-dose selection. The calls are the page's own service calls (``parse_filters`` +
+``search``, ``preview``), timed with ``time.perf_counter`` around the call, ORM work included,
+each in a fresh session whose officer is loaded first (as ``current_user`` does before the
+view), after untimed warm-up calls. Units, months (busy months more often) and names vary from
+call to call. The bar, p95 <= 50 ms on PostgreSQL, is for officers of facility-level signing
+units; officers of central units (a district health centre signing for a district's ~14
+facilities, a CDC, a Department of Health) are measured too, for information.
 
 The data comes from the demo generator (``kyso.platform.records.demo``), written with its
 ``insert_people``, in a world made large enough for a realistic load per facility: the demo
@@ -31,7 +35,9 @@ Run:
 
 Benchmarks report figures; they are not tests. PostgreSQL: database ``kyso_bench`` on
 127.0.0.1:5432 (dropped and recreated); SQLite: a file in the system's temp directory.
-``--reuse`` keeps a database generated earlier with the same parameters.
+``--reuse`` keeps a database generated earlier with the same parameters. For every kind whose
+p95 on PostgreSQL is above the bar (every kind with ``--explain``), the slowest statement of
+the slowest call is run again under EXPLAIN (ANALYZE, BUFFERS) and printed.
 """
 
 from __future__ import annotations
@@ -106,7 +112,9 @@ PG_DATABASE = "kyso_bench"
 SQLITE_FILE = Path(tempfile.gettempdir()) / "kyso-bench" / "platform_search.db"
 DATA_VERSION = "1"  # change when the generated data changes shape: --reuse regenerates
 
-BAR_MS = 50.0  # p95 on PostgreSQL
+BAR_MS = 50.0  # p95 on PostgreSQL, for officers of facility-level signing units
+FACILITY_SCOPE = "facility unit"  # a signing unit of one facility (kind "facility")
+CENTRAL_SCOPE = "central unit"  # district health centre, CDC, DoH: many facilities
 PAGE_SIZE = 50  # create_app's default PAGE_SIZE
 BATCH = 10_000  # people per insert_people call and per commit
 PEOPLE_PER_COMMUNE = 6_000  # the average; ward weights below make some four times larger
@@ -116,6 +124,7 @@ PREVIEW_OFFICERS = 12  # officers with a full selection, previews rotate between
 SIGNED_FROM = date(2021, 3, 1)  # signing progress of a unit: uniform between these dates
 SIGNED_TO = date(2022, 12, 31)
 
+FAMILY_NAMES = ("Nguyễn", "Trần", "Lê", "Phạm")  # 38 %, 12 %, 9.5 %, 7 % of Vietnamese
 COMMON_NAMES = ("Nguyễn Văn", "Nguyễn Thị", "Trần Thị", "Lê Văn", "Phạm Thị", "Nguyễn Thị Thu")
 RARE_NAMES = ("Lý Thị", "Quách Văn", "Kiều Thị", "Thái Văn", "Lưu Thị", "Châu Thị", "Tạ Văn")
 
@@ -804,6 +813,10 @@ def plan(
     """The calls of each kind, parameters varied (unit, month, name, phone, state)."""
     calls: dict[str, list[Call]] = {}
     pick = rng.choice
+    calls["search: month + family name only"] = [
+        Call(o, {**month_args(o, rng), "name": pick(FAMILY_NAMES), **state_args(rng)})
+        for o in (pick(units) for _ in range(count))
+    ]
     calls["search: month + common name"] = [
         Call(o, {**month_args(o, rng), "name": pick(COMMON_NAMES), **state_args(rng)})
         for o in (pick(units) for _ in range(count))
@@ -872,7 +885,7 @@ def measure(
     notes: dict[str, str] = {}
     results: list[Measured] = []
     log = StatementLog(engine)
-    for scope, units in (("facility unit", facility_units), ("central unit", central_units)):
+    for scope, units in ((FACILITY_SCOPE, facility_units), (CENTRAL_SCOPE, central_units)):
         if not units:
             continue
         started = time.perf_counter()
@@ -1019,10 +1032,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             say(f"  {scope}: {note}")
     say("")
     say(table(rows))
+    say(
+        "p50/p95/max: wall time of the service call. sql p50: time inside cursor.execute "
+        "(PostgreSQL: the server's work and the transfer; SQLite returns at the first row, the "
+        "rest of its work shows in cpu). cpu p50: this process's CPU time (Python, ORM, driver; "
+        "SQLite). stmts: SQL statements per call. Kinds alternate the page's default state "
+        '(all doses) and "to sign".'
+    )
     over = [m for backend, m in rows if backend == "postgresql" and m.percentile(0.95) > BAR_MS]
     if "postgresql" in generations:
-        verdict = "met" if not over else "NOT met for " + ", ".join(m.kind for m in over)
-        say(f"\nbar: p95 <= {BAR_MS:.0f} ms on PostgreSQL: {verdict}")
+        # The bar is a facility's page: officers of facility-level signing units.
+        missed = [m.kind for m in over if m.kind.endswith(f"[{FACILITY_SCOPE}]")]
+        verdict = "met" if not missed else "NOT met for " + ", ".join(missed)
+        say(f"\nbar: p95 <= {BAR_MS:.0f} ms on PostgreSQL, {FACILITY_SCOPE}: {verdict}")
+        beyond = [m.kind for m in over if not m.kind.endswith(f"[{FACILITY_SCOPE}]")]
+        if beyond:
+            say(f"also above {BAR_MS:.0f} ms: " + ", ".join(beyond))
         to_explain = [m for b, m in rows if b == "postgresql"] if args.explain else over
         for m in to_explain:
             say("")
