@@ -104,6 +104,7 @@ from kyso.platform.records.names import name_key
 from kyso.platform.records.reference import load_reference_data, read_toml
 from kyso.platform.registry.identity import check_identity
 from kyso.platform.registry.protocol import RegistryCitizen
+from kyso.platform.registry.service import compare_with_registry
 from kyso.platform.signing import service
 from kyso.platform.signing.search import signed_current
 
@@ -430,23 +431,12 @@ def registry_status(
     if check.status is not None:
         return check.status, check.detail
     entry = person.registry
-    if entry is None:
-        return VerificationStatus.MISMATCH, {"fields": ["not_found"], "registry": {}}
-    fields = []
-    if name_key(entry.full_name) != name_key(person.full_name):
-        fields.append("full_name")
-    if entry.birth_date != person.birth_date:
-        fields.append("birth_date")
-    if entry.gender != person.gender:
-        fields.append("gender")
-    if not fields:
-        return VerificationStatus.VERIFIED, None
-    citizen = RegistryCitizen(
-        entry.identity_number, entry.full_name, entry.birth_date, entry.gender
+    citizen = (
+        None
+        if entry is None
+        else RegistryCitizen(entry.identity_number, entry.full_name, entry.birth_date, entry.gender)
     )
-    registry = citizen.to_json()
-    del registry["identity_number"]
-    return VerificationStatus.MISMATCH, {"fields": fields, "registry": registry}
+    return compare_with_registry(person, citizen)
 
 
 def load_people(

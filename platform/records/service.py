@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from datetime import date
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kyso.platform.auth.access import visible_facilities
@@ -329,3 +330,12 @@ def update_dose(
         version=dose.version,
     )
     return dose
+
+
+def importable_facilities(session: Session, user: User) -> list[Facility]:
+    """The facilities this user may import for: staff their own, administrators their scope."""
+    if user.role is Role.FACILITY_STAFF:
+        own = session.get(Facility, user.facility_id) if user.facility_id else None
+        return [own] if own else []
+    query = select(Facility).where(Facility.id.in_(visible_facilities(user)))
+    return list(session.scalars(query.order_by(Facility.code)))

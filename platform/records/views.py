@@ -5,26 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Response, abort, render_template, request
-from sqlalchemy import select
 
 from kyso.platform.app import db, language
-from kyso.platform.auth.access import current_user, roles_required, visible_facilities
+from kyso.platform.auth.access import current_user, roles_required
 from kyso.platform.i18n import translate
-from kyso.platform.models import Facility, Role, User
+from kyso.platform.models import Facility, Role
 from kyso.platform.records.importer import MAX_ROWS, import_records, template_csv, template_for
+from kyso.platform.records.service import importable_facilities
 
 blueprint = Blueprint("records", __name__, url_prefix="/records")
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-
-
-def _facilities(user: User) -> list[Facility]:
-    """The facilities this user may import for: staff their own, administrators their scope."""
-    if user.role is Role.FACILITY_STAFF:
-        own = db().get(Facility, user.facility_id) if user.facility_id else None
-        return [own] if own else []
-    query = select(Facility).where(Facility.id.in_(visible_facilities(user)))
-    return list(db().scalars(query.order_by(Facility.code)))
 
 
 @blueprint.route("/import", methods=["GET", "POST"])
@@ -33,7 +24,7 @@ def import_page() -> Any:
     user = current_user()
     assert user is not None
     lang = language()
-    facilities = _facilities(user)
+    facilities = importable_facilities(db(), user)
     context: dict[str, Any] = {
         "facilities": facilities,
         "chosen": facilities[0].id if facilities else None,

@@ -14,8 +14,8 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, date, datetime
+from typing import Any, Protocol
 
 from sqlalchemy import and_, inspect, or_, select, text
 from sqlalchemy.orm import Session
@@ -23,7 +23,7 @@ from sqlalchemy.orm.attributes import History
 
 from kyso.platform.auth.service import audit
 from kyso.platform.i18n import DomainError
-from kyso.platform.models import Person, VerificationStatus
+from kyso.platform.models import Gender, Person, VerificationStatus
 from kyso.platform.records.names import name_key
 from kyso.platform.registry.client import (
     PopulationRegistry,
@@ -225,14 +225,26 @@ def _verify_batch(
         number = str(normalise(person.identity_number))
         if number not in answers:
             raise RegistryProtocolError(f"the registry did not answer for one of {len(numbers)}")
-        status, detail = _compare(person, answers[number])
+        status, detail = compare_with_registry(person, answers[number])
         _record(person, status, detail, when, report)
     return None
 
 
-def _compare(
-    person: Person, citizen: RegistryCitizen | None
+class Identity(Protocol):
+    """What is compared with the registry: a Person, or a generated person (the benchmark)."""
+
+    @property
+    def full_name(self) -> str: ...
+    @property
+    def birth_date(self) -> date: ...
+    @property
+    def gender(self) -> Gender: ...
+
+
+def compare_with_registry(
+    person: Identity, citizen: RegistryCitizen | None
 ) -> tuple[VerificationStatus, dict[str, Any] | None]:
+    """The status a well-formed number gets from the registry's answer, and what differs."""
     if citizen is None:
         return VerificationStatus.MISMATCH, {"fields": ["not_found"], "registry": {}}
     fields = []
