@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 from support.agent_harness import ORIGIN, Page
-from support.platform_keys import ManifestIssuer, b64
-from support.signing import collect, digests, verify
+from support.platform_keys import ManifestIssuer
+from support.signing import collect, digests, sign_request, verify
 from websockets.sync.client import connect
 
 from kyso.agent.token.softhsm import ProvisionedToken
@@ -128,14 +128,7 @@ def test_headless_consent_and_pin_on_the_terminal(headless: Any, softhsm: Provis
     terminal, issuer, port = headless
     cert = softhsm.certificates["p256"]
     items = digests(120)
-    request = {
-        "type": "sign",
-        "id": "s1",
-        "manifest": issuer.issue(cert.fingerprint_sha256, "ECDSA_SHA256", items),
-        "certificate": cert.fingerprint_sha256,
-        "algorithm": "ECDSA_SHA256",
-        "digests": [b64(d) for d in items],
-    }
+    request = sign_request(issuer, cert.fingerprint_sha256, "ECDSA_SHA256", items)
     replies: list[dict[str, Any]] = []
     with connect(f"ws://127.0.0.1:{port}/", origin=ORIGIN) as ws:
         page = Page(ws)  # type: ignore[arg-type]
@@ -173,14 +166,7 @@ def test_headless_cancel_is_the_default(headless: Any, softhsm: ProvisionedToken
     terminal, issuer, port = headless
     cert = softhsm.certificates["rsa"]
     items = digests(2)
-    request = {
-        "type": "sign",
-        "id": "s1",
-        "manifest": issuer.issue(cert.fingerprint_sha256, "RSA_PKCS1_SHA256", items),
-        "certificate": cert.fingerprint_sha256,
-        "algorithm": "RSA_PKCS1_SHA256",
-        "digests": [b64(d) for d in items],
-    }
+    request = sign_request(issuer, cert.fingerprint_sha256, "RSA_PKCS1_SHA256", items)
     replies: list[dict[str, Any]] = []
     with connect(f"ws://127.0.0.1:{port}/", origin=ORIGIN) as ws:
         page = Page(ws)  # type: ignore[arg-type]

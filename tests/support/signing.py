@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 
 from support.agent_harness import RunningAgent
-from support.platform_keys import b64
+from support.platform_keys import ManifestIssuer, b64
 
 
 def digests(count: int, salt: str = "dose") -> list[bytes]:
@@ -38,12 +38,18 @@ def verify(cert_der: bytes, algorithm: str, digest: bytes, signature: bytes) -> 
 
 
 def sign_request(
-    agent: RunningAgent, cert_fp: str, algorithm: str, items: list[bytes], **kw: Any
+    source: RunningAgent | ManifestIssuer,
+    cert_fp: str,
+    algorithm: str,
+    items: list[bytes],
+    **kw: Any,
 ) -> dict[str, Any]:
+    """A page's sign request, with a manifest from the agent's (or this) platform issuer."""
+    issuer = source.issuer if isinstance(source, RunningAgent) else source
     return {
         "type": "sign",
         "id": kw.pop("request_id", "s1"),
-        "manifest": agent.issuer.issue(cert_fp, algorithm, items, **kw),
+        "manifest": issuer.issue(cert_fp, algorithm, items, **kw),
         "certificate": cert_fp,
         "algorithm": algorithm,
         "digests": [b64(d) for d in items],
