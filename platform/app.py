@@ -108,6 +108,36 @@ def _register_hooks(app: Flask) -> None:
         if session_ is not None:
             session_.close()
 
+    from flask_wtf.csrf import CSRFError
+    from werkzeug.exceptions import NotFound, RequestEntityTooLarge
+
+    def _error_page(key: str, status: int, **values: Any) -> tuple[str, int]:
+        from flask import render_template
+
+        lang = language()
+        return (
+            render_template(
+                "error.html",
+                title=i18n.translate("common.error_title", lang),
+                message=i18n.translate(key, lang, **values),
+            ),
+            status,
+        )
+
+    # Flask's default error pages are English and say nothing of what to do.
+    @app.errorhandler(CSRFError)
+    def _csrf_failed(_exc: CSRFError) -> tuple[str, int]:
+        return _error_page("common.csrf_failed", 400)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def _too_large(_exc: RequestEntityTooLarge) -> tuple[str, int]:
+        limit = int(app.config["MAX_CONTENT_LENGTH"]) // (1024 * 1024)
+        return _error_page("common.too_large", 413, megabytes=limit)
+
+    @app.errorhandler(NotFound)
+    def _not_found(_exc: NotFound) -> tuple[str, int]:
+        return _error_page("common.not_found", 404)
+
     @app.after_request
     def _security_headers(response: Response) -> Response:
         response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -77,3 +79,19 @@ def test_language_switch(client: FlaskClient, org: Seed) -> None:
     assert "Đăng nhập" in client.get("/login").get_data(as_text=True)
     client.get("/lang/en")
     assert "Log in" in client.get("/login").get_data(as_text=True)
+
+
+def test_error_pages_say_what_to_do_in_vietnamese(client: FlaskClient, org: Seed) -> None:
+    missing_token = client.post("/login", data={"username": "admin", "password": PASSWORD})
+    assert missing_token.status_code == 400
+    assert "không có gì được lưu" in missing_token.get_data(as_text=True)
+    assert client.get("/no-such-page").status_code == 404
+    assert "Không tìm thấy" in client.get("/no-such-page").get_data(as_text=True)
+    login(client, "nhanvien.bennghe")
+    too_big = client.post(
+        "/records/import",
+        data={"file": (io.BytesIO(b"x" * (21 * 1024 * 1024)), "big.csv")},
+        content_type="multipart/form-data",
+    )
+    assert too_big.status_code == 413
+    assert "lớn hơn 20 MB" in too_big.get_data(as_text=True)
