@@ -62,7 +62,14 @@ class VaccineProduct(Base):
 class Person(Base):
     __tablename__ = "people"
     __table_args__ = (
-        Index("ix_people_name_key", "name_key", postgresql_ops={"name_key": "varchar_pattern_ops"}),
+        # Name prefix search ("nguyen van"): the id makes it index-only for the signing search,
+        # which needs only the ids of the people whose name key starts with the prefix.
+        Index(
+            "ix_people_name_key",
+            "name_key",
+            "id",
+            postgresql_ops={"name_key": "varchar_pattern_ops"},
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
