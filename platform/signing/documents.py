@@ -27,12 +27,12 @@ Batch document (``"type": "kyso-batch"``, version 1)::
      "type": "kyso-batch", "version": 1}
 
 listing each record's id and the SHA-256 (lower-case hex) of its certificate document, in the
-batch's order. One signature over it covers every record in batch mode.
+batch's order (the caller passes the digests it already has). One signature over it covers
+every record in batch mode.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json.encoder
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -58,6 +58,7 @@ CERTIFICATE_TYPE: Final = "kyso-vaccination-certificate"
 BATCH_TYPE: Final = "kyso-batch"
 DOCUMENT_VERSION: Final = 1
 GENDERS: Final = ("male", "female")
+DIGEST_LENGTH: Final = 32
 
 # JSON numbers are IEEE doubles: integers beyond 2**53 - 1 are not exact (RFC 8785 3.2.2.3).
 _MAX_SAFE_INTEGER: Final = 2**53 - 1
@@ -181,11 +182,16 @@ def certificate_document(record: CertificateRecord) -> bytes:
 def _entries(entries: Sequence[tuple[str, bytes]]) -> list[tuple[str, str]]:
     listed: list[tuple[str, str]] = []
     seen: set[str] = set()
-    for rid, document in entries:
+    for rid, digest in entries:
         if rid in seen:
             raise ValueError(f"record {rid!r} is listed twice in the batch")
+        if len(digest) != DIGEST_LENGTH:
+            raise ValueError(
+                f"record {rid!r}: give the SHA-256 digest of its document (32 bytes), "
+                f"not {len(digest)} bytes"
+            )
         seen.add(rid)
-        listed.append((rid, hashlib.sha256(document).hexdigest()))
+        listed.append((rid, digest.hex()))
     if not listed:
         raise ValueError("a batch document lists at least one record")
     return listed
@@ -210,8 +216,9 @@ def batch_document(
     """The canonical JSON of the batch document.
 
     ``signer`` says who signs (e.g. ``{"unit": "Trạm Y tế …", "certificate": FINGERPRINT}``);
-    ``entries`` are ``(record id, certificate document bytes)`` in the batch's order, each
-    listed with the SHA-256 of the document. A record id listed twice is refused.
+    ``entries`` are ``(record id, SHA-256 digest of its certificate document)`` in the batch's
+    order; the digests are written as lower-case hex. A record id listed twice, or a digest
+    that is not 32 bytes (a document passed by mistake), is refused.
     """
     q = _quote
     records = ",".join(

@@ -177,10 +177,12 @@ def _timed(work: Callable[[], object]) -> float:
 def test_batch_document() -> None:
     first = certificate_document(RECORD)
     second = certificate_document(dataclasses.replace(RECORD, dose_id=124))
-    document = batch_document(
-        "KB0000001", SIGNER, [("dose-123-v2", first), ("dose-124-v2", second)]
-    )
     sha_first, sha_second = hashlib.sha256(first).hexdigest(), hashlib.sha256(second).hexdigest()
+    document = batch_document(
+        "KB0000001",
+        SIGNER,
+        [("dose-123-v2", bytes.fromhex(sha_first)), ("dose-124-v2", bytes.fromhex(sha_second))],
+    )
     expected = (
         '{"batch":"KB0000001","records":['
         f'{{"id":"dose-123-v2","sha256":"{sha_first}"}},'
@@ -195,7 +197,9 @@ def test_batch_document() -> None:
 @given(
     batch_id=_TEXT,
     signer=st.dictionaries(_TEXT, _TEXT, max_size=4),
-    entries=st.lists(st.tuples(_TEXT, st.binary(max_size=64)), unique_by=lambda e: e[0]),
+    entries=st.lists(
+        st.tuples(_TEXT, st.binary(min_size=32, max_size=32)), unique_by=lambda e: e[0]
+    ),
 )
 def test_batch_writer_is_rfc8785(
     batch_id: str, signer: dict[str, str], entries: list[tuple[str, bytes]]
@@ -211,10 +215,16 @@ def test_batch_writer_is_rfc8785(
 
 def test_batch_lists_a_record_once() -> None:
     with pytest.raises(ValueError, match="listed twice"):
-        batch_document("KB1", SIGNER, [("dose-1-v1", b"a"), ("dose-1-v1", b"b")])
+        batch_document("KB1", SIGNER, [("dose-1-v1", b"a" * 32), ("dose-1-v1", b"b" * 32)])
+
+
+def test_batch_takes_digests_not_documents() -> None:
+    document = certificate_document(RECORD)
+    with pytest.raises(ValueError, match="SHA-256 digest of its document"):
+        batch_document("KB1", SIGNER, [("dose-123-v2", document)])
 
 
 def test_batch_document_of_3000_records_is_fast() -> None:
-    entries = [(record_id(i, 1), b"x" * 400 + i.to_bytes(4)) for i in range(1, 3001)]
+    entries = [(record_id(i, 1), hashlib.sha256(i.to_bytes(4)).digest()) for i in range(1, 3001)]
     best = min(_timed(lambda: batch_document("KB1", SIGNER, entries)) for _ in range(3))
     assert best < 0.05, f"a 3,000-record batch document took {best * 1000:.1f} ms"
