@@ -31,6 +31,7 @@ from sqlalchemy import (
     ColumnElement,
     Exists,
     Integer,
+    SQLColumnExpression,
     Text,
     and_,
     any_,
@@ -245,12 +246,17 @@ class SearchPage:
     filters: SearchFilters = field(default_factory=SearchFilters)
 
 
-def scope_facility_ids(session: Session, officer: User) -> list[int]:
-    """The facilities whose doses the officer signs; an officer without a unit is told so."""
+def check_officer(officer: User) -> None:
+    """Only a signing officer with a signing unit has a scope; anyone else is told why."""
     if officer.role is not Role.SIGNING_OFFICER:
         raise DomainError("signing.not_an_officer")
     if officer.signing_unit_id is None:
         raise DomainError("signing.no_unit")
+
+
+def scope_facility_ids(session: Session, officer: User) -> list[int]:
+    """The facilities whose doses the officer signs; an officer without a unit is told so."""
+    check_officer(officer)
     return list(session.scalars(signable_facilities(officer)))
 
 
@@ -299,17 +305,41 @@ def _like_prefix(text: str) -> str:
     return _LIKE_SPECIAL.sub(r"\\\1", text) + "%"
 
 
-def person_conditions(filters: SearchFilters) -> list[ColumnElement[bool]]:
-    """Conditions on ``Person``: name prefix, phone, identity number, verification status."""
+def starts_with(
+    column: SQLColumnExpression[str] | SQLColumnExpression[str | None], prefix: str, dialect: str
+) -> ColumnElement[bool]:
+    """``column`` starts with ``prefix``, in the form the database's index serves.
+
+    PostgreSQL turns ``LIKE 'prefix%'`` into a range scan of a varchar_pattern_ops index
+    whatever the collation (a plain range would need a C-collated index). SQLite never uses an
+    index for LIKE (case-insensitive, while the columns are BINARY-collated), but does for
+    ``column >= prefix AND column < bound``, where the bound is the prefix with its last
+    character's successor: in code point order (= UTF-8 byte order, BINARY) exactly the
+    strings that start with the prefix lie in between. The columns hold lower-case keys and
+    digits, so case sensitivity does not change the result.
+    """
+    if dialect == "postgresql" or not prefix or ord(prefix[-1]) >= 0x10FFFF:
+        return column.like(_like_prefix(prefix), escape="\\")
+    bound = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    if 0xD800 <= ord(bound[-1]) <= 0xDFFF:  # no surrogates in a str bound: past them instead
+        bound = prefix[:-1] + chr(0xE000)
+    return and_(column >= prefix, column < bound)
+
+
+def person_conditions(filters: SearchFilters, dialect: str) -> list[ColumnElement[bool]]:
+    """Conditions on ``Person``: name prefix, phone, identity number, verification status.
+
+    ``dialect`` is the database's (``session.get_bind().dialect.name``): see ``starts_with``.
+    """
     conditions: list[ColumnElement[bool]] = []
     key = name_key(filters.name)
     if key:
-        conditions.append(Person.name_key.like(_like_prefix(key), escape="\\"))
+        conditions.append(starts_with(Person.name_key, key, dialect))
     phone = normalise_phone(filters.phone) if filters.phone else ""
     if filters.phone and not phone:
         conditions.append(false())  # typed something, but no digits: nothing matches
     elif phone:  # a full number is its own prefix: one indexed path for both
-        conditions.append(Person.phone.like(_like_prefix(phone), escape="\\"))
+        conditions.append(starts_with(Person.phone, phone, dialect))
     if filters.identity_number:
         conditions.append(Person.identity_number == re.sub(r"\s", "", filters.identity_number))
     if filters.status is not None:
@@ -330,7 +360,11 @@ def search(
     validate(filters)
     facility_ids = scope_facility_ids(session, officer)
     doses_match = dose_conditions(officer, filters, facility_ids)
-    matching = [*person_conditions(filters), has_matching_dose(session, filters, doses_match)]
+    dialect = session.get_bind().dialect.name
+    matching = [
+        *person_conditions(filters, dialect),
+        has_matching_dose(session, filters, doses_match),
+    ]
 
     # One query gives both the page and, on a first page, the capped count: the matching set
     # is computed once (it dominates the cost), only the first COUNT_CAP + 1 keys travel.

@@ -382,7 +382,10 @@ def add_search(session: Session, officer: User, filters: SearchFilters) -> Selec
     _lock(session, officer)
     doses_match = [*dose_conditions(officer, filters, facility_ids), ~signed_current()]
     # The people of the search with a dose that could be signed (see has_matching_dose).
-    people = [*person_conditions(filters), has_matching_dose(session, filters, doses_match)]
+    people = [
+        *person_conditions(filters, session.get_bind().dialect.name),
+        has_matching_dose(session, filters, doses_match),
+    ]
     selectable = (
         select(
             Dose.id.label("dose_id"),

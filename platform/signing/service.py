@@ -2,7 +2,9 @@
 
 - ``search``: pages of people with the doses an officer may sign (``search.py``);
 - selection changes and their limits (``selection.py``);
-- ``preview``: the selection re-validated, as a batch would sign it (``preview.py``).
+- ``preview``: the selection re-validated, as a batch would sign it, a page of people at a
+  time; ``validated_selection``: the same validation, then every dose id and version, for the
+  batch preparation (``preview.py``).
 
 All take a SQLAlchemy ``Session`` and the officer, raise ``DomainError`` when a rule says no,
 and leave the commit to the caller.
@@ -11,12 +13,17 @@ and leave the commit to the caller.
 from __future__ import annotations
 
 from kyso.platform.signing.preview import (
+    PAGE_SIZE as PREVIEW_PAGE_SIZE,
+)
+from kyso.platform.signing.preview import (
     Dropped,
     DropReason,
     Preview,
     PreviewDose,
     PreviewPerson,
+    SelectionFacts,
     preview,
+    validated_selection,
 )
 from kyso.platform.signing.search import (
     COUNT_CAP,
@@ -51,6 +58,7 @@ __all__ = [
     "COUNT_CAP",
     "MAX_DOSES",
     "MAX_PEOPLE",
+    "PREVIEW_PAGE_SIZE",
     "Cursor",
     "DropReason",
     "Dropped",
@@ -64,6 +72,7 @@ __all__ = [
     "SearchFilters",
     "SearchPage",
     "SelectionChange",
+    "SelectionFacts",
     "SelectionSummary",
     "SigningState",
     "StateFilter",
@@ -78,4 +87,5 @@ __all__ = [
     "search",
     "summary",
     "update_page",
+    "validated_selection",
 ]

@@ -280,13 +280,19 @@ def clear_selection() -> Any:
 @blueprint.get("/preview")
 @roles_required(Role.SIGNING_OFFICER)
 def preview() -> Any:
-    """The "Xem danh sách" page: the selection re-validated; what no longer qualifies drops out."""
+    """The "Xem danh sách" page: the selection re-validated; what no longer qualifies drops out.
+
+    The figures are the whole selection's; the people are listed a page at a time (``page``).
+    """
     session = db()
     lang = language()
     error = None
     result: service.Preview | None = None
+    page = request.args.get("page", "1")
     try:
-        result = service.preview(session, _officer())
+        result = service.preview(
+            session, _officer(), page=int(page) if page.isdigit() and len(page) < 6 else 1
+        )
     except DomainError as exc:
         error = exc.text(lang)
     session.commit()  # the dropped doses leave the selection

@@ -17,7 +17,9 @@ from kyso.platform.signing.service import (
     SigningState,
     add_doses,
     add_search,
+    clear,
     preview,
+    validated_selection,
 )
 
 
@@ -43,12 +45,10 @@ def test_preview_is_exactly_the_selection(session: Session, org: Seed) -> None:
     assert result.first_date == date(2022, 1, 10)
     assert result.last_date == date(2022, 3, 7)
     assert result.facilities == ("Trạm Y tế Phường Bến Nghé",)
-    assert result.doses == {
-        an.doses[0].id: 1,
-        an.doses[2].id: 1,
-        binh.doses[0].id: 1,
-        binh.doses[1].id: 1,
-    }
+    assert validated_selection(session, org.officer) == (
+        {an.doses[0].id: 1, an.doses[2].id: 1, binh.doses[0].id: 1, binh.doses[1].id: 1},
+        (),
+    )
     assert result.within_limits
     assert result.resign_count == 0
 
@@ -148,7 +148,7 @@ def test_doses_to_sign_again_are_marked(session: Session, org: Seed) -> None:
     result = preview(session, org.officer)
     assert result.people[0].doses[0].state is SigningState.RESIGN
     assert result.resign_count == 1
-    assert result.doses == {an.doses[0].id: 2}
+    assert validated_selection(session, org.officer) == ({an.doses[0].id: 2}, ())
 
 
 def test_a_full_batch_previews_in_a_fixed_number_of_queries(session: Session, org: Seed) -> None:
@@ -169,3 +169,107 @@ def test_a_full_batch_previews_in_a_fixed_number_of_queries(session: Session, or
     assert (result.people_count, result.dose_count) == (1000, 3000)
     assert result.within_limits
     assert len(statements) <= 2, statements  # the scope, then one query for everything
+    # Only one page of people is built; the figures are the whole selection's.
+    assert len(result.people) == result.page_size == 100
+    assert (result.page, result.pages) == (1, 10)
+
+
+def test_pages_of_people_cover_the_selection_once_in_name_order(
+    session: Session, org: Seed
+) -> None:
+    ids = bulk_people(session, org, 25, doses=2, name="Trần Thị Hoa")
+    ids += bulk_people(session, org, 20, doses=1, name="Lê Văn Nam", first_dose=date(2022, 5, 2))
+    add_search(session, org.officer, SearchFilters())
+
+    pages = [preview(session, org.officer, page=n, page_size=10) for n in (1, 2, 3, 4, 5)]
+    assert [p.pages for p in pages] == [5] * 5
+    assert [p.page for p in pages] == [1, 2, 3, 4, 5]
+    assert [len(p.people) for p in pages] == [10, 10, 10, 10, 5]
+    names = [person.full_name for p in pages for person in p.people]
+    expected = [f"Lê Văn Nam {i:04d}" for i in range(20)]
+    expected += [f"Trần Thị Hoa {i:04d}" for i in range(25)]
+    assert names == expected
+    assert {person.id for p in pages for person in p.people} == set(ids)
+    # Every person comes with all their ticked doses, on one page.
+    assert sum(len(person.doses) for p in pages for person in p.people) == 70
+    assert [d.dose_number for d in pages[4].people[0].doses] == [1, 2]
+    for p in pages:
+        assert (p.people_count, p.dose_count) == (45, 70)
+        assert (p.first_date, p.last_date) == (date(2022, 3, 1), date(2022, 5, 2))
+
+
+def test_a_page_beyond_the_last_shows_the_last(session: Session, org: Seed) -> None:
+    bulk_people(session, org, 12, doses=1)
+    add_search(session, org.officer, SearchFilters())
+    result = preview(session, org.officer, page=7, page_size=5)
+    assert (result.page, result.pages, len(result.people)) == (3, 3, 2)
+    assert preview(session, org.officer, page=0, page_size=5).page == 1
+    # Empty: one (empty) page.
+    clear(session, org.officer)
+    empty = preview(session, org.officer, page=3, page_size=5)
+    assert (empty.page, empty.pages, empty.people) == (1, 1, ())
+
+
+def test_the_figures_leave_out_what_dropped(session: Session, org: Seed) -> None:
+    an = add_person(session, org, "Nguyễn Văn An", doses=2, first_dose=date(2022, 1, 10))
+    binh = add_person(
+        session,
+        org,
+        "Nguyễn Văn Bình",
+        doses=2,
+        first_dose=date(2021, 6, 1),
+        facility=org.station_ben_nghe,
+    )
+    cuc = add_person(session, org, "Phạm Thị Cúc", doses=1, first_dose=date(2022, 8, 1))
+    sign(session, cuc.doses[0])
+    edit(session, cuc.doses[0])
+    add_doses(session, org.officer, [d.id for d in [*an.doses, *binh.doses, *cuc.doses]])
+    binh.verification_status = Status.MISMATCH
+    binh.verification_detail = {"fields": ["birth_date"]}
+    session.flush()
+
+    result = preview(session, org.officer)
+    assert [d.dose_id for d in result.dropped] == [d.id for d in binh.doses]
+    assert (result.people_count, result.dose_count, result.resign_count) == (2, 3, 1)
+    assert (result.first_date, result.last_date) == (date(2022, 1, 10), date(2022, 8, 1))
+    assert [p.full_name for p in result.people] == ["Nguyễn Văn An", "Phạm Thị Cúc"]
+    assert [d.state for d in result.people[1].doses] == [SigningState.RESIGN]
+
+
+def test_validated_selection_drops_and_returns_every_dose(session: Session, org: Seed) -> None:
+    ids = bulk_people(session, org, 150, doses=2)
+    add_search(session, org.officer, SearchFilters())
+    doses = session.execute(
+        select(Dose.id, Dose.person_id).where(Dose.person_id.in_(ids)).order_by(Dose.id)
+    ).all()
+    changed = session.get_one(Dose, doses[0].id)
+    edit(session, changed)
+    signed = session.get_one(Dose, doses[-1].id)
+    sign(session, signed)
+
+    versions, dropped = validated_selection(session, org.officer)
+    assert [(d.dose_id, d.reason) for d in dropped] == [
+        (changed.id, DropReason.CHANGED),
+        (signed.id, DropReason.ALREADY_SIGNED),
+    ]
+    assert versions == {d.id: 1 for d in doses[1:-1]}  # all 298, not one page
+    assert selected(session, org.officer) == set(versions)
+    # The preview agrees, and has nothing more to drop.
+    result = preview(session, org.officer)
+    assert (result.dropped, result.dose_count, result.people_count) == ((), 298, 150)
+
+
+def test_a_scope_change_drops_a_whole_batch_in_chunks(session: Session, org: Seed) -> None:
+    bulk_people(session, org, 700, doses=2)
+    add_search(session, org.officer, SearchFilters())
+    central = SigningUnit(code="SU-79-CDC", name="CDC TP.HCM", kind=SigningUnitKind.PROVINCIAL_CDC)
+    session.add(central)
+    session.flush()
+    org.station_ben_nghe.signing_unit_id = central.id
+    session.flush()
+
+    result = preview(session, org.officer)
+    assert len(result.dropped) == 1400
+    assert {d.reason for d in result.dropped} == {DropReason.OUT_OF_SCOPE}
+    assert (result.people, result.dose_count, result.people_count) == ((), 0, 0)
+    assert selected(session, org.officer) == set()

@@ -476,6 +476,53 @@ def test_preview_page(officer_client: FlaskClient, session: Session, org: Seed) 
     assert "Chưa chọn mũi tiêm nào" in page(officer_client, "/signing/preview")
 
 
+def test_preview_pages(officer_client: FlaskClient, session: Session, org: Seed) -> None:
+    ids = bulk_people(session, org, 230, doses=2)
+    session.commit()
+    token = csrf_token(officer_client, "/signing/")
+    officer_client.post("/signing/selection/search", data={"csrf_token": token})
+
+    html = page(officer_client, "/signing/preview")
+    assert re.search(r'id="preview-people">230<', html)
+    assert re.search(r'id="preview-doses">460<', html)
+    assert html.count('<tbody class="person">') == 100
+    assert "Nguyễn Văn Bình 0000" in html
+    assert "Nguyễn Văn Bình 0100" not in html
+    assert "Người thứ 1–100 trong 230 người" in html
+    assert 'href="/signing/preview?page=2"' in html
+    assert 'href="/signing/preview?page=3"' in html
+    assert '<span aria-current="page">Trang 1</span>' in html
+
+    last = page(officer_client, "/signing/preview?page=3")
+    assert last.count('<tbody class="person">') == 30
+    assert "Nguyễn Văn Bình 0200" in last
+    assert "Người thứ 201–230 trong 230 người" in last
+    assert 'rel="prev" href="/signing/preview?page=2"' in last
+    assert 'rel="next"' not in last
+    # Removing a person from a page comes back to that page.
+    response = officer_client.post(
+        "/signing/selection/remove",
+        data={"csrf_token": token, "person": str(ids[229]), "next": "/signing/preview?page=3"},
+    )
+    assert response.headers["Location"] == "/signing/preview?page=3"
+    assert "Người thứ 201–229 trong 229 người" in page(officer_client, "/signing/preview?page=3")
+    # Unreadable or too large page numbers: the first page, the last page.
+    assert "Người thứ 1–100 trong 229 người" in page(officer_client, "/signing/preview?page=x")
+    assert "Người thứ 201–229" in page(officer_client, "/signing/preview?page=99")
+
+
+def test_a_preview_of_one_page_has_no_pager(
+    officer_client: FlaskClient, session: Session, org: Seed
+) -> None:
+    bulk_people(session, org, 100, doses=1)
+    session.commit()
+    token = csrf_token(officer_client, "/signing/")
+    officer_client.post("/signing/selection/search", data={"csrf_token": token})
+    html = page(officer_client, "/signing/preview")
+    assert html.count('<tbody class="person">') == 100
+    assert 'id="preview-pages"' not in html
+
+
 def test_already_signed_dose_shows_as_signed(
     officer_client: FlaskClient, session: Session, org: Seed
 ) -> None:
