@@ -4,6 +4,13 @@ Configuration comes from the mapping passed in (tests) over environment variable
 ``DATABASE_URL`` (default: SQLite in the instance folder), ``KYSO_SECRET_KEY`` (default: a
 random key kept in the instance folder), ``KYSO_REGISTRY_URL`` (the population registry),
 ``KYSO_SECURE_COOKIES`` (set to 0 only for plain-http development).
+
+Signing: ``KYSO_TRUST_ANCHORS`` (PEM bundle of the CA certificates officers' certificates must
+chain to; default ``trust-anchors.pem`` in the instance folder), ``KYSO_MANIFEST_KEY`` (the
+batch-manifest EC P-256 private key, PEM; default ``manifest-key.pem`` in the instance folder,
+created on first use), ``KYSO_PUBLIC_ORIGIN`` (the origin the browser sees, when a proxy stands in
+front; default: the request's), ``KYSO_AGENT_PORT`` (47321) and ``KYSO_AGENT_INSTALLER_URL``
+(where the page sends officers whose agent is not running).
 """
 
 from __future__ import annotations
@@ -56,6 +63,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         WTF_CSRF_TIME_LIMIT=None,  # tied to the session instead
         MAX_CONTENT_LENGTH=20 * 1024 * 1024,
         PAGE_SIZE=50,
+        TRUST_ANCHORS=os.environ.get("KYSO_TRUST_ANCHORS"),
+        MANIFEST_KEY=os.environ.get("KYSO_MANIFEST_KEY"),
+        PUBLIC_ORIGIN=os.environ.get("KYSO_PUBLIC_ORIGIN"),
+        AGENT_PORT=int(os.environ.get("KYSO_AGENT_PORT", "47321")),
+        AGENT_INSTALLER_URL=os.environ.get("KYSO_AGENT_INSTALLER_URL"),
     )
     if config:
         app.config.update(config)
@@ -92,6 +104,7 @@ def language() -> str:
 def _register_blueprints(app: Flask) -> None:
     from kyso.platform.auth.views import blueprint as auth
     from kyso.platform.records.views import blueprint as records
+    from kyso.platform.signing import batch_views
     from kyso.platform.signing.views import blueprint as signing
     from kyso.platform.users.views import blueprint as users
 
@@ -99,6 +112,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(users)
     app.register_blueprint(signing)
     app.register_blueprint(records)
+    batch_views.register(app)
 
 
 def _register_hooks(app: Flask) -> None:
@@ -126,7 +140,12 @@ def _register_hooks(app: Flask) -> None:
 
     # Flask's default error pages are English and say nothing of what to do.
     @app.errorhandler(CSRFError)
-    def _csrf_failed(_exc: CSRFError) -> tuple[str, int]:
+    def _csrf_failed(_exc: CSRFError) -> Any:
+        if request.path.startswith("/signing/api/"):
+            from flask import jsonify
+
+            message = i18n.translate("common.csrf_failed", language())
+            return jsonify(error="common.csrf_failed", message=message), 400
         return _error_page("common.csrf_failed", 400)
 
     @app.errorhandler(RequestEntityTooLarge)

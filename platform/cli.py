@@ -73,6 +73,10 @@ def _register_feature_commands() -> None:
 
     for command in record_commands:
         main.add_command(command)
+    from kyso.platform.signing.cli import commands as signing_commands
+
+    for command in signing_commands:
+        main.add_command(command)
 
 
 _register_feature_commands()

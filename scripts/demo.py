@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -92,6 +93,8 @@ def provision() -> dict[str, object]:
 PLATFORM_PORT = 8080
 REGISTRY_PORT = 8090
 DEMO_PEOPLE = int(os.environ.get("KYSO_DEMO_PEOPLE", "3000"))
+DEMO_OFFICER = "kyduyet.bennghe"  # signs for Trạm Y tế Phường Bến Nghé
+SIGNING_KEY = "org-rsa"  # the demo officer's registered certificate
 
 
 def platform_env() -> dict[str, str]:
@@ -102,6 +105,9 @@ def platform_env() -> dict[str, str]:
         KYSO_INSTANCE_PATH=str(instance),
         KYSO_REGISTRY_URL=f"http://127.0.0.1:{REGISTRY_PORT}",
         KYSO_SECURE_COOKIES="0",  # plain http on loopback in the demo
+        # The demo CA issued the token's certificates; the agent pins this manifest key.
+        KYSO_TRUST_ANCHORS=str(DEMO / "demo-ca.pem"),
+        KYSO_MANIFEST_KEY=str(DEMO / "platform-manifest-key.pem"),
     )
 
 
@@ -131,6 +137,19 @@ def prepare_platform() -> str:
             check=True,
             capture_output=True,
             text=True,
+        )
+        # The procedure's first step: the officer's certificate serial is registered.
+        serial = x509.load_pem_x509_certificate((DEMO / f"{SIGNING_KEY}.pem").read_bytes())
+        subprocess.run(  # noqa: S603
+            platform_command(
+                "register-certificate",
+                DEMO_OFFICER,
+                f"{serial.serial_number:X}",
+                "--by",
+                "admin",
+            ),
+            env=env,
+            check=True,
         )
         accounts.write_text(done.stdout, encoding="utf-8")
     return accounts.read_text(encoding="utf-8")

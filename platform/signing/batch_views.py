@@ -1,0 +1,290 @@
+"""Signing a batch: the JSON API the signing page's script uses, and the result pages.
+
+Thin: parse the request, call ``batches``, answer. The API is documented in
+``platform/signing/README.md``; every error is ``{"error": KEY, "message": TEXT}`` in the
+officer's language with a 4xx status, so the page can show it as it is.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from pathlib import Path
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Flask,
+    abort,
+    current_app,
+    jsonify,
+    render_template,
+    request,
+    url_for,
+)
+
+from kyso.platform.app import db, language
+from kyso.platform.auth.access import current_user, roles_required
+from kyso.platform.i18n import DomainError
+from kyso.platform.models import BatchStatus, Role, User
+from kyso.platform.signing import batches
+from kyso.platform.signing.certificates import load_trust_store
+from kyso.platform.signing.manifest import ManifestSigner, load_signer
+from kyso.platform.signing.page_texts import sign_page_texts
+from kyso.platform.signing.texts import count_text
+from kyso.platform.users.service import active_certificate
+
+blueprint = Blueprint("batches", __name__)
+
+MIN_AGENT_VERSION = 1
+MAX_SIGNATURES_PER_POST = 500
+
+
+def _officer() -> User:
+    user = current_user()
+    assert user is not None  # roles_required ran first
+    return user
+
+
+def _error(exc: DomainError, status: int = 400) -> tuple[Any, int]:
+    return jsonify(error=exc.key, message=exc.text(language())), status
+
+
+def _body() -> dict[str, Any]:
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise DomainError("batches.bad_request")
+    return data
+
+
+def _b64(value: Any, *, limit: int = 16384) -> bytes:
+    if not isinstance(value, str) or len(value) > limit:
+        raise DomainError("batches.bad_request")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise DomainError("batches.bad_request") from None
+
+
+def manifest_signer(app: Flask) -> ManifestSigner:
+    signer = app.extensions.get("kyso.manifest_signer")
+    if signer is None:
+        configured = app.config.get("MANIFEST_KEY")
+        path = Path(configured) if configured else Path(app.instance_path) / "manifest-key.pem"
+        signer = load_signer(path, create=not configured)
+        app.extensions["kyso.manifest_signer"] = signer
+    return signer
+
+
+def signing_context() -> batches.SigningContext:
+    app = current_app
+    trust = app.extensions.get("kyso.trust_store")
+    if trust is None:
+        configured = app.config.get("TRUST_ANCHORS")
+        path = Path(configured) if configured else Path(app.instance_path) / "trust-anchors.pem"
+        if not path.exists():
+            raise DomainError("batches.no_trust_anchors", path=str(path))
+        trust = load_trust_store(path)
+        app.extensions["kyso.trust_store"] = trust
+    origin = app.config.get("PUBLIC_ORIGIN") or request.host_url.rstrip("/")
+    return batches.SigningContext(
+        trust=trust, manifest_signer=manifest_signer(app), origin=str(origin)
+    )
+
+
+def sign_config(officer: User, mode: str, batch_id: str | None = None) -> dict[str, Any]:
+    """What the signing page's script needs (rendered as JSON by signing/_sign_box.html)."""
+    registration = active_certificate(db(), officer)
+    lang = language()
+    return {
+        "mode": mode,
+        "api_base": url_for("batches.prepare_batch").rsplit("/", 1)[0],
+        "batch": batch_id,
+        "registered_serial": registration.serial_hex if registration else None,
+        "agent_port": int(current_app.config["AGENT_PORT"]),
+        "min_version": MIN_AGENT_VERSION,
+        "installer_url": current_app.config["AGENT_INSTALLER_URL"]
+        or url_for("static", filename="downloads/kyso-agent.msi"),
+        "language": lang,
+        "texts": sign_page_texts(lang),
+    }
+
+
+# --- JSON API ----------------------------------------------------------------------------------
+
+
+@blueprint.post("/signing/api/certificate")
+@roles_required(Role.SIGNING_OFFICER)
+def check_certificate() -> Any:
+    """Is this certificate (read from the token by the page) the one to sign with?"""
+    session = db()
+    try:
+        der = _b64(_body().get("der"))
+        checked = batches.inspect_certificate(session, _officer(), der, signing_context())
+    except DomainError as exc:
+        return _error(exc)
+    return jsonify(
+        ok=True,
+        fingerprint=checked.fingerprint,
+        algorithm=checked.algorithm,
+        subject=checked.subject,
+        serial=checked.serial_hex,
+        not_after=checked.not_after.isoformat(),
+    )
+
+
+@blueprint.post("/signing/api/batches")
+@roles_required(Role.SIGNING_OFFICER)
+def prepare_batch() -> Any:
+    session = db()
+    officer = _officer()
+    lang = language()
+    try:
+        der = _b64(_body().get("der"))
+        prepared = batches.prepare(session, officer, der, signing_context())
+    except DomainError as exc:
+        session.rollback()
+        return _error(exc)
+    session.commit()
+    return jsonify(
+        batch=prepared.batch_id,
+        total=prepared.total,
+        people=prepared.people,
+        attempt=prepared.attempt.as_json(),
+        dropped=[d.text(lang) for d in prepared.dropped],
+        result_url=url_for("batches.batch_result", batch_id=prepared.batch_id),
+    )
+
+
+@blueprint.post("/signing/api/batches/<batch_id>/attempts")
+@roles_required(Role.SIGNING_OFFICER)
+def new_attempt(batch_id: str) -> Any:
+    session = db()
+    try:
+        der = _b64(_body().get("der"))
+        attempt = batches.new_attempt(session, _officer(), batch_id, der, signing_context())
+    except DomainError as exc:
+        session.commit()  # records found stale on the way are rejected for good
+        return _error(exc, 404 if exc.key == "batches.not_found" else 400)
+    session.commit()
+    return jsonify(attempt=attempt.as_json())
+
+
+@blueprint.post("/signing/api/batches/<batch_id>/signatures")
+@roles_required(Role.SIGNING_OFFICER)
+def post_signatures(batch_id: str) -> Any:
+    session = db()
+    lang = language()
+    try:
+        body = _body()
+        attempt = body.get("attempt")
+        offset = body.get("offset")
+        raw = body.get("signatures")
+        if (
+            not isinstance(attempt, str)
+            or not isinstance(offset, int)
+            or isinstance(offset, bool)
+            or not isinstance(raw, list)
+            or not 0 < len(raw) <= MAX_SIGNATURES_PER_POST
+        ):
+            raise DomainError("batches.bad_request")
+        signatures = [_b64(s, limit=1024) for s in raw]
+        progress = batches.accept_signatures(
+            session, _officer(), batch_id, attempt, offset, signatures
+        )
+    except DomainError as exc:
+        session.rollback()
+        return _error(exc, 404 if exc.key == "batches.not_found" else 400)
+    session.commit()
+    return jsonify(_progress_json(progress, lang))
+
+
+@blueprint.post("/signing/api/batches/<batch_id>/complete")
+@roles_required(Role.SIGNING_OFFICER)
+def complete_batch(batch_id: str) -> Any:
+    session = db()
+    try:
+        progress = batches.complete(session, _officer(), batch_id)
+    except DomainError as exc:
+        session.rollback()
+        return _error(exc, 404)
+    session.commit()
+    return jsonify(_progress_json(progress, language()))
+
+
+def _progress_json(progress: batches.Progress, lang: str) -> dict[str, Any]:
+    return {
+        "batch": progress.batch_id,
+        "status": progress.status.value,
+        "signed": progress.signed,
+        "rejected": progress.rejected,
+        "pending": progress.pending,
+        "total": progress.total,
+        "rejections": [
+            {
+                "position": r.position,
+                "reason": r.reason.value,
+                "message": batches.reason_text(r.reason, lang),
+            }
+            for r in progress.rejections
+        ],
+        "result_url": url_for("batches.batch_result", batch_id=progress.batch_id),
+    }
+
+
+# --- pages -------------------------------------------------------------------------------------
+
+
+@blueprint.get("/signing/batches")
+@roles_required(Role.SIGNING_OFFICER)
+def batch_list() -> Any:
+    return render_template(
+        "signing/batches.html",
+        batches=batches.recent_batches(db(), _officer()),
+        count_text=count_text,
+        lang=language(),
+    )
+
+
+@blueprint.get("/signing/batches/<batch_id>")
+@roles_required(Role.SIGNING_OFFICER)
+def batch_result(batch_id: str) -> Any:
+    officer = _officer()
+    try:
+        outcome = batches.result(db(), officer, batch_id)
+    except DomainError:
+        abort(404)
+    batch = outcome.batch
+    resumable = batch.status is BatchStatus.OPEN and batch.pending > 0
+    return render_template(
+        "signing/batch.html",
+        result=outcome,
+        batch=batch,
+        resumable=resumable,
+        sign_config=sign_config(officer, "resume", batch.id) if resumable else None,
+        count_text=count_text,
+        lang=language(),
+    )
+
+
+@blueprint.get("/.well-known/kyso/manifest-key.pem")
+def manifest_key() -> Any:
+    """The platform's manifest public key, for administrators and for the agent's pairing."""
+    return current_app.response_class(
+        manifest_signer(current_app).public_pem, mimetype="application/x-pem-file"
+    )
+
+
+def register(app: Flask) -> None:
+    app.config.setdefault("AGENT_PORT", 47321)
+    app.config.setdefault("AGENT_INSTALLER_URL", None)
+    app.register_blueprint(blueprint)
+
+    @app.context_processor
+    def _signing_page_config() -> dict[str, Any]:
+        # The preview page ("Xem danh sách") carries the Sign button.
+        if request.endpoint == "signing.preview":
+            user = current_user()
+            if user is not None and user.role is Role.SIGNING_OFFICER:
+                return {"sign_config": sign_config(user, "prepare")}
+        return {}

@@ -1,0 +1,39 @@
+"""Signing commands: exporting a batch's signed certificates for verification with openssl."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from flask import Flask
+
+from kyso.platform.i18n import DomainError
+from kyso.platform.signing.certificates import load_trust_store
+from kyso.platform.signing.export import export_signed
+
+
+@click.command("export-signed")
+@click.option("--batch", "batch_id", required=True, help="Batch id, e.g. KB261127A1B2C3D4E5.")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.pass_obj
+def export_signed_command(app: Flask, batch_id: str, directory: Path) -> None:
+    """Write each signed record's JSON, its .p7s (or the batch document) and chain.pem."""
+    configured = app.config.get("TRUST_ANCHORS")
+    anchors = Path(configured) if configured else Path(app.instance_path) / "trust-anchors.pem"
+    if not anchors.exists():
+        raise click.ClickException(
+            f"no trust anchors at {anchors}: set KYSO_TRUST_ANCHORS to the CA bundle"
+        )
+    factory = app.extensions["kyso.sessions"]
+    with factory() as session:
+        try:
+            summary = export_signed(session, batch_id, directory, load_trust_store(anchors))
+        except DomainError as exc:
+            raise click.ClickException(exc.text("en")) from None
+    click.echo(
+        f"batch {summary.batch_id} ({summary.mode.value}): {summary.records} signed records "
+        f"written to {summary.directory}; verify with the commands in VERIFY.txt"
+    )
+
+
+commands = [export_signed_command]
