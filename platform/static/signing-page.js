@@ -1,0 +1,427 @@
+// The Sign box of the signing pages (templates/signing/_sign_box.html): the preview page
+// prepares a batch ("prepare"), a batch's result page signs the records still pending
+// ("resume"). It talks to the agent only through agent-client.js and to the platform through
+// the JSON API of platform/signing/README.md. Every text comes from the page's configuration
+// (platform/locales/signpage.toml); the agent's errors bring their own.
+
+import { AgentClient, AgentError, CLIENT_CODES, errorText } from "./agent-client.js";
+
+const configEl = document.getElementById("kyso-signing-config");
+const config = configEl ? JSON.parse(configEl.textContent) : null;
+const T = (config && config.texts) || {};
+const language = (config && config.language) === "en" ? "en" : "vi";
+const numbers = new Intl.NumberFormat(language === "en" ? "en-US" : "vi-VN");
+const MESSAGE_KEY = "kyso-signing-message"; // carried to the result page
+const POST_TRIES = 4;
+const POST_DELAYS = [500, 1500, 3000];
+// Errors after which the same attempt (manifest) cannot be sent again.
+const SPENT = new Set([
+  "MANIFEST_EXPIRED",
+  "MANIFEST_REPLAYED",
+  "MANIFEST_INVALID",
+  "MANIFEST_MISMATCH",
+  "CERTIFICATE_NOT_FOUND",
+  "CERTIFICATE_UNUSABLE",
+  "KEY_MISMATCH",
+  "ALGORITHM_UNSUPPORTED",
+]);
+const INSTALLER_CODES = new Set([
+  CLIENT_CODES.AGENT_NOT_RUNNING,
+  CLIENT_CODES.AGENT_TOO_OLD,
+  "VERSION_UNSUPPORTED",
+  "UNKNOWN_TYPE",
+]);
+
+const els = {
+  button: document.getElementById("sign-button"),
+  code: document.getElementById("sign-code"),
+  codeValue: document.getElementById("sign-code-value"),
+  cancel: document.getElementById("sign-cancel"),
+  progress: document.getElementById("sign-progress"),
+  bar: document.getElementById("sign-progress-bar"),
+  progressText: document.getElementById("sign-progress-text"),
+  status: document.getElementById("sign-status"),
+  error: document.getElementById("sign-error"),
+};
+
+/** A problem the page explains itself (its text is ready to show). */
+class PageError extends Error {}
+
+/** The platform refused or could not be reached. */
+class ApiError extends Error {
+  constructor(text, { status = 0, key = null, retryable = false } = {}) {
+    super(text);
+    this.status = status;
+    this.key = key;
+    this.retryable = retryable;
+  }
+}
+
+function fill(key, values = {}) {
+  const template = T[key] || key;
+  return template.replace(/\{([a-z_]+)\}/g, (whole, name) => {
+    const value = values[name];
+    if (value === undefined || value === null) return whole;
+    return typeof value === "number" ? numbers.format(value) : String(value);
+  });
+}
+
+const clientTexts = {
+  [CLIENT_CODES.AGENT_NOT_RUNNING]: T.agent_not_running,
+  [CLIENT_CODES.LNA_DENIED]: T.lna_denied,
+  [CLIENT_CODES.AGENT_TOO_OLD]: T.agent_too_old,
+  [CLIENT_CODES.CONNECTION_LOST]: T.connection_lost,
+  [CLIENT_CODES.TIMEOUT]: T.timeout,
+  UNEXPECTED: T.unexpected,
+};
+
+// --- showing -----------------------------------------------------------------------------
+
+function status(text) {
+  els.status.textContent = text || "";
+}
+
+function clearError() {
+  els.error.replaceChildren();
+  els.error.hidden = true;
+}
+
+function paragraph(text) {
+  const p = document.createElement("p");
+  p.textContent = text;
+  return p;
+}
+
+function link(href, text) {
+  const a = document.createElement("a");
+  a.href = href;
+  a.textContent = text;
+  return a;
+}
+
+/** The text of any failure, in the page's language. */
+function describe(error, delivered = 0) {
+  if (error instanceof PageError || error instanceof ApiError) return error.message;
+  if (error instanceof AgentError && error.code === "CANCELLED" && delivered === 0) {
+    return T.cancelled_nothing;
+  }
+  return errorText(error, { language, texts: clientTexts });
+}
+
+function showError(error, delivered = 0) {
+  clearError();
+  els.error.append(paragraph(describe(error, delivered)));
+  if (error instanceof AgentError && INSTALLER_CODES.has(error.code) && config.installer_url) {
+    const p = document.createElement("p");
+    p.append(link(config.installer_url, T.install_link));
+    p.querySelector("a").id = "sign-installer";
+    els.error.append(p);
+  }
+  if (error instanceof AgentError && error.code === CLIENT_CODES.LNA_DENIED) {
+    const help = paragraph(T.lna_help);
+    help.id = "sign-lna-help";
+    els.error.append(help);
+  }
+  if (!(error instanceof PageError || error instanceof ApiError || error instanceof AgentError)) {
+    console.error(error);
+  }
+  els.error.hidden = false;
+  status("");
+}
+
+function showProgress(signed, total) {
+  els.progress.hidden = false;
+  els.bar.max = Math.max(total, 1);
+  els.bar.value = signed;
+  els.progressText.textContent = fill("signing", { signed, total });
+}
+
+function showCode(code) {
+  els.codeValue.textContent = code || "";
+  els.code.hidden = !code;
+}
+
+function showDropped(dropped) {
+  if (!dropped || !dropped.length) return;
+  const box = document.createElement("div");
+  box.id = "sign-dropped";
+  box.className = "flash";
+  box.append(paragraph(T.dropped_title));
+  const list = document.createElement("ul");
+  for (const text of dropped) {
+    const item = document.createElement("li");
+    item.textContent = text;
+    list.append(item);
+  }
+  box.append(list);
+  els.status.before(box);
+}
+
+// --- the platform's JSON API -------------------------------------------------------------
+
+async function api(path, body) {
+  let response;
+  try {
+    response = await fetch(`${config.api_base}${path}`, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: {
+        "Content-Type": "application/json",
+        Accept: "application/json",
+        "X-CSRFToken": config.csrf_token,
+      },
+      body: JSON.stringify(body),
+    });
+  } catch (error) {
+    throw new ApiError(fill("network_error", { reason: error.message }), { retryable: true });
+  }
+  let payload = null;
+  try {
+    payload = await response.json();
+  } catch {
+    payload = null;
+  }
+  if (!response.ok || payload === null) {
+    const text =
+      payload && typeof payload.message === "string"
+        ? payload.message
+        : fill("server_error", { status: response.status });
+    throw new ApiError(text, {
+      status: response.status,
+      key: payload && payload.error,
+      retryable: response.status >= 500 || response.status === 429 || payload === null,
+    });
+  }
+  return payload;
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** A post that survives a network hiccup or a busy server (the API's posts are idempotent). */
+async function apiRetrying(path, body) {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await api(path, body);
+    } catch (error) {
+      if (!(error instanceof ApiError) || !error.retryable || attempt >= POST_TRIES) throw error;
+      await sleep(POST_DELAYS[Math.min(attempt - 1, POST_DELAYS.length - 1)]);
+    }
+  }
+}
+
+const batchPath = (batch, tail) => `/batches/${encodeURIComponent(batch)}${tail}`;
+
+/** Posts each chunk of signatures as it arrives, one after the other, in order. */
+class ChunkPoster {
+  constructor(batch, attemptId, total) {
+    this.batch = batch;
+    this.attemptId = attemptId;
+    this.total = total;
+    this.received = 0;
+    this.saved = 0;
+    this.failed = [];
+    this.queue = Promise.resolve();
+  }
+
+  add(offset, signatures) {
+    this.received = Math.max(this.received, offset + signatures.length);
+    this.queue = this.queue.then(async () => {
+      try {
+        await apiRetrying(batchPath(this.batch, "/signatures"), {
+          attempt: this.attemptId,
+          offset,
+          signatures,
+        });
+        this.saved += signatures.length;
+      } catch (error) {
+        this.failed.push({ offset, count: signatures.length, error });
+      }
+    });
+  }
+
+  drain() {
+    return this.queue;
+  }
+}
+
+// --- the flow ----------------------------------------------------------------------------
+
+const state = {
+  batch: config && config.mode === "resume" ? config.batch : null,
+  resultUrl: null,
+  attempt: null, // the last attempt, while it may be sent again
+  client: null,
+  running: false,
+};
+
+function normaliseSerial(serial) {
+  const hex = String(serial || "")
+    .toUpperCase()
+    .replace(/[^0-9A-F]/g, "");
+  return hex.replace(/^0+(?=.)/, "");
+}
+
+function commonName(subject) {
+  const match = /(?:^|,)CN=((?:\\.|[^,])*)/.exec(subject || "");
+  return match ? match[1].replace(/\\(.)/g, "$1") : subject || "";
+}
+
+/** The certificate on the token whose serial is the officer's registered one. */
+function pickCertificate(certificates) {
+  if (!config.registered_serial) throw new PageError(T.no_registered);
+  if (!certificates.length) throw new PageError(T.no_certificates);
+  const wanted = normaliseSerial(config.registered_serial);
+  const found = certificates.find((c) => normaliseSerial(c.serial) === wanted);
+  if (!found) {
+    const listed = certificates.map((c) => `${c.serial} (${commonName(c.subject)})`).join("; ");
+    throw new PageError(fill("wrong_certificate", { registered: wanted, found: listed }));
+  }
+  return found;
+}
+
+async function attemptFor(certificate) {
+  const previous = state.attempt;
+  if (previous && previous.certificate === certificate.fingerprint) return previous;
+  status(T.preparing);
+  if (state.batch) {
+    const answer = await api(batchPath(state.batch, "/attempts"), { der: certificate.der });
+    return answer.attempt;
+  }
+  const prepared = await api("/batches", { der: certificate.der });
+  state.batch = prepared.batch;
+  state.resultUrl = prepared.result_url;
+  showDropped(prepared.dropped);
+  return prepared.attempt;
+}
+
+async function complete(reason) {
+  status(T.completing);
+  let done;
+  try {
+    done = await apiRetrying(batchPath(state.batch, "/complete"), {});
+  } catch (error) {
+    clearError();
+    els.error.append(paragraph(fill("complete_failed", { reason: describe(error) })));
+    const url = state.resultUrl || (config.mode === "resume" ? window.location.href : null);
+    if (url) els.error.append(link(url, T.result_link));
+    els.error.hidden = false;
+    status("");
+    return;
+  }
+  if (reason) {
+    try {
+      sessionStorage.setItem(MESSAGE_KEY, JSON.stringify({ batch: state.batch, text: reason }));
+    } catch {
+      // storage disabled: the result page shows the counts anyway
+    }
+  }
+  window.location.assign(done.result_url || state.resultUrl);
+}
+
+async function runAttempt(client, attempt) {
+  const total = attempt.count || attempt.digests.length;
+  const poster = new ChunkPoster(state.batch, attempt.id, total);
+  showCode(attempt.code);
+  showProgress(0, total);
+  status(fill("consent", { code: attempt.code }));
+  els.cancel.hidden = false;
+  els.cancel.disabled = false;
+  let failure = null;
+  try {
+    await client.sign(attempt, {
+      onProgress: (stage, signed, count) => {
+        if (stage === "consent") {
+          status(fill("consent", { code: attempt.code }));
+        } else {
+          showCode(null); // the dialog is closed
+          status("");
+          showProgress(signed, count);
+        }
+      },
+      onSignatures: (offset, signatures) => {
+        state.attempt = null; // spent: the agent refuses its batch id from now on
+        poster.add(offset, signatures);
+      },
+    });
+  } catch (error) {
+    failure = error;
+  }
+  els.cancel.hidden = true;
+  showCode(null);
+  if (poster.received > 0) status(fill("saving", { saved: poster.saved, total: poster.received }));
+  await poster.drain();
+  if (poster.received === 0) {
+    // Nothing signed: say why; the same attempt may go again unless the agent spent it.
+    if (failure instanceof AgentError && SPENT.has(failure.code)) state.attempt = null;
+    els.progress.hidden = true;
+    throw failure || new PageError(fill("unexpected", { reason: "no signatures" }));
+  }
+  let reason = null;
+  if (failure) reason = describe(failure, poster.received);
+  if (poster.failed.length) {
+    const lost = poster.failed.reduce((sum, f) => sum + f.count, 0);
+    const why = describe(poster.failed[0].error);
+    reason = [reason, fill("save_failed", { count: lost, reason: why })].filter(Boolean).join(" ");
+  }
+  await complete(reason);
+}
+
+async function onSign() {
+  if (state.running) return;
+  state.running = true;
+  els.button.disabled = true;
+  clearError();
+  const client = new AgentClient({ port: config.agent_port, minVersion: config.min_version });
+  state.client = client;
+  try {
+    status(T.connecting);
+    const hello = await client.connect();
+    if (hello.state === "busy") throw new PageError(T.agent_busy);
+    if (hello.state === "no_token") throw new PageError(T.no_token);
+    status(T.reading_certificates);
+    const certificate = pickCertificate(await client.listCertificates());
+    const attempt = await attemptFor(certificate);
+    state.attempt = attempt;
+    await runAttempt(client, attempt);
+  } catch (error) {
+    showError(error);
+  } finally {
+    client.close();
+    state.client = null;
+    state.running = false;
+    els.button.disabled = false;
+  }
+}
+
+async function onCancel() {
+  if (!state.client) return;
+  els.cancel.disabled = true;
+  status(T.cancelling);
+  try {
+    await state.client.cancel();
+  } catch (error) {
+    showError(error);
+  }
+}
+
+function start() {
+  if (!config || !els.button) return;
+  if (config.mode === "resume") {
+    try {
+      const carried = JSON.parse(sessionStorage.getItem(MESSAGE_KEY) || "null");
+      sessionStorage.removeItem(MESSAGE_KEY);
+      if (carried && carried.batch === config.batch && carried.text) {
+        els.error.append(paragraph(carried.text));
+        els.error.hidden = false;
+      }
+    } catch {
+      // nothing carried
+    }
+  }
+  els.button.addEventListener("click", onSign);
+  els.cancel.addEventListener("click", onCancel);
+  els.button.disabled = config.within_limits === false;
+  els.button.dataset.ready = "1";
+}
+
+start();
