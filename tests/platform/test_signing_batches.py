@@ -10,18 +10,17 @@ import hashlib
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from support.platform_seed import Seed, add_person
 from support.signing_data import bulk_people
+from support.signing_keys import Pki, Signer, make_pki, make_signer
 
 from kyso.agent import devpki
 from kyso.agent.manifest import commitment, verify_manifest
@@ -51,55 +50,11 @@ from kyso.platform.users.service import (
 )
 
 ORIGIN = "https://tiemchung.example.vn"
-SUBJECT = devpki.vn_organisation_subject("Trạm Y tế Phường Bến Nghé")
-
-
-@dataclass(frozen=True)
-class Signer:
-    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
-    certificate: x509.Certificate
-
-    @property
-    def der(self) -> bytes:
-        return self.certificate.public_bytes(serialization.Encoding.DER)
-
-    @property
-    def serial(self) -> str:
-        return f"{self.certificate.serial_number:X}"
-
-    def sign(self, digest: bytes) -> bytes:
-        """What the agent returns for a digest (raw r||s for ECDSA, as protocol.md says)."""
-        prehashed = utils.Prehashed(hashes.SHA256())
-        if isinstance(self.key, rsa.RSAPrivateKey):
-            return self.key.sign(digest, padding.PKCS1v15(), prehashed)
-        r, s = utils.decode_dss_signature(self.key.sign(digest, ec.ECDSA(prehashed)))
-        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
-
-
-@dataclass(frozen=True)
-class Pki:
-    ca: devpki.DevCA
-    anchors: Path
-    rsa: Signer
-    p256: Signer
-    stranger: Signer  # a key of nobody's registered certificate
-
-
-def _signer(ca: devpki.DevCA, kind: str, **kw: object) -> Signer:
-    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
-    key = (
-        rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        if kind == "rsa"
-        else ec.generate_private_key(ec.SECP256R1())
-    )
-    return Signer(key, ca.issue(key.public_key(), SUBJECT, **kw))  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    ca = devpki.create_ca("Kyso Test CA")
-    anchors = devpki.write_pem(tmp_path_factory.mktemp("pki") / "anchors.pem", ca.certificate)
-    return Pki(ca, anchors, _signer(ca, "rsa"), _signer(ca, "p256"), _signer(ca, "p256"))
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture(scope="module")
@@ -328,7 +283,7 @@ def test_prepare_refuses_what_must_not_be_signed(
     with pytest.raises(CertificateRejected):  # the token holds another certificate
         batches.prepare(session, org.officer, pki.p256.der, context)
     session.rollback()
-    expired = _signer(
+    expired = make_signer(
         pki.ca,
         "p256",
         not_before=datetime.now(UTC) - timedelta(days=400),
@@ -338,7 +293,7 @@ def test_prepare_refuses_what_must_not_be_signed(
     with pytest.raises(CertificateRejected):
         batches.prepare(session, org.officer, expired.der, context)
     session.rollback()
-    untrusted = _signer(devpki.create_ca("Some Other CA"), "p256")
+    untrusted = make_signer(devpki.create_ca("Some Other CA"), "p256")
     _register(session, org, untrusted)
     with pytest.raises(CertificateRejected):
         batches.prepare(session, org.officer, untrusted.der, context)
