@@ -41,7 +41,7 @@ from kyso.agent.token.softhsm import ProvisionedToken
 from kyso.platform.app import CONTENT_SECURITY_POLICY, create_app
 from kyso.platform.models import Dose, User
 from kyso.platform.signing.selection import add_doses
-from kyso.platform.users.service import register_certificate
+from kyso.platform.users.service import format_serial, register_certificate
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -550,6 +550,7 @@ class Site:
     url: str
     app: Any
     officer: str
+    officer_id: int
     admin: str
     serial: str
     doses: int
@@ -558,10 +559,16 @@ class Site:
 
 @pytest.fixture
 def site(
-    platform_databases: Databases, tmp_path: Path, softhsm: ProvisionedToken, softhsm_ca: Any
+    request: pytest.FixtureRequest,
+    platform_databases: Databases,
+    tmp_path: Path,
+    softhsm: ProvisionedToken,
+    softhsm_ca: Any,
 ) -> Iterator[Site]:
-    """The platform on SQLite, served on loopback: 6 verified people with 2 doses each, ticked
-    by the officer whose registered certificate is the SoftHSM token's P-256 one."""
+    """The platform on SQLite, served on loopback: verified people (6 with 2 doses each unless
+    the test says otherwise), all ticked by the officer whose registered certificate is one of
+    the SoftHSM token's (P-256 unless the test says otherwise)."""
+    people_count, doses_each, kind = getattr(request, "param", (6, 2, "p256"))
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed")
     manifest_key = ec.generate_private_key(ec.SECP256R1())
@@ -586,23 +593,23 @@ def site(
     )
     app.instance_path = str(tmp_path / "instance")
     serial = format(
-        x509.load_der_x509_certificate(softhsm.certificates["p256"].der).serial_number, "X"
+        x509.load_der_x509_certificate(softhsm.certificates[kind].der).serial_number, "X"
     )
     with app.extensions["kyso.sessions"]() as session:
         org = seed(session)
         register_certificate(session, org.admin, org.officer, serial)
-        people = bulk_people(session, org, 6, doses=2)
+        people = bulk_people(session, org, people_count, doses=doses_each)
         dose_ids = list(session.scalars(select(Dose.id).where(Dose.person_id.in_(people))))
         add_doses(session, org.officer, dose_ids)
         session.commit()
-        officer, admin = org.officer.username, org.admin.username
+        officer, officer_id, admin = org.officer.username, org.officer.id, org.admin.username
     server: BaseWSGIServer = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{server.server_port}"
     try:
         issuer = ManifestIssuer(url, manifest_key)
-        yield Site(url, app, officer, admin, serial, len(dose_ids), issuer)
+        yield Site(url, app, officer, officer_id, admin, serial, len(dose_ids), issuer)
     finally:
         server.shutdown()
         thread.join(timeout=5)
@@ -610,14 +617,14 @@ def site(
 
 
 class PlatformPage:
-    def __init__(self, browser: Any, site: Site) -> None:
+    def __init__(self, browser: Any, site: Site, username: str | None = None) -> None:
         self.problems: list[str] = []
         self.context = browser.new_context(locale="vi-VN", viewport={"width": 1280, "height": 900})
         self.page = self.context.new_page()
         self.page.on("pageerror", lambda e: self.problems.append(str(e)))
         self.page.on("console", self._console)
         self.page.goto(f"{site.url}/login")
-        self.page.get_by_label("Tên đăng nhập").fill(site.officer)
+        self.page.get_by_label("Tên đăng nhập").fill(username or site.officer)
         self.page.get_by_label("Mật khẩu").fill(PASSWORD)
         self.page.get_by_role("button", name="Đăng nhập").click()
 
@@ -706,3 +713,85 @@ def test_signing_page_agent_not_running_then_wrong_token(
             agent.stop()
     refused = "ERR_CONNECTION_REFUSED"
     assert [p for p in officer.problems if refused not in p] == [], officer.problems
+
+
+def _count(text: str) -> int:
+    return int(text.replace(".", "").replace(",", ""))
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("site", [(1000, 3, "rsa")], indirect=True)
+def test_agent_lost_mid_batch_then_sign_the_rest(
+    browser: Any, site: Site, token: Pkcs11Token, tmp_path: Path
+) -> None:
+    """The agent goes away after the first chunks: what arrived is stored, the result page
+    says what happened and "Ký tiếp phần còn lại" signs the rest with a new attempt."""
+    expect = playwright_api.expect
+    expect.set_options(timeout=60_000)
+    first = start_agent(token, tmp_path / "agent1", issuer=site.issuer)
+    site.app.config["AGENT_PORT"] = first.port
+    officer = PlatformPage(browser, site)
+    page = officer.page
+    second = None
+    try:
+        page.goto(f"{site.url}/signing/preview")
+        page.get_by_role("button", name="Ký số").click()
+        deadline = time.monotonic() + 60
+        while page.evaluate("() => document.getElementById('sign-progress-bar').value") < 1:
+            assert time.monotonic() < deadline, "no signature arrived"
+            time.sleep(0.005)
+        first.stop()
+        page.wait_for_url("**/signing/batches/*", timeout=60_000)
+        expect(page.locator("#sign-error")).to_contain_text("Mất kết nối với Kyso Agent giữa chừng")
+        signed = _count(page.locator("#batch-signed").inner_text())
+        pending = _count(page.locator("#batch-pending").inner_text())
+        assert 0 < signed < site.doses
+        assert signed + pending == site.doses
+        assert first.ui.outcomes == [] or first.ui.outcomes[-1].signed >= signed
+        page.screenshot(path=str(tmp_path / "interrupted.png"))
+
+        second = start_agent(token, tmp_path / "agent2", issuer=site.issuer)
+        site.app.config["AGENT_PORT"] = second.port
+        page.reload()
+        page.get_by_role("button", name="Ký tiếp phần còn lại").click()
+        expect(page.locator("#batch-pending")).to_have_text("0")
+        expect(page.locator("#batch-signed")).to_have_text("3.000")
+        assert second.ui.consents[-1].manifest.count == pending
+    finally:
+        officer.close()
+        first.stop()
+        if second is not None:
+            second.stop()
+    assert officer.problems == [], officer.problems
+
+
+@pytest.mark.timeout(120)
+def test_user_page_reads_the_serial_from_the_token(
+    browser: Any, site: Site, token: Pkcs11Token, softhsm: ProvisionedToken, tmp_path: Path
+) -> None:
+    expect = playwright_api.expect
+    expect.set_options(timeout=20_000)
+    agent = start_agent(token, tmp_path / "agent", issuer=site.issuer)
+    site.app.config["AGENT_PORT"] = agent.port
+    admin = PlatformPage(browser, site, site.admin)
+    page = admin.page
+    wanted = x509.load_der_x509_certificate(softhsm.certificates["rsa"].der)
+    serial = format(wanted.serial_number, "X")
+    try:
+        page.goto(f"{site.url}/users/{site.officer_id}/certificate")
+        page.get_by_role("button", name="Đọc chứng thư số từ USB token").click()
+        items = page.locator("#read-certificate-list li")
+        expect(items.first).to_be_visible()
+        assert items.count() > 1  # several certificates: the officer's is chosen from a list
+        item = page.locator(f"#read-certificate-list li[data-serial='{serial}']")
+        expect(item).to_contain_text(wanted.not_valid_after_utc.strftime("%d/%m/%Y"))
+        item.get_by_role("button", name="Dùng chứng thư này").click()
+        expect(page.locator("input[name=serial]")).to_have_value(serial)
+        expect(page.locator("#read-certificate-status")).to_contain_text(serial)
+        page.get_by_role("button", name="Lưu").click()
+        expect(page.locator(".flash.success")).to_contain_text(format_serial(serial))
+        assert agent.ui.origin_requests == [site.url]
+    finally:
+        admin.close()
+        agent.stop()
+    assert admin.problems == [], admin.problems
