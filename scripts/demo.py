@@ -243,9 +243,11 @@ Kyso demo
 Demo accounts:
 {accounts.strip()}
 
-Sign a demo batch as the platform's page would, from another terminal:
-  .venv/bin/python scripts/demo_client.py --count 30
+Sign a first batch in the browser: open http://127.0.0.1:{PLATFORM_PORT}/, log in as
+{DEMO_OFFICER} (password kyso-demo-2022), search, tick, "Xem danh sách", then "Ký số".
 This terminal then shows the consent text and asks for the PIN ({info["pin"]}).
+Without a browser, play the page from another terminal:
+  .venv/bin/python scripts/demo_client.py --count 30
 Press Ctrl+C to stop everything.
 ==============================================================================
 """,
