@@ -465,13 +465,11 @@ def _accept_record_signatures(
         reason = problem or _stale_reason(row)
         if reason is None:
             try:
-                cms.verify_signature(certificate, batch.algorithm, row.signed_attributes, signature)
+                accepted.append((row, assembler.accept(row.signed_attributes, signature)))
+                continue
             except cms.SignatureInvalid:
                 reason = RejectReason.SIGNATURE_INVALID
-        if reason is None:
-            accepted.append((row, assembler.assemble(row.signed_attributes, signature)))
-        else:
-            rejections.append(Rejection(row.position, reason))
+        rejections.append(Rejection(row.position, reason))
     _store_signed(session, batch, [(row, blob) for row, blob in accepted], now)
     _store_rejected(session, batch, rejections, now)
     return tuple(rejections)

@@ -54,7 +54,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Final, NamedTuple
 
-from asn1crypto import algos as asn1_algos  # type: ignore[import-untyped]
+from asn1crypto import algos as asn1_algos
 from asn1crypto import cms as asn1_cms
 from asn1crypto import tsp as asn1_tsp
 from asn1crypto import x509 as asn1_x509
