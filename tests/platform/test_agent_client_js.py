@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import socket
 import threading
 import time
@@ -40,6 +41,7 @@ from kyso.agent.token.pkcs11_token import Pkcs11Token
 from kyso.agent.token.softhsm import ProvisionedToken
 from kyso.platform.app import CONTENT_SECURITY_POLICY, create_app
 from kyso.platform.models import Dose, User
+from kyso.platform.signing.page_texts import sign_page_texts
 from kyso.platform.signing.selection import add_doses
 from kyso.platform.users.service import format_serial, register_certificate
 
@@ -795,3 +797,26 @@ def test_user_page_reads_the_serial_from_the_token(
         admin.close()
         agent.stop()
     assert admin.problems == [], admin.problems
+
+
+def test_every_text_the_scripts_use_is_in_the_catalogue() -> None:
+    """signing-page.js and read-certificate.js read texts by key from the page configuration:
+    each key must be in signpage.toml, in both languages, and the catalogue has no stray key."""
+    used: set[str] = set()
+    for name in ("signing-page.js", "read-certificate.js"):
+        source = (STATIC / name).read_text(encoding="utf-8")
+        used |= set(re.findall(r"\bT\.([a-z_]+)", source))
+        used |= set(re.findall(r"\bfill\(\"([a-z_]+)\"", source))
+    template = (ROOT / "platform/templates/users/certificate.html").read_text(encoding="utf-8")
+    keys = re.search(r"set read_keys = \[(.*?)\]", template, re.S)
+    assert keys is not None
+    read_keys = set(re.findall(r'"([a-z_]+)"', keys.group(1)))
+    vi, en = sign_page_texts("vi"), sign_page_texts("en")
+    assert set(vi) == set(en)
+    assert used - set(vi) == set()
+    assert read_keys - set(vi) == set()
+    # The templates use the rest (note, buttons, labels).
+    templates = template + (ROOT / "platform/templates/signing/_sign_box.html").read_text("utf-8")
+    in_templates = set(re.findall(r"signpage\.([a-z_]+)", templates))
+    assert set(vi) - used - read_keys - in_templates == set()
+    assert all(vi[k] != en[k] for k in vi)
