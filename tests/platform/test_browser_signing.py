@@ -176,13 +176,13 @@ def test_search_select_limits_and_preview_in_chromium(site: Site, tmp_path: Path
         expect(extra_box).not_to_be_checked()
         expect(count).to_have_text("Đã chọn: 1.000 người, 3.000 mũi")
 
-        # The preview: exactly the batch, re-checked, and the Sign button waiting for the agent.
+        # The preview: exactly the batch, re-checked; Sign is enabled (it calls the agent).
         page.get_by_role("link", name="Xem danh sách").click()
         expect(page.get_by_role("heading", name="Xem danh sách trước khi ký")).to_be_visible()
         expect(page.locator("#preview-people")).to_have_text("1.000")
         expect(page.locator("#preview-doses")).to_have_text("3.000")
         expect(page.locator(".facts")).to_contain_text("từ 01/03/2022 đến 26/04/2022")
-        expect(page.get_by_role("button", name="Ký số")).to_be_disabled()
+        expect(page.get_by_role("button", name="Ký số")).to_be_enabled()
         expect(page.locator("#sign-note")).to_contain_text("Kyso Agent")
         page.screenshot(path=str(tmp_path / "preview.png"))
         browser.close()
