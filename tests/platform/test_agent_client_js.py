@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select
 from support.agent_harness import ORIGIN, RunningAgent, ScriptedUI, running_agent, start_agent
+from support.openssl_cms import verify_export
 from support.platform_db import Databases
 from support.platform_keys import ManifestIssuer
 from support.platform_seed import PASSWORD, seed
@@ -40,7 +41,9 @@ from kyso.agent import devpki
 from kyso.agent.token.pkcs11_token import Pkcs11Token
 from kyso.agent.token.softhsm import ProvisionedToken
 from kyso.platform.app import CONTENT_SECURITY_POLICY, create_app
-from kyso.platform.models import Dose, User
+from kyso.platform.models import Dose, DoseSignature, User
+from kyso.platform.signing.certificates import load_trust_store
+from kyso.platform.signing.export import export_signed
 from kyso.platform.signing.page_texts import sign_page_texts
 from kyso.platform.signing.selection import add_doses
 from kyso.platform.users.service import format_serial, register_certificate
@@ -557,6 +560,7 @@ class Site:
     serial: str
     doses: int
     issuer: ManifestIssuer
+    anchors: Path
 
 
 @pytest.fixture
@@ -611,7 +615,7 @@ def site(
     url = f"http://127.0.0.1:{server.server_port}"
     try:
         issuer = ManifestIssuer(url, manifest_key)
-        yield Site(url, app, officer, officer_id, admin, serial, len(dose_ids), issuer)
+        yield Site(url, app, officer, officer_id, admin, serial, len(dose_ids), issuer, anchors)
     finally:
         server.shutdown()
         thread.join(timeout=5)
@@ -759,12 +763,55 @@ def test_agent_lost_mid_batch_then_sign_the_rest(
         expect(page.locator("#batch-pending")).to_have_text("0")
         expect(page.locator("#batch-signed")).to_have_text("3.000")
         assert second.ui.consents[-1].manifest.count == pending
+        batch_id = page.url.rstrip("/").rsplit("/", 1)[-1]
     finally:
         officer.close()
         first.stop()
         if second is not None:
             second.stop()
     assert officer.problems == [], officer.problems
+
+    # Nothing signed twice, nothing lost, and every certificate verifies with OpenSSL.
+    with site.app.extensions["kyso.sessions"]() as session:
+        signatures = session.scalars(select(DoseSignature.dose_id)).all()
+        assert len(signatures) == len(set(signatures)) == site.doses
+        export_signed(session, batch_id, tmp_path / "export", load_trust_store(site.anchors))
+    assert verify_export(tmp_path / "export") == site.doses
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("site", [(1000, 3, "p256")], indirect=True)
+def test_batch_mode_signs_3000_doses_with_one_token_signature(
+    browser: Any, site: Site, token: Pkcs11Token, tmp_path: Path
+) -> None:
+    expect = playwright_api.expect
+    expect.set_options(timeout=60_000)
+    with site.app.extensions["kyso.sessions"]() as session:
+        officer_user = session.get(User, site.officer_id)
+        assert officer_user is not None
+        assert officer_user.signing_unit is not None
+        officer_user.signing_unit.batch_mode = True
+        session.commit()
+    agent = start_agent(token, tmp_path / "agent", issuer=site.issuer)
+    site.app.config["AGENT_PORT"] = agent.port
+    officer = PlatformPage(browser, site)
+    page = officer.page
+    try:
+        page.goto(f"{site.url}/signing/preview")
+        page.get_by_role("button", name="Ký số").click()
+        page.wait_for_url("**/signing/batches/*", timeout=60_000)
+        expect(page.locator("#batch-signed")).to_have_text("3.000")
+        expect(page.locator("#batch-pending")).to_have_text("0")
+        assert agent.ui.consents[-1].manifest.count == 1  # one token operation
+        assert agent.ui.consents[-1].manifest.summary.doses == site.doses
+        batch_id = page.url.rstrip("/").rsplit("/", 1)[-1]
+    finally:
+        officer.close()
+        agent.stop()
+    assert officer.problems == [], officer.problems
+    with site.app.extensions["kyso.sessions"]() as session:
+        export_signed(session, batch_id, tmp_path / "export", load_trust_store(site.anchors))
+    assert verify_export(tmp_path / "export") == site.doses
 
 
 @pytest.mark.timeout(120)
