@@ -8,13 +8,16 @@ prepared from this preview would sign.
 A full selection is 3,000 doses of up to 1,000 people, and the page is opened often: it must
 not load and build 3,000 objects each time. So:
 
-- ``_validate``: one set-based statement over the selection re-checks every dose and returns
-  the summary (doses, first and last date, resign count per facility; the people counted from
-  the selection) and only the dose ids that no longer qualify. Only when some do, their names
-  and verification details are read, and they are removed;
-- ``preview``: the summary and one page of people (``PAGE_SIZE``) with their ticked doses;
-- ``validated_selection``: for the batch preparation, the same validation and then every
-  remaining dose id with its version.
+- ``_validate``: one set-based statement re-checks every selected dose and returns, per person
+  and facility, the figures of the doses that still qualify (count, first and last date,
+  resign count, the name key that orders the pages), and only the ids of the doses that no
+  longer do. Only when some fail, their names and verification details are read, and they
+  are removed from the selection;
+- ``preview``: those figures and one page of people (``PAGE_SIZE``) with their ticked doses;
+- ``validated_selection``: for the batch preparation, the same validation and removals, then
+  every remaining dose id with its version.
+
+Two statements per view, whatever the size of the selection.
 """
 
 from __future__ import annotations
@@ -26,13 +29,14 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import and_, case, delete, distinct, func, null, select
+from sqlalchemy import and_, case, delete, func, null, select
 from sqlalchemy.orm import Session
 
 from kyso.platform.auth.access import signable_facilities
 from kyso.platform.i18n import translate
 from kyso.platform.models import (
     Dose,
+    DoseSignature,
     Facility,
     Gender,
     Person,
@@ -41,12 +45,7 @@ from kyso.platform.models import (
     VaccineProduct,
     VerificationStatus,
 )
-from kyso.platform.signing.search import (
-    SigningState,
-    check_officer,
-    signed_any,
-    signed_current,
-)
+from kyso.platform.signing.search import SigningState, check_officer, signed_any
 from kyso.platform.signing.selection import MAX_DOSES, MAX_PEOPLE
 from kyso.platform.signing.texts import status_reason
 
@@ -171,11 +170,18 @@ def preview(
     the last (people were removed meanwhile) shows the last one. The caller owns the
     transaction (commit to make the removals stick).
     """
-    facts, dropped = _validate(session, officer)
-    pages = max(1, math.ceil(facts.people / page_size))
+    checked = _validate(session, officer)
+    pages = max(1, math.ceil(checked.facts.people / page_size))
     page = min(max(1, page), pages)
-    people = _page(session, officer, (page - 1) * page_size, page_size) if facts.doses else ()
-    return Preview(people=people, dropped=dropped, facts=facts, page=page, page_size=page_size)
+    start = (page - 1) * page_size
+    people = _page(session, officer, checked.people[start : start + page_size])
+    return Preview(
+        people=people,
+        dropped=checked.dropped,
+        facts=checked.facts,
+        page=page,
+        page_size=page_size,
+    )
 
 
 def validated_selection(
@@ -187,13 +193,13 @@ def validated_selection(
     all the remaining doses. The version is the one the officer ticked, which the validation
     just found equal to the dose's current version. The caller owns the transaction.
     """
-    _facts, dropped = _validate(session, officer)
-    rows = session.execute(
+    dropped = _validate(session, officer).dropped
+    rows = session.connection().execute(
         select(SigningSelection.dose_id, SigningSelection.dose_version).where(
             SigningSelection.user_id == officer.id
         )
     )
-    return {dose_id: version for dose_id, version in rows.tuples()}, dropped
+    return {dose_id: version for dose_id, version in rows.tuples().all()}, dropped
 
 
 _REASON_CODES = {
@@ -205,74 +211,114 @@ _REASON_CODES = {
 _REASONS = {code: reason for reason, code in _REASON_CODES.items()}
 
 
-def _validate(session: Session, officer: User) -> tuple[SelectionFacts, tuple[Dropped, ...]]:
+@dataclass(frozen=True)
+class _Checked:
+    facts: SelectionFacts
+    dropped: tuple[Dropped, ...]
+    people: tuple[int, ...]  # the people still selected, in page order (name key, id)
+
+
+def _validate(session: Session, officer: User) -> _Checked:
     """Check every selected dose again in one statement; remove and report those that fail.
 
-    The statement groups the selection by (drop reason, dose id if dropped, facility): the
-    doses that still qualify come back as one row per facility with their count, dates and
-    resign count; each dropped dose as a row of its own. Nothing else is transferred.
+    One row per person and facility comes back for the doses that still qualify (their count,
+    first and last date, how many to sign again, and the person's name key for the page
+    order), and one row per dose that does not, with the reason; nothing else. The doses are
+    read from the scope's facilities in ``ix_doses_signing_search`` (index-only: a facility's
+    doses are a few hundred index pages, cheaper than 3,000 look-ups by id; the planner picks
+    look-ups for large scopes); a dose missing there is out of scope. Each person is read
+    once, and each dose's signatures with one index probe that says both "signed in this
+    version" and "signed before". Verification details are read for dropped doses only.
     """
     check_officer(officer)
-    codes = _REASON_CODES
-    reason = case(
-        (Dose.facility_id.not_in(signable_facilities(officer)), codes[DropReason.OUT_OF_SCOPE]),
-        (
-            Person.verification_status != VerificationStatus.VERIFIED,
-            codes[DropReason.NOT_VERIFIED],
-        ),
-        (signed_current(), codes[DropReason.ALREADY_SIGNED]),
-        (Dose.version != SigningSelection.dose_version, codes[DropReason.CHANGED]),
-        else_=0,
+    mine = SigningSelection.user_id == officer.id
+    scoped = (
+        select(Dose.id, Dose.version, Dose.facility_id, Dose.vaccinated_on)
+        .where(Dose.facility_id.in_(signable_facilities(officer)))
+        .subquery("scoped")
+    )
+    # 2: a signature of the current version that nothing superseded; 1: older ones only.
+    signed = (
+        select(
+            func.max(
+                case(
+                    (
+                        and_(
+                            DoseSignature.dose_version == scoped.c.version,
+                            DoseSignature.superseded_at.is_(None),
+                        ),
+                        2,
+                    ),
+                    else_=1,
+                )
+            )
+        )
+        .where(DoseSignature.dose_id == SigningSelection.dose_id)
+        .scalar_subquery()
     )
     rows = (
         select(
             SigningSelection.dose_id.label("dose_id"),
-            Dose.facility_id.label("facility_id"),
-            Dose.vaccinated_on.label("vaccinated_on"),
-            reason.label("reason"),
-            case((signed_any(), 1), else_=0).label("resign"),
+            SigningSelection.person_id.label("person_id"),
+            SigningSelection.dose_version.label("selected_version"),
+            scoped.c.version.label("version"),
+            scoped.c.facility_id.label("facility_id"),
+            scoped.c.vaccinated_on.label("vaccinated_on"),
+            Person.name_key.label("name_key"),
+            Person.verification_status.label("status"),
+            signed.label("signed"),
         )
-        .join(Dose, Dose.id == SigningSelection.dose_id)
+        .select_from(SigningSelection)
+        .outerjoin(scoped, scoped.c.id == SigningSelection.dose_id)
         .join(Person, Person.id == SigningSelection.person_id)
-        .where(SigningSelection.user_id == officer.id)
+        .where(mine)
         .cte("checked")
+        # Each signature probe once per dose, though its column is used several times below.
+        .prefix_with("MATERIALIZED")
     )
-    if session.get_bind().dialect.name == "postgresql":
-        # Evaluated once per dose: the reason (with its signature probe) is used twice below.
-        rows = rows.prefix_with("MATERIALIZED")
-    dropped_id = case((rows.c.reason != 0, rows.c.dose_id), else_=null())
-    people = (
-        select(func.count(distinct(SigningSelection.person_id)))
-        .where(SigningSelection.user_id == officer.id)
-        .scalar_subquery()
+    codes = _REASON_CODES
+    reason = case(
+        (rows.c.version.is_(None), codes[DropReason.OUT_OF_SCOPE]),
+        (rows.c.status != VerificationStatus.VERIFIED, codes[DropReason.NOT_VERIFIED]),
+        (rows.c.signed == 2, codes[DropReason.ALREADY_SIGNED]),
+        (rows.c.version != rows.c.selected_version, codes[DropReason.CHANGED]),
+        else_=0,
     )
-    groups = session.execute(
-        select(
-            rows.c.reason,
-            dropped_id,
-            Facility.name,
-            func.count(),
-            func.min(rows.c.vaccinated_on),
-            func.max(rows.c.vaccinated_on),
-            func.sum(rows.c.resign),
-            people,
+    dropped_id = case((reason != 0, rows.c.dose_id), else_=null())
+    groups = (
+        session.connection()
+        .execute(
+            select(
+                reason,
+                dropped_id,
+                rows.c.person_id,
+                rows.c.name_key,
+                Facility.name,
+                func.count(),
+                func.min(rows.c.vaccinated_on),
+                func.max(rows.c.vaccinated_on),
+                func.count(rows.c.signed),
+            )
+            .outerjoin(Facility, Facility.id == rows.c.facility_id)
+            .group_by(reason, dropped_id, rows.c.person_id, rows.c.name_key, Facility.name)
         )
-        .join(Facility, Facility.id == rows.c.facility_id)
-        .group_by(rows.c.reason, dropped_id, rows.c.facility_id, Facility.name)
-    ).tuples()
-    doses = resign = people_count = 0
+        .tuples()
+        .all()
+    )
+    doses = resign = 0
     first: date | None = None
     last: date | None = None
-    facilities: set[str] = set()
+    facilities: set[str | None] = set()
+    people: set[tuple[str, int]] = set()
     drops: dict[int, DropReason] = {}
-    for code, dose_id, facility, count, low, high, resigns, selected_people in groups:
-        people_count = selected_people
+    for code, dose_id, person_id, key, facility, count, low, high, resigns in groups:
         if code:
             drops[dose_id] = _REASONS[code]
             continue
         doses += count
-        resign += resigns or 0
+        resign += resigns
         facilities.add(facility)
+        people.add((key, person_id))
         first = low if first is None or low < first else first
         last = high if last is None or high > last else last
     dropped: tuple[Dropped, ...] = ()
@@ -280,20 +326,17 @@ def _validate(session: Session, officer: User) -> tuple[SelectionFacts, tuple[Dr
         dropped = _describe(session, officer, drops)
         for chunk in _chunks(list(drops)):
             session.execute(
-                delete(SigningSelection).where(
-                    SigningSelection.user_id == officer.id, SigningSelection.dose_id.in_(chunk)
-                )
+                delete(SigningSelection).where(mine, SigningSelection.dose_id.in_(chunk))
             )
-        people_count = session.execute(select(people)).scalar_one()
     facts = SelectionFacts(
-        people=people_count,
+        people=len(people),
         doses=doses,
         first_date=first,
         last_date=last,
-        facilities=tuple(sorted(facilities)),
+        facilities=tuple(sorted(name for name in facilities if name is not None)),
         resign=resign,
     )
-    return facts, dropped
+    return _Checked(facts, dropped, tuple(person_id for _key, person_id in sorted(people)))
 
 
 def _describe(
@@ -302,21 +345,25 @@ def _describe(
     """What the messages about the dropped doses need (verification details: theirs only)."""
     found: list[tuple[tuple[str, int, int, int], Dropped]] = []
     for chunk in _chunks(list(drops)):
-        rows = session.execute(
-            select(
-                Dose.id,
-                Person.name_key,
-                Person.id,
-                Dose.dose_number,
-                Person.full_name,
-                Facility.name,
-                Person.verification_status,
-                Person.verification_detail,
+        rows = (
+            session.connection()
+            .execute(
+                select(
+                    Dose.id,
+                    Person.name_key,
+                    Person.id,
+                    Dose.dose_number,
+                    Person.full_name,
+                    Facility.name,
+                    Person.verification_status,
+                    Person.verification_detail,
+                )
+                .join(Person, Person.id == Dose.person_id)
+                .join(Facility, Facility.id == Dose.facility_id)
+                .where(Dose.id.in_(chunk))
             )
-            .join(Person, Person.id == Dose.person_id)
-            .join(Facility, Facility.id == Dose.facility_id)
-            .where(Dose.id.in_(chunk))
-        ).tuples()
+            .tuples()
+        )
         for dose_id, key, person_id, number, name, facility, status, detail in rows:
             item = Dropped(
                 dose_id=dose_id,
@@ -332,42 +379,44 @@ def _describe(
     return tuple(item for _key, item in found)
 
 
-def _page(session: Session, officer: User, offset: int, size: int) -> tuple[PreviewPerson, ...]:
-    """``size`` people of the selection from ``offset``, by name, with their ticked doses."""
-    mine = SigningSelection.user_id == officer.id
-    page_people = (
-        select(Person.id, Person.name_key)
-        .where(Person.id.in_(select(SigningSelection.person_id).where(mine)))
-        .order_by(Person.name_key, Person.id)
-        .limit(size)
-        .offset(offset)
-        .subquery()
-    )
-    rows = session.execute(
-        select(
-            Person.id,
-            Person.full_name,
-            Person.birth_date,
-            Person.gender,
-            Person.identity_number,
-            Dose.id,
-            Dose.version,
-            Dose.dose_number,
-            Dose.vaccinated_on,
-            Dose.lot,
-            Dose.facility_id,
-            VaccineProduct.name,
-            Facility.name,
-            signed_any(),
+def _page(session: Session, officer: User, people_ids: Sequence[int]) -> tuple[PreviewPerson, ...]:
+    """These people (in this order), with their ticked doses."""
+    if not people_ids:
+        return ()
+    order = {person_id: n for n, person_id in enumerate(people_ids)}
+    rows = (
+        session.connection()
+        .execute(
+            select(
+                Person.id,
+                Person.full_name,
+                Person.birth_date,
+                Person.gender,
+                Person.identity_number,
+                Dose.id,
+                Dose.version,
+                Dose.dose_number,
+                Dose.vaccinated_on,
+                Dose.lot,
+                Dose.facility_id,
+                VaccineProduct.name,
+                Facility.name,
+                signed_any(),
+            )
+            .select_from(SigningSelection)
+            .join(Person, Person.id == SigningSelection.person_id)
+            .join(Dose, Dose.id == SigningSelection.dose_id)
+            .join(VaccineProduct, VaccineProduct.id == Dose.product_id)
+            .join(Facility, Facility.id == Dose.facility_id)
+            .where(
+                SigningSelection.user_id == officer.id,
+                SigningSelection.person_id.in_(list(people_ids)),
+            )
         )
-        .select_from(page_people)
-        .join(Person, Person.id == page_people.c.id)
-        .join(SigningSelection, and_(mine, SigningSelection.person_id == page_people.c.id))
-        .join(Dose, Dose.id == SigningSelection.dose_id)
-        .join(VaccineProduct, VaccineProduct.id == Dose.product_id)
-        .join(Facility, Facility.id == Dose.facility_id)
-        .order_by(page_people.c.name_key, page_people.c.id, Dose.dose_number, Dose.id)
-    ).tuples()
+        .tuples()
+        .all()
+    )
+    ordered = sorted(rows, key=lambda row: (order[row[0]], row[7], row[5]))
     people: list[PreviewPerson] = []
     person: tuple[int, str, date, Gender, str | None] | None = None
     doses: list[PreviewDose] = []
@@ -386,7 +435,7 @@ def _page(session: Session, officer: User, offset: int, size: int) -> tuple[Prev
         product,
         facility,
         signed_before,
-    ) in rows:
+    ) in ordered:
         if person is None or person[0] != person_id:
             if person is not None:
                 people.append(PreviewPerson(*person, doses=tuple(doses)))
