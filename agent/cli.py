@@ -1,8 +1,8 @@
 """``kyso-agent``: the command line of the signing agent.
 
-``--headless`` runs the agent with consent and PIN prompts on the terminal; the desktop window
-(tray, dialogs) is the default once it ships. Exit codes: 0 done, 2 configuration problem,
-3 port taken, 4 token module problem.
+``--headless`` runs the agent with consent and PIN prompts on the terminal; without it, the
+desktop app (tray, window, dialogs; ``kyso.agent.ui.app``) starts. Exit codes: 0 done,
+2 configuration problem, 3 port taken, 4 token module problem.
 """
 
 from __future__ import annotations
@@ -88,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not (args.headless or args.list_modules or args.list_certificates):
+        return _run_desktop(args)
     language = args.language or "vi"
     try:
         config = load_config(args.config, args.user_config, state_dir=args.state_dir)
@@ -107,12 +109,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.list_certificates:
             return _list_certificates(token, language)
-        if not args.headless:
-            print(tr("cli.gui_unavailable", language), file=sys.stderr)
-            return EXIT_CONFIG
         return _serve(config, token, ConsoleUI(language), module, language)
     finally:
         token.close()
+
+
+def _run_desktop(args: argparse.Namespace) -> int:
+    """The desktop app (tray, window, dialogs). Imported here only: the CLI itself stays Qt-free."""
+    from kyso.agent.ui.app import main as desktop_main
+
+    return desktop_main(args)
 
 
 def _serve(
