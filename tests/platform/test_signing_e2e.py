@@ -1,0 +1,358 @@
+"""The signing pages on the real platform with the real agent and a SoftHSM token, in Chromium.
+
+Login → preview → Sign → the agent's consent (scripted officer) → chunks posted → result page;
+the agent not running, the wrong token, an interrupted 3,000-dose batch finished with "sign the
+rest", batch mode, the user page reading the serial from the token, and the platform-side
+threats: a subverted page script cannot get other bytes signed or stored.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import select
+from support.agent_harness import ScriptedUI, start_agent
+from support.chromium import CHROMIUM, CHROMIUM_ARGS
+from support.openssl_cms import verify_export
+from support.platform_db import Databases
+from support.platform_keys import ManifestIssuer
+from support.platform_seed import PASSWORD, seed
+from support.signing_data import bulk_people
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from kyso.agent import devpki
+from kyso.agent.token.pkcs11_token import Pkcs11Token
+from kyso.agent.token.softhsm import ProvisionedToken
+from kyso.platform.app import create_app
+from kyso.platform.models import Dose, DoseSignature, User
+from kyso.platform.signing.certificates import load_trust_store
+from kyso.platform.signing.export import export_signed
+from kyso.platform.signing.selection import add_doses
+from kyso.platform.users.service import format_serial, register_certificate
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+INSTALLER = "https://tiemchung.example.vn/tai/kyso-agent.msi"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed")
+    with playwright_api.sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+@dataclass
+class Site:
+    url: str
+    app: Any
+    officer: str
+    officer_id: int
+    admin: str
+    serial: str
+    doses: int
+    issuer: ManifestIssuer
+    anchors: Path
+
+
+@pytest.fixture
+def site(
+    request: pytest.FixtureRequest,
+    platform_databases: Databases,
+    tmp_path: Path,
+    softhsm: ProvisionedToken,
+    softhsm_ca: Any,
+) -> Iterator[Site]:
+    """The platform on SQLite, served on loopback: verified people (6 with 2 doses each unless
+    the test says otherwise), all ticked by the officer whose registered certificate is one of
+    the SoftHSM token's (P-256 unless the test says otherwise)."""
+    people_count, doses_each, kind = getattr(request, "param", (6, 2, "p256"))
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed")
+    manifest_key = ec.generate_private_key(ec.SECP256R1())
+    key_path = tmp_path / "manifest-key.pem"
+    key_path.write_bytes(
+        manifest_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    anchors = devpki.write_pem(tmp_path / "anchors.pem", softhsm_ca.certificate)
+    app = create_app(
+        {
+            "DATABASE_URL": platform_databases.sqlite(tmp_path),
+            "SECRET_KEY": "agent-client-test",
+            "SESSION_COOKIE_SECURE": False,
+            "TRUST_ANCHORS": str(anchors),
+            "MANIFEST_KEY": str(key_path),
+            "AGENT_INSTALLER_URL": INSTALLER,
+        }
+    )
+    app.instance_path = str(tmp_path / "instance")
+    serial = format(
+        x509.load_der_x509_certificate(softhsm.certificates[kind].der).serial_number, "X"
+    )
+    with app.extensions["kyso.sessions"]() as session:
+        org = seed(session)
+        register_certificate(session, org.admin, org.officer, serial)
+        people = bulk_people(session, org, people_count, doses=doses_each)
+        dose_ids = list(session.scalars(select(Dose.id).where(Dose.person_id.in_(people))))
+        add_doses(session, org.officer, dose_ids)
+        session.commit()
+        officer, officer_id, admin = org.officer.username, org.officer.id, org.admin.username
+    server: BaseWSGIServer = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    try:
+        issuer = ManifestIssuer(url, manifest_key)
+        yield Site(url, app, officer, officer_id, admin, serial, len(dose_ids), issuer, anchors)
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+        app.extensions["kyso.engine"].dispose()
+
+
+class PlatformPage:
+    def __init__(self, browser: Any, site: Site, username: str | None = None) -> None:
+        self.problems: list[str] = []
+        self.context = browser.new_context(locale="vi-VN", viewport={"width": 1280, "height": 900})
+        self.page = self.context.new_page()
+        self.page.on("pageerror", lambda e: self.problems.append(str(e)))
+        self.page.on("console", self._console)
+        self.page.goto(f"{site.url}/login")
+        self.page.get_by_label("Tên đăng nhập").fill(username or site.officer)
+        self.page.get_by_label("Mật khẩu").fill(PASSWORD)
+        self.page.get_by_role("button", name="Đăng nhập").click()
+
+    def _console(self, message: Any) -> None:
+        where = str(message.location.get("url", ""))
+        if message.type == "error" and not where.endswith("/favicon.ico"):
+            self.problems.append(f"{message.text} ({where})")
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.mark.timeout(120)
+def test_signing_page_signs_a_batch_with_the_real_agent(
+    browser: Any, site: Site, token: Pkcs11Token, tmp_path: Path
+) -> None:
+    expect = playwright_api.expect
+    expect.set_options(timeout=20_000)
+    hold = threading.Event()
+    ui = ScriptedUI(hold=hold)
+    agent = start_agent(token, tmp_path / "agent", ui=ui, issuer=site.issuer)
+    site.app.config["AGENT_PORT"] = agent.port
+    officer = PlatformPage(browser, site)
+    page = officer.page
+    try:
+        page.goto(f"{site.url}/signing/preview")
+        button = page.get_by_role("button", name="Ký số")
+        expect(button).to_be_enabled()  # the script found its configuration
+        button.click()
+        # While the agent's dialog is open, the page shows the same verification code.
+        assert ui.dialog_open.wait(20)
+        code = ui.consents[-1].manifest.code
+        expect(page.locator("#sign-code")).to_be_visible()
+        expect(page.locator("#sign-code-value")).to_have_text(code)
+        expect(page.locator("#sign-status")).to_contain_text(code)
+        expect(page.get_by_role("button", name="Hủy ký")).to_be_visible()
+        page.screenshot(path=str(tmp_path / "consent.png"))
+        hold.set()
+        page.wait_for_url("**/signing/batches/*", timeout=30_000)
+        expect(page.locator("#batch-signed")).to_have_text(str(site.doses))
+        expect(page.locator("#batch-pending")).to_have_text("0")
+        assert ui.consents[-1].origin == site.url
+        assert ui.outcomes[-1].signed == site.doses
+    finally:
+        officer.close()
+        agent.stop()
+    assert officer.problems == [], officer.problems
+
+
+@pytest.mark.timeout(120)
+def test_signing_page_agent_not_running_then_wrong_token(
+    browser: Any, site: Site, token: Pkcs11Token, tmp_path: Path
+) -> None:
+    expect = playwright_api.expect
+    expect.set_options(timeout=20_000)
+    site.app.config["AGENT_PORT"] = _free_port()
+    officer = PlatformPage(browser, site)
+    page = officer.page
+    agent = None
+    try:
+        page.goto(f"{site.url}/signing/preview")
+        page.get_by_role("button", name="Ký số").click()
+        error = page.locator("#sign-error")
+        expect(error).to_contain_text("Không kết nối được với phần mềm ký Kyso Agent")
+        expect(error).to_contain_text("bấm “Bắt đầu”")
+        installer = page.get_by_role("link", name="Tải bộ cài Kyso Agent")
+        expect(installer).to_have_attribute("href", INSTALLER)
+        expect(page.get_by_role("button", name="Ký số")).to_be_enabled()  # may try again
+
+        # The agent runs, but the token does not hold the officer's registered certificate.
+        agent = start_agent(token, tmp_path / "agent", issuer=site.issuer)
+        site.app.config["AGENT_PORT"] = agent.port
+        with site.app.extensions["kyso.sessions"]() as session:
+            admin = session.scalars(select(User).where(User.username == site.admin)).one()
+            user = session.scalars(select(User).where(User.username == site.officer)).one()
+            register_certificate(session, admin, user, "ABCDEF12")
+            session.commit()
+        page.goto(f"{site.url}/signing/preview")
+        page.get_by_role("button", name="Ký số").click()
+        expect(error).to_contain_text("(số sê-ri ABCDEF12) không có trên USB token")
+        expect(error).to_contain_text(site.serial)  # what the token holds
+        assert agent.ui.consents == []  # nothing was sent to sign
+    finally:
+        officer.close()
+        if agent is not None:
+            agent.stop()
+    refused = "ERR_CONNECTION_REFUSED"
+    assert [p for p in officer.problems if refused not in p] == [], officer.problems
+
+
+def _count(text: str) -> int:
+    return int(text.replace(".", "").replace(",", ""))
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("site", [(1000, 3, "rsa")], indirect=True)
+def test_agent_lost_mid_batch_then_sign_the_rest(
+    browser: Any, site: Site, token: Pkcs11Token, tmp_path: Path
+) -> None:
+    """The agent goes away after the first chunks: what arrived is stored, the result page
+    says what happened and "Ký tiếp phần còn lại" signs the rest with a new attempt."""
+    expect = playwright_api.expect
+    expect.set_options(timeout=60_000)
+    first = start_agent(token, tmp_path / "agent1", issuer=site.issuer)
+    site.app.config["AGENT_PORT"] = first.port
+    officer = PlatformPage(browser, site)
+    page = officer.page
+    second = None
+    try:
+        page.goto(f"{site.url}/signing/preview")
+        page.get_by_role("button", name="Ký số").click()
+        deadline = time.monotonic() + 60
+        while page.evaluate("() => document.getElementById('sign-progress-bar').value") < 1:
+            assert time.monotonic() < deadline, "no signature arrived"
+            time.sleep(0.005)
+        first.stop()
+        page.wait_for_url("**/signing/batches/*", timeout=60_000)
+        expect(page.locator("#sign-error")).to_contain_text("Mất kết nối với Kyso Agent giữa chừng")
+        signed = _count(page.locator("#batch-signed").inner_text())
+        pending = _count(page.locator("#batch-pending").inner_text())
+        assert 0 < signed < site.doses
+        assert signed + pending == site.doses
+        assert first.ui.outcomes == [] or first.ui.outcomes[-1].signed >= signed
+        page.screenshot(path=str(tmp_path / "interrupted.png"))
+
+        second = start_agent(token, tmp_path / "agent2", issuer=site.issuer)
+        site.app.config["AGENT_PORT"] = second.port
+        page.reload()
+        page.get_by_role("button", name="Ký tiếp phần còn lại").click()
+        expect(page.locator("#batch-pending")).to_have_text("0")
+        expect(page.locator("#batch-signed")).to_have_text("3.000")
+        assert second.ui.consents[-1].manifest.count == pending
+        batch_id = page.url.rstrip("/").rsplit("/", 1)[-1]
+    finally:
+        officer.close()
+        first.stop()
+        if second is not None:
+            second.stop()
+    assert officer.problems == [], officer.problems
+
+    # Nothing signed twice, nothing lost, and every certificate verifies with OpenSSL.
+    with site.app.extensions["kyso.sessions"]() as session:
+        signatures = session.scalars(select(DoseSignature.dose_id)).all()
+        assert len(signatures) == len(set(signatures)) == site.doses
+        export_signed(session, batch_id, tmp_path / "export", load_trust_store(site.anchors))
+    assert verify_export(tmp_path / "export") == site.doses
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("site", [(1000, 3, "p256")], indirect=True)
+def test_batch_mode_signs_3000_doses_with_one_token_signature(
+    browser: Any, site: Site, token: Pkcs11Token, tmp_path: Path
+) -> None:
+    expect = playwright_api.expect
+    expect.set_options(timeout=60_000)
+    with site.app.extensions["kyso.sessions"]() as session:
+        officer_user = session.get(User, site.officer_id)
+        assert officer_user is not None
+        assert officer_user.signing_unit is not None
+        officer_user.signing_unit.batch_mode = True
+        session.commit()
+    agent = start_agent(token, tmp_path / "agent", issuer=site.issuer)
+    site.app.config["AGENT_PORT"] = agent.port
+    officer = PlatformPage(browser, site)
+    page = officer.page
+    try:
+        page.goto(f"{site.url}/signing/preview")
+        page.get_by_role("button", name="Ký số").click()
+        page.wait_for_url("**/signing/batches/*", timeout=60_000)
+        expect(page.locator("#batch-signed")).to_have_text("3.000")
+        expect(page.locator("#batch-pending")).to_have_text("0")
+        assert agent.ui.consents[-1].manifest.count == 1  # one token operation
+        assert agent.ui.consents[-1].manifest.summary.doses == site.doses
+        batch_id = page.url.rstrip("/").rsplit("/", 1)[-1]
+    finally:
+        officer.close()
+        agent.stop()
+    assert officer.problems == [], officer.problems
+    with site.app.extensions["kyso.sessions"]() as session:
+        export_signed(session, batch_id, tmp_path / "export", load_trust_store(site.anchors))
+    assert verify_export(tmp_path / "export") == site.doses
+
+
+@pytest.mark.timeout(120)
+def test_user_page_reads_the_serial_from_the_token(
+    browser: Any, site: Site, token: Pkcs11Token, softhsm: ProvisionedToken, tmp_path: Path
+) -> None:
+    expect = playwright_api.expect
+    expect.set_options(timeout=20_000)
+    agent = start_agent(token, tmp_path / "agent", issuer=site.issuer)
+    site.app.config["AGENT_PORT"] = agent.port
+    admin = PlatformPage(browser, site, site.admin)
+    page = admin.page
+    wanted = x509.load_der_x509_certificate(softhsm.certificates["rsa"].der)
+    serial = format(wanted.serial_number, "X")
+    try:
+        page.goto(f"{site.url}/users/{site.officer_id}/certificate")
+        page.get_by_role("button", name="Đọc chứng thư số từ USB token").click()
+        items = page.locator("#read-certificate-list li")
+        expect(items.first).to_be_visible()
+        assert items.count() > 1  # several certificates: the officer's is chosen from a list
+        item = page.locator(f"#read-certificate-list li[data-serial='{serial}']")
+        expect(item).to_contain_text(wanted.not_valid_after_utc.strftime("%d/%m/%Y"))
+        item.get_by_role("button", name="Dùng chứng thư này").click()
+        expect(page.locator("input[name=serial]")).to_have_value(serial)
+        expect(page.locator("#read-certificate-status")).to_contain_text(serial)
+        page.get_by_role("button", name="Lưu").click()
+        expect(page.locator(".flash.success")).to_contain_text(format_serial(serial))
+        assert agent.ui.origin_requests == [site.url]
+    finally:
+        admin.close()
+        agent.stop()
+    assert admin.problems == [], admin.problems
