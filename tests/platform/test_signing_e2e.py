@@ -8,6 +8,9 @@ threats: a subverted page script cannot get other bytes signed or stored.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import socket
 import threading
 import time
@@ -356,3 +359,78 @@ def test_user_page_reads_the_serial_from_the_token(
         admin.close()
         agent.stop()
     assert admin.problems == [], admin.problems
+
+
+# --- the platform-side threats: what a subverted page script could try -----------------------
+
+
+@pytest.mark.timeout(120)
+def test_a_page_that_swaps_a_digest_gets_nothing_signed(
+    browser: Any, site: Site, token: Pkcs11Token, tmp_path: Path
+) -> None:
+    """Threat 6 end to end: the script hands the agent a digest the platform did not commit to;
+    the agent refuses before any dialog or token operation, and nothing is stored."""
+    expect = playwright_api.expect
+    expect.set_options(timeout=20_000)
+    agent = start_agent(token, tmp_path / "agent", issuer=site.issuer)
+    site.app.config["AGENT_PORT"] = agent.port
+    officer = PlatformPage(browser, site)
+    page = officer.page
+
+    def swap(route: Any) -> None:
+        response = route.fetch()
+        data = response.json()
+        data["attempt"]["digests"][0] = base64.b64encode(hashlib.sha256(b"evil").digest()).decode()
+        route.fulfill(response=response, json=data)
+
+    try:
+        page.route("**/signing/api/batches", swap)
+        page.goto(f"{site.url}/signing/preview")
+        before = token.stats
+        page.get_by_role("button", name="Ký số").click()
+        expect(page.locator("#sign-error")).to_contain_text("không khớp")
+        assert agent.ui.consents == []
+        after = token.stats
+        assert (after.logins, after.signatures) == (before.logins, before.signatures)
+    finally:
+        officer.close()
+        agent.stop()
+    with site.app.extensions["kyso.sessions"]() as session:
+        assert session.scalars(select(DoseSignature)).all() == []
+
+
+@pytest.mark.timeout(120)
+def test_signatures_altered_on_the_way_are_rejected_per_record(
+    browser: Any, site: Site, token: Pkcs11Token, tmp_path: Path
+) -> None:
+    """The platform verifies every returned signature against the certificate and the exact
+    bytes it prepared: one altered in transit is rejected with its reason, the rest stored."""
+    expect = playwright_api.expect
+    expect.set_options(timeout=30_000)
+    agent = start_agent(token, tmp_path / "agent", issuer=site.issuer)
+    site.app.config["AGENT_PORT"] = agent.port
+    officer = PlatformPage(browser, site)
+    page = officer.page
+
+    def alter(route: Any) -> None:
+        body = json.loads(route.request.post_data or "{}")
+        if body.get("offset") == 0:
+            raw = bytearray(base64.b64decode(body["signatures"][0]))
+            raw[-1] ^= 0x01
+            body["signatures"][0] = base64.b64encode(bytes(raw)).decode()
+        route.continue_(post_data=json.dumps(body))
+
+    try:
+        page.route("**/signatures", alter)
+        page.goto(f"{site.url}/signing/preview")
+        page.get_by_role("button", name="Ký số").click()
+        page.wait_for_url("**/signing/batches/*", timeout=30_000)
+        expect(page.locator("#batch-rejected")).to_have_text("1")
+        expect(page.locator("#batch-signed")).to_have_text(str(site.doses - 1))
+        expect(page.locator("#rejected-records tr[data-reason='signature_invalid']")).to_have_count(
+            1
+        )
+    finally:
+        officer.close()
+        agent.stop()
+    assert officer.problems == [], officer.problems
