@@ -434,3 +434,46 @@ def test_signatures_altered_on_the_way_are_rejected_per_record(
         officer.close()
         agent.stop()
     assert officer.problems == [], officer.problems
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("site", [(1000, 3, "rsa")], indirect=True)
+def test_tab_closed_mid_batch_then_resumed_from_the_batch_list(
+    browser: Any, site: Site, token: Pkcs11Token, tmp_path: Path
+) -> None:
+    """The officer closes the tab while the token signs: what was posted is kept, the agent
+    stops (the connection closed), and the batch is finished later from "Các lô đã ký"."""
+    expect = playwright_api.expect
+    expect.set_options(timeout=60_000)
+    agent = start_agent(token, tmp_path / "agent", issuer=site.issuer)
+    site.app.config["AGENT_PORT"] = agent.port
+    officer = PlatformPage(browser, site)
+    page = officer.page
+    try:
+        page.goto(f"{site.url}/signing/preview")
+        page.get_by_role("button", name="Ký số").click()
+        deadline = time.monotonic() + 60
+        while page.evaluate("() => document.getElementById('sign-progress-bar').value") < 200:
+            assert time.monotonic() < deadline, "signing did not progress"
+            time.sleep(0.005)
+        page.close()
+        deadline = time.monotonic() + 30
+        while not agent.ui.outcomes:
+            assert time.monotonic() < deadline, "the agent did not stop with the tab"
+            time.sleep(0.05)
+        assert agent.ui.outcomes[-1].signed < site.doses
+
+        page = officer.context.new_page()
+        page.goto(f"{site.url}/signing/batches")
+        page.locator("#batch-list a").first.click()
+        signed = _count(page.locator("#batch-signed").inner_text())
+        assert 0 < signed < site.doses
+        page.get_by_role("button", name="Ký tiếp phần còn lại").click()
+        expect(page.locator("#batch-pending")).to_have_text("0")
+        expect(page.locator("#batch-signed")).to_have_text("3.000")
+    finally:
+        officer.close()
+        agent.stop()
+    with site.app.extensions["kyso.sessions"]() as session:
+        signatures = session.scalars(select(DoseSignature.dose_id)).all()
+        assert len(signatures) == len(set(signatures)) == site.doses
