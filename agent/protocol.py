@@ -363,7 +363,27 @@ class ErrorReply:
         return wire
 
 
-Reply = HelloReply | CertificatesReply | Progress | Signatures | SignResult | Cancelled | ErrorReply
+@dataclass(frozen=True)
+class StateEvent:
+    """Unsolicited, no id: a token was inserted or removed and the state differs from the one
+    this connection was last told (in ``hello`` or an earlier event). Sent only after hello."""
+
+    state: AgentState
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": "state", "state": self.state}
+
+
+Reply = (
+    HelloReply
+    | CertificatesReply
+    | Progress
+    | Signatures
+    | SignResult
+    | Cancelled
+    | ErrorReply
+    | StateEvent
+)
 
 
 def serialize(reply: Reply) -> str:

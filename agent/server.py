@@ -117,12 +117,13 @@ class AgentServer:
     async def _handler(self, websocket: ServerConnection) -> None:
         origin = self._config.origin(websocket.request.headers["Origin"])  # type: ignore[union-attr]
         assert origin is not None  # checked during the handshake
-        conn = Connection(origin)
         pending: set[asyncio.Task[None]] = set()
 
         async def send(reply: Reply) -> None:
             with contextlib.suppress(ConnectionClosed):
                 await websocket.send(serialize(reply))
+
+        conn = Connection(origin, notify=send)
 
         log.info("page connected from %s", origin.origin)
         try:
@@ -234,14 +235,18 @@ class ServerThread:
         self._stopped = asyncio.Event()
         try:
             self.service = self._make_service()
+            await self.service.start()
             self.server = AgentServer(self._config, self.service, self._port)
             port = await self.server.start()
         except BaseException as exc:
+            if self.service is not None:
+                await self.service.close()
             started.set_exception(exc)
             return
         started.set_result(port)
         await self._stopped.wait()
         await self.server.close()
+        await self.service.close()
 
     def stop(self) -> None:
         if self._loop is not None and self._stopped is not None:

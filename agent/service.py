@@ -12,10 +12,10 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import ParamSpec, Protocol, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from kyso.agent.config import AgentConfig, AllowedOrigin
 from kyso.agent.manifest import BatchManifest, ReplayGuard, commitment, verify_manifest
@@ -37,13 +37,15 @@ from kyso.agent.protocol import (
     Signatures,
     SignResult,
     Stage,
+    StateEvent,
     negotiate,
 )
 from kyso.agent.token import model as tm
+from kyso.agent.token.monitor import DEFAULT_INTERVAL, PresenceMonitor, TokenPresence
 
 log = logging.getLogger(__name__)
 
-Send = Callable[[Reply], Awaitable[None]]
+Send = Callable[[Reply], Coroutine[Any, Any, None]]
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -70,6 +72,18 @@ class BatchOutcome:
     finished_at: datetime
 
 
+@dataclass(frozen=True)
+class AgentStatus:
+    """What the desktop app shows: the state, the present tokens and their certificates."""
+
+    state: AgentState
+    tokens: tuple[tm.TokenInfo, ...] = ()
+    certificates: tuple[tm.CertificateInfo, ...] = ()
+
+
+StateListener = Callable[[AgentStatus], None]
+
+
 class UserInterface(Protocol):
     """How the service talks to the officer. Every method may be slow; none may raise."""
 
@@ -86,13 +100,15 @@ class UserInterface(Protocol):
     def batch_finished(self, outcome: BatchOutcome) -> None: ...
 
 
-@dataclass
+@dataclass(eq=False)
 class Connection:
     """Per-connection state, owned by the server and passed with every request."""
 
     origin: AllowedOrigin
     version: int | None = None
     running: dict[str, threading.Event] = field(default_factory=dict)  # sign id -> cancel
+    notify: Send | None = None  # sends unsolicited events (the server sets it)
+    told_state: AgentState | None = None  # the state this page was last told (hello or event)
 
 
 class AgentService:
@@ -103,7 +119,11 @@ class AgentService:
         ui: UserInterface,
         replay_guard: ReplayGuard,
         clock: Callable[[], float] = time.time,
+        *,
+        hotplug_interval: float | None = DEFAULT_INTERVAL,
     ) -> None:
+        """``hotplug_interval``: seconds between two polls of the token slots (``start`` runs
+        the monitor); None runs no monitor and ``hello`` asks the token each time."""
         self._config = config
         self._token = token
         self._ui = ui
@@ -112,16 +132,118 @@ class AgentService:
         self._approved_origins: set[str] = set()
         self._batch_lock = asyncio.Lock()
         self._origin_lock = asyncio.Lock()
+        self._hotplug_interval = hotplug_interval
+        self._monitor: PresenceMonitor | None = None
+        self._presence: TokenPresence | None = None  # None: no monitor (yet)
+        self._pages: list[Connection] = []  # connections that said hello
+        self._state_listeners: list[StateListener] = []
+        self._listeners_lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.status = AgentStatus(AgentState.NO_TOKEN)
 
     @property
     def busy(self) -> bool:
         return self._batch_lock.locked()
 
+    # --- lifecycle and state (asyncio thread) --------------------------------------------------
+
+    async def start(self) -> None:
+        """Starts the hot-plug monitor (when configured) after reading the slots once."""
+        self._loop = asyncio.get_running_loop()
+        if self._hotplug_interval is None or self._monitor is not None:
+            return
+        loop = self._loop
+
+        def changed(presence: TokenPresence) -> None:  # monitor thread
+            loop.call_soon_threadsafe(self.token_changed, presence)
+
+        monitor = PresenceMonitor(self._token, changed, interval=self._hotplug_interval)
+        presence = await asyncio.to_thread(monitor.start)
+        self._monitor = monitor
+        self.token_changed(presence)
+
+    async def close(self) -> None:
+        monitor, self._monitor = self._monitor, None
+        if monitor is not None:
+            await asyncio.to_thread(monitor.stop)
+
+    def add_state_listener(self, listener: StateListener) -> Callable[[], None]:
+        """Calls ``listener(status)`` on the asyncio thread now and at every change of the
+        state, the tokens or their certificates. Callable from any thread; returns a function
+        that removes the listener. A listener must be quick and must not raise."""
+        with self._listeners_lock:
+            self._state_listeners.append(listener)
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._tell, listener, self.status)
+
+        def remove() -> None:
+            with self._listeners_lock:
+                if listener in self._state_listeners:
+                    self._state_listeners.remove(listener)
+
+        return remove
+
+    @staticmethod
+    def _tell(listener: StateListener, status: AgentStatus) -> None:
+        try:
+            listener(status)
+        except Exception:
+            log.exception("a state listener failed")
+
+    def _current_state(self) -> AgentState:
+        if self.busy:
+            return AgentState.BUSY
+        if self._presence is None or not self._presence.present:
+            return AgentState.NO_TOKEN
+        return AgentState.READY
+
+    def _page_state(self) -> AgentState:
+        """What a page is told after an insertion or removal: a removal is always no_token."""
+        if self._presence is not None and not self._presence.present:
+            return AgentState.NO_TOKEN
+        return AgentState.BUSY if self.busy else AgentState.READY
+
+    def _publish(self) -> None:
+        """Tells the state listeners (not the pages) about a change."""
+        presence = self._presence or TokenPresence()
+        status = AgentStatus(self._current_state(), presence.tokens, presence.certificates)
+        if status == self.status:
+            return
+        self.status = status
+        with self._listeners_lock:
+            listeners = list(self._state_listeners)
+        for listener in listeners:
+            self._tell(listener, status)
+
+    def token_changed(self, presence: TokenPresence) -> None:
+        """A token was inserted or removed (asyncio thread). Listeners and pages are told.
+
+        Pages hear only about insertions and removals, never about a batch starting or ending:
+        another page's batch is none of their business (threat 16).
+        """
+        self._presence = presence
+        self._publish()
+        state = self._page_state()
+        for conn in list(self._pages):
+            if conn.told_state is not state and conn.notify is not None:
+                conn.told_state = state
+                asyncio.get_running_loop().create_task(conn.notify(StateEvent(state)))
+
     async def handle(self, conn: Connection, request: Request, send: Send) -> None:
         """Answers one request; every failure becomes an error reply on this connection."""
         try:
             if isinstance(request, Hello):
-                await send(await self._hello(conn, request))
+                reply = await self._hello(conn, request)
+                await send(reply)
+                # Events only after the hello reply; one now if a token came or went meanwhile.
+                if conn not in self._pages:
+                    self._pages.append(conn)
+                conn.told_state = reply.state
+                if self._presence is not None and (reply.state is AgentState.NO_TOKEN) == (
+                    self._presence.present
+                ):
+                    conn.told_state = self._page_state()
+                    await send(StateEvent(conn.told_state))
             elif conn.version is None:
                 raise ProtocolError(ErrorCode.HELLO_REQUIRED, request.id)
             elif isinstance(request, ListCertificates):
@@ -138,6 +260,8 @@ class AgentService:
 
     def connection_closed(self, conn: Connection) -> None:
         """A page that goes away cancels its batch; what was delivered stays delivered."""
+        if conn in self._pages:
+            self._pages.remove(conn)
         for cancel in conn.running.values():
             cancel.set()
 
@@ -155,6 +279,8 @@ class AgentService:
         # Before the officer approves the origin, nothing but version and state is revealed.
         if self.busy:
             state = AgentState.BUSY
+        elif self._presence is not None:
+            state = AgentState.READY if self._presence.present else AgentState.NO_TOKEN
         elif await asyncio.to_thread(self._token_present):
             state = AgentState.READY
         else:
@@ -191,35 +317,38 @@ class AgentService:
     async def _sign(self, conn: Connection, request: Sign, send: Send) -> None:
         if self._batch_lock.locked() or self._origin_lock.locked():
             raise ProtocolError(ErrorCode.BUSY, request.id)
-        async with self._batch_lock:
-            # Everything below up to the dialog is checked before any token operation.
-            manifest = self._check_manifest(conn, request)
-            certificate = await self._find_certificate(request, manifest)
-            pin_status = await self._call_token(
-                request.id, self._token.pin_status, certificate.token
+        try:
+            async with self._batch_lock:
+                self._publish()  # busy
+                await self._sign_locked(conn, request, send)
+        finally:
+            self._publish()  # ready again (or no_token)
+
+    async def _sign_locked(self, conn: Connection, request: Sign, send: Send) -> None:
+        # Everything below up to the dialog is checked before any token operation.
+        manifest = self._check_manifest(conn, request)
+        certificate = await self._find_certificate(request, manifest)
+        pin_status = await self._call_token(request.id, self._token.pin_status, certificate.token)
+        if pin_status.locked:
+            self._finished(conn, manifest, 0, ErrorCode.PIN_LOCKED)
+            raise ProtocolError(ErrorCode.PIN_LOCKED, request.id, detail={"retries_left": 0})
+        cancel = threading.Event()
+        conn.running[request.id] = cancel
+        try:
+            await send(Progress(request.id, Stage.CONSENT, 0, manifest.count))
+            pin = await self._ui.ask_consent_and_pin(
+                ConsentRequest(conn.origin.origin, certificate, manifest, pin_status)
             )
-            if pin_status.locked:
-                self._finished(conn, manifest, 0, ErrorCode.PIN_LOCKED)
-                raise ProtocolError(ErrorCode.PIN_LOCKED, request.id, detail={"retries_left": 0})
-            cancel = threading.Event()
-            conn.running[request.id] = cancel
-            try:
-                await send(Progress(request.id, Stage.CONSENT, 0, manifest.count))
-                pin = await self._ui.ask_consent_and_pin(
-                    ConsentRequest(conn.origin.origin, certificate, manifest, pin_status)
-                )
-                if pin is None or cancel.is_set():
-                    code = ErrorCode.USER_DECLINED if pin is None else ErrorCode.CANCELLED
-                    self._finished(conn, manifest, 0, code)
-                    raise ProtocolError(code, request.id, detail={"signed": 0})
-                await send(Progress(request.id, Stage.SIGNING, 0, manifest.count))
-                signed = await self._run_batch(
-                    conn, request, manifest, certificate, pin, cancel, send
-                )
-            finally:
-                conn.running.pop(request.id, None)
-            self._finished(conn, manifest, signed, None)
-            await send(SignResult(request.id, manifest.batch_id, signed))
+            if pin is None or cancel.is_set():
+                code = ErrorCode.USER_DECLINED if pin is None else ErrorCode.CANCELLED
+                self._finished(conn, manifest, 0, code)
+                raise ProtocolError(code, request.id, detail={"signed": 0})
+            await send(Progress(request.id, Stage.SIGNING, 0, manifest.count))
+            signed = await self._run_batch(conn, request, manifest, certificate, pin, cancel, send)
+        finally:
+            conn.running.pop(request.id, None)
+        self._finished(conn, manifest, signed, None)
+        await send(SignResult(request.id, manifest.batch_id, signed))
 
     def _check_manifest(self, conn: Connection, request: Sign) -> BatchManifest:
         manifest = verify_manifest(

@@ -161,6 +161,15 @@ class Token(Protocol):
         """Tokens in their slots now (C_GetSlotList with tokenPresent); cheap, no login."""
         ...
 
+    def refresh_presence(self) -> list[TokenInfo]:
+        """``present_tokens`` for the hot-plug monitor, which calls it about twice a second.
+
+        Some modules (SoftHSM2, some token drivers) see a token inserted after C_Initialize only
+        after the next C_Initialize: while no token is present, the implementation may
+        re-initialise the module (never during an operation) so that an insertion is seen.
+        """
+        ...
+
     def list_certificates(self) -> list[CertificateInfo]:
         """Certificates that have a private key with the same CKA_ID, on all present tokens."""
         ...

@@ -25,6 +25,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -74,6 +75,8 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 DIGEST_LENGTH = 32
+# While no token is present, the module is re-initialised at most this often (refresh_presence).
+RESCAN_SECONDS = 1.0
 # DER of DigestInfo { AlgorithmIdentifier { id-sha256, NULL }, OCTET STRING (32 bytes) } minus
 # the digest (RFC 8017 section 9.2 note 1). CKM_RSA_PKCS pads exactly what we give it, so the
 # agent builds this itself: the page never chooses what the RSA key is applied to.
@@ -572,6 +575,7 @@ class Pkcs11Token:
         self._lib: Any = None
         self._cryptoki: _Cryptoki | None = None
         self._batch_running = False  # worker-side: a batch holds the token's one login
+        self._last_rescan = time.monotonic()  # worker-side: see refresh_presence
         self._executor = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="kyso-pkcs11", initializer=self._mark_worker
         )
@@ -631,6 +635,16 @@ class Pkcs11Token:
     def present_tokens(self) -> list[TokenInfo]:
         """Initialised tokens in their slots now; not counted in ``stats`` (no object is read)."""
         return self._run(self._present_tokens)
+
+    def refresh_presence(self) -> list[TokenInfo]:
+        """``present_tokens`` for the hot-plug monitor (see ``Token.refresh_presence``).
+
+        While no token is present, the module is re-initialised (C_Finalize, C_Initialize) at
+        most every ``RESCAN_SECONDS``: modules that enumerate tokens only in C_Initialize then
+        see an inserted token too. Everything runs on the worker, so this never interrupts a
+        session of ours; with no token present there is no session to lose.
+        """
+        return self._run(self._refresh_presence)
 
     def list_certificates(self) -> list[CertificateInfo]:
         """Certificates with a key of the same CKA_ID, from public sessions (no login).
@@ -720,6 +734,19 @@ class Pkcs11Token:
 
     def _present_tokens(self) -> list[TokenInfo]:
         return [info for _token, info in self._present()]
+
+    def _refresh_presence(self) -> list[TokenInfo]:
+        present = self._present_tokens()
+        now = time.monotonic()
+        if present or self._batch_running or now - self._last_rescan < RESCAN_SECONDS:
+            return present
+        self._last_rescan = now
+        try:
+            self._lib.reinitialize()
+        except p11.PKCS11Error as exc:
+            log.warning("re-initialising the PKCS#11 module failed: %s", type(exc).__name__)
+            return []
+        return self._present_tokens()
 
     def _find(self, wanted: TokenInfo) -> Any:
         """The token the TokenInfo names (by serial and manufacturer), with fresh flags."""

@@ -131,8 +131,11 @@ def start_agent(
     ui: ScriptedUI | None = None,
     issuer: ManifestIssuer | None = None,
     port: int = 0,
+    hotplug: float | None = None,
     **settings: Any,
 ) -> RunningAgent:
+    """``hotplug``: the hot-plug monitor's poll interval; None (the default) runs none, so
+    that tests provisioning SoftHSM tokens in this process never race a poll."""
     ui = ui or ScriptedUI()
     issuer = issuer or ManifestIssuer(ORIGIN)
     config = AgentConfig(
@@ -143,7 +146,13 @@ def start_agent(
     )
 
     def make_service() -> AgentService:
-        return AgentService(config, token, ui, ReplayGuard(state_dir / "used-batches.json"))
+        return AgentService(
+            config,
+            token,
+            ui,
+            ReplayGuard(state_dir / "used-batches.json"),
+            hotplug_interval=hotplug,
+        )
 
     thread = ServerThread(config, make_service, port=port)
     bound = thread.start()
