@@ -224,13 +224,14 @@ def _validate(session: Session, officer: User) -> _Checked:
     One row per person and facility comes back for the doses that still qualify (their count,
     first and last date, how many to sign again, and the person's name key for the page
     order), and one row per dose that does not, with the reason; nothing else. The doses are
-    read from the scope's facilities in ``ix_doses_signing_search`` (index-only: a facility's
-    doses are a few hundred index pages, cheaper than 3,000 look-ups by id; the planner picks
-    look-ups for large scopes); a dose missing there is out of scope. Each person is read
+    joined from the scope's facilities as PostgreSQL finds cheapest; for a facility it reads
+    them from ``ix_doses_signing_search`` (index-only, some hundred pages in order: cheaper
+    than 3,000 look-ups by id). A dose missing there is out of scope. Each person is read
     once, and each dose's signatures with one index probe that says both "signed in this
     version" and "signed before". Verification details are read for dropped doses only.
     """
     check_officer(officer)
+    session.flush()  # the statements below go to the connection, past the session's autoflush
     mine = SigningSelection.user_id == officer.id
     scoped = (
         select(Dose.id, Dose.version, Dose.facility_id, Dose.vaccinated_on)

@@ -273,3 +273,12 @@ def test_a_scope_change_drops_a_whole_batch_in_chunks(session: Session, org: See
     assert {d.reason for d in result.dropped} == {DropReason.OUT_OF_SCOPE}
     assert (result.people, result.dose_count, result.people_count) == ((), 0, 0)
     assert selected(session, org.officer) == set()
+
+
+def test_changes_pending_in_the_session_are_seen(session: Session, org: Seed) -> None:
+    an = add_person(session, org, "Nguyễn Văn An", doses=1)
+    add_doses(session, org.officer, [an.doses[0].id])
+    an.verification_status = Status.PENDING  # not flushed: the preview flushes first
+    result = preview(session, org.officer)
+    assert [d.reason for d in result.dropped] == [DropReason.NOT_VERIFIED]
+    assert (result.dose_count, result.people_count) == (0, 0)
