@@ -1,0 +1,63 @@
+"""Desktop app tests: Qt on the offscreen platform (set before any Qt import), real tokens."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["QT_QPA_PLATFORM"] = "offscreen"
+
+from collections.abc import Callable  # noqa: E402
+from datetime import date  # noqa: E402
+
+import pytest  # noqa: E402
+
+from kyso.agent.manifest import BatchManifest, Summary  # noqa: E402
+from kyso.agent.service import ConsentRequest  # noqa: E402
+from kyso.agent.token.model import Algorithm, CertificateInfo, PinStatus  # noqa: E402
+from kyso.agent.token.pkcs11_token import Pkcs11Token  # noqa: E402
+from kyso.agent.token.softhsm import ProvisionedToken  # noqa: E402
+
+ORIGIN = "https://tiemchung.example.vn"
+
+
+@pytest.fixture
+def p256_certificate(token: Pkcs11Token, softhsm: ProvisionedToken) -> CertificateInfo:
+    """The P-256 certificate as the token layer reads it from SoftHSM."""
+    wanted = softhsm.certificates["p256"].fingerprint_sha256
+    return next(c for c in token.list_certificates() if c.fingerprint_sha256 == wanted)
+
+
+def make_manifest(certificate: CertificateInfo, count: int = 250) -> BatchManifest:
+    return BatchManifest(
+        batch_id="B2022-0315-0042",
+        origin=ORIGIN,
+        certificate=certificate.fingerprint_sha256,
+        algorithm=Algorithm.ECDSA_SHA256,
+        count=count,
+        digests="sha256:" + "0" * 64,
+        summary=Summary(
+            facility="Trạm Y tế Phường Bến Nghé, Quận 1",
+            people=120,
+            doses=count,
+            first_date=date(2022, 3, 1),
+            last_date=date(2022, 3, 31),
+        ),
+        code="K7Q-4MZ",
+        issued_at=1_700_000_000,
+        expires_at=1_700_000_600,
+    )
+
+
+@pytest.fixture
+def consent_request(
+    p256_certificate: CertificateInfo,
+) -> Callable[..., ConsentRequest]:
+    def make(pin_status: PinStatus | None = None, count: int = 250) -> ConsentRequest:
+        return ConsentRequest(
+            origin=ORIGIN,
+            certificate=p256_certificate,
+            manifest=make_manifest(p256_certificate, count),
+            pin_status=pin_status or PinStatus(),
+        )
+
+    return make
