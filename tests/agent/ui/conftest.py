@@ -6,16 +6,16 @@ import os
 
 os.environ["QT_QPA_PLATFORM"] = "offscreen"
 
-from collections.abc import Callable  # noqa: E402
-from datetime import date  # noqa: E402
+from collections.abc import Callable
+from datetime import date
 
-import pytest  # noqa: E402
+import pytest
 
-from kyso.agent.manifest import BatchManifest, Summary  # noqa: E402
-from kyso.agent.service import ConsentRequest  # noqa: E402
-from kyso.agent.token.model import Algorithm, CertificateInfo, PinStatus  # noqa: E402
-from kyso.agent.token.pkcs11_token import Pkcs11Token  # noqa: E402
-from kyso.agent.token.softhsm import ProvisionedToken  # noqa: E402
+from kyso.agent.manifest import BatchManifest, Summary
+from kyso.agent.service import ConsentRequest
+from kyso.agent.token.model import Algorithm, CertificateInfo, PinStatus
+from kyso.agent.token.pkcs11_token import Pkcs11Token
+from kyso.agent.token.softhsm import ProvisionedToken
 
 ORIGIN = "https://tiemchung.example.vn"
 

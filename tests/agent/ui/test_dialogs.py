@@ -56,7 +56,8 @@ def test_consent_shows_what_the_agent_verified(
     assert f"hiệu lực đến {not_after}" in text
     # The platform's words are inside the framed summary, and nothing renders as rich text.
     frame = dialog.findChild(QLabel, "summary")
-    assert frame is not None and frame.parent().objectName() == "summary_frame"
+    assert frame is not None
+    assert frame.parent().objectName() == "summary_frame"
     assert all(w.textFormat() == Qt.TextFormat.PlainText for w in dialog.findChildren(QLabel))
 
 
@@ -93,7 +94,8 @@ def test_click_on_approve_before_the_delay_does_nothing(
     qtbot.wait(300)
     qtbot.mouseClick(dialog.approve_button, Qt.MouseButton.LeftButton)
     dialog.approve_button.click()  # even a programmatic click on the disabled button
-    assert dialog.isVisible() and dialog.result() == 0
+    assert dialog.isVisible()
+    assert dialog.result() == 0
 
 
 def test_pin_is_masked_and_enter_after_the_delay_approves(
@@ -112,9 +114,7 @@ def test_pin_is_masked_and_enter_after_the_delay_approves(
     assert dialog.pin_edit.text() == ""  # read once, then gone
 
 
-def test_approve_needs_a_pin(
-    qtbot: QtBot, consent_request: Callable[..., ConsentRequest]
-) -> None:
+def test_approve_needs_a_pin(qtbot: QtBot, consent_request: Callable[..., ConsentRequest]) -> None:
     dialog = shown(qtbot, ConsentDialog(consent_request(), "vi"))
     qtbot.wait(APPROVE_DELAY_MS + 200)
     assert not dialog.approve_button.isEnabled()
@@ -178,9 +178,7 @@ def test_delay_restarts_when_the_dialog_comes_back_to_the_front(
     qtbot.waitUntil(dialog.approve_button.isEnabled, timeout=3000)
 
 
-def test_consent_in_english(
-    qtbot: QtBot, consent_request: Callable[..., ConsentRequest]
-) -> None:
+def test_consent_in_english(qtbot: QtBot, consent_request: Callable[..., ConsentRequest]) -> None:
     dialog = shown(qtbot, ConsentDialog(consent_request(), "en"))
     assert "Verification code: K7Q-4MZ" in texts(dialog)
     assert dialog.approve_button.text() == "Sign 250 records"
@@ -204,7 +202,8 @@ def test_progress_then_result(qtbot: QtBot) -> None:
     dialog = shown(qtbot, ProgressDialog("vi"))
     dialog.set_progress(100, 250)
     assert dialog.message.text() == "Đang ký: 100/250"
-    assert dialog.bar.value() == 100 and dialog.bar.maximum() == 250
+    assert dialog.bar.value() == 100
+    assert dialog.bar.maximum() == 250
     dialog.show_outcome(outcome(None, 250))
     assert dialog.message.text() == "Đã ký xong lô B2022-0315-0042: 250/250 chữ ký."
     assert dialog.button.text() == "Đóng"
