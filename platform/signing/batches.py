@@ -29,11 +29,12 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from cryptography import x509
-from sqlalchemy import and_, delete, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Table, and_, bindparam, delete, func, insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as lite_insert
 from sqlalchemy.orm import Session
 
 from kyso.platform.auth.service import audit
@@ -439,7 +440,7 @@ def accept_signatures(
             chain,
             now,
         )
-    _recount(session, batch)
+    session.flush()  # the counters were kept on the locked batch row as records were decided
     return _progress(batch, rejections)
 
 
@@ -556,63 +557,80 @@ def _store_signed(
     accepted: Sequence[tuple[Any, bytes | None]],
     now: datetime,
 ) -> None:
+    """Stores the accepted signatures; a dose version another batch signed first is rejected.
+
+    ``INSERT … ON CONFLICT DO NOTHING`` on (dose, version) settles a race between two batches
+    in the database without a savepoint: the rows it did not insert lost the race.
+    """
     if not accepted:
         return
-    try:
-        with session.begin_nested():
-            _insert_signed(session, batch, accepted, now)
-    except IntegrityError:
-        # Another batch signed one of these dose versions between our check and our insert:
-        # store one at a time, and reject the ones that lost the race.
-        for row, blob in accepted:
-            try:
-                with session.begin_nested():
-                    _insert_signed(session, batch, [(row, blob)], now)
-            except IntegrityError:
-                _store_rejected(
-                    session, batch, [Rejection(row.position, RejectReason.ALREADY_SIGNED)], now
-                )
+    dialect_insert = pg_insert if session.get_bind().dialect.name == "postgresql" else lite_insert
+    inserted = dict(
+        (dose_id, signature_id)
+        for signature_id, dose_id in session.execute(
+            dialect_insert(DoseSignature)
+            .on_conflict_do_nothing(index_elements=["dose_id", "dose_version"])
+            .returning(DoseSignature.id, DoseSignature.dose_id),
+            [
+                {
+                    "dose_id": row.dose_id,
+                    "dose_version": row.dose_version,
+                    "certificate_id": batch.certificate_id,
+                    "signed_at": now,
+                }
+                for row, _ in accepted
+            ],
+        ).tuples()
+    )
+    stored = [
+        (row, blob, inserted[row.dose_id]) for row, blob in accepted if row.dose_id in inserted
+    ]
+    lost = [
+        Rejection(row.position, RejectReason.ALREADY_SIGNED)
+        for row, _ in accepted
+        if row.dose_id not in inserted
+    ]
+    if stored:
+        session.execute(
+            _ITEM_UPDATE,
+            [
+                {
+                    "k_batch": batch.id,
+                    "k_position": row.position,
+                    "v_state": ItemState.SIGNED,
+                    "v_reason": None,
+                    "v_cms": blob,
+                    "v_signature": signature_id,
+                    "v_at": now,
+                }
+                for row, blob, signature_id in stored
+            ],
+        )
+        session.execute(
+            insert(PassportQueueEntry),
+            [
+                {"signature_id": signature_id, "person_id": row.person_id, "queued_at": now}
+                for row, _, signature_id in stored
+            ],
+        )
+        batch.signed += len(stored)
+    _store_rejected(session, batch, lost, now)
 
 
-def _insert_signed(
-    session: Session,
-    batch: SigningBatch,
-    accepted: Sequence[tuple[Any, bytes | None]],
-    now: datetime,
-) -> None:
-    ids = session.scalars(
-        insert(DoseSignature).returning(DoseSignature.id, sort_by_parameter_order=True),
-        [
-            {
-                "dose_id": row.dose_id,
-                "dose_version": row.dose_version,
-                "certificate_id": batch.certificate_id,
-                "signed_at": now,
-            }
-            for row, _ in accepted
-        ],
-    ).all()
-    session.execute(
-        update(SigningBatchItem),
-        [
-            {
-                "batch_id": batch.id,
-                "position": row.position,
-                "state": ItemState.SIGNED,
-                "cms": blob,
-                "signature_id": signature_id,
-                "decided_at": now,
-            }
-            for (row, blob), signature_id in zip(accepted, ids, strict=True)
-        ],
+_ITEMS = cast(Table, SigningBatchItem.__table__)
+# One statement for every item decision, run as an executemany (Core, not the ORM's bulk
+# update by primary key, which costs more per row than the UPDATE itself).
+_ITEM_UPDATE = (
+    _ITEMS.update()
+    .where(_ITEMS.c.batch_id == bindparam("k_batch"), _ITEMS.c.position == bindparam("k_position"))
+    .values(
+        state=bindparam("v_state"),
+        reason=bindparam("v_reason"),
+        cms=bindparam("v_cms"),
+        signature_id=bindparam("v_signature"),
+        decided_at=bindparam("v_at"),
     )
-    session.execute(
-        insert(PassportQueueEntry),
-        [
-            {"signature_id": signature_id, "person_id": row.person_id, "queued_at": now}
-            for (row, _), signature_id in zip(accepted, ids, strict=True)
-        ],
-    )
+)
 
 
 def _store_rejected(
@@ -620,18 +638,21 @@ def _store_rejected(
 ) -> None:
     if rejections:
         session.execute(
-            update(SigningBatchItem),
+            _ITEM_UPDATE,
             [
                 {
-                    "batch_id": batch.id,
-                    "position": r.position,
-                    "state": ItemState.REJECTED,
-                    "reason": r.reason,
-                    "decided_at": now,
+                    "k_batch": batch.id,
+                    "k_position": r.position,
+                    "v_state": ItemState.REJECTED,
+                    "v_reason": r.reason,
+                    "v_cms": None,
+                    "v_signature": None,
+                    "v_at": now,
                 }
                 for r in rejections
             ],
         )
+        batch.rejected += len(rejections)
 
 
 def _reject_stale(session: Session, batch: SigningBatch, now: datetime) -> None:

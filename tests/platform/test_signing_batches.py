@@ -427,3 +427,24 @@ def test_batch_mode_is_one_token_signature(
     assert summary.records == 18
     assert (tmp_path / "out" / f"batch-{batch.id}.p7s").read_bytes() == batch.cms
     assert (tmp_path / "out" / "chain.pem").exists()
+
+
+def test_the_database_settles_a_race_that_passed_the_checks(
+    session: Session, org: Seed, context: batches.SigningContext, pki: Pki
+) -> None:
+    """Two posts decided the same dose version at once, both checks saw it unsigned: the
+    unique (dose, version) settles it; the loser is rejected, not stored, not queued twice."""
+    first = _prepare(session, org, context, pki.rsa, people=1, doses=1)
+    batch = session.get(SigningBatch, first.batch_id)
+    assert batch is not None
+    row = session.execute(batches._item_rows(batch)).one()
+    # Another batch stored a signature of this dose version after our checks ran.
+    session.add(DoseSignature(dose_id=row.dose_id, dose_version=row.dose_version))
+    session.flush()
+    batches._store_signed(session, batch, [(row, b"cms")], datetime.now(UTC))
+    session.commit()
+    item = session.get(SigningBatchItem, (batch.id, row.position))
+    assert item is not None
+    assert (item.state, item.reason) == (ItemState.REJECTED, RejectReason.ALREADY_SIGNED)
+    assert (batch.signed, batch.rejected) == (0, 1)
+    assert session.scalar(select(func.count()).select_from(PassportQueueEntry)) == 0
