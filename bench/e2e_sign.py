@@ -733,10 +733,10 @@ def main() -> int:
     parser.add_argument(
         "--coalesce",
         type=int,
-        default=0,
+        default=500,
         metavar="N",
-        help="experiment: post the chunks queued behind a post together, up to N signatures"
-        " (the page posts each chunk of 100 on its own)",
+        help="post the chunks queued behind a running post together, up to N signatures, as"
+        " signing-page.js does (500, the API's limit); 0 posts each chunk of 100 on its own",
     )
     args = parser.parse_args()
     if not 0 <= args.coalesce <= 500:
