@@ -1,0 +1,349 @@
+"""The central passport signing key on a PKCS#11 token: the platform's only PKCS#11 module.
+
+The key is generated on the HSM (SoftHSM2 in development and tests, any PKCS#11 module in
+production) and never leaves it: nothing here reads, writes or stores key material; the
+database and files hold only the public certificate. Configuration (``HsmConfig``): the module
+path, the token label, the key label, the PIN (from an environment variable or a file, never
+from the database) and the algorithm:
+
+- ``ES256``: an EC P-256 key, ``CKM_ECDSA`` over SHA-256 of the data (computed here); PKCS#11
+  returns r‖s, exactly the COSE signature format;
+- ``PS256``: an RSA key (2048 bits or more), ``CKM_SHA256_RSA_PKCS_PSS`` with MGF1-SHA-256 and
+  a 32-byte salt.
+
+The signer certificate is the token's certificate object with the key's ``CKA_ID`` (or
+``certificate_path`` when the certificate is kept outside the token). On opening, a probe
+signature is verified with the certificate's public key: a certificate that does not belong to
+the key stops the run before anything is issued.
+
+Sessions: one logged-in session for the signer's lifetime, plus one session per thread that
+signs (PKCS#11 login state is per application; a python-pkcs11 session must not be used by two
+threads at once). If the module was re-initialised or logged out underneath (another component
+of the process using the same module), the sessions are reopened once and the call retried.
+
+``pdf_signer`` gives pyHanko's PKCS#11 signer on the same key for the PAdES signature of the
+PDF passport.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import pkcs11
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from pkcs11 import MGF, Attribute, Mechanism, ObjectClass
+from pkcs11 import exceptions as p11
+
+__all__ = [
+    "HsmConfig",
+    "HsmError",
+    "HsmSigner",
+    "verify_cose_signature",
+]
+
+PIN_VARIABLE: Final = "KYSO_PASSPORT_PIN"
+PIN_FILE_VARIABLE: Final = "KYSO_PASSPORT_PIN_FILE"
+SALT_LENGTH: Final = 32
+
+# python-pkcs11 errors after which reopening the sessions may help (module re-initialised,
+# logged out by another component, session closed).
+_RETRYABLE: Final = (
+    p11.SessionHandleInvalid,
+    p11.SessionClosed,
+    p11.UserNotLoggedIn,
+    p11.ObjectHandleInvalid,
+    p11.KeyHandleInvalid,
+    p11.GeneralError,
+    p11.DeviceError,
+)
+
+
+class HsmError(RuntimeError):
+    """The central signing key cannot be used. ``code`` names the passport text."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class HsmConfig:
+    module: str
+    token_label: str
+    key_label: str
+    pin: str = field(repr=False)
+    algorithm: str = "ES256"
+    certificate_path: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], environ: Mapping[str, str]) -> HsmConfig:
+        """From ``PASSPORT_*`` settings (``KYSO_PASSPORT_*`` variables); the PIN only from
+        ``KYSO_PASSPORT_PIN`` or the file ``KYSO_PASSPORT_PIN_FILE`` names."""
+
+        def value(name: str) -> str | None:
+            configured = settings.get(f"PASSPORT_{name}") or environ.get(f"KYSO_PASSPORT_{name}")
+            return str(configured) if configured else None
+
+        missing = [
+            f"KYSO_PASSPORT_{name}"
+            for name in ("PKCS11_MODULE", "TOKEN_LABEL", "KEY_LABEL")
+            if value(name) is None
+        ]
+        pin = environ.get(PIN_VARIABLE)
+        pin_file = environ.get(PIN_FILE_VARIABLE)
+        if pin is None and pin_file:
+            try:
+                pin = Path(pin_file).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise HsmError(
+                    "hsm_not_configured", f"cannot read the PIN file {pin_file}: {exc}"
+                ) from exc
+        if pin is None:
+            missing.append(f"{PIN_VARIABLE} or {PIN_FILE_VARIABLE}")
+        if missing:
+            raise HsmError(
+                "hsm_not_configured",
+                "the passport signing key is not configured: set " + ", ".join(missing),
+            )
+        algorithm = (value("ALGORITHM") or "ES256").upper()
+        if algorithm not in ("ES256", "PS256"):
+            raise HsmError(
+                "hsm_not_configured",
+                f"KYSO_PASSPORT_ALGORITHM must be ES256 or PS256, not {algorithm}",
+            )
+        assert pin is not None
+        return cls(
+            module=str(value("PKCS11_MODULE")),
+            token_label=str(value("TOKEN_LABEL")),
+            key_label=str(value("KEY_LABEL")),
+            pin=pin,
+            algorithm=algorithm,
+            certificate_path=value("CERTIFICATE"),
+        )
+
+
+def _load_certificate(data: bytes) -> x509.Certificate:
+    if data.lstrip().startswith(b"-----BEGIN"):
+        return x509.load_pem_x509_certificate(data)
+    return x509.load_der_x509_certificate(data)
+
+
+_PSS: Final = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=SALT_LENGTH)
+
+
+def verify_cose_signature(
+    public_key: object, algorithm: str, data: bytes, signature: bytes
+) -> None:
+    """Raises ``InvalidSignature`` unless ``signature`` is a COSE ``algorithm`` signature."""
+    if algorithm == "ES256" and isinstance(public_key, ec.EllipticCurvePublicKey):
+        if len(signature) != 64:
+            raise InvalidSignature("an ES256 signature is 64 bytes (r‖s)")
+        der = encode_dss_signature(
+            int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+        )
+        public_key.verify(der, data, ec.ECDSA(hashes.SHA256()))
+    elif algorithm == "PS256" and isinstance(public_key, rsa.RSAPublicKey):
+        public_key.verify(signature, data, _PSS, hashes.SHA256())
+    else:
+        raise InvalidSignature(f"{algorithm} does not fit the certificate's key")
+
+
+class HsmSigner:
+    """Signs COSE Sig_structures with the central key; ``sign`` is thread-safe."""
+
+    def __init__(self, config: HsmConfig) -> None:
+        self.config = config
+        self.algorithm = config.algorithm
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._generation = 0
+        self._login: Any = None
+        self._sessions: list[Any] = []
+        try:
+            self._lib = pkcs11.lib(config.module)
+        except (RuntimeError, OSError, p11.PKCS11Error) as exc:
+            raise HsmError("hsm_unavailable", f"cannot load {config.module}: {exc}") from exc
+        self._open()
+        self.certificate = self._find_certificate()
+        self.certificate_der = self.certificate.public_bytes(serialization.Encoding.DER)
+        self._check_key_matches()
+
+    # --- sessions ------------------------------------------------------------------------------
+
+    def _token(self) -> Any:
+        try:
+            return self._lib.get_token(token_label=self.config.token_label)
+        except (p11.NoSuchToken, p11.MultipleTokensReturned) as exc:
+            raise HsmError(
+                "hsm_unavailable", f"no single token labelled {self.config.token_label!r}: {exc}"
+            ) from exc
+
+    def _open(self) -> None:
+        token = self._token()
+        try:
+            self._login = token.open(user_pin=self.config.pin)
+        except p11.UserAlreadyLoggedIn:
+            self._login = token.open()
+        except p11.PinIncorrect as exc:
+            raise HsmError("hsm_pin", "the token refused the configured PIN") from exc
+        except p11.PKCS11Error as exc:
+            raise HsmError("hsm_unavailable", f"cannot log in to the token: {exc}") from exc
+        self._generation += 1
+
+    def _reopen(self, generation: int) -> None:
+        with self._lock:
+            if generation != self._generation:
+                return  # another thread reopened already
+            for session in (*self._sessions, self._login):
+                with contextlib.suppress(p11.PKCS11Error):
+                    session.close()
+            self._sessions.clear()
+            try:
+                self._open()
+            except (HsmError, p11.PKCS11Error):
+                # The module itself was finalised underneath: initialise it again.
+                self._lib.reinitialize()
+                self._open()
+
+    def _key(self) -> tuple[int, Any]:
+        """This thread's session's private key (opening the session on first use)."""
+        local = self._local
+        if getattr(local, "generation", None) != self._generation:
+            with self._lock:
+                session = self._login if not self._sessions else self._token().open()
+                self._sessions.append(session)
+                generation = self._generation
+            local.key = self._private_key(session)
+            local.generation = generation
+        return local.generation, local.key
+
+    def _private_key(self, session: Any) -> Any:
+        try:
+            return session.get_key(
+                object_class=ObjectClass.PRIVATE_KEY, label=self.config.key_label
+            )
+        except (p11.NoSuchKey, p11.MultipleObjectsReturned) as exc:
+            raise HsmError(
+                "hsm_unavailable",
+                f"no single private key labelled {self.config.key_label!r} on the token: {exc}",
+            ) from exc
+
+    # --- signing -------------------------------------------------------------------------------
+
+    def _sign_once(self, key: Any, data: bytes) -> bytes:
+        if self.algorithm == "ES256":
+            return bytes(key.sign(hashlib.sha256(data).digest(), mechanism=Mechanism.ECDSA))
+        return bytes(
+            key.sign(
+                data,
+                mechanism=Mechanism.SHA256_RSA_PKCS_PSS,
+                mechanism_param=(Mechanism.SHA256, MGF.SHA256, SALT_LENGTH),
+            )
+        )
+
+    def sign(self, data: bytes) -> bytes:
+        """The COSE signature of ``data`` (raw r‖s for ES256, PSS for PS256)."""
+        generation, key = self._key()
+        try:
+            return self._sign_once(key, data)
+        except _RETRYABLE:
+            self._reopen(generation)
+            _, key = self._key()
+            try:
+                return self._sign_once(key, data)
+            except p11.PKCS11Error as exc:
+                raise HsmError("hsm_unavailable", f"the token cannot sign: {exc!r}") from exc
+        except p11.PKCS11Error as exc:
+            raise HsmError("hsm_unavailable", f"the token cannot sign: {exc!r}") from exc
+
+    # --- certificate ---------------------------------------------------------------------------
+
+    def _find_certificate(self) -> x509.Certificate:
+        if self.config.certificate_path:
+            try:
+                return _load_certificate(Path(self.config.certificate_path).read_bytes())
+            except (OSError, ValueError) as exc:
+                raise HsmError(
+                    "hsm_certificate",
+                    f"cannot read the signer certificate {self.config.certificate_path}: {exc}",
+                ) from exc
+        session = self._login
+        key = self._private_key(session)
+        key_id = key[Attribute.ID]
+        found = list(
+            session.get_objects({Attribute.CLASS: ObjectClass.CERTIFICATE, Attribute.ID: key_id})
+        ) or list(
+            session.get_objects(
+                {Attribute.CLASS: ObjectClass.CERTIFICATE, Attribute.LABEL: self.config.key_label}
+            )
+        )
+        if len(found) != 1:
+            raise HsmError(
+                "hsm_certificate",
+                f"expected one certificate for key {self.config.key_label!r} on the token, "
+                f"found {len(found)}: set KYSO_PASSPORT_CERTIFICATE",
+            )
+        return x509.load_der_x509_certificate(bytes(found[0][Attribute.VALUE]))
+
+    def _check_key_matches(self) -> None:
+        public_key = self.certificate.public_key()
+        wants = ec.EllipticCurvePublicKey if self.algorithm == "ES256" else rsa.RSAPublicKey
+        if not isinstance(public_key, wants):
+            raise HsmError(
+                "hsm_certificate",
+                f"{self.algorithm} needs an {'EC P-256' if self.algorithm == 'ES256' else 'RSA'}"
+                " key, the signer certificate has another kind",
+            )
+        if isinstance(public_key, ec.EllipticCurvePublicKey) and public_key.curve.name != (
+            "secp256r1"
+        ):
+            raise HsmError("hsm_certificate", "ES256 needs a P-256 key")
+        probe = b"kyso passport signer probe"
+        try:
+            verify_cose_signature(public_key, self.algorithm, probe, self.sign(probe))
+        except InvalidSignature as exc:
+            raise HsmError(
+                "hsm_certificate",
+                "the signer certificate does not belong to the token's key "
+                f"{self.config.key_label!r}",
+            ) from exc
+
+    # --- PDF -------------------------------------------------------------------------------------
+
+    def pdf_signer(self) -> Any:
+        """pyHanko's PKCS#11 signer on the central key, on a session of its own (PAdES)."""
+        from asn1crypto import x509 as asn1_x509
+        from pyhanko.sign.pkcs11 import PKCS11Signer
+
+        with self._lock:
+            session = self._token().open()
+            self._sessions.append(session)
+        return PKCS11Signer(
+            session,
+            key_label=self.config.key_label,
+            signing_cert=asn1_x509.Certificate.load(self.certificate_der),
+            prefer_pss=self.algorithm == "PS256",
+            other_certs_to_pull=(),
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            for session in (*self._sessions, self._login):
+                try:
+                    if session is not None:
+                        session.close()
+                except p11.PKCS11Error:
+                    pass
+            self._sessions.clear()
+            self._login = None
+            self._generation += 1

@@ -1,0 +1,410 @@
+"""Verifying an EU DCC (``HC1:`` text or a QR image), step by step, as any verifier app does.
+
+The steps, each a ``Check`` with a stable name (the page and ``kyso-platform dcc verify`` show
+each with its text from ``locales/passport.toml``):
+
+=============  ===============================================================================
+``qr``         (images only) the picture holds one QR code, read as text
+``prefix``     the text starts with the context identifier ``HC1:``
+``base45``     the rest is valid base45
+``zlib``       which inflates (zlib) to
+``cose``       a COSE_Sign1 (tag 18, optionally inside the CWT tag 61): protected header
+               (``alg``, ``kid``), unprotected header, payload, signature
+``cwt``        whose payload is a CWT with ``iss``, ``iat``, ``exp`` and the ``hcert`` claim
+               (-260) holding a DCC at key 1
+``signature``  signed by a certificate of the signer list: found by ``kid`` (the protected
+               header's, the unprotected one's only when the protected header has none), with
+               ES256 (raw r‖s) or PS256 over the Sig_structure
+``schema``     the DCC validates against DCC.combined-schema.json (1.3.3)
+``expiry``     the time of the check lies between ``iat`` and ``exp``
+``key_usage``  the signer certificate may sign this kind of certificate: when its extended key
+               usage extension is present it must name this one (1.3.6.1.4.1.1847.2021.1.1
+               test, .2 vaccination, .3 recovery; also read under the early arc
+               1.3.6.1.4.1.0.1847…), as the conformance vectors require; a key usage
+               extension must allow digitalSignature
+=============  ===============================================================================
+
+A certificate is valid when every step passed. A step that cannot run because an earlier one
+failed is left out (``Verification.checks`` holds the steps that ran, in order).
+
+Signer certificates come from a ``SignerList``: a PEM bundle, the EU gateway's JSON trust list
+(``[{"kid": B64, "rawData": B64 DER, ...}]``), DER files, or the platform's own signers.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import io
+import json
+import zlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any, Final
+
+import base45  # type: ignore[import-untyped]
+import cbor2
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
+
+from kyso.platform.passport.dcc import (
+    CWT_EXP,
+    CWT_HCERT,
+    CWT_IAT,
+    CWT_ISS,
+    HEADER_ALG,
+    HEADER_KID,
+    PREFIX,
+    key_id,
+    sig_structure,
+)
+from kyso.platform.passport.hsm import verify_cose_signature
+from kyso.platform.passport.valuesets import schema
+
+__all__ = [
+    "CHECKS",
+    "Check",
+    "SignerList",
+    "Verification",
+    "decode_qr_image",
+    "verify",
+    "verify_image",
+]
+
+CHECKS: Final = (
+    "qr",
+    "prefix",
+    "base45",
+    "zlib",
+    "cose",
+    "cwt",
+    "signature",
+    "schema",
+    "expiry",
+    "key_usage",
+)
+COSE_ALGORITHMS: Final[dict[int, str]] = {-7: "ES256", -37: "PS256"}
+CWT_TAG: Final = 61
+COSE_SIGN1_TAG: Final = 18
+MAX_TEXT: Final = 8192  # far above the largest DCC a QR code can hold
+
+# The DCC types' extended key usages; the early specification (and many issuers' test
+# certificates) wrote them under 1.3.6.1.4.1.0.1847.2021.1: both arcs are read.
+EKU_BY_TYPE: Final[dict[str, tuple[str, str]]] = {
+    "t": ("1.3.6.1.4.1.1847.2021.1.1", "1.3.6.1.4.1.0.1847.2021.1.1"),
+    "v": ("1.3.6.1.4.1.1847.2021.1.2", "1.3.6.1.4.1.0.1847.2021.1.2"),
+    "r": ("1.3.6.1.4.1.1847.2021.1.3", "1.3.6.1.4.1.0.1847.2021.1.3"),
+}
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str  # one of CHECKS
+    ok: bool
+    detail: str = ""  # English, technical (the page shows the catalogue text)
+
+
+@dataclass
+class Verification:
+    checks: list[Check] = field(default_factory=list)
+    text: str | None = None  # the HC1 text (read from the image, or given)
+    dcc: dict[str, Any] | None = None
+    issuer_country: str | None = None
+    issued_at: datetime | None = None
+    expires_at: datetime | None = None
+    kid: bytes | None = None
+    algorithm: str | None = None
+    signer: x509.Certificate | None = None
+
+    @property
+    def valid(self) -> bool:
+        names = {c.name for c in self.checks}
+        required = set(CHECKS) - {"qr"}
+        return required <= names and all(c.ok for c in self.checks)
+
+    def check(self, name: str) -> Check | None:
+        return next((c for c in self.checks if c.name == name), None)
+
+    def passed(self, name: str) -> bool:
+        found = self.check(name)
+        return found is not None and found.ok
+
+    @property
+    def failed(self) -> Check | None:
+        return next((c for c in self.checks if not c.ok), None)
+
+    def _add(self, name: str, ok: bool, detail: str = "") -> bool:
+        self.checks.append(Check(name, ok, detail))
+        return ok
+
+
+class SignerList:
+    """Document Signer Certificates by ``kid`` (first 8 bytes of SHA-256 of the DER)."""
+
+    def __init__(self, certificates: Iterable[x509.Certificate] = ()) -> None:
+        self._by_kid: dict[bytes, list[x509.Certificate]] = {}
+        for certificate in certificates:
+            self.add(certificate)
+
+    def add(self, certificate: x509.Certificate) -> None:
+        kid = key_id(certificate.public_bytes(serialization.Encoding.DER))
+        found = self._by_kid.setdefault(kid, [])
+        if certificate not in found:
+            found.append(certificate)
+
+    def find(self, kid: bytes) -> list[x509.Certificate]:
+        return list(self._by_kid.get(kid, ()))
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._by_kid.values())
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> SignerList:
+        """A PEM bundle, a DER certificate, or a JSON trust list of ``rawData`` entries."""
+        stripped = data.lstrip()
+        if stripped.startswith(b"-----BEGIN"):
+            return cls(x509.load_pem_x509_certificates(data))
+        if stripped.startswith((b"[", b"{")):
+            listed = json.loads(data)
+            entries = listed.get("certificates", []) if isinstance(listed, dict) else listed
+            return cls(
+                x509.load_der_x509_certificate(base64.b64decode(entry["rawData"]))
+                for entry in entries
+            )
+        return cls([x509.load_der_x509_certificate(data)])
+
+
+@functools.cache
+def _validator() -> Draft202012Validator:
+    return Draft202012Validator(schema())
+
+
+def decode_qr_image(data: bytes) -> str:
+    """The text of the one QR code in a PNG/JPEG picture; ValueError when there is none."""
+    import zxingcpp
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ValueError(f"not a picture: {exc}") from exc
+    found = [
+        r
+        for r in zxingcpp.read_barcodes(image)
+        if r.valid and r.format == zxingcpp.BarcodeFormat.QRCode
+    ]
+    if len(found) != 1:
+        raise ValueError(f"expected one QR code in the picture, found {len(found)}")
+    return str(found[0].text)
+
+
+def verify_image(data: bytes, signers: SignerList, at: datetime | None = None) -> Verification:
+    result = Verification()
+    try:
+        text = decode_qr_image(data)
+    except ValueError as exc:
+        result._add("qr", False, str(exc))
+        return result
+    result._add("qr", True)
+    return verify(text, signers, at, result=result)
+
+
+def _jsonable(value: Any) -> Any:
+    """The DCC as JSON data: CBOR date/time tags (some issuers tag ``sc``) become ISO text."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        if value.utcoffset() is not None and not value.utcoffset():
+            return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+def _time(value: Any) -> datetime | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return datetime.fromtimestamp(value, UTC)
+
+
+def _parse_cose(data: bytes) -> tuple[bytes, dict[Any, Any], dict[Any, Any], bytes, bytes]:
+    """(protected bytes, protected map, unprotected map, payload, signature) or ValueError."""
+    try:
+        item = cbor2.loads(data)
+    except Exception as exc:  # cbor2 raises several kinds for malformed input
+        raise ValueError(f"not CBOR: {exc}") from exc
+    if isinstance(item, cbor2.CBORTag) and item.tag == CWT_TAG:
+        item = item.value
+    if isinstance(item, cbor2.CBORTag):
+        if item.tag != COSE_SIGN1_TAG:
+            raise ValueError(f"CBOR tag {item.tag} is not COSE_Sign1 (18)")
+        item = item.value
+    if not isinstance(item, list) or len(item) != 4:
+        raise ValueError("a COSE_Sign1 is an array of 4 items")
+    protected, unprotected, payload, signature = item
+    if not isinstance(protected, bytes) or not isinstance(unprotected, dict):
+        raise ValueError("the COSE headers are malformed")
+    if not isinstance(payload, bytes) or not isinstance(signature, bytes):
+        raise ValueError("the COSE payload and signature must be byte strings")
+    try:
+        protected_map = cbor2.loads(protected) if protected else {}
+    except Exception as exc:
+        raise ValueError(f"the protected header is not CBOR: {exc}") from exc
+    if not isinstance(protected_map, dict):
+        raise ValueError("the protected header is not a map")
+    return protected, protected_map, unprotected, payload, signature
+
+
+def _usages(certificate: x509.Certificate) -> tuple[set[str] | None, set[str] | None]:
+    """(key usage names, extended key usage OIDs); None where the extension is absent.
+
+    Read with asn1crypto, which also reads the non-DER certificates some issuers made (a
+    BOOLEAN DEFAULT written out), where ``cryptography`` refuses the extensions."""
+    from asn1crypto import x509 as asn1_x509
+
+    parsed = asn1_x509.Certificate.load(certificate.public_bytes(serialization.Encoding.DER))
+    key_usage = parsed.key_usage_value
+    extended = parsed.extended_key_usage_value
+    return (
+        set(key_usage.native) if key_usage is not None else None,
+        {oid.dotted for oid in extended} if extended is not None else None,
+    )
+
+
+def _key_usage_problem(certificate: x509.Certificate, dcc: Mapping[str, Any]) -> str | None:
+    try:
+        key_usage, extended = _usages(certificate)
+    except (ValueError, TypeError) as exc:
+        return f"the signer certificate's extensions cannot be read: {exc}"
+    if key_usage is not None and "digital_signature" not in key_usage:
+        return "the signer certificate's key usage does not allow digitalSignature"
+    if not extended:
+        return None  # no extended key usage (or an empty one): valid for every type
+    for kind in (k for k in ("v", "t", "r") if k in dcc):
+        if not extended & set(EKU_BY_TYPE[kind]):
+            return f"the signer certificate may not sign {kind!r} certificates (extended key usage)"
+    return None
+
+
+def verify(
+    text: str,
+    signers: SignerList,
+    at: datetime | None = None,
+    *,
+    result: Verification | None = None,
+) -> Verification:
+    """Runs every step on an ``HC1:`` text; see the module's table."""
+    at = at or datetime.now(UTC)
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)  # a clock without a zone is UTC, as CWT times are
+    result = result or Verification()
+    text = text.strip()
+    result.text = text
+    if len(text) > MAX_TEXT:
+        result._add("prefix", False, f"longer than {MAX_TEXT} characters: not a DCC")
+        return result
+    if not result._add("prefix", text.startswith(PREFIX), "the text does not start with HC1:"):
+        return result
+    try:
+        compressed = base45.b45decode(text[len(PREFIX) :])
+    except (ValueError, KeyError, IndexError) as exc:
+        result._add("base45", False, f"not base45: {exc}")
+        return result
+    result._add("base45", True)
+    try:
+        cose = zlib.decompress(compressed)
+    except zlib.error as exc:
+        result._add("zlib", False, f"not zlib data: {exc}")
+        return result
+    result._add("zlib", True)
+    try:
+        protected, protected_map, unprotected, payload, signature = _parse_cose(cose)
+    except ValueError as exc:
+        result._add("cose", False, str(exc))
+        return result
+    result._add("cose", True)
+    # alg belongs in the protected header; some issuers put it in the unprotected one.
+    algorithm_id = protected_map.get(HEADER_ALG, unprotected.get(HEADER_ALG))
+    result.algorithm = COSE_ALGORITHMS.get(algorithm_id) if isinstance(algorithm_id, int) else None
+    kid = protected_map.get(HEADER_KID, unprotected.get(HEADER_KID))
+    result.kid = kid if isinstance(kid, bytes) else None
+
+    try:
+        claims = cbor2.loads(payload)
+        hcert = claims[CWT_HCERT][1]
+        if not isinstance(hcert, dict):
+            raise TypeError("the hcert claim does not hold a DCC map")
+    except Exception as exc:
+        result._add("cwt", False, f"the payload is not a CWT with a DCC: {exc!r}")
+        return result
+    result.dcc = _jsonable(hcert)
+    result.issuer_country = claims.get(CWT_ISS) if isinstance(claims.get(CWT_ISS), str) else None
+    result.issued_at = _time(claims.get(CWT_IAT))
+    result.expires_at = _time(claims.get(CWT_EXP))
+    result._add("cwt", True)
+
+    _check_signature(result, protected, payload, signature, signers)
+
+    try:
+        json_dcc = json.loads(json.dumps(result.dcc))
+        errors = sorted(_validator().iter_errors(json_dcc), key=lambda e: list(e.path))
+    except (TypeError, ValueError) as exc:
+        result._add("schema", False, f"the DCC is not JSON data: {exc}")
+    else:
+        result._add(
+            "schema",
+            not errors,
+            "; ".join(f"{'/'.join(map(str, e.path)) or '(root)'}: {e.message}" for e in errors[:3]),
+        )
+
+    if result.issued_at is None or result.expires_at is None:
+        result._add("expiry", False, "the CWT has no iat or exp")
+    elif at < result.issued_at:
+        result._add("expiry", False, f"issued at {result.issued_at:%Y-%m-%d %H:%M}Z, in the future")
+    elif at > result.expires_at:
+        result._add("expiry", False, f"expired at {result.expires_at:%Y-%m-%d %H:%M}Z")
+    else:
+        result._add("expiry", True)
+
+    if result.signer is not None:
+        problem = _key_usage_problem(result.signer, hcert)
+        result._add("key_usage", problem is None, problem or "")
+    return result
+
+
+def _check_signature(
+    result: Verification,
+    protected: bytes,
+    payload: bytes,
+    signature: bytes,
+    signers: SignerList,
+) -> None:
+    if result.algorithm is None:
+        result._add("signature", False, "the protected header's alg is neither ES256 nor PS256")
+        return
+    if result.kid is None:
+        result._add("signature", False, "no kid in the headers: the signer cannot be found")
+        return
+    candidates = signers.find(result.kid)
+    if not candidates:
+        kid = base64.b64encode(result.kid).decode("ascii")
+        result._add("signature", False, f"no certificate with kid {kid} in the signer list")
+        return
+    data = sig_structure(protected, payload)
+    for certificate in candidates:
+        try:
+            verify_cose_signature(certificate.public_key(), result.algorithm, data, signature)
+        except (InvalidSignature, UnsupportedAlgorithm, ValueError, binascii.Error):
+            continue
+        result.signer = certificate
+        result._add("signature", True)
+        return
+    result._add("signature", False, "the signature does not verify with the signer certificate")

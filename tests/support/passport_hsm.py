@@ -1,0 +1,144 @@
+"""The central passport signing keys on SoftHSM2, for the passport tests and the bench.
+
+A token "Kyso Passport" in the session's SoftHSM2 directory holds two keys generated on it:
+``dsc-es256`` (EC P-256) and ``dsc-ps256`` (RSA-2048). A test Country Signing CA ("CSCA")
+certifies each as a Document Signer Certificate with the DCC vaccination extended key usage,
+stored on the token under the key's CKA_ID, as an HSM holds a DSC next to its key.
+
+    keys = provision_passport_token(directory, csca)
+    signer = HsmSigner(keys.config("ES256"))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID, ObjectIdentifier
+
+from kyso.agent import devpki
+from kyso.agent.token import softhsm as softhsm2
+from kyso.agent.token.softhsm import KeySpec, ProvisionedToken
+from kyso.platform.passport.hsm import HsmConfig
+
+TOKEN_LABEL = "Kyso Passport"
+PIN = "246810"
+SO_PIN = "13579111"
+KEY_LABELS = {"ES256": "dsc-es256", "PS256": "dsc-ps256"}
+
+EKU_TEST = ObjectIdentifier("1.3.6.1.4.1.1847.2021.1.1")
+EKU_VACCINATION = ObjectIdentifier("1.3.6.1.4.1.1847.2021.1.2")
+EKU_RECOVERY = ObjectIdentifier("1.3.6.1.4.1.1847.2021.1.3")
+
+
+def create_csca() -> devpki.DevCA:
+    """A test Country Signing CA for Viet Nam (EC P-256, self-signed)."""
+    return devpki.create_ca(
+        "Kyso Test CSCA Viet Nam", organisation="Bộ Y tế (test only)", key_type="EC"
+    )
+
+
+def issue_dsc(
+    csca: devpki.DevCA,
+    public_key: Any,
+    *,
+    name: str = "Kyso Test DSC",
+    eku: tuple[ObjectIdentifier, ...] | None = (EKU_VACCINATION,),
+    not_before: datetime | None = None,
+    not_after: datetime | None = None,
+) -> x509.Certificate:
+    """A Document Signer Certificate from the CSCA (``eku=None``: no extended key usage)."""
+    now = datetime.now(UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.COUNTRY_NAME, "VN"),
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Cục Y tế dự phòng (test only)"),
+                    x509.NameAttribute(NameOID.COMMON_NAME, name),
+                ]
+            )
+        )
+        .issuer_name(csca.certificate.subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before or now - timedelta(days=1))
+        .not_valid_after(not_after or now + timedelta(days=730))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(devpki.key_usage_extension(("digitalSignature",)), critical=True)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(csca.key.public_key()),  # type: ignore[arg-type]
+            critical=False,
+        )
+    )
+    if eku:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(list(eku)), critical=False)
+    return builder.sign(csca.key, hashes.SHA256())
+
+
+@dataclass(frozen=True)
+class PassportKeys:
+    token: ProvisionedToken
+    csca: devpki.DevCA
+    certificates: dict[str, x509.Certificate]  # by algorithm
+
+    def config(self, algorithm: str = "ES256", **overrides: Any) -> HsmConfig:
+        values: dict[str, Any] = {
+            "module": self.token.module_path,
+            "token_label": TOKEN_LABEL,
+            "key_label": KEY_LABELS[algorithm],
+            "pin": PIN,
+            "algorithm": algorithm,
+        }
+        values.update(overrides)
+        return HsmConfig(**values)
+
+    def environment(self, algorithm: str = "ES256") -> dict[str, str]:
+        """The variables a ``kyso-platform issue-passports`` process needs."""
+        return {
+            "SOFTHSM2_CONF": str(self.token.conf_path),
+            "KYSO_PASSPORT_PKCS11_MODULE": self.token.module_path,
+            "KYSO_PASSPORT_TOKEN_LABEL": TOKEN_LABEL,
+            "KYSO_PASSPORT_KEY_LABEL": KEY_LABELS[algorithm],
+            "KYSO_PASSPORT_ALGORITHM": algorithm,
+            "KYSO_PASSPORT_PIN": PIN,
+        }
+
+    def dsc_pem(self) -> bytes:
+        return b"".join(
+            c.public_bytes(serialization.Encoding.PEM) for c in self.certificates.values()
+        )
+
+
+def provision_passport_token(directory: Path, csca: devpki.DevCA | None = None) -> PassportKeys:
+    csca = csca or create_csca()
+    token = softhsm2.provision(
+        directory,
+        label=TOKEN_LABEL,
+        user_pin=PIN,
+        so_pin=SO_PIN,
+        keys=(KeySpec(KEY_LABELS["ES256"], "EC", 256), KeySpec(KEY_LABELS["PS256"], "RSA", 2048)),
+        certificates=(),
+        ca=csca,
+    )
+    certificates: dict[str, x509.Certificate] = {}
+    for algorithm, label in KEY_LABELS.items():
+        key = token.keys[label]
+        certificate = issue_dsc(csca, key.public_key, name=f"Kyso Test DSC {algorithm}")
+        softhsm2.store_certificate(token, certificate, key.key_id, label)
+        certificates[algorithm] = certificate
+    return PassportKeys(token, csca, certificates)
+
+
+def software_dsc(
+    csca: devpki.DevCA, **kw: Any
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A software P-256 DSC (verifier tests of certificates the HSM would never hold)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    return key, issue_dsc(csca, key.public_key(), **kw)
