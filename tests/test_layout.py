@@ -41,7 +41,8 @@ def test_no_init_at_the_shadowing_folders() -> None:
 
 # Which top-level libraries may be imported where (architecture.md, "Library boundaries").
 BOUNDARIES = {
-    "pkcs11": ("agent/token/",),
+    # The agent's token layer, and the platform's central passport signer (one module).
+    "pkcs11": ("agent/token/", "platform/passport/hsm.py"),
     "websockets": ("agent/server.py",),
     "PySide6": ("agent/ui/",),
     "flask": ("platform/",),
@@ -70,6 +71,22 @@ def test_library_boundaries(library: str) -> None:
             if library in _imports(path) and not relative.startswith(allowed):
                 offenders.append(relative)
     assert offenders == []
+
+
+def test_pkcs11_in_the_platform_is_the_passport_signer_alone() -> None:
+    """Any module path with pkcs11 in it (python-pkcs11, pyhanko.sign.pkcs11, ...)."""
+    users = set()
+    for path in (ROOT / "platform").rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            if any("pkcs11" in name.split(".") for name in names):
+                users.add(path.relative_to(ROOT).as_posix())
+    assert users == {"platform/passport/hsm.py"}
 
 
 def test_agent_never_imports_the_platform() -> None:
