@@ -32,7 +32,19 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, cast
 
 from cryptography import x509
-from sqlalchemy import Table, and_, bindparam, delete, func, insert, select
+from sqlalchemy import (
+    DateTime,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as lite_insert
 from sqlalchemy.orm import Session
@@ -504,16 +516,77 @@ def _accept_batch_signature(
     batch.cms = cms.Assembler(certificate, batch.algorithm, chain).assemble(
         batch.signed_attributes, signature
     )
-    accepted, rejections = [], []
-    for row in rows:
-        stale = _stale_reason(row)
-        if stale is None:
-            accepted.append((row, None))
-        else:
-            rejections.append(Rejection(row.position, stale))
-    _store_signed(session, batch, accepted, now)
+    rejections = [
+        Rejection(row.position, stale) for row in rows if (stale := _stale_reason(row)) is not None
+    ]
     _store_rejected(session, batch, rejections, now)
-    return tuple(rejections)
+    lost = _store_all_pending_signed(session, batch, now)
+    return (*rejections, *lost)
+
+
+def _store_all_pending_signed(
+    session: Session, batch: SigningBatch, now: datetime
+) -> tuple[Rejection, ...]:
+    """Batch mode: every pending record is signed by the one batch signature, set-based.
+
+    Up to 3,000 records: four statements instead of a row-by-row write of each. A dose version
+    another batch signed meanwhile is rejected (the insert skips it on the unique key).
+    """
+    items = SigningBatchItem
+    pending = (items.batch_id == batch.id) & (items.state == ItemState.PENDING)
+    dialect_insert = pg_insert if session.get_bind().dialect.name == "postgresql" else lite_insert
+    inserted = set(
+        session.scalars(
+            dialect_insert(DoseSignature)
+            .from_select(
+                ["dose_id", "dose_version", "certificate_id", "signed_at"],
+                select(
+                    items.dose_id,
+                    items.dose_version,
+                    literal(batch.certificate_id),
+                    literal(now, DateTime(timezone=True)),
+                ).where(pending),
+            )
+            .on_conflict_do_nothing(index_elements=["dose_id", "dose_version"])
+            .returning(DoseSignature.dose_id)
+        )
+    )
+    lost = tuple(
+        Rejection(position, RejectReason.ALREADY_SIGNED)
+        for position, dose_id in session.execute(
+            select(items.position, items.dose_id).where(pending)
+        ).tuples()
+        if dose_id not in inserted
+    )
+    _store_rejected(session, batch, lost, now)
+    signature_of = (
+        select(DoseSignature.id)
+        .where(
+            DoseSignature.dose_id == items.dose_id,
+            DoseSignature.dose_version == items.dose_version,
+        )
+        .scalar_subquery()
+    )
+    session.execute(
+        update(items)
+        .where(pending)
+        .values(state=ItemState.SIGNED, decided_at=now, signature_id=signature_of)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        insert(PassportQueueEntry).from_select(
+            ["signature_id", "person_id", "queued_at"],
+            select(
+                items.signature_id, items.person_id, literal(now, DateTime(timezone=True))
+            ).where(
+                items.batch_id == batch.id,
+                items.state == ItemState.SIGNED,
+                ~exists().where(PassportQueueEntry.signature_id == items.signature_id),
+            ),
+        )
+    )
+    batch.signed += len(inserted)  # one item per dose in a batch
+    return lost
 
 
 def _item_rows(batch: SigningBatch) -> Any:
