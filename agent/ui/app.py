@@ -24,7 +24,7 @@ from kyso.agent.protocol import ErrorCode
 from kyso.agent.service import BatchOutcome, ConsentRequest
 from kyso.agent.token import model as tm
 from kyso.agent.ui.bridge import QtUserInterface, Reply
-from kyso.agent.ui.controller import AgentController
+from kyso.agent.ui.controller import HOTPLUG_SECONDS, AgentController
 from kyso.agent.ui.dialogs import (
     AboutDialog,
     ConsentDialog,
@@ -56,7 +56,7 @@ class DesktopApp(QObject):
         module_error: i18n.Text | None = None,
         port: int | None = None,
         use_tray: bool | None = None,
-        watch_interval: float = 1.0,
+        hotplug_interval: float = HOTPLUG_SECONDS,
     ) -> None:
         super().__init__()
         self.language = language
@@ -68,7 +68,7 @@ class DesktopApp(QObject):
             module=module,
             module_error=module_error,
             port=port,
-            watch_interval=watch_interval,
+            hotplug_interval=hotplug_interval,
         )
         self.window = MainWindow(self.controller, language)
         if use_tray is None:
@@ -86,6 +86,7 @@ class DesktopApp(QObject):
         self.about: AboutDialog | None = None
         self.message: QDialog | None = None
         self._pin_status_read.connect(self._show_pin_after, Qt.ConnectionType.QueuedConnection)
+        self._pin_reader: threading.Thread | None = None
 
         w = self.window
         w.start_stop.connect(self.toggle)
@@ -114,6 +115,8 @@ class DesktopApp(QObject):
     def shutdown(self) -> None:
         self.withdraw_question()
         self.controller.shutdown()
+        if self._pin_reader is not None:
+            self._pin_reader.join(timeout=10)
         if self.tray is not None:
             self.tray.hide()
 
@@ -232,7 +235,8 @@ class DesktopApp(QObject):
             except tm.TokenError:
                 log.info("could not read the PIN flags after a wrong PIN")
 
-        threading.Thread(target=read, name="kyso-pin-status", daemon=True).start()
+        self._pin_reader = threading.Thread(target=read, name="kyso-pin-status", daemon=True)
+        self._pin_reader.start()
 
     def _show_pin_after(self, status: tm.PinStatus) -> None:
         progress = self.progress
@@ -263,8 +267,6 @@ def diagnostics_text(controller: AgentController) -> str:
             f"certificate: {cert.subject}; serial {cert.serial_hex}; "
             f"{cert.key_type}-{cert.key_size}; until {cert.not_after.isoformat()}"
         )
-    if snapshot.error:
-        lines.append(f"token error: {snapshot.error}")
     outcome = controller.last_outcome
     if outcome is not None:
         lines.append(

@@ -1,9 +1,11 @@
 """The desktop app's state: listening or stopped, the token and its certificates, the last batch.
 
 The controller lives on the Qt main thread. It starts and stops the agent's ``ServerThread``
-(asyncio in its own thread), watches the token from a small background thread (the token's own
-worker runs the PKCS#11 calls), and tells the window and the tray through one signal. Qt-only
-glue: the rules stay in the service.
+(asyncio in its own thread) and tells the window and the tray through one signal. The token is
+watched by the core's hot-plug monitor: while listening, the service's own (through its state
+listener, called on the asyncio thread); while stopped, a ``PresenceMonitor`` of the
+controller's (called on the monitor's thread). Both reach the Qt thread through a queued signal.
+Qt-only glue: the rules stay in the service.
 """
 
 from __future__ import annotations
@@ -20,20 +22,22 @@ from PySide6.QtCore import QObject, Qt, Signal
 from kyso.agent.config import AgentConfig
 from kyso.agent.i18n import Text
 from kyso.agent.manifest import ReplayGuard
-from kyso.agent.protocol import Request
+from kyso.agent.protocol import AgentState, Request
 from kyso.agent.server import PortInUse, ServerThread
 from kyso.agent.service import (
     AgentService,
+    AgentStatus,
     BatchOutcome,
     Connection,
     Send,
     UserInterface,
 )
 from kyso.agent.token import model as tm
+from kyso.agent.token.monitor import DEFAULT_INTERVAL, PresenceMonitor, TokenPresence
 
 log = logging.getLogger(__name__)
 
-TOKEN_POLL_SECONDS = 1.0  # insertion and removal show within 2 s
+HOTPLUG_SECONDS = DEFAULT_INTERVAL  # insertion and removal show within 2 s
 
 
 class TrayState(enum.Enum):
@@ -47,12 +51,17 @@ class TrayState(enum.Enum):
 
 @dataclass(frozen=True)
 class TokenSnapshot:
-    """The tokens inserted now and their certificates that can sign today."""
+    """The tokens inserted now and their certificates (from the hot-plug monitor)."""
 
     tokens: tuple[tm.TokenInfo, ...] = ()
     certificates: tuple[tm.CertificateInfo, ...] = ()
-    error: str | None = None  # a token layer failure, in English for the logs/diagnostics
+    busy: bool = False  # the service is in a batch (checks, dialog or signing)
     read_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @classmethod
+    def of(cls, source: TokenPresence | AgentStatus) -> TokenSnapshot:
+        busy = isinstance(source, AgentStatus) and source.state is AgentState.BUSY
+        return cls(source.tokens, source.certificates, busy)
 
     @property
     def present(self) -> bool:
@@ -79,8 +88,10 @@ class DesktopService(AgentService):
         token: tm.Token,
         ui: UserInterface,
         replay_guard: ReplayGuard,
+        *,
+        hotplug_interval: float = HOTPLUG_SECONDS,
     ) -> None:
-        super().__init__(config, token, ui, replay_guard)
+        super().__init__(config, token, ui, replay_guard, hotplug_interval=hotplug_interval)
         self._connections: dict[int, Connection] = {}
 
     async def handle(self, conn: Connection, request: Request, send: Send) -> None:
@@ -95,55 +106,6 @@ class DesktopService(AgentService):
         for conn in list(self._connections.values()):
             for cancel in list(conn.running.values()):
                 cancel.set()
-
-
-class TokenWatch:
-    """Polls the token for insertion and removal from a daemon thread; calls back on change."""
-
-    def __init__(
-        self,
-        token: tm.Token,
-        changed: Callable[[TokenSnapshot], None],
-        interval: float = TOKEN_POLL_SECONDS,
-    ) -> None:
-        self._token = token
-        self._changed = changed
-        self._interval = interval
-        self._stop = threading.Event()
-        self._refresh = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="kyso-token-watch", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def refresh(self) -> None:
-        """Re-read the certificates at the next tick (after a batch, or on request)."""
-        self._refresh.set()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        last: tuple[tm.TokenInfo, ...] | None = None
-        last_error: str | None = None
-        while not self._stop.is_set():
-            try:
-                tokens = tuple(self._token.present_tokens())
-                error = None
-            except tm.TokenError as exc:
-                tokens, error = (), f"{type(exc).__name__}: {exc}"
-            if tokens != last or error != last_error or self._refresh.is_set():
-                self._refresh.clear()
-                certificates: tuple[tm.CertificateInfo, ...] = ()
-                if tokens:
-                    try:
-                        certificates = tuple(self._token.list_certificates())
-                    except tm.TokenError as exc:
-                        error = f"{type(exc).__name__}: {exc}"
-                last, last_error = tokens, error
-                self._changed(TokenSnapshot(tokens, certificates, error))
-            self._stop.wait(self._interval)
 
 
 class AgentController(QObject):
@@ -161,7 +123,7 @@ class AgentController(QObject):
         module: str | None = None,
         module_error: Text | None = None,
         port: int | None = None,
-        watch_interval: float = TOKEN_POLL_SECONDS,
+        hotplug_interval: float = HOTPLUG_SECONDS,
     ) -> None:
         super().__init__()
         self.config = config
@@ -176,11 +138,43 @@ class AgentController(QObject):
         self.snapshot = TokenSnapshot()
         self.last_outcome: BatchOutcome | None = None
         self.signing = False
+        self._hotplug_interval = hotplug_interval
         self._snapshot_read.connect(self._take_snapshot, Qt.ConnectionType.QueuedConnection)
-        self._watch: TokenWatch | None = None
-        if token is not None:
-            self._watch = TokenWatch(token, self._snapshot_read.emit, watch_interval)
-            self._watch.start()
+        self._monitor: PresenceMonitor | None = None
+        self._first_poll: threading.Thread | None = None
+        self._remove_listener: Callable[[], None] | None = None
+        self._closing = False
+        self._watch_while_stopped()
+
+    # --- the token, listening or not -------------------------------------------------------
+
+    def _watch_while_stopped(self) -> None:
+        """Runs a monitor of our own (the service's runs only while listening)."""
+        if self.token is None or self._monitor is not None or self._closing:
+            return
+        emit = self._snapshot_read.emit
+        monitor = PresenceMonitor(
+            self.token, lambda p: emit(TokenSnapshot.of(p)), interval=self._hotplug_interval
+        )
+        self._monitor = monitor
+
+        def first_poll() -> None:  # off the Qt thread: listing certificates may take a while
+            try:
+                emit(TokenSnapshot.of(monitor.start()))
+            except (tm.TokenError, RuntimeError) as exc:
+                log.warning("cannot watch the token: %s", exc)
+
+        self._first_poll = threading.Thread(target=first_poll, name="kyso-first-poll", daemon=True)
+        self._first_poll.start()
+
+    def _stop_watching(self) -> None:
+        # The first poll and the monitor emit on this object: both end before it may go away.
+        first_poll, self._first_poll = self._first_poll, None
+        if first_poll is not None:
+            first_poll.join(timeout=30)
+        monitor, self._monitor = self._monitor, None
+        if monitor is not None:
+            monitor.stop()
 
     # --- state -----------------------------------------------------------------------------
 
@@ -192,7 +186,7 @@ class AgentController(QObject):
     def status(self) -> TrayState:
         if not self.listening:
             return TrayState.STOPPED
-        if self.signing:
+        if self.signing or self.snapshot.busy:
             return TrayState.SIGNING
         if not self.snapshot.present:
             return TrayState.NO_TOKEN
@@ -217,8 +211,6 @@ class AgentController(QObject):
 
     def record_outcome(self, outcome: BatchOutcome) -> None:
         self.last_outcome = outcome
-        if self._watch is not None:
-            self._watch.refresh()  # a wrong PIN changes the token's PIN flags
         self.changed.emit()
 
     # --- start / stop ----------------------------------------------------------------------
@@ -232,32 +224,45 @@ class AgentController(QObject):
             self.start_error = self.module_error
             self.changed.emit()
             return False
-        config, ui = self.config, self._ui
+        config, ui, interval = self.config, self._ui, self._hotplug_interval
         guard = ReplayGuard(config.state_dir / "used-batches.json")
-        thread = ServerThread(
-            config, lambda: DesktopService(config, token, ui, guard), port=self._port
-        )
+
+        def make_service() -> DesktopService:
+            return DesktopService(config, token, ui, guard, hotplug_interval=interval)
+
+        thread = ServerThread(config, make_service, port=self._port)
+        self._stop_watching()  # the service's monitor takes over
         try:
             self.listening_port = thread.start()
         except PortInUse as exc:
             log.warning("port %d is taken", exc.port)
             self.start_error = exc.text
-            self.changed.emit()
-            return False
         except OSError as exc:
             log.warning("could not listen: %s", exc)
             self.start_error = Text(vi=str(exc), en=str(exc))
+        else:
+            self._thread = thread
+            self.start_error = None
+            service = self.service
+            assert service is not None
+            emit = self._snapshot_read.emit
+            self._remove_listener = service.add_state_listener(
+                lambda status: emit(TokenSnapshot.of(status))
+            )
             self.changed.emit()
-            return False
-        self._thread = thread
-        self.start_error = None
+            return True
+        self._watch_while_stopped()
         self.changed.emit()
-        return True
+        return False
 
     def stop(self) -> None:
         thread, self._thread = self._thread, None
+        remove, self._remove_listener = self._remove_listener, None
+        if remove is not None:
+            remove()
         if thread is not None:
             thread.stop()
+            self._watch_while_stopped()
         self.listening_port = None
         self.signing = False
         self.changed.emit()
@@ -269,7 +274,6 @@ class AgentController(QObject):
             service.cancel_running()
 
     def shutdown(self) -> None:
+        self._closing = True
         self.stop()
-        if self._watch is not None:
-            self._watch.stop()
-            self._watch = None
+        self._stop_watching()

@@ -60,14 +60,15 @@ class SingleInstance(QObject):
 
     def _connected(self) -> None:
         while (socket := self.server.nextPendingConnection()) is not None:
-            socket.readyRead.connect(lambda s=socket: self._read(s))
-            socket.disconnected.connect(socket.deleteLater)
-            if socket.bytesAvailable():
-                self._read(socket)
-
-    def _read(self, socket: QLocalSocket) -> None:
-        if bytes(socket.readAll().data()).startswith(SHOW.strip()):
-            self.activated.emit()
+            # The other launch writes its one line right after connecting.
+            if socket.bytesAvailable() or socket.waitForReadyRead(CONNECT_TIMEOUT_MS):
+                request = bytes(socket.readAll().data())
+            else:
+                request = b""
+            socket.abort()
+            socket.deleteLater()
+            if request.startswith(SHOW.strip()):
+                self.activated.emit()
 
     def close(self) -> None:
         self.server.close()
