@@ -333,6 +333,9 @@ class HsmSigner:
             key_label=self.config.key_label,
             signing_cert=asn1_x509.Certificate.load(self.certificate_der),
             prefer_pss=self.algorithm == "PS256",
+            # CKM_ECDSA over a digest pyHanko computes: modules (SoftHSM2 among them) that
+            # lack CKM_ECDSA_SHA256 sign with it too.
+            use_raw_mechanism=self.algorithm == "ES256",
             other_certs_to_pull=(),
         )
 

@@ -179,7 +179,7 @@ class SignerList:
 
 
 @functools.cache
-def _validator() -> Draft202012Validator:
+def schema_validator() -> Draft202012Validator:
     return Draft202012Validator(schema())
 
 
@@ -355,7 +355,7 @@ def verify(
 
     try:
         json_dcc = json.loads(json.dumps(result.dcc))
-        errors = sorted(_validator().iter_errors(json_dcc), key=lambda e: list(e.path))
+        errors = sorted(schema_validator().iter_errors(json_dcc), key=lambda e: list(e.path))
     except (TypeError, ValueError) as exc:
         result._add("schema", False, f"the DCC is not JSON data: {exc}")
     else:

@@ -49,10 +49,14 @@ def issue_dsc(
     *,
     name: str = "Kyso Test DSC",
     eku: tuple[ObjectIdentifier, ...] | None = (EKU_VACCINATION,),
+    key_usage: tuple[str, ...] = ("digitalSignature", "nonRepudiation"),
     not_before: datetime | None = None,
     not_after: datetime | None = None,
 ) -> x509.Certificate:
-    """A Document Signer Certificate from the CSCA (``eku=None``: no extended key usage)."""
+    """A Document Signer Certificate from the CSCA (``eku=None``: no extended key usage).
+
+    nonRepudiation besides digitalSignature: the same key PAdES-signs the PDF passports, and
+    PDF validators (pyHanko's default policy) ask for it on a document signature."""
     now = datetime.now(UTC)
     builder = (
         x509.CertificateBuilder()
@@ -71,7 +75,7 @@ def issue_dsc(
         .not_valid_before(not_before or now - timedelta(days=1))
         .not_valid_after(not_after or now + timedelta(days=730))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(devpki.key_usage_extension(("digitalSignature",)), critical=True)
+        .add_extension(devpki.key_usage_extension(key_usage), critical=True)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(csca.key.public_key()),  # type: ignore[arg-type]
             critical=False,
@@ -142,3 +146,14 @@ def software_dsc(
     """A software P-256 DSC (verifier tests of certificates the HSM would never hold)."""
     key = ec.generate_private_key(ec.SECP256R1())
     return key, issue_dsc(csca, key.public_key(), **kw)
+
+
+_PROVISIONED: dict[Path, PassportKeys] = {}
+
+
+def passport_keys_in(directory: Path) -> PassportKeys:
+    """The passport token of this SoftHSM2 directory, provisioned once per process (several
+    test modules share the session's directory, and a token label must stay unique)."""
+    if directory not in _PROVISIONED:
+        _PROVISIONED[directory] = provision_passport_token(directory)
+    return _PROVISIONED[directory]
