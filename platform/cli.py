@@ -77,6 +77,10 @@ def _register_feature_commands() -> None:
 
     for command in signing_commands:
         main.add_command(command)
+    from kyso.platform.passport.cli import commands as passport_commands
+
+    for command in passport_commands:
+        main.add_command(command)
 
 
 _register_feature_commands()

@@ -159,6 +159,9 @@ class SignerList:
     def find(self, kid: bytes) -> list[x509.Certificate]:
         return list(self._by_kid.get(kid, ()))
 
+    def certificates(self) -> list[x509.Certificate]:
+        return [c for found in self._by_kid.values() for c in found]
+
     def __len__(self) -> int:
         return sum(len(v) for v in self._by_kid.values())
 

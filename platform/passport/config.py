@@ -1,0 +1,94 @@
+"""The passport feature's configuration, from the app's settings over environment variables.
+
+==================================  ===========================================================
+``KYSO_PASSPORT_PKCS11_MODULE``     the PKCS#11 module of the HSM (SoftHSM2 in development)
+``KYSO_PASSPORT_TOKEN_LABEL``       the token holding the central key
+``KYSO_PASSPORT_KEY_LABEL``         the key's label (its certificate: same CKA_ID on the token)
+``KYSO_PASSPORT_PIN``               the token's user PIN, or ``KYSO_PASSPORT_PIN_FILE``: a file
+                                    holding it (never in the database)
+``KYSO_PASSPORT_ALGORITHM``         ``ES256`` (default) or ``PS256``
+``KYSO_PASSPORT_CERTIFICATE``       (optional) the key's certificate as a PEM/DER file, when the
+                                    token holds none
+``KYSO_PASSPORT_ISSUER``            the DCC ``is`` (default "Ministry of Health of Viet Nam")
+``KYSO_PASSPORT_DSC_LIST``          (optional) more signer certificates the verifier trusts: a
+                                    PEM bundle or the EU gateway's JSON trust list
+``KYSO_TRUST_ANCHORS``              the facility certificates' trust anchors (as for signing)
+==================================  ===========================================================
+
+Each may also be set in the app's config as ``PASSPORT_<NAME>`` (tests do).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from kyso.platform.i18n import DomainError
+from kyso.platform.passport.hsm import HsmConfig, HsmError, HsmSigner
+from kyso.platform.passport.issuance import DEFAULT_ISSUER, IssuanceContext, platform_signers
+from kyso.platform.passport.verifier import SignerList
+from kyso.platform.signing.certificates import TrustStore, load_trust_store
+
+__all__ = ["dsc_list", "issuance_context", "issuer_name", "open_signer", "trust_store"]
+
+
+def _setting(settings: Mapping[str, Any], name: str) -> str | None:
+    value = settings.get(f"PASSPORT_{name}") or os.environ.get(f"KYSO_PASSPORT_{name}")
+    return str(value) if value else None
+
+
+def issuer_name(settings: Mapping[str, Any]) -> str:
+    return (_setting(settings, "ISSUER") or DEFAULT_ISSUER)[:80]
+
+
+def open_signer(settings: Mapping[str, Any], extensions: dict[str, Any]) -> HsmSigner:
+    """The central signer, opened once per process (kept in the app's extensions)."""
+    signer = extensions.get("kyso.passport_signer")
+    if signer is None:
+        try:
+            signer = HsmSigner(HsmConfig.from_settings(settings, os.environ))
+        except HsmError as exc:
+            raise DomainError(f"passport.error_{exc.code}", detail=str(exc)) from exc
+        extensions["kyso.passport_signer"] = signer
+    assert isinstance(signer, HsmSigner)
+    return signer
+
+
+def trust_store(settings: Mapping[str, Any], instance_path: str) -> TrustStore:
+    configured = settings.get("TRUST_ANCHORS")
+    path = Path(configured) if configured else Path(instance_path) / "trust-anchors.pem"
+    if not path.exists():
+        raise DomainError("passport.error_no_trust_anchors", path=str(path))
+    return load_trust_store(path)
+
+
+def issuance_context(
+    settings: Mapping[str, Any], instance_path: str, signer: HsmSigner, *, chunk: int = 200
+) -> IssuanceContext:
+    return IssuanceContext(
+        trust=trust_store(settings, instance_path),
+        sign=signer.sign,
+        algorithm=signer.algorithm,
+        certificate_der=signer.certificate_der,
+        issuer=issuer_name(settings),
+        chunk=chunk,
+    )
+
+
+def dsc_list(
+    session: Session, settings: Mapping[str, Any], extra: bytes | None = None
+) -> SignerList:
+    """The platform's own signer certificates, the configured DSC list, and ``extra``."""
+    signers = SignerList(platform_signers(session))
+    configured = _setting(settings, "DSC_LIST")
+    sources = [Path(configured).read_bytes()] if configured else []
+    if extra is not None:
+        sources.append(extra)
+    for data in sources:
+        for certificate in SignerList.from_bytes(data).certificates():
+            signers.add(certificate)
+    return signers
