@@ -102,8 +102,11 @@ class AgentServer:
             log.warning("refused a handshake with Host %r", hosts[:1])
             return connection.respond(HTTPStatus.FORBIDDEN, "Host not allowed\n")
         origins = request.headers.get_all("Origin")
-        if len(origins) != 1 or self._config.origin(origins[0]) is None:
+        if len(origins) != 1 or self._service.allowed_origin(origins[0]) is None:
             log.warning("refused a handshake from origin %r", origins[:1])
+            if len(origins) == 1:
+                # Only recorded for the officer to consider: the page is refused regardless.
+                self._service.origin_refused(origins[0])
             return connection.respond(HTTPStatus.FORBIDDEN, "Origin not allowed\n")
         if self.connection_count >= self._config.max_connections:
             log.warning("refused a connection: %d open", self.connection_count)
@@ -115,7 +118,7 @@ class AgentServer:
         return frozenset({f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"})
 
     async def _handler(self, websocket: ServerConnection) -> None:
-        origin = self._config.origin(websocket.request.headers["Origin"])  # type: ignore[union-attr]
+        origin = self._service.allowed_origin(websocket.request.headers["Origin"])  # type: ignore[union-attr]
         assert origin is not None  # checked during the handshake
         pending: set[asyncio.Task[None]] = set()
 

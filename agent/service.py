@@ -19,6 +19,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar
 
 from kyso.agent.config import AgentConfig, AllowedOrigin
 from kyso.agent.manifest import BatchManifest, ReplayGuard, commitment, verify_manifest
+from kyso.agent.pairing import PairingManager
 from kyso.agent.protocol import (
     PROTOCOL_VERSIONS,
     AgentState,
@@ -121,10 +122,14 @@ class AgentService:
         clock: Callable[[], float] = time.time,
         *,
         hotplug_interval: float | None = DEFAULT_INTERVAL,
+        pairing: PairingManager | None = None,
     ) -> None:
         """``hotplug_interval``: seconds between two polls of the token slots (``start`` runs
-        the monitor); None runs no monitor and ``hello`` asks the token each time."""
+        the monitor); None runs no monitor and ``hello`` asks the token each time.
+        ``pairing``: the allowlist with the officer's paired origins and pairing requests;
+        None allows the machine config's origins only."""
         self._config = config
+        self.pairing = pairing
         self._token = token
         self._ui = ui
         self._replays = replay_guard
@@ -144,6 +149,17 @@ class AgentService:
     @property
     def busy(self) -> bool:
         return self._batch_lock.locked()
+
+    def allowed_origin(self, origin_header: str) -> AllowedOrigin | None:
+        """The allowlist entry equal to the ``Origin`` header byte for byte (threat 1)."""
+        if self.pairing is not None:
+            return self.pairing.allowed_origin(origin_header)
+        return self._config.origin(origin_header)
+
+    def origin_refused(self, origin_header: str) -> None:
+        """The server refused a handshake from this origin: maybe a pairing request."""
+        if self.pairing is not None:
+            self.pairing.origin_refused(origin_header)
 
     # --- lifecycle and state (asyncio thread) --------------------------------------------------
 

@@ -338,6 +338,19 @@ class _Cryptoki:
 
 # --- one initialised module per process ----------------------------------------------------
 
+# Held around every call a Pkcs11Token makes on its worker and around every re-initialisation:
+# C_Finalize while another thread is inside the module is undefined behaviour (SoftHSM2 frees
+# its state under the caller). Uncontended with the one Pkcs11Token of the shipped agent; it
+# matters when tests (or the demo) re-initialise SoftHSM2 while a hot-plug monitor polls.
+MODULE_LOCK = threading.RLock()
+
+
+def reinitialize_module(lib: Any) -> None:
+    """C_Finalize + C_Initialize of a python-pkcs11 ``lib``, never during another module call."""
+    with MODULE_LOCK:
+        lib.reinitialize()
+
+
 _libraries_lock = threading.Lock()
 _library_users: dict[str, int] = {}
 
@@ -358,7 +371,7 @@ def _acquire_library(module_path: str) -> Any:
 
 
 def _release_library(module_path: str, lib: Any) -> None:
-    with _libraries_lock:
+    with MODULE_LOCK, _libraries_lock:
         users = _library_users.get(module_path, 0) - 1
         if users > 0:
             _library_users[module_path] = users
@@ -597,8 +610,13 @@ class Pkcs11Token:
             return function(*args, **kwargs)
         if self._closed:
             raise ModuleLoadError("the token layer is closed")
+
+        def locked() -> T:
+            with MODULE_LOCK:
+                return function(*args, **kwargs)
+
         try:
-            future = self._executor.submit(function, *args, **kwargs)
+            future = self._executor.submit(locked)
         except RuntimeError as exc:  # shut down between the check and the submit
             raise ModuleLoadError("the token layer is closed") from exc
         return future.result()
@@ -742,7 +760,7 @@ class Pkcs11Token:
             return present
         self._last_rescan = now
         try:
-            self._lib.reinitialize()
+            reinitialize_module(self._lib)
         except p11.PKCS11Error as exc:
             log.warning("re-initialising the PKCS#11 module failed: %s", type(exc).__name__)
             return []

@@ -48,6 +48,7 @@ from pkcs11.util.ec import encode_named_curve_parameters
 
 from kyso.agent import devpki
 from kyso.agent.token.model import PinStatus
+from kyso.agent.token.pkcs11_token import reinitialize_module
 
 __all__ = [
     "MODULE_CANDIDATES",
@@ -222,7 +223,7 @@ def activate(conf: Path) -> None:
 def rescan(module_path: str | None = None) -> None:
     """Re-initialises the module so that it sees tokens and flags written since C_Initialize."""
     lib = pkcs11.lib(module_path or find_module())
-    lib.reinitialize()
+    reinitialize_module(lib)
 
 
 def _util(conf: Path, *args: str) -> str:
@@ -419,7 +420,7 @@ def provision(
     slot_id = int(found.group(1))
 
     lib = pkcs11.lib(module)
-    lib.reinitialize()  # SoftHSM2 sees tokens initialised by softhsm2-util only after this
+    reinitialize_module(lib)  # SoftHSM2 sees tokens initialised by softhsm2-util only after this
     slot = next((s for s in lib.get_slots(token_present=True) if s.slot_id == slot_id), None)
     if slot is None:
         raise SoftHSMError(f"slot {slot_id} did not appear after initialising the token")
@@ -469,7 +470,7 @@ def provision(
     status = pin_status or PinStatus()
     if status != PinStatus():
         _write_pin_flags(token_dir, serial, status)
-        lib.reinitialize()  # SoftHSM2 caches the flags; make it read ours
+        reinitialize_module(lib)  # SoftHSM2 caches the flags; make it read ours
     return ProvisionedToken(
         label=label,
         serial=serial,

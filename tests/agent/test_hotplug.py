@@ -45,13 +45,17 @@ def lonely(tmp_path: Path, softhsm: ProvisionedToken) -> Iterator[ProvisionedTok
         softhsm2.rescan(softhsm.module_path)
 
 
-def _provision_elsewhere(directory: Path, label: str) -> None:
+def _provision_elsewhere(staging: Path, label: str) -> Path:
+    """A complete token made by another process in a directory of its own: moving its folder
+    into the agent's directory is then what plugging in a ready token is to SoftHSM2."""
     subprocess.run(
-        [sys.executable, "-c", PROVISION, str(directory), label],
+        [sys.executable, "-c", PROVISION, str(staging), label],
         check=True,
         capture_output=True,
         timeout=60,
     )
+    (folder,) = (staging / "tokens").iterdir()
+    return folder
 
 
 class Recorder:
@@ -83,7 +87,7 @@ def test_removal_and_insertion_reach_the_page_and_the_ui_within_2_s(
     try:
         recorder = Recorder()
         remove = agent.service.add_state_listener(recorder)
-        first_at, first = recorder.wait_for("ready", 0)
+        _first_at, first = recorder.wait_for("ready", 0)
         assert [t.label for t in first.tokens] == [LABEL]
         assert {c.fingerprint_sha256 for c in first.certificates} == {
             c.fingerprint_sha256 for c in lonely.certificates.values()
@@ -97,11 +101,13 @@ def test_removal_and_insertion_reach_the_page_and_the_ui_within_2_s(
         assert time.monotonic() - pulled < 2
         at, status = recorder.wait_for("no_token", pulled, timeout=2)
         assert at - pulled < 2
-        assert status.tokens == () and status.certificates == ()
+        assert status.tokens == ()
+        assert status.certificates == ()
         assert page.hello()["state"] == "no_token"
 
+        folder = _provision_elsewhere(tmp_path / "staging", "Kyso Again")
         inserted = time.monotonic()
-        _provision_elsewhere(lonely.conf_path.parent, "Kyso Again")
+        folder.rename(lonely.token_dir / folder.name)
         created = time.monotonic()
         assert page.recv(timeout=2) == {"type": "state", "state": "ready"}
         assert time.monotonic() - created < 2

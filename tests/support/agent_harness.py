@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from kyso.agent.config import AgentConfig, AllowedOrigin
 from kyso.agent.manifest import ReplayGuard
+from kyso.agent.pairing import PairingManager
 from kyso.agent.server import ServerThread
 from kyso.agent.service import AgentService, BatchOutcome, ConsentRequest
 from kyso.agent.token.model import Token
@@ -132,10 +133,12 @@ def start_agent(
     issuer: ManifestIssuer | None = None,
     port: int = 0,
     hotplug: float | None = None,
+    pairing: Callable[[AgentConfig], PairingManager] | None = None,
     **settings: Any,
 ) -> RunningAgent:
     """``hotplug``: the hot-plug monitor's poll interval; None (the default) runs none, so
-    that tests provisioning SoftHSM tokens in this process never race a poll."""
+    that tests provisioning SoftHSM tokens in this process never race a poll. ``pairing``
+    builds the service's PairingManager from the config (None: machine origins only)."""
     ui = ui or ScriptedUI()
     issuer = issuer or ManifestIssuer(ORIGIN)
     config = AgentConfig(
@@ -152,6 +155,7 @@ def start_agent(
             ui,
             ReplayGuard(state_dir / "used-batches.json"),
             hotplug_interval=hotplug,
+            pairing=pairing(config) if pairing is not None else None,
         )
 
     thread = ServerThread(config, make_service, port=port)
