@@ -79,6 +79,10 @@ _INT_SETTINGS: dict[str, tuple[int, int, int]] = {
     "manifest_max_lifetime_seconds": (60, 24 * 3600, DEFAULT_MANIFEST_MAX_LIFETIME_SECONDS),
 }
 _BOOL_SETTINGS: dict[str, bool] = {"start_at_login": True, "listen_at_launch": True}
+# The user file's table of what the officer chose in Settings where the machine file is silent
+# (agent/settings.py writes it). A top-level machine key in the user file stays an error.
+OFFICER_TABLE = "officer"
+OFFICER_KEYS = frozenset({"port", "pkcs11_module"})
 
 
 class ConfigError(Exception):
@@ -411,6 +415,8 @@ class AgentConfig:
     state_dir: Path = field(default_factory=default_state_dir)
     machine_config_path: Path | None = None  # the file consulted (it may not exist)
     user_config_path: Path | None = None
+    # Settings of OFFICER_KEYS that the machine file sets: the officer cannot change them.
+    machine_locked: frozenset[str] = frozenset()
 
     def origin(self, origin_header: str) -> AllowedOrigin | None:
         """The allowed origin whose serialisation equals the ``Origin`` header, byte for byte.
@@ -581,8 +587,17 @@ def load_config(
         _check_admin_owned_file(machine, fs)
     if machine.exists():
         values.update(_machine_values(_read_toml(machine), system))
+    locked = frozenset(OFFICER_KEYS & set(values))
     if user.exists():
-        values.update(_user_values(_read_toml(user), machine_file=False))
+        user_file = _read_toml(user)
+        officer = _officer_values(user_file, system)
+        values.update(_user_values(user_file, machine_file=False))
+        for key, value in officer.items():
+            if key in locked:
+                log.warning("%s in %s ignored: the machine config sets it", key, user)
+            else:
+                values[key] = value
+    values["machine_locked"] = locked
 
     return AgentConfig(
         **values,
@@ -604,6 +619,25 @@ def _machine_values(file: _TomlFile, system: str) -> dict[str, Any]:
         values["pkcs11_module"] = _module_setting(file, system)
     if "origins" in file.data:
         values["origins"] = _origins(file)
+    return values
+
+
+def _officer_values(file: _TomlFile, system: str) -> dict[str, Any]:
+    """The user file's [officer] table (port, pkcs11_module), validated; removed from ``file``."""
+    table = file.data.pop(OFFICER_TABLE, None)
+    if table is None:
+        return {}
+    if not isinstance(table, dict):
+        raise _error("unknown_key", setting=OFFICER_TABLE, config=file.name)
+    inner = _TomlFile(file.path, table)
+    values: dict[str, Any] = {}
+    for key in table:
+        if key not in OFFICER_KEYS:
+            raise _error("unknown_key", setting=f"{OFFICER_TABLE}.{key}", config=file.name)
+    if "port" in table:
+        values["port"] = _int_setting(inner, "port")
+    if "pkcs11_module" in table:
+        values["pkcs11_module"] = _module_setting(inner, system)
     return values
 
 

@@ -28,6 +28,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from kyso.agent.console import ConsoleUI
+from kyso.agent.logs import log_path, remove_logging, setup_logging
 from kyso.agent.service import ConsentRequest
 from kyso.agent.token.model import PinStatus
 from kyso.agent.token.pkcs11_token import Pkcs11Token
@@ -519,6 +520,7 @@ def test_t9_logged_out_after_batch_and_pin_never_logged(
 ) -> None:
     canary = "975311"
     caplog.set_level(logging.DEBUG)
+    handler = setup_logging(agent.config.state_dir, level=logging.DEBUG)
     fp = softhsm.certificates["rsa"].fingerprint_sha256
     page = agent.page()
     page.hello()
@@ -534,12 +536,16 @@ def test_t9_logged_out_after_batch_and_pin_never_logged(
     wire += [json.dumps(m) for m in replies]
     assert replies[-1]["type"] == "result"
     assert not user_logged_in(softhsm)
-    logged = caplog.text + "".join(wire)
+    remove_logging(handler)
+    log_file = log_path(agent.config.state_dir).read_text(encoding="utf-8")
+    assert "page connected from" in log_file  # the file is written, at DEBUG
+    logged = caplog.text + "".join(wire) + log_file
     assert canary not in logged
-    assert softhsm.user_pin not in caplog.text
+    assert softhsm.user_pin not in caplog.text + log_file
     for digest in items:
-        assert digest.hex() not in caplog.text
-        assert b64(digest) not in caplog.text
+        for text in (caplog.text, log_file):
+            assert digest.hex() not in text
+            assert b64(digest) not in text
 
 
 # 10 ------------------------------------------------------------------------------------------
