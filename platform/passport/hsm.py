@@ -16,10 +16,11 @@ The signer certificate is the token's certificate object with the key's ``CKA_ID
 signature is verified with the certificate's public key: a certificate that does not belong to
 the key stops the run before anything is issued.
 
-Sessions: one logged-in session for the signer's lifetime, plus one session per thread that
-signs (PKCS#11 login state is per application; a python-pkcs11 session must not be used by two
-threads at once). If the module was re-initialised or logged out underneath (another component
-of the process using the same module), the sessions are reopened once and the call retried.
+Sessions: one logged-in session for the signer's lifetime. python-pkcs11 initialises modules
+without the locking arguments, so one thread at a time calls a module (``module_lock``):
+within a process signing is serial, and the issuance scales with worker processes. If the
+module was re-initialised or logged out underneath (another component of the process using the
+same module), the session is reopened once and the call retried.
 
 ``pdf_signer`` gives pyHanko's PKCS#11 signer on the same key for the PAdES signature of the
 PDF passport.
@@ -158,23 +159,39 @@ def verify_cose_signature(
         raise InvalidSignature(f"{algorithm} does not fit the certificate's key")
 
 
+# python-pkcs11 initialises a module with C_Initialize(NULL): the module may then assume that
+# no two threads call it at once (SoftHSM2 crashes if they do). Every call into a module goes
+# through that module's lock; a process signs on one thread at a time, and several processes
+# (each its own module instance) sign in parallel.
+_MODULE_LOCKS: dict[str, threading.RLock] = {}
+_MODULE_LOCKS_GUARD = threading.Lock()
+
+
+def module_lock(module: str) -> threading.RLock:
+    with _MODULE_LOCKS_GUARD:
+        return _MODULE_LOCKS.setdefault(module, threading.RLock())
+
+
 class HsmSigner:
-    """Signs COSE Sig_structures with the central key; ``sign`` is thread-safe."""
+    """Signs COSE Sig_structures with the central key; ``sign`` may be called from any thread."""
 
     def __init__(self, config: HsmConfig) -> None:
         self.config = config
         self.algorithm = config.algorithm
-        self._lock = threading.Lock()
-        self._local = threading.local()
+        self.lock = module_lock(config.module)
         self._generation = 0
         self._login: Any = None
+        self._key: Any = None
         self._sessions: list[Any] = []
-        try:
-            self._lib = pkcs11.lib(config.module)
-        except (RuntimeError, OSError, p11.PKCS11Error) as exc:
-            raise HsmError("hsm_unavailable", f"cannot load {config.module}: {exc}") from exc
-        self._open()
-        self.certificate = self._find_certificate()
+        self._pdf_signer: Any = None
+        self._pdf_generation = -1
+        with self.lock:
+            try:
+                self._lib = pkcs11.lib(config.module)
+            except (RuntimeError, OSError, p11.PKCS11Error) as exc:
+                raise HsmError("hsm_unavailable", f"cannot load {config.module}: {exc}") from exc
+            self._open()
+            self.certificate = self._find_certificate()
         self.certificate_der = self.certificate.public_bytes(serialization.Encoding.DER)
         self._check_key_matches()
 
@@ -198,34 +215,20 @@ class HsmSigner:
             raise HsmError("hsm_pin", "the token refused the configured PIN") from exc
         except p11.PKCS11Error as exc:
             raise HsmError("hsm_unavailable", f"cannot log in to the token: {exc}") from exc
+        self._key = self._private_key(self._login)
         self._generation += 1
 
-    def _reopen(self, generation: int) -> None:
-        with self._lock:
-            if generation != self._generation:
-                return  # another thread reopened already
-            for session in (*self._sessions, self._login):
-                with contextlib.suppress(p11.PKCS11Error):
-                    session.close()
-            self._sessions.clear()
-            try:
-                self._open()
-            except (HsmError, p11.PKCS11Error):
-                # The module itself was finalised underneath: initialise it again.
-                self._lib.reinitialize()
-                self._open()
-
-    def _key(self) -> tuple[int, Any]:
-        """This thread's session's private key (opening the session on first use)."""
-        local = self._local
-        if getattr(local, "generation", None) != self._generation:
-            with self._lock:
-                session = self._login if not self._sessions else self._token().open()
-                self._sessions.append(session)
-                generation = self._generation
-            local.key = self._private_key(session)
-            local.generation = generation
-        return local.generation, local.key
+    def _reopen(self) -> None:
+        for session in (*self._sessions, self._login):
+            with contextlib.suppress(p11.PKCS11Error):
+                session.close()
+        self._sessions.clear()
+        try:
+            self._open()
+        except (HsmError, p11.PKCS11Error):
+            # The module itself was finalised underneath: initialise it again.
+            self._lib.reinitialize()
+            self._open()
 
     def _private_key(self, session: Any) -> Any:
         try:
@@ -253,18 +256,17 @@ class HsmSigner:
 
     def sign(self, data: bytes) -> bytes:
         """The COSE signature of ``data`` (raw r‖s for ES256, PSS for PS256)."""
-        generation, key = self._key()
-        try:
-            return self._sign_once(key, data)
-        except _RETRYABLE:
-            self._reopen(generation)
-            _, key = self._key()
+        with self.lock:
             try:
-                return self._sign_once(key, data)
+                return self._sign_once(self._key, data)
+            except _RETRYABLE:
+                self._reopen()
+                try:
+                    return self._sign_once(self._key, data)
+                except p11.PKCS11Error as exc:
+                    raise HsmError("hsm_unavailable", f"the token cannot sign: {exc!r}") from exc
             except p11.PKCS11Error as exc:
                 raise HsmError("hsm_unavailable", f"the token cannot sign: {exc!r}") from exc
-        except p11.PKCS11Error as exc:
-            raise HsmError("hsm_unavailable", f"the token cannot sign: {exc!r}") from exc
 
     # --- certificate ---------------------------------------------------------------------------
 
@@ -321,14 +323,19 @@ class HsmSigner:
     # --- PDF -------------------------------------------------------------------------------------
 
     def pdf_signer(self) -> Any:
-        """pyHanko's PKCS#11 signer on the central key, on a session of its own (PAdES)."""
+        """pyHanko's PKCS#11 signer on the central key, on a session of its own (PAdES).
+
+        pyHanko signs from a worker thread of its own: hold ``lock`` while it signs."""
         from asn1crypto import x509 as asn1_x509
         from pyhanko.sign.pkcs11 import PKCS11Signer
 
-        with self._lock:
+        with self.lock:
+            if self._pdf_signer is not None and self._pdf_generation == self._generation:
+                return self._pdf_signer
             session = self._token().open()
             self._sessions.append(session)
-        return PKCS11Signer(
+        self._pdf_generation = self._generation
+        self._pdf_signer = PKCS11Signer(
             session,
             key_label=self.config.key_label,
             signing_cert=asn1_x509.Certificate.load(self.certificate_der),
@@ -340,7 +347,7 @@ class HsmSigner:
         )
 
     def close(self) -> None:
-        with self._lock:
+        with self.lock:
             for session in (*self._sessions, self._login):
                 try:
                     if session is not None:

@@ -44,6 +44,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from kyso.platform.auth.service import audit
@@ -138,17 +139,20 @@ def register_signer(session: Session, certificate_der: bytes, algorithm: str) ->
     kid = kid_text(dcc.key_id(certificate_der))
     if session.get(PassportSigner, kid) is None:
         certificate = x509.load_der_x509_certificate(certificate_der)
-        session.add(
-            PassportSigner(
-                kid=kid,
-                der=certificate_der,
-                subject=certificate.subject.rfc4514_string(),
-                algorithm=algorithm,
-                not_before=certificate.not_valid_before_utc,
-                not_after=certificate.not_valid_after_utc,
-            )
-        )
-        session.flush()
+        try:
+            with session.begin_nested():  # workers starting together all try to add it
+                session.add(
+                    PassportSigner(
+                        kid=kid,
+                        der=certificate_der,
+                        subject=certificate.subject.rfc4514_string(),
+                        algorithm=algorithm,
+                        not_before=certificate.not_valid_before_utc,
+                        not_after=certificate.not_valid_after_utc,
+                    )
+                )
+        except IntegrityError:
+            pass  # another worker added it first
     return kid
 
 

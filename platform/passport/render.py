@@ -27,6 +27,7 @@ from typing import Any, Final
 import segno
 from fpdf import FPDF
 
+from kyso.platform.passport.hsm import HsmSigner
 from kyso.platform.passport.valuesets import value_sets
 
 __all__ = ["PassportDocument", "passport_pdf", "qr_png", "qr_symbol", "sign_pdf"]
@@ -186,7 +187,7 @@ def passport_pdf(document: PassportDocument) -> bytes:
     return bytes(pdf.output())
 
 
-def sign_pdf(pdf: bytes, pkcs11_signer: Any, *, reason: str | None = None) -> bytes:
+def sign_pdf(pdf: bytes, central: HsmSigner, *, reason: str | None = None) -> bytes:
     """PAdES B-B signature of ``pdf`` by the central key (pyHanko's PKCS#11 signer)."""
     from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
     from pyhanko.sign import fields, signers
@@ -199,5 +200,6 @@ def sign_pdf(pdf: bytes, pkcs11_signer: Any, *, reason: str | None = None) -> by
         location="Việt Nam",
         md_algorithm="sha256",
     )
-    output = signers.sign_pdf(writer, metadata, signer=pkcs11_signer)
+    with central.lock:  # pyHanko calls the module from a thread of its own
+        output = signers.sign_pdf(writer, metadata, signer=central.pdf_signer())
     return bytes(output.getvalue())
