@@ -65,6 +65,7 @@ from kyso.platform.records.names import name_key
 
 COUNT_CAP = 1000  # a result count above this is shown as "1.000+"
 CANDIDATE_CAP = 20_000  # people with a matching dose looked up by id, at most
+PHONE_NARROWS = 4  # digits of a phone prefix ("0903") from which it beats any name prefix
 NAME_MAX = 120
 _LIKE_SPECIAL = re.compile(r"([\\%_])")
 
@@ -333,9 +334,15 @@ def person_conditions(filters: SearchFilters, dialect: str) -> list[ColumnElemen
     """
     conditions: list[ColumnElement[bool]] = []
     key = name_key(filters.name)
-    if key:
-        conditions.append(starts_with(Person.name_key, key, dialect))
     phone = normalise_phone(filters.phone) if filters.phone else ""
+    if key:
+        name: SQLColumnExpression[str] = Person.name_key
+        if dialect == "sqlite" and len(phone) >= PHONE_NARROWS:
+            # SQLite's planner cannot tell which of two ranges is narrower and takes the name
+            # ("nguyen van": ~10 % of people, 20 ms) over the phone (0.1 ms). An expression
+            # (name_key || '') is not indexed: the name is then checked on the phone's rows.
+            name = Person.name_key + ""
+        conditions.append(starts_with(name, key, dialect))
     if filters.phone and not phone:
         conditions.append(false())  # typed something, but no digits: nothing matches
     elif phone:  # a full number is its own prefix: one indexed path for both

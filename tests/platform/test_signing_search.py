@@ -147,6 +147,15 @@ def test_prefixes_stop_at_the_next_key(session: Session, org: Seed) -> None:
     assert names(find(session, org.officer, phone="09099")) == ["Nguyễn Văn A"]
     assert names(find(session, org.officer, phone="091")) == ["Nguyễn Văn B"]
     assert names(find(session, org.officer, phone="0900")) == []
+    # Both: the name still narrows what the phone found (on SQLite without its index).
+    assert names(find(session, org.officer, name="nguyen van a", phone="0909")) == [
+        "Nguyễn Văn A",
+        "Nguyễn Văn Anh",
+    ]
+    assert names(find(session, org.officer, name="nguyen van an", phone="0909")) == [
+        "Nguyễn Văn Anh"
+    ]
+    assert names(find(session, org.officer, name="nguyen van b", phone="0909")) == []
 
 
 @pytest.mark.parametrize(
@@ -175,6 +184,24 @@ def test_prefix_searches_use_an_index(
         connection.exec_driver_sql("SET LOCAL enable_seqscan = on")
         assert index in plan, plan
         assert "~>=~" in plan, plan  # LIKE 'prefix%' as a range of the pattern_ops index
+
+
+def test_name_and_phone_search_the_phone_index_on_sqlite(session: Session, org: Seed) -> None:
+    """SQLite cannot tell which range is narrower; a phone prefix of 4+ digits is."""
+    dialect = session.get_bind().dialect
+    conditions = search_module.person_conditions(
+        SearchFilters(name="nguyen van", phone="0903 12"), dialect.name
+    )
+    statement = select(Person.id).where(*conditions)
+    sql = str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+    if dialect.name == "sqlite":
+        rows = session.connection().exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}")
+        plan = " ".join(str(row[-1]) for row in rows)
+        assert re.search(r"INDEX ix_people_phone\w* \(phone>\? AND phone<\?\)", plan), plan
+        assert "ix_people_name_key" not in plan, plan
+    else:  # PostgreSQL estimates both ranges: both conditions stay indexable
+        assert "people.name_key LIKE 'nguyen van%%'" in sql, sql
+        assert "people.phone LIKE '090312%%'" in sql, sql
 
 
 def test_identity_number_is_exact(session: Session, org: Seed) -> None:
