@@ -19,7 +19,13 @@ from PySide6.QtGui import QDesktopServices, QGuiApplication
 from PySide6.QtWidgets import QApplication, QDialog, QSystemTrayIcon
 
 from kyso.agent import i18n
-from kyso.agent.config import AgentConfig, ConfigError, load_config, resolve_module
+from kyso.agent.config import (
+    AgentConfig,
+    ConfigError,
+    discover_modules,
+    load_config,
+    resolve_module,
+)
 from kyso.agent.protocol import ErrorCode
 from kyso.agent.service import BatchOutcome, ConsentRequest
 from kyso.agent.token import model as tm
@@ -32,6 +38,7 @@ from kyso.agent.ui.dialogs import (
     ProgressDialog,
     message_dialog,
 )
+from kyso.agent.ui.settings import OriginRow, SettingsDialog, SettingsValues
 from kyso.agent.ui.single_instance import SingleInstance, activate_running, instance_name
 from kyso.agent.ui.widgets import t
 from kyso.agent.ui.window import MainWindow, Tray
@@ -84,6 +91,7 @@ class DesktopApp(QObject):
         self.progress: ProgressDialog | None = None
         self._consent: ConsentRequest | None = None
         self.about: AboutDialog | None = None
+        self.settings: SettingsDialog | None = None
         self.message: QDialog | None = None
         self._pin_status_read.connect(self._show_pin_after, Qt.ConnectionType.QueuedConnection)
         self._pin_reader: threading.Thread | None = None
@@ -141,8 +149,47 @@ class DesktopApp(QObject):
         self.message.show()
         return text
 
-    def show_settings(self) -> None:
-        pass  # wired in settings.py
+    def settings_values(self) -> SettingsValues:
+        config = self.controller.config
+        return SettingsValues(
+            module=config.pkcs11_module,
+            # The user file may not hold a module or a port: any value is the administrator's.
+            module_locked=config.pkcs11_module is not None,
+            port=config.port,
+            port_locked=True,
+            language=self.language,
+            start_at_login=config.start_at_login,
+            listen_at_launch=config.listen_at_launch,
+        )
+
+    def origin_rows(self) -> list[OriginRow]:
+        return [
+            OriginRow(o.origin, o.manifest_key_fingerprint, machine=True)
+            for o in self.controller.config.origins
+        ]
+
+    def show_settings(self) -> SettingsDialog:
+        self.settings = SettingsDialog(
+            self.settings_values(),
+            discover_modules(),
+            self.origin_rows(),
+            None,
+            self.language,
+            self.window,
+        )
+        self.settings.accepted.connect(lambda: self.apply_settings(self.settings.values()))
+        self.settings.show()
+        return self.settings
+
+    def apply_settings(self, values: SettingsValues) -> None:
+        if values.language != self.language:
+            self.set_language(values.language)
+
+    def set_language(self, language: str) -> None:
+        self.language = language
+        self.window.set_language(language)
+        if self.tray is not None:
+            self.tray.refresh()
 
     # --- Presenter: the service's questions (Qt main thread) --------------------------------
 

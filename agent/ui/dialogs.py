@@ -29,7 +29,7 @@ from kyso.agent.i18n import tr
 from kyso.agent.protocol import ErrorCode
 from kyso.agent.service import BatchOutcome, ConsentRequest
 from kyso.agent.token.model import PinStatus
-from kyso.agent.ui.widgets import label, short_subject, t
+from kyso.agent.ui.widgets import fit_to_text, keep_buttons_whole, label, short_subject, t
 
 APPROVE_DELAY_MS = 1000
 DIALOG_MIN_WIDTH = 520
@@ -41,7 +41,6 @@ class _GuardedQuestion(QDialog):
     def __init__(self, language: str, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.language = language
-        self.setMinimumWidth(DIALOG_MIN_WIDTH)
         self.setWindowFlag(Qt.WindowType.WindowStaysOnTopHint, True)
         self.cancel_button = QPushButton(t("cancel", language))
         self.cancel_button.setObjectName("cancel")
@@ -60,6 +59,7 @@ class _GuardedQuestion(QDialog):
         self.approve_button.setEnabled(False)
 
     def button_row(self) -> QHBoxLayout:
+        keep_buttons_whole(self)
         row = QHBoxLayout()
         row.addStretch(1)
         row.addWidget(self.cancel_button)
@@ -78,6 +78,7 @@ class _GuardedQuestion(QDialog):
 
     def showEvent(self, event: QShowEvent) -> None:
         super().showEvent(event)
+        fit_to_text(self, DIALOG_MIN_WIDTH, exact=True)
         self._restart_delay()
 
     def changeEvent(self, event: QEvent) -> None:
@@ -189,6 +190,7 @@ class ConsentDialog(_GuardedQuestion):
         self.pin_edit.setPlaceholderText(t("pin_placeholder", language))
         self.pin_label.setBuddy(self.pin_edit)
         self.pin_edit.textChanged.connect(self._update_approve)
+        layout.addStretch(1)  # extra height goes here, not between the lines
         pin_row = QHBoxLayout()
         pin_row.addWidget(self.pin_label)
         pin_row.addWidget(self.pin_edit, 1)
@@ -238,6 +240,7 @@ class OriginDialog(_GuardedQuestion):
         layout = QVBoxLayout(self)
         layout.addWidget(label(t("origin_title", language), bold=True, scale=1.25))
         layout.addWidget(label(t("origin_text", language, origin=origin), name="origin"))
+        layout.addStretch(1)
         layout.addLayout(self.button_row())
 
 
@@ -249,7 +252,6 @@ class ProgressDialog(QDialog):
     def __init__(self, language: str, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.language = language
-        self.setMinimumWidth(DIALOG_MIN_WIDTH)
         self.setWindowTitle(t("progress_title", language))
         layout = QVBoxLayout(self)
         self.heading = label(t("progress_title", language), bold=True, scale=1.25)
@@ -269,9 +271,14 @@ class ProgressDialog(QDialog):
         layout.addWidget(self.message)
         layout.addWidget(self.bar)
         layout.addWidget(self.detail)
+        layout.addStretch(1)
         layout.addLayout(row)
         self.finished_outcome: BatchOutcome | None = None
         self._cancelling = False
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        fit_to_text(self, DIALOG_MIN_WIDTH, exact=True)
 
     def set_progress(self, signed: int, total: int) -> None:
         if self.finished_outcome is not None:
@@ -306,6 +313,8 @@ class ProgressDialog(QDialog):
             self.detail.setStyleSheet("color: #b00020;")
         self.button.setText(t("close", self.language))
         self.button.setEnabled(True)
+        if self.isVisible():
+            fit_to_text(self, DIALOG_MIN_WIDTH)
 
     def closeEvent(self, event: QCloseEvent) -> None:
         if self.finished_outcome is None and not self._cancelling:
@@ -372,6 +381,7 @@ class PairingDialog(_GuardedQuestion):
         self.fingerprint_label.setVisible(False)
         layout.addWidget(self.message)
         layout.addWidget(self.fingerprint_label)
+        layout.addStretch(1)
         layout.addLayout(self.button_row())
         self._step = 1
 
@@ -400,6 +410,8 @@ class PairingDialog(_GuardedQuestion):
         self.fingerprint_label.setText(format_fingerprint(fingerprint))
         self.fingerprint_label.setVisible(True)
         self.approve_button.setText(t("pairing_confirm", self.language))
+        if self.isVisible():
+            fit_to_text(self, DIALOG_MIN_WIDTH)
         self._restart_delay()
 
     def show_error(self, text: str) -> None:
@@ -418,13 +430,18 @@ def format_fingerprint(fingerprint: str) -> str:
     return " ".join(groups[:half]) + "\n" + " ".join(groups[half:])
 
 
-class AboutDialog(QDialog):
+class _FittedDialog(QDialog):
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        fit_to_text(self, DIALOG_MIN_WIDTH, exact=True)
+
+
+class AboutDialog(_FittedDialog):
     def __init__(self, language: str, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         from PySide6 import __version__ as pyside_version
 
         self.setWindowTitle(t("about_title", language))
-        self.setMinimumWidth(DIALOG_MIN_WIDTH)
         layout = QVBoxLayout(self)
         layout.addWidget(label(t("app_name", language), bold=True, scale=1.25))
         layout.addWidget(
@@ -441,9 +458,8 @@ class AboutDialog(QDialog):
 
 def message_dialog(title: str, text: str, language: str, parent: QWidget | None = None) -> QDialog:
     """A plain message with a Close button (errors at start, copied diagnostics, ...)."""
-    dialog = QDialog(parent)
+    dialog = _FittedDialog(parent)
     dialog.setWindowTitle(title)
-    dialog.setMinimumWidth(DIALOG_MIN_WIDTH)
     layout = QVBoxLayout(dialog)
     layout.addWidget(label(title, bold=True))
     layout.addWidget(label(text, name="message"))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from PySide6.QtCore import Signal
-from PySide6.QtGui import QAction, QCloseEvent, QFont
+from PySide6.QtGui import QAction, QCloseEvent, QFont, QShowEvent
 from PySide6.QtWidgets import (
     QGridLayout,
     QHBoxLayout,
@@ -25,9 +25,10 @@ from PySide6.QtWidgets import (
 from kyso.agent.i18n import tr
 from kyso.agent.ui.controller import AgentController, TrayState
 from kyso.agent.ui.icons import status_icon
-from kyso.agent.ui.widgets import label, short_subject, t
+from kyso.agent.ui.widgets import fit_to_text, keep_buttons_whole, label, short_subject, t
 
 ROWS = ("status", "token", "certificate", "last_batch")
+WINDOW_MIN_WIDTH = 560
 
 
 def status_text(controller: AgentController, language: str) -> str:
@@ -63,6 +64,7 @@ def certificate_text(controller: AgentController, language: str) -> str:
             "certificate_line",
             language,
             subject=short_subject(cert.subject),
+            kind=f"{cert.key_type}-{cert.key_size}",
             not_after=cert.not_after.date().isoformat(),
         )
         for cert in usable
@@ -106,7 +108,6 @@ class MainWindow(QWidget):
         self.controller = controller
         self.language = language
         self.setObjectName("main_window")
-        self.setMinimumWidth(560)
         self.setWindowIcon(status_icon(TrayState.LISTENING))
 
         self.title = label(bold=True, scale=1.4, name="title")
@@ -163,6 +164,7 @@ class MainWindow(QWidget):
         layout.addWidget(self.error)
         layout.addStretch(1)
         layout.addLayout(actions)
+        keep_buttons_whole(self)
 
         controller.changed.connect(self.refresh)
         self.set_language(language)
@@ -192,6 +194,12 @@ class MainWindow(QWidget):
         self.error.setText(error)
         self.error.setVisible(bool(error))
         self.setWindowIcon(status_icon(c.status))
+        if self.isVisible():
+            fit_to_text(self, WINDOW_MIN_WIDTH)
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        fit_to_text(self, WINDOW_MIN_WIDTH, exact=True)
 
     def show_and_raise(self) -> None:
         self.show()

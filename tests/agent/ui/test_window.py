@@ -118,8 +118,9 @@ def test_certificate_that_will_sign(
     assert softhsm.certificates["expired"].fingerprint_sha256 not in fingerprints
     assert softhsm.certificates["no_signing_usage"].fingerprint_sha256 not in fingerprints
     for cert in usable:
-        line = f"{short_subject(cert.subject)} — hiệu lực đến {cert.not_after.date().isoformat()}"
-        assert line in text.splitlines()
+        key = f"{cert.key_type}-{cert.key_size}"
+        until = cert.not_after.date().isoformat()
+        assert f"{short_subject(cert.subject)} ({key}) — hiệu lực đến {until}" in text.splitlines()
 
 
 def _hotplug(qtbot: QtBot, desktop: DesktopApp, lonely: ProvisionedToken, tmp: Path) -> None:
