@@ -103,6 +103,7 @@ def language() -> str:
 
 def _register_blueprints(app: Flask) -> None:
     from kyso.platform.auth.views import blueprint as auth
+    from kyso.platform.passport.views import blueprint as passport
     from kyso.platform.records.views import blueprint as records
     from kyso.platform.signing import batch_views
     from kyso.platform.signing.views import blueprint as signing
@@ -112,6 +113,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(users)
     app.register_blueprint(signing)
     app.register_blueprint(records)
+    app.register_blueprint(passport)
     batch_views.register(app)
 
 

@@ -1,0 +1,227 @@
+"""Passport pages: the central issuer's page, the citizen lookup, the verifier.
+
+Thin: parse, call a service, render. ``/passports/issuer`` is for central issuers only;
+``/passports/lookup`` and ``/passports/verify`` need no login (CSRF still applies to their
+forms). After a successful lookup the session remembers the passport for ten minutes, for the
+QR and PDF downloads.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+
+from kyso.platform.app import db, language
+from kyso.platform.auth.access import current_user, roles_required
+from kyso.platform.i18n import DomainError, translate
+from kyso.platform.models import Role
+from kyso.platform.passport import config, issuance, lookup, render, verifier
+from kyso.platform.passport.models import Passport
+from kyso.platform.passport.render import FIELDS, field_values
+
+blueprint = Blueprint("passport", __name__, url_prefix="/passports")
+
+PAGE_RUN_LIMIT = 1000  # the issuer page's button; the end-of-day run is the CLI
+LOOKUP_SECONDS = 600
+MAX_PICTURE = 5 * 1024 * 1024
+
+
+def _fields(dcc: dict[str, Any]) -> list[tuple[str, str, str]]:
+    return [(vi, en, value) for (vi, en), value in zip(FIELDS, field_values(dcc), strict=True)]
+
+
+# --- central issuer ---------------------------------------------------------------------------
+
+
+@blueprint.get("/issuer")
+@roles_required(Role.CENTRAL_ISSUER)
+def issuer_page() -> Any:
+    session_ = db()
+    return render_template(
+        "passport/issuer.html",
+        counts=issuance.queue_counts(session_),
+        runs=issuance.recent_runs(session_),
+        errors=issuance.recent_errors(session_),
+        limit=PAGE_RUN_LIMIT,
+    )
+
+
+@blueprint.post("/issuer/run")
+@roles_required(Role.CENTRAL_ISSUER)
+def issuer_run() -> Any:
+    app = current_app
+    user = current_user()
+    try:
+        signer = config.open_signer(app.config, app.extensions)
+        context = config.issuance_context(app.config, app.instance_path, signer)
+        summary = issuance.issue_passports(
+            app.extensions["kyso.sessions"],
+            context,
+            worker=f"web:{user.username if user else '?'}",
+            started_by=user,
+            limit=PAGE_RUN_LIMIT,
+        )
+    except DomainError as exc:
+        flash(exc.text(language()), "error")
+    else:
+        flash(
+            translate(
+                "passport.issuer_run_done",
+                language(),
+                run=summary.run_id,
+                issued=summary.issued,
+                covered=summary.covered,
+                failed=summary.failed,
+            ),
+            "ok",
+        )
+    return redirect(url_for("passport.issuer_page"))
+
+
+@blueprint.post("/issuer/retry")
+@roles_required(Role.CENTRAL_ISSUER)
+def issuer_retry() -> Any:
+    session_ = db()
+    count = issuance.retry_failed(session_, current_user())
+    session_.commit()
+    flash(translate("passport.issuer_retried", language(), count=count), "ok")
+    return redirect(url_for("passport.issuer_page"))
+
+
+# --- citizen lookup ---------------------------------------------------------------------------
+
+
+@blueprint.route("/lookup", methods=["GET", "POST"])
+def lookup_page() -> Any:
+    if request.method == "GET":
+        return render_template("passport/lookup.html", error=None, form={})
+    form = request.form
+    session_ = db()
+    try:
+        passport = lookup.find_passport(
+            session_,
+            identity_number=form.get("identity_number", ""),
+            birth_date=form.get("birth_date", ""),
+            phone_last4=form.get("phone_last4", ""),
+            ip=request.remote_addr or "?",
+        )
+    except DomainError as exc:
+        session_.commit()  # the attempt counts
+        return (
+            render_template(
+                "passport/lookup.html",
+                error=exc.text(language()),
+                form={"identity_number": form.get("identity_number", "")},
+            ),
+            400 if exc.key == "passport.lookup_bad_input" else 200,
+        )
+    session_.commit()
+    session["passport_lookup"] = {"id": passport.id, "until": time.time() + LOOKUP_SECONDS}
+    return redirect(url_for("passport.lookup_result"))
+
+
+def _looked_up() -> Passport | None:
+    remembered = session.get("passport_lookup")
+    if not isinstance(remembered, dict) or remembered.get("until", 0) < time.time():
+        return None
+    passport = db().get(Passport, remembered.get("id"))
+    if passport is None or passport.superseded_at is not None:
+        return None
+    return passport
+
+
+def _expired() -> Any:
+    flash(translate("passport.lookup_expired_session", language()), "error")
+    return redirect(url_for("passport.lookup_page"))
+
+
+@blueprint.get("/lookup/result")
+def lookup_result() -> Any:
+    passport = _looked_up()
+    if passport is None:
+        return _expired()
+    qr = base64.b64encode(render.qr_png(passport.payload)).decode("ascii")
+    return render_template(
+        "passport/lookup_result.html",
+        passport=passport,
+        fields=_fields(passport.dcc),
+        qr=qr,
+        name=passport.person.full_name,
+    )
+
+
+@blueprint.get("/lookup/qr.png")
+def lookup_qr() -> Any:
+    passport = _looked_up()
+    if passport is None:
+        return _expired()
+    response = Response(render.qr_png(passport.payload, scale=8), mimetype="image/png")
+    response.headers["Content-Disposition"] = 'attachment; filename="ho-chieu-vac-xin-qr.png"'
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@blueprint.get("/lookup/passport.pdf")
+def lookup_pdf() -> Any:
+    passport = _looked_up()
+    if passport is None:
+        return _expired()
+    app = current_app
+    try:
+        signer = config.open_signer(app.config, app.extensions)
+    except DomainError as exc:
+        flash(exc.text(language()), "error")
+        return redirect(url_for("passport.lookup_result"))
+    document = render.PassportDocument(
+        passport.dcc, passport.payload, passport.issued_at, passport.expires_at
+    )
+    signed = render.sign_pdf(render.passport_pdf(document), signer)
+    response = Response(signed, mimetype="application/pdf")
+    response.headers["Content-Disposition"] = 'attachment; filename="ho-chieu-vac-xin.pdf"'
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+# --- verifier ---------------------------------------------------------------------------------
+
+
+@blueprint.route("/verify", methods=["GET", "POST"])
+def verify_page() -> Any:
+    if request.method == "GET":
+        return render_template("passport/verify.html", result=None, fields=None, error=None)
+    text = request.form.get("text", "").strip()
+    picture = request.files.get("image")
+    data = picture.read(MAX_PICTURE + 1) if picture and picture.filename else b""
+    if not text and not data:
+        return render_template(
+            "passport/verify.html",
+            result=None,
+            fields=None,
+            error=translate("passport.verify_nothing", language()),
+        ), 400
+    signers = config.dsc_list(db(), current_app.config)
+    result = (
+        verifier.verify(text, signers)
+        if text
+        else verifier.verify_image(data[:MAX_PICTURE], signers)
+    )
+    fields = None
+    if result.dcc is not None and result.dcc.get("v") and result.dcc.get("nam"):
+        try:
+            fields = _fields(result.dcc)
+        except (KeyError, IndexError, TypeError):
+            fields = None
+    return render_template("passport/verify.html", result=result, fields=fields, error=None)
