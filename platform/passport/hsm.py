@@ -345,6 +345,7 @@ class HsmSigner:
             use_raw_mechanism=self.algorithm == "ES256",
             other_certs_to_pull=(),
         )
+        return self._pdf_signer
 
     def close(self) -> None:
         with self.lock:
