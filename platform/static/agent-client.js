@@ -24,6 +24,8 @@ const TERMINAL = new Set(["result", "error", "hello", "certificates", "cancelled
 // One letter per request type: ids read h1, c1, s1, x1 as in protocol.md's examples.
 const ID_PREFIX = { hello: "h", list_certificates: "c", sign: "s", cancel: "x" };
 const OPEN = 1;
+// Agent states (hello and the unsolicited state event).
+const STATES = new Set(["ready", "no_token", "busy"]);
 
 /** An error of the agent (code from protocol.md section 4) or of this client (CLIENT_CODES). */
 export class AgentError extends Error {
@@ -99,6 +101,8 @@ export function errorText(error, { language = "vi", texts = {} } = {}) {
  * Local Network Access prompt meanwhile), helloTimeout, listTimeout (the agent may ask the
  * officer to approve this page), consentTimeout (the agent's PIN dialog is open), signIdleTimeout
  * (longest silence while the token signs), cancelTimeout.
+ * onState(state): called with "ready", "no_token" or "busy" when the agent announces a token
+ * inserted or removed after hello (protocol.md 2.5); `client.hello.state` follows it too.
  */
 export class AgentClient {
   constructor(options = {}) {
@@ -125,6 +129,7 @@ export class AgentClient {
     this.counters = {};
     this.signing = null; // {id, delivered}
     this.opening = null;
+    this.onState = typeof options.onState === "function" ? options.onState : () => {};
   }
 
   get url() {
@@ -446,6 +451,17 @@ export class AgentClient {
       return;
     }
     if (!message || typeof message !== "object" || Array.isArray(message)) return;
+    if (message.type === "state" && !("id" in message)) {
+      // Unsolicited (protocol.md 2.5): a token was inserted or removed.
+      if (this.hello === null || !STATES.has(message.state)) return;
+      this.hello = { ...this.hello, state: message.state };
+      try {
+        this.onState(message.state);
+      } catch (error) {
+        console.error("Kyso agent client: the onState callback failed", error);
+      }
+      return;
+    }
     if (message.id === null && message.type === "error") {
       // The agent could not read which request this answers: it fails them all.
       const error = agentError(message);

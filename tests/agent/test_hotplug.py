@@ -7,6 +7,7 @@ switched to that directory for the test and back afterwards.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -24,6 +25,7 @@ from kyso.agent.token.pkcs11_token import Pkcs11Token
 from kyso.agent.token.softhsm import ProvisionedToken
 
 LABEL = "Kyso Hotplug"
+GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 
 # Provisions a token in another process: a keyed certificate, as an officer's token has.
 PROVISION = """
@@ -134,5 +136,29 @@ def test_no_event_before_hello(
         with pytest.raises(TimeoutError):
             page.recv(timeout=2)
         assert page.hello()["state"] == "no_token"
+    finally:
+        agent.stop()
+
+
+def test_golden_state_exchange(
+    lonely: ProvisionedToken, token: Pkcs11Token, tmp_path: Path
+) -> None:
+    """tests/golden/10-state.json against the real agent: the token is removed before the
+    no_token event is expected and inserted before the ready one."""
+    golden = json.loads((GOLDEN / "10-state.json").read_text(encoding="utf-8"))
+    agent = start_agent(token, tmp_path / "state", hotplug=0.5)
+    staging = _provision_elsewhere(tmp_path / "staging", "Kyso Again")
+    try:
+        page = agent.page()
+        for step in golden["exchange"]:
+            message = step["message"]
+            if step["from"] == "page":
+                page.send(message)
+                continue
+            if message == {"type": "state", "state": "no_token"}:
+                softhsm2.delete_token(lonely)
+            elif message == {"type": "state", "state": "ready"}:
+                staging.rename(lonely.token_dir / staging.name)
+            assert page.recv(timeout=5) == message
     finally:
         agent.stop()

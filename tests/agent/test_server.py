@@ -224,7 +224,15 @@ def _matches(expected: Any, actual: Any) -> bool:
     return bool(expected == actual)
 
 
-@pytest.mark.parametrize("golden", sorted(GOLDEN.glob("*.json")), ids=lambda p: p.stem)
+# Exchanges with unsolicited events need a token removed and inserted: test_hotplug replays them.
+UNSOLICITED = frozenset({"10-state"})
+
+
+@pytest.mark.parametrize(
+    "golden",
+    sorted(p for p in GOLDEN.glob("*.json") if p.stem not in UNSOLICITED),
+    ids=lambda p: p.stem,
+)
 def test_golden_exchange(golden: Path, agent: RunningAgent, softhsm: ProvisionedToken) -> None:
     exchange = json.loads(golden.read_text(encoding="utf-8"))
     fp = softhsm.certificates["rsa"].fingerprint_sha256

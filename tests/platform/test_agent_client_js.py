@@ -85,6 +85,7 @@ DRIVERS: dict[str, tuple[dict[str, Any], list[str]]] = {
     "07-bad-id": ({}, ["open", "raw"]),
     "08-hello-required": ({}, ["open", "raw"]),
     "09-nothing-to-cancel": ({}, ["connect", "raw"]),
+    "10-state": ({}, ["connect", "settle"]),
 }
 
 
@@ -206,8 +207,8 @@ def test_golden_exchange(golden: Path, harness: Harness) -> None:
     steps: list[list[Any]] = []
     queue = iter(requests)
     for method in methods:
-        if method == "open":
-            steps.append(["open", None])
+        if method in ("open", "settle"):  # no request: open the socket, or let events arrive
+            steps.append([method, None])
             continue
         message = next(queue)
         if method == "sign":
@@ -243,6 +244,10 @@ def test_golden_exchange(golden: Path, harness: Harness) -> None:
         assert last == {"ok": CERTIFICATES}
     elif final["type"] == "result":
         assert last == {"ok": {"batchId": BATCH_ID, "signed": final["signed"]}}
+    elif final["type"] == "state":
+        # Unsolicited: nothing was pending; the client's state follows the last event.
+        assert last == {"ok": None}
+        assert outcome["state"] == final["state"]
     else:
         pytest.fail(f"no check for a final {final['type']}")
     # Every step before the last succeeded (hello first where there is one).
@@ -258,6 +263,8 @@ def test_golden_exchange(golden: Path, harness: Harness) -> None:
                 ["signatures", m["offset"], m["signatures"], m["signed"], m["total"]]
             )
             expected_callbacks.append(["progress", "signing", m["signed"], m["total"]])
+        elif step["from"] == "agent" and m["type"] == "state":
+            expected_callbacks.append(["state", m["state"]])
     assert outcome["callbacks"] == expected_callbacks
 
 

@@ -74,13 +74,20 @@ export async function replay(script, steps, options = {}) {
   const FakeSocket = function (url) {
     return new ScriptedSocket(url, script, record);
   };
-  const agent = new AgentClient({ ...options, WebSocket: FakeSocket });
   const outcomes = [];
   const callbacks = [];
+  const agent = new AgentClient({
+    ...options,
+    WebSocket: FakeSocket,
+    onState: (state) => callbacks.push(["state", state]),
+  });
   for (const [method, argument] of steps) {
     try {
       let value;
-      if (method === "sign") {
+      if (method === "settle") {
+        // Lets unsolicited messages queued after the last reply arrive.
+        value = await new Promise((resolve) => setTimeout(() => resolve(undefined), 50));
+      } else if (method === "sign") {
         value = await agent.sign(argument, {
           onProgress: (...args) => callbacks.push(["progress", ...args]),
           onSignatures: (...args) => callbacks.push(["signatures", ...args]),
@@ -97,7 +104,8 @@ export async function replay(script, steps, options = {}) {
       outcomes.push(describe(error));
     }
   }
-  return { sent: record.sent, urls: record.urls, closed: record.closed, outcomes, callbacks };
+  const state = agent.hello ? agent.hello.state : null;
+  return { sent: record.sent, urls: record.urls, closed: record.closed, outcomes, callbacks, state };
 }
 
 /** A client on a real agent; the run is kept on window.run for the test to watch. */
