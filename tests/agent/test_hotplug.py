@@ -162,3 +162,36 @@ def test_golden_state_exchange(
             assert page.recv(timeout=5) == message
     finally:
         agent.stop()
+
+
+def test_busy_reaches_the_ui_but_no_page(
+    token: Pkcs11Token, softhsm: ProvisionedToken, tmp_path: Path
+) -> None:
+    """A batch makes the UI show busy; another page hears nothing of it (threat 16)."""
+    from support.signing import digests, sign_request
+
+    agent = start_agent(token, tmp_path / "state", hotplug=0.5)
+    try:
+        recorder = Recorder()
+        agent.service.add_state_listener(recorder)
+        recorder.wait_for("ready", 0)
+        hold = threading.Event()
+        agent.ui.hold = hold
+        signer, other = agent.page(), agent.page()
+        signer.hello()
+        other.hello()
+        fp = softhsm.certificates["p256"].fingerprint_sha256
+        started = time.monotonic()
+        signer.send(sign_request(agent, fp, "ECDSA_SHA256", digests(3)))
+        assert agent.ui.dialog_open.wait(10)
+        recorder.wait_for("busy", started)
+        assert agent.service.status.state == "busy"
+        hold.set()
+        replies = signer.until_done("s1")
+        assert replies[-1]["type"] == "result"
+        assert all(r["type"] != "state" for r in replies)
+        recorder.wait_for("ready", started + 0.001)
+        with pytest.raises(TimeoutError):
+            other.recv(timeout=1)
+    finally:
+        agent.stop()
