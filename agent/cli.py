@@ -25,6 +25,7 @@ from kyso.agent.config import (
 )
 from kyso.agent.console import ConsoleUI
 from kyso.agent.i18n import tr
+from kyso.agent.logs import setup_logging
 from kyso.agent.manifest import ReplayGuard
 from kyso.agent.server import PortInUse, ServerThread
 from kyso.agent.service import AgentService
@@ -125,6 +126,7 @@ def _serve(
     config: AgentConfig, token: Pkcs11Token, ui: ConsoleUI, module: str, language: str
 ) -> int:
     guard = ReplayGuard(config.state_dir / "used-batches.json")
+    setup_logging(config.state_dir)  # the rotating file IT asks for (never a PIN or digest)
     thread = ServerThread(config, lambda: AgentService(config, token, ui, guard))
     try:
         port = thread.start()
