@@ -26,8 +26,12 @@ from kyso.agent.config import (
     load_config,
     resolve_module,
 )
+from kyso.agent.diagnostics import diagnostics_text
+from kyso.agent.logs import log_path, setup_logging
+from kyso.agent.pairing import FetchedKey, PairingError, PairingManager, PairingRequest
 from kyso.agent.protocol import ErrorCode
 from kyso.agent.service import BatchOutcome, ConsentRequest
+from kyso.agent.settings import SettingsError, SettingsStore, UserSettings
 from kyso.agent.token import model as tm
 from kyso.agent.ui.bridge import QtUserInterface, Reply
 from kyso.agent.ui.controller import HOTPLUG_SECONDS, AgentController
@@ -35,6 +39,7 @@ from kyso.agent.ui.dialogs import (
     AboutDialog,
     ConsentDialog,
     OriginDialog,
+    PairingDialog,
     ProgressDialog,
     message_dialog,
 )
@@ -52,6 +57,8 @@ class DesktopApp(QObject):
     """The window, the tray and the dialogs; answers the service's questions (Presenter)."""
 
     _pin_status_read = Signal(object)
+    _pairing_requested = Signal(object)  # PairingRequest | None, from the asyncio thread
+    _key_fetched = Signal(object)  # FetchedKey | PairingError, from the fetch thread
 
     def __init__(
         self,
@@ -64,9 +71,13 @@ class DesktopApp(QObject):
         port: int | None = None,
         use_tray: bool | None = None,
         hotplug_interval: float = HOTPLUG_SECONDS,
+        pairing: PairingManager | None = None,
+        settings_store: SettingsStore | None = None,
     ) -> None:
         super().__init__()
         self.language = language
+        self.pairing = pairing
+        self.settings_store = settings_store
         self.ui = QtUserInterface(self)
         self.controller = AgentController(
             config,
@@ -76,6 +87,7 @@ class DesktopApp(QObject):
             module_error=module_error,
             port=port,
             hotplug_interval=hotplug_interval,
+            pairing=pairing,
         )
         self.window = MainWindow(self.controller, language)
         if use_tray is None:
@@ -95,6 +107,15 @@ class DesktopApp(QObject):
         self.message: QDialog | None = None
         self._pin_status_read.connect(self._show_pin_after, Qt.ConnectionType.QueuedConnection)
         self._pin_reader: threading.Thread | None = None
+        self.pairing_dialog: PairingDialog | None = None
+        self._fetcher: threading.Thread | None = None
+        self._pairing_requested.connect(self.ask_pairing, Qt.ConnectionType.QueuedConnection)
+        self._key_fetched.connect(self._show_fetched, Qt.ConnectionType.QueuedConnection)
+        self._remove_pairing_listener: Callable[[], None] | None = None
+        if pairing is not None:
+            self._remove_pairing_listener = pairing.add_pairing_listener(
+                self._pairing_requested.emit
+            )
 
         w = self.window
         w.start_stop.connect(self.toggle)
@@ -122,7 +143,14 @@ class DesktopApp(QObject):
 
     def shutdown(self) -> None:
         self.withdraw_question()
+        if self._remove_pairing_listener is not None:
+            self._remove_pairing_listener()
+            self._remove_pairing_listener = None
+        if self.pairing_dialog is not None:
+            self.pairing_dialog.close()
         self.controller.shutdown()
+        if self._fetcher is not None:
+            self._fetcher.join(timeout=30)
         if self._pin_reader is not None:
             self._pin_reader.join(timeout=10)
         if self.tray is not None:
@@ -133,12 +161,12 @@ class DesktopApp(QObject):
         self.about.show()
 
     def open_logs(self) -> None:
-        folder = self.controller.config.state_dir
+        folder = log_path(self.controller.config.state_dir).parent
         folder.mkdir(parents=True, exist_ok=True)
         QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))
 
     def copy_diagnostics(self) -> str:
-        text = diagnostics_text(self.controller)
+        text = self.diagnostics()
         QGuiApplication.clipboard().setText(text)
         self.message = message_dialog(
             t("copy_diagnostics", self.language),
@@ -149,8 +177,36 @@ class DesktopApp(QObject):
         self.message.show()
         return text
 
+    def diagnostics(self) -> str:
+        """What the officer sends to IT: versions, module, token and certificate; no secrets."""
+        c = self.controller
+        origins = None
+        if self.pairing is not None:
+            origins = [(o.origin, o.fingerprint, o.machine) for o in self.pairing.origins()]
+        return diagnostics_text(
+            c.config,
+            module=c.module,
+            tokens=c.snapshot.tokens,
+            certificates=c.snapshot.certificates,
+            origins=origins,
+            listening_port=c.listening_port,
+            language=self.language,
+        )
+
     def settings_values(self) -> SettingsValues:
         config = self.controller.config
+        store = self.settings_store
+        if store is not None:
+            current = store.current()
+            return SettingsValues(
+                module=current.pkcs11_module,
+                module_locked=store.is_locked("pkcs11_module"),
+                port=current.port,
+                port_locked=store.is_locked("port"),
+                language=current.language,
+                start_at_login=current.start_at_login,
+                listen_at_launch=current.listen_at_launch,
+            )
         return SettingsValues(
             module=config.pkcs11_module,
             # The user file may not hold a module or a port: any value is the administrator's.
@@ -163,27 +219,118 @@ class DesktopApp(QObject):
         )
 
     def origin_rows(self) -> list[OriginRow]:
+        if self.pairing is not None:
+            return [OriginRow(o.origin, o.fingerprint, o.machine) for o in self.pairing.origins()]
         return [
             OriginRow(o.origin, o.manifest_key_fingerprint, machine=True)
             for o in self.controller.config.origins
         ]
 
+    def _remove_origin(self, origin: str) -> str | None:
+        if self.pairing is None:
+            return None
+        try:
+            self.pairing.remove(origin)
+        except PairingError as exc:
+            return exc.text.get(self.language)
+        return None
+
     def show_settings(self) -> SettingsDialog:
-        self.settings = SettingsDialog(
+        store = self.settings_store
+        modules = store.modules() if store is not None else discover_modules()
+        dialog = SettingsDialog(
             self.settings_values(),
-            discover_modules(),
+            modules,
             self.origin_rows(),
-            None,
+            self._remove_origin if self.pairing is not None else None,
             self.language,
             self.window,
         )
-        self.settings.accepted.connect(lambda: self.apply_settings(self.settings.values()))
-        self.settings.show()
-        return self.settings
+        dialog.accepted.connect(lambda: self.apply_settings(dialog.values()))
+        self.settings = dialog
+        dialog.show()
+        return dialog
 
-    def apply_settings(self, values: SettingsValues) -> None:
+    def apply_settings(self, values: SettingsValues) -> str | None:
+        """Saves through the core's store; returns the error shown to the officer, if any."""
+        store = self.settings_store
+        if store is not None:
+            settings = UserSettings(
+                language=values.language,
+                start_at_login=values.start_at_login,
+                listen_at_launch=values.listen_at_launch,
+                port=values.port,
+                pkcs11_module=values.module,
+            )
+            try:
+                self.controller.config = store.save(settings)  # port and module: next Start
+            except (SettingsError, ConfigError) as exc:
+                error = exc.text.get(self.language)
+                self.message = message_dialog(
+                    t("settings_title", self.language), error, self.language, self.window
+                )
+                self.message.show()
+                return error
         if values.language != self.language:
             self.set_language(values.language)
+        return None
+
+    # --- pairing a new origin (Qt main thread) ----------------------------------------------
+
+    def ask_pairing(self, request: PairingRequest | None) -> None:
+        if request is None:  # answered or dropped
+            return
+        if self.pairing_dialog is not None and self.pairing_dialog.isVisible():
+            return  # one at a time
+        dialog = PairingDialog(request.origin, self.language)
+        self.pairing_dialog = dialog
+        dialog.allowed.connect(lambda: self._fetch_key(request.origin))
+        dialog.finished.connect(lambda result: self._pairing_finished(dialog, result))
+        dialog.show()
+        dialog.raise_()
+        dialog.activateWindow()
+
+    def _fetch_key(self, origin: str) -> None:
+        pairing, emit = self.pairing, self._key_fetched.emit
+        if pairing is None:
+            return
+
+        def fetch() -> None:  # a blocking HTTPS request: never on the Qt or asyncio thread
+            try:
+                emit(pairing.fetch_key(origin))
+            except PairingError as exc:
+                emit(exc)
+
+        self._fetcher = threading.Thread(target=fetch, name="kyso-pairing-fetch", daemon=True)
+        self._fetcher.start()
+
+    def _show_fetched(self, result: FetchedKey | PairingError) -> None:
+        dialog = self.pairing_dialog
+        if dialog is None:
+            return
+        if isinstance(result, PairingError):
+            dialog.show_error(result.text.get(self.language))
+        else:
+            dialog.fetched = result
+            dialog.show_fingerprint(result.fingerprint)
+
+    def _pairing_finished(self, dialog: PairingDialog, result: int) -> None:
+        pairing = self.pairing
+        if pairing is None:
+            return
+        fetched = dialog.fetched
+        if result == QDialog.DialogCode.Accepted and isinstance(fetched, FetchedKey):
+            try:
+                pairing.approve(fetched)
+            except PairingError as exc:
+                self.message = message_dialog(
+                    t("pairing_title", self.language), exc.text.get(self.language), self.language
+                )
+                self.message.show()
+        else:
+            pairing.decline(dialog.origin)
+        if self.pairing_dialog is dialog:
+            self.pairing_dialog = None
 
     def set_language(self, language: str) -> None:
         self.language = language
@@ -291,38 +438,6 @@ class DesktopApp(QObject):
             progress.show_outcome(progress.finished_outcome, status)
 
 
-def diagnostics_text(controller: AgentController) -> str:
-    """What the officer sends to IT: versions, module, token and certificate; no secrets."""
-    from PySide6 import __version__ as pyside_version
-
-    from kyso.agent import __version__
-
-    snapshot = controller.snapshot
-    lines = [
-        f"kyso-agent {__version__}; Python {sys.version.split()[0]}; PySide6 {pyside_version}",
-        f"platform: {sys.platform}",
-        f"PKCS#11 module: {controller.module or '-'}",
-        f"listening: {controller.listening_port or 'no'}",
-        f"origins: {', '.join(o.origin for o in controller.config.origins) or '-'}",
-    ]
-    if controller.module_error is not None:
-        lines.append(f"module error: {controller.module_error.en}")
-    for info in snapshot.tokens:
-        lines.append(f"token: {info.label} ({info.manufacturer} {info.model}) serial {info.serial}")
-    for cert in snapshot.certificates:
-        lines.append(
-            f"certificate: {cert.subject}; serial {cert.serial_hex}; "
-            f"{cert.key_type}-{cert.key_size}; until {cert.not_after.isoformat()}"
-        )
-    outcome = controller.last_outcome
-    if outcome is not None:
-        lines.append(
-            f"last batch: {outcome.origin} {outcome.signed}/{outcome.total} "
-            f"{outcome.error or 'ok'} at {outcome.finished_at.isoformat()}"
-        )
-    return "\n".join(lines)
-
-
 def main(args: argparse.Namespace) -> int:
     """Runs the desktop app until Quit; the second launch only shows the first one's window."""
     app = QApplication.instance() or QApplication(sys.argv[:1])
@@ -341,6 +456,7 @@ def main(args: argparse.Namespace) -> int:
         message_dialog(t("config_error_title", language), exc.text.get(language), language).exec()
         return EXIT_CONFIG
     language = args.language or config.language
+    setup_logging(config.state_dir)
 
     token: tm.Token | None = None
     module: str | None = None

@@ -22,6 +22,7 @@ from PySide6.QtCore import QObject, Qt, Signal
 from kyso.agent.config import AgentConfig
 from kyso.agent.i18n import Text
 from kyso.agent.manifest import ReplayGuard
+from kyso.agent.pairing import PairingManager
 from kyso.agent.protocol import AgentState, Request
 from kyso.agent.server import PortInUse, ServerThread
 from kyso.agent.service import (
@@ -90,8 +91,11 @@ class DesktopService(AgentService):
         replay_guard: ReplayGuard,
         *,
         hotplug_interval: float = HOTPLUG_SECONDS,
+        pairing: PairingManager | None = None,
     ) -> None:
-        super().__init__(config, token, ui, replay_guard, hotplug_interval=hotplug_interval)
+        super().__init__(
+            config, token, ui, replay_guard, hotplug_interval=hotplug_interval, pairing=pairing
+        )
         self._connections: dict[int, Connection] = {}
 
     async def handle(self, conn: Connection, request: Request, send: Send) -> None:
@@ -124,8 +128,10 @@ class AgentController(QObject):
         module_error: Text | None = None,
         port: int | None = None,
         hotplug_interval: float = HOTPLUG_SECONDS,
+        pairing: PairingManager | None = None,
     ) -> None:
         super().__init__()
+        self.pairing = pairing
         self.config = config
         self.token = token
         self.module = module
@@ -224,11 +230,13 @@ class AgentController(QObject):
             self.start_error = self.module_error
             self.changed.emit()
             return False
-        config, ui, interval = self.config, self._ui, self._hotplug_interval
+        config, ui, interval, pairing = self.config, self._ui, self._hotplug_interval, self.pairing
         guard = ReplayGuard(config.state_dir / "used-batches.json")
 
         def make_service() -> DesktopService:
-            return DesktopService(config, token, ui, guard, hotplug_interval=interval)
+            return DesktopService(
+                config, token, ui, guard, hotplug_interval=interval, pairing=pairing
+            )
 
         thread = ServerThread(config, make_service, port=self._port)
         self._stop_watching()  # the service's monitor takes over

@@ -371,6 +371,7 @@ class PairingDialog(_GuardedQuestion):
         super().__init__(language, parent)
         self.origin = origin
         self.fingerprint: str | None = None
+        self.fetched: object = None  # what the app fetched (kyso.agent.pairing.FetchedKey)
         self.setWindowTitle(t("pairing_title", language))
         self.approve_button.setText(t("pairing_allow", language))
         layout = QVBoxLayout(self)

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QLabel
+from PySide6.QtWidgets import QApplication, QLabel
 from pytestqt.qtbot import QtBot
 from support.agent_harness import Page
 from support.platform_keys import ManifestIssuer
@@ -26,7 +26,7 @@ from kyso.agent.config import AgentConfig, AllowedOrigin
 from kyso.agent.protocol import ErrorCode
 from kyso.agent.token.pkcs11_token import Pkcs11Token
 from kyso.agent.token.softhsm import ProvisionedToken, user_logged_in
-from kyso.agent.ui.app import DesktopApp, diagnostics_text
+from kyso.agent.ui.app import DesktopApp
 from kyso.agent.ui.dialogs import ConsentDialog, OriginDialog
 
 from .conftest import ORIGIN
@@ -240,9 +240,9 @@ def test_diagnostics_have_no_secrets(
 ) -> None:
     qtbot.waitUntil(lambda: desktop.app.controller.snapshot.present, timeout=5000)
     text = desktop.app.copy_diagnostics()
-    assert "kyso-agent" in text
-    assert f"token: {softhsm.label}" in text
+    assert softhsm.label in text
+    assert ORIGIN in text
     # (the test PINs are digits that also occur inside the tax code of the certificate subject)
     assert not re.search(rf"\b{softhsm.user_pin}\b", text)
     assert not re.search(rf"\b{softhsm.so_pin}\b", text)
-    assert diagnostics_text(desktop.app.controller) == text
+    assert QApplication.clipboard().text() == text
