@@ -63,3 +63,13 @@ __all__ = [
     "VaccineProduct",
     "VerificationStatus",
 ]
+
+from kyso.platform.models.feedback import (
+    Feedback,
+    FeedbackAttempt,
+    FeedbackReply,
+    FeedbackStatus,
+    RecordVersion,
+)
+
+__all__ += ["Feedback", "FeedbackAttempt", "FeedbackReply", "FeedbackStatus", "RecordVersion"]

@@ -1,0 +1,1 @@
+"""Corrections of records: new versions, history, superseded signatures and passports."""

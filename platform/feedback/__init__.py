@@ -1,0 +1,1 @@
+"""Citizen feedback on vaccination records and the facilities' inbox."""

@@ -1,0 +1,1 @@
+"""Verification statistics: the invalid-people list, its counts and its Excel export."""
