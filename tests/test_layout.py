@@ -120,3 +120,22 @@ def test_golden_files_are_valid_exchanges() -> None:
         for step in exchange["exchange"]:
             assert step["from"] in ("page", "agent")
             assert "type" in step["message"]
+
+
+def test_every_package_is_in_the_distribution() -> None:
+    """pyproject lists the packages one by one (the folders are mapped to kyso.*): a package
+    missing there works in the editable install and vanishes from a wheel or the bundle."""
+    import tomllib
+
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = set()
+    for base, name in (("agent", "kyso.agent"), ("platform", "kyso.platform")):
+        for folder in [ROOT / base, *(p for p in (ROOT / base).rglob("*") if p.is_dir())]:
+            python = any(folder.glob("*.py"))
+            if not python or "__pycache__" in folder.parts:
+                continue
+            relative = folder.relative_to(ROOT / base).parts
+            found.add(".".join((name, *relative)))
+    assert found - listed == set()
