@@ -78,6 +78,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="list the certificates with a private key on the inserted tokens, then exit",
     )
+    parser.add_argument(
+        "--self-test",
+        action="store_true",
+        help="check the agent end to end (server, token, test signatures), then exit; "
+        "PIN from KYSO_SELFTEST_PIN or typed (see kyso.agent.selftest for exit codes)",
+    )
+    parser.add_argument(
+        "--autostart",
+        action="store_true",
+        help="started by a login entry: quit at once if the officer turned 'start at login' off",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log connections and errors")
     parser.add_argument("--version", action="version", version=f"kyso-agent {__version__}")
     return parser
@@ -89,12 +100,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.self_test:
+        from kyso.agent.selftest import run_self_test
+
+        return run_self_test(args)
     if not (args.headless or args.list_modules or args.list_certificates):
         return _run_desktop(args)
     language = args.language or "vi"
     try:
         config = load_config(args.config, args.user_config, state_dir=args.state_dir)
         language = args.language or config.language
+        if args.autostart and not config.start_at_login:
+            return 0  # started by a login entry, but the officer turned that option off
         if args.list_modules:
             return _list_modules(language)
         module = resolve_module(config)

@@ -1,0 +1,209 @@
+"""``kyso-agent --self-test`` from source, against SoftHSM: the same run CI makes on the bundle.
+
+Most cases run in this process (the session's SoftHSM module is shared, as two Pkcs11Token
+instances share it); one runs the real command line in a child process.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from kyso.agent import selftest
+from kyso.agent.cli import build_parser
+from kyso.agent.token.softhsm import KeySpec, ProvisionedToken
+
+PIN = "123456"
+
+
+def _machine_config(tmp_path: Path, module: str, extra: str = "") -> Path:
+    path = tmp_path / "machine.toml"
+    path.write_text(f'pkcs11_module = "{module}"\n{extra}', encoding="utf-8")
+    return path
+
+
+def _run(
+    tmp_path: Path,
+    config: Path,
+    env: dict[str, str],
+    *,
+    language: str = "en",
+    terminal: bool = False,
+    typed: str = "",
+) -> tuple[int, str]:
+    user = tmp_path / "user.toml"
+    state = tmp_path / "state"
+    args = build_parser().parse_args(
+        [
+            "--self-test",
+            "--config",
+            str(config),
+            "--user-config",
+            str(user),
+            "--state-dir",
+            str(state),
+            "--language",
+            language,
+        ]
+    )
+    out = io.StringIO()
+    code = selftest.run_self_test(
+        args, env=env, out=out, read_secret=lambda _prompt: typed, stdin_is_terminal=terminal
+    )
+    return code, out.getvalue()
+
+
+@pytest.mark.parametrize("name", ["p256", "p384", "rsa"])
+def test_passes_signing_and_verifying_with_each_algorithm(
+    tmp_path: Path, softhsm: ProvisionedToken, name: str
+) -> None:
+    certificate = softhsm.certificates[name]
+    config = _machine_config(tmp_path, softhsm.module_path)
+    env = {
+        selftest.PIN_ENV: softhsm.user_pin,
+        selftest.CERTIFICATE_ENV: certificate.fingerprint_sha256,
+    }
+    code, out = _run(tmp_path, config, env)
+    assert code == selftest.EXIT_OK, out
+    algorithms = ["RSA_PKCS1_SHA256", "RSA_PSS_SHA256"] if name == "rsa" else ["ECDSA_SHA256"]
+    for algorithm in algorithms:
+        assert f"5 digests signed with {algorithm}" in out
+    assert out.count("[OK] signature check: 5 signatures match") == len(algorithms)
+    assert "[OK] refusing an unknown page" in out
+    assert out.rstrip().endswith("Self-test passed: the signing agent works on this computer.")
+
+
+def test_installed_configuration_is_neither_used_nor_changed(
+    tmp_path: Path, softhsm: ProvisionedToken
+) -> None:
+    """The installed origin is not allowed by the self-test's server, and nothing is written."""
+    from support.platform_keys import ManifestIssuer
+
+    installed = ManifestIssuer("https://tiemchung.example.vn")
+    extra = (
+        '[[origins]]\norigin = "https://tiemchung.example.vn"\n'
+        f'manifest_key = """{installed.public_pem}"""\n'
+    )
+    config = _machine_config(tmp_path, softhsm.module_path, extra)
+    before = config.read_bytes()
+    env = {
+        selftest.PIN_ENV: softhsm.user_pin,
+        selftest.CERTIFICATE_ENV: softhsm.certificates["p256"].fingerprint_sha256,
+    }
+    code, out = _run(tmp_path, config, env, language="vi")
+    assert code == selftest.EXIT_OK, out
+    assert "[ĐẠT] kiểm tra chữ ký" in out
+    assert config.read_bytes() == before
+    assert not (tmp_path / "user.toml").exists()
+    assert not (tmp_path / "state").exists()  # used batch ids went to a temporary folder
+
+
+def test_wrong_pin_is_named_and_not_retried(
+    tmp_path: Path, fresh_softhsm: Callable[..., ProvisionedToken]
+) -> None:
+    """An RSA certificate is tested with two algorithms: the first refusal ends the run, so a
+    wrong PIN is tried once (a second try would count towards locking the token)."""
+    provisioned = fresh_softhsm(keys=(KeySpec("rsa", "RSA", 2048),))
+    config = _machine_config(tmp_path, provisioned.module_path)
+    env = {
+        selftest.PIN_ENV: "000000",
+        selftest.CERTIFICATE_ENV: provisioned.certificates["rsa"].fingerprint_sha256,
+    }
+    code, out = _run(tmp_path, config, env)
+    assert code == selftest.EXIT_SIGNING, out
+    assert out.count("[FAILED] test signing") == 1
+    assert "[OK] test signing" not in out
+    assert "RSA_PKCS1_SHA256" in out
+    assert "RSA_PSS_SHA256" not in out
+    assert "PIN_INCORRECT" in out
+    assert "exit code 13" in out
+
+
+def test_no_pin_without_a_terminal(tmp_path: Path, softhsm: ProvisionedToken) -> None:
+    config = _machine_config(tmp_path, softhsm.module_path)
+    env = {selftest.CERTIFICATE_ENV: softhsm.certificates["p256"].fingerprint_sha256}
+    code, out = _run(tmp_path, config, env)
+    assert code == selftest.EXIT_NO_PIN, out
+    assert "KYSO_SELFTEST_PIN" in out
+
+
+def test_pin_typed_on_a_terminal(tmp_path: Path, softhsm: ProvisionedToken) -> None:
+    config = _machine_config(tmp_path, softhsm.module_path)
+    env = {selftest.CERTIFICATE_ENV: softhsm.certificates["p256"].fingerprint_sha256}
+    code, out = _run(tmp_path, config, env, terminal=True, typed=softhsm.user_pin)
+    assert code == selftest.EXIT_OK, out
+    assert "[OK] PIN: PIN given (typed)" in out
+
+
+def test_unknown_certificate(tmp_path: Path, softhsm: ProvisionedToken) -> None:
+    config = _machine_config(tmp_path, softhsm.module_path)
+    env = {selftest.PIN_ENV: PIN, selftest.CERTIFICATE_ENV: "ab" * 32}
+    code, out = _run(tmp_path, config, env)
+    assert code == selftest.EXIT_NO_CERTIFICATE, out
+    assert "[FAILED] certificates" in out
+
+
+def test_certificate_of_another_key_fails(tmp_path: Path, softhsm: ProvisionedToken) -> None:
+    """A certificate whose public key is not the token key's: the batch never passes."""
+    config = _machine_config(tmp_path, softhsm.module_path)
+    env = {
+        selftest.PIN_ENV: softhsm.user_pin,
+        selftest.CERTIFICATE_ENV: softhsm.certificates["mismatch_ec"].fingerprint_sha256,
+    }
+    code, out = _run(tmp_path, config, env)
+    assert code in (selftest.EXIT_SIGNING, selftest.EXIT_VERIFY), out
+    assert "Self-test FAILED" in out
+
+
+def test_configuration_problem(tmp_path: Path) -> None:
+    config = tmp_path / "machine.toml"
+    config.write_text("port = 80\n", encoding="utf-8")
+    code, out = _run(tmp_path, config, {})
+    assert code == selftest.EXIT_CONFIG, out
+    assert "[FAILED] configuration" in out
+
+
+def test_module_outside_admin_folders(tmp_path: Path) -> None:
+    fake = tmp_path / "libfake.so"
+    fake.write_bytes(b"\x7fELF")
+    code, out = _run(tmp_path, _machine_config(tmp_path, str(fake)), {})
+    assert code == selftest.EXIT_CONFIG, out
+    assert "[FAILED] token driver" in out
+
+
+def test_command_line_in_a_child_process(tmp_path: Path, softhsm: ProvisionedToken) -> None:
+    """The real entry point, the PIN from the environment, the driver from the machine file."""
+    config = _machine_config(tmp_path, softhsm.module_path)
+    env = dict(
+        os.environ,
+        KYSO_SELFTEST_PIN=softhsm.user_pin,
+        KYSO_SELFTEST_CERTIFICATE=softhsm.certificates["rsa"].fingerprint_sha256,
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kyso.agent.cli",
+            "--self-test",
+            "--config",
+            str(config),
+            "--user-config",
+            str(tmp_path / "user.toml"),
+            "--state-dir",
+            str(tmp_path / "state"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Tự kiểm tra đạt" in done.stdout  # Vietnamese by default
+    assert done.stdout.count("[ĐẠT] kiểm tra chữ ký") == 2  # PKCS#1 v1.5 and PSS
