@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kyso.agent import i18n
+from kyso.agent.autostart import Autostart
 from kyso.agent.config import (
     LANGUAGES,
     OFFICER_KEYS,
@@ -64,8 +65,12 @@ class SettingsStore:
         system: str = sys.platform,
         fs: FileSystem = REAL_FS,
         env: Mapping[str, str] = os.environ,
+        autostart: Autostart | None = None,
     ) -> None:
         self._config = config
+        # The OS start entry the "start at login" option controls (None: the option is only
+        # stored, as in tests that must not touch the session's real autostart).
+        self._autostart = autostart
         self._system = system
         self._fs = fs
         self._env = env
@@ -109,6 +114,11 @@ class SettingsStore:
                 settings.pkcs11_module, system=self._system, fs=self._fs, env=self._env
             )
         self._write(self._render(settings))
+        if self._autostart is not None and settings.start_at_login != self._autostart.enabled():
+            try:
+                self._autostart.set(settings.start_at_login)
+            except OSError as exc:
+                raise SettingsError("autostart_failed", error=exc) from exc
         self._config = dataclasses.replace(
             self._config,
             language=settings.language,

@@ -471,7 +471,20 @@ def main(args: argparse.Namespace) -> int:
     except tm.ModuleLoadError as exc:
         module_error = i18n.text("cli.module_load_failed", module=module, error=exc)
 
-    desktop = DesktopApp(config, token, language=language, module=module, module_error=module_error)
+    if args.autostart and not config.start_at_login:
+        return EXIT_OK  # started by a login entry, but the officer turned that option off
+    from kyso.agent.autostart import for_this_system
+    from kyso.agent.pairing import PairingManager
+
+    desktop = DesktopApp(
+        config,
+        token,
+        language=language,
+        module=module,
+        module_error=module_error,
+        pairing=PairingManager(config),
+        settings_store=SettingsStore(config, autostart=for_this_system()),
+    )
     instance.activated.connect(desktop.window.show_and_raise)
     desktop.window.show()
     if config.listen_at_launch:
