@@ -103,10 +103,12 @@ def language() -> str:
 
 def _register_blueprints(app: Flask) -> None:
     from kyso.platform.auth.views import blueprint as auth
+    from kyso.platform.feedback.views import blueprint as feedback
     from kyso.platform.passport.views import blueprint as passport
     from kyso.platform.records.views import blueprint as records
     from kyso.platform.signing import batch_views
     from kyso.platform.signing.views import blueprint as signing
+    from kyso.platform.stats.views import blueprint as stats
     from kyso.platform.users.views import blueprint as users
 
     app.register_blueprint(auth)
@@ -114,6 +116,8 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(signing)
     app.register_blueprint(records)
     app.register_blueprint(passport)
+    app.register_blueprint(stats)
+    app.register_blueprint(feedback)
     batch_views.register(app)
 
 

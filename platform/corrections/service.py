@@ -1,0 +1,391 @@
+"""Correcting a record: a new version, the old values kept, signatures and passports superseded.
+
+The records service (``kyso.platform.records.service``) checks the edit, moves the versions on
+(a person edit bumps the person's and all their doses' versions, a dose edit the dose's) and
+sends the person back to verification when an identity field changed. Around it, a correction:
+
+- keeps the previous values in ``record_versions`` with who, when, why and the feedback that
+  asked for it;
+- marks every earlier signature of the affected doses superseded (``superseded_at``; never
+  deleted): the dose is unsigned in its current version, so it is back on the signing page as
+  "to be signed again";
+- marks the person's current passport superseded (``supersede_for_person``);
+- may re-verify the person at once against the population registry (``verify_person_now``):
+  one lookup, synchronously, with a clear outcome; when the registry does not answer the
+  person stays ``pending`` and the verification job takes them later.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from kyso.platform.auth.service import audit
+from kyso.platform.i18n import DomainError
+from kyso.platform.models import (
+    Dose,
+    DoseSignature,
+    Feedback,
+    FeedbackStatus,
+    Person,
+    RecordVersion,
+    User,
+    VerificationStatus,
+)
+from kyso.platform.passport.issuance import supersede_for_person
+from kyso.platform.records.service import (
+    DoseData,
+    PersonData,
+    may_record_at,
+    update_dose,
+    update_person,
+)
+from kyso.platform.registry.client import (
+    PopulationRegistry,
+    RegistryError,
+    RegistryProtocolError,
+    RegistryRefused,
+    RegistryUnavailable,
+)
+from kyso.platform.registry.identity import check_identity, normalise
+from kyso.platform.registry.service import compare_with_registry, mark_for_reverification
+
+REASON_MAX = 500
+
+PERSON_FIELDS = (
+    "full_name",
+    "birth_date",
+    "gender",
+    "identity_number",
+    "phone",
+    "address",
+    "area_id",
+)
+DOSE_FIELDS = ("dose_number", "vaccinated_on", "product_id", "lot", "facility_id")
+
+
+@dataclass(frozen=True)
+class Correction:
+    """What one correction did."""
+
+    version: RecordVersion
+    superseded_signatures: tuple[int, ...]
+    superseded_passports: tuple[int, ...]
+    reverify: bool  # an identity field changed: the person is back to pending
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, enum.Enum):
+        return value.value
+    return value
+
+
+def person_snapshot(person: Person) -> dict[str, Any]:
+    return {name: _json_value(getattr(person, name)) for name in PERSON_FIELDS}
+
+
+def dose_snapshot(dose: Dose) -> dict[str, Any]:
+    return {name: _json_value(getattr(dose, name)) for name in DOSE_FIELDS}
+
+
+def _clean_reason(reason: str | None) -> str:
+    text = " ".join((reason or "").split())
+    if not text:
+        raise DomainError("corrections.reason_required")
+    if len(text) > REASON_MAX:
+        raise DomainError("corrections.reason_too_long", limit=REASON_MAX)
+    return text
+
+
+def _check_feedback(feedback: Feedback | None, person: Person) -> None:
+    if feedback is not None and feedback.person_id != person.id:
+        raise DomainError("corrections.feedback_other_person", code=feedback.tracking_code)
+
+
+def _supersede_signatures(session: Session, doses: list[Dose], now: datetime) -> tuple[int, ...]:
+    """Mark every signature of an older version of these doses superseded (kept forever)."""
+    ids: list[int] = []
+    for dose in doses:
+        ids += session.scalars(
+            select(DoseSignature.id).where(
+                DoseSignature.dose_id == dose.id,
+                DoseSignature.superseded_at.is_(None),
+                DoseSignature.dose_version != dose.version,
+            )
+        )
+    if ids:
+        session.execute(
+            update(DoseSignature).where(DoseSignature.id.in_(ids)).values(superseded_at=now)
+        )
+    return tuple(sorted(ids))
+
+
+def _finish(
+    session: Session,
+    *,
+    kind: str,
+    person: Person,
+    dose: Dose | None,
+    doses: list[Dose],
+    before: dict[str, Any],
+    after: dict[str, Any],
+    version_before: int,
+    version_after: int,
+    reason: str,
+    feedback: Feedback | None,
+    user: User | None,
+    ip: str | None,
+    now: datetime,
+) -> Correction:
+    fields = [name for name in before if before[name] != after[name]]
+    signatures = _supersede_signatures(session, doses, now)
+    passports = supersede_for_person(
+        session, person.id, f"correction: {reason}", by=user, now=now
+    ).superseded
+    version = RecordVersion(
+        kind=kind,
+        person_id=person.id,
+        dose_id=dose.id if dose else None,
+        version_before=version_before,
+        version_after=version_after,
+        fields=fields,
+        before=before,
+        after=after,
+        reason=reason,
+        feedback_id=feedback.id if feedback else None,
+        user_id=user.id if user else None,
+        at=now,
+        superseded_signatures=list(signatures),
+        superseded_passports=list(passports),
+    )
+    session.add(version)
+    if feedback is not None and feedback.status is FeedbackStatus.NEW:
+        feedback.status = FeedbackStatus.PROCESSING
+    session.flush()
+    audit(
+        session,
+        f"corrections.{kind}",
+        user,
+        target=f"dose:{dose.id}" if dose else f"person:{person.id}",
+        ip=ip,
+        person=person.id,
+        fields=fields,
+        version=version_after,
+        feedback=feedback.tracking_code if feedback else None,
+        superseded_signatures=list(signatures),
+        superseded_passports=list(passports),
+    )
+    return Correction(
+        version,
+        signatures,
+        tuple(passports),
+        person.verification_status is VerificationStatus.PENDING,
+    )
+
+
+def correct_person(
+    session: Session,
+    person: Person,
+    data: PersonData,
+    user: User | None,
+    *,
+    reason: str,
+    feedback: Feedback | None = None,
+    expected_version: int | None = None,
+    ip: str | None = None,
+    now: datetime | None = None,
+    today: date | None = None,
+) -> Correction | None:
+    """Correct a person's data; None when nothing changed (no version, no history)."""
+    reason = _clean_reason(reason)
+    _check_feedback(feedback, person)
+    now = now or datetime.now(UTC)
+    before = person_snapshot(person)
+    version_before = person.version
+    update_person(
+        session, person, data, user, expected_version=expected_version, ip=ip, today=today
+    )
+    if person.version == version_before:
+        return None
+    return _finish(
+        session,
+        kind="person",
+        person=person,
+        dose=None,
+        doses=list(person.doses),
+        before=before,
+        after=person_snapshot(person),
+        version_before=version_before,
+        version_after=person.version,
+        reason=reason,
+        feedback=feedback,
+        user=user,
+        ip=ip,
+        now=now,
+    )
+
+
+def correct_dose(
+    session: Session,
+    dose: Dose,
+    data: DoseData,
+    user: User | None,
+    *,
+    reason: str,
+    feedback: Feedback | None = None,
+    expected_version: int | None = None,
+    ip: str | None = None,
+    now: datetime | None = None,
+    today: date | None = None,
+) -> Correction | None:
+    """Correct a dose's data; None when nothing changed."""
+    reason = _clean_reason(reason)
+    person = dose.person
+    _check_feedback(feedback, person)
+    now = now or datetime.now(UTC)
+    before = dose_snapshot(dose)
+    version_before = dose.version
+    update_dose(session, dose, data, user, expected_version=expected_version, ip=ip, today=today)
+    if dose.version == version_before:
+        return None
+    return _finish(
+        session,
+        kind="dose",
+        person=person,
+        dose=dose,
+        doses=[dose],
+        before=before,
+        after=dose_snapshot(dose),
+        version_before=version_before,
+        version_after=dose.version,
+        reason=reason,
+        feedback=feedback,
+        user=user,
+        ip=ip,
+        now=now,
+    )
+
+
+def history(session: Session, person_id: int) -> list[RecordVersion]:
+    """The person's corrections, the latest first."""
+    return list(
+        session.scalars(
+            select(RecordVersion)
+            .where(RecordVersion.person_id == person_id)
+            .order_by(RecordVersion.id.desc())
+        )
+    )
+
+
+# --- verification of one person, now ---------------------------------------------------------
+
+
+class VerifyResult(enum.StrEnum):
+    VERIFIED = "verified"
+    INVALID = "invalid"  # no number, old CMND, wrong format, or the registry disagrees
+    UNAVAILABLE = "unavailable"  # the registry did not answer: stays pending
+    FAILED = "failed"  # the registry refused our key or did not speak the protocol
+
+
+@dataclass(frozen=True)
+class VerifyOutcome:
+    result: VerifyResult
+    status: VerificationStatus
+    detail: dict[str, Any] | None
+    reason: str | None = None  # for UNAVAILABLE / FAILED: what the registry client said
+
+    @property
+    def message_key(self) -> str:
+        return f"corrections.verify_{self.result.value}"
+
+
+def verify_person_now(
+    session: Session,
+    person: Person,
+    registry: PopulationRegistry,
+    user: User | None,
+    *,
+    ip: str | None = None,
+    now: datetime | None = None,
+) -> VerifyOutcome:
+    """Check one person against the format rules and the registry, synchronously.
+
+    The same rules as the verification job (``check_identity``, ``compare_with_registry``); a
+    person is never marked verified without the registry's word. When the registry cannot
+    answer, the person is left ``pending`` (the job will take them) and the outcome says so.
+    The caller commits.
+    """
+    now = now or datetime.now(UTC)
+    check = check_identity(person.identity_number, person.birth_date, person.gender)
+    outcome: VerifyOutcome
+    if check.status is not None:
+        outcome = VerifyOutcome(VerifyResult.INVALID, check.status, check.detail)
+    else:
+        number = str(normalise(person.identity_number))
+        try:
+            answers = registry.lookup([number])
+            if number not in answers:
+                raise RegistryProtocolError("the registry did not answer for the number")
+        except RegistryUnavailable as exc:
+            outcome = VerifyOutcome(
+                VerifyResult.UNAVAILABLE, VerificationStatus.PENDING, None, exc.reason
+            )
+        except (RegistryRefused, RegistryProtocolError) as exc:
+            reason = "refused" if isinstance(exc, RegistryRefused) else "protocol"
+            outcome = VerifyOutcome(VerifyResult.FAILED, VerificationStatus.PENDING, None, reason)
+        except RegistryError as exc:  # any other client failure: treat as unavailable
+            outcome = VerifyOutcome(
+                VerifyResult.UNAVAILABLE, VerificationStatus.PENDING, None, type(exc).__name__
+            )
+        else:
+            status, detail = compare_with_registry(person, answers[number])
+            result = (
+                VerifyResult.VERIFIED
+                if status is VerificationStatus.VERIFIED
+                else VerifyResult.INVALID
+            )
+            outcome = VerifyOutcome(result, status, detail)
+    if outcome.status is VerificationStatus.PENDING:
+        mark_for_reverification(person)
+    else:
+        person.verification_status = outcome.status
+        person.verification_detail = outcome.detail
+        person.verified_at = now
+    session.flush()
+    audit(
+        session,
+        "corrections.verify",
+        user,
+        target=f"person:{person.id}",
+        ip=ip,
+        result=outcome.result.value,
+        status=outcome.status.value,
+        reason=outcome.reason,
+    )
+    return outcome
+
+
+def may_correct(session: Session, user: User | None, person: Person) -> bool:
+    """Whether ``user`` may open, correct and re-verify this person's record.
+
+    The records service's rule: staff of a facility where one of the person's doses was given
+    (or of a facility sharing its signing unit), administrators of its scope. A person without
+    doses belongs to no facility: only a national administrator may correct them.
+    """
+    if user is None:
+        return True
+    if not person.doses:
+        return user.role.value == "administrator" and user.province_id is None and user.active
+    return any(may_record_at(session, user, dose.facility) for dose in person.doses)
+
+
+def require_access(session: Session, user: User | None, person: Person) -> None:
+    if not may_correct(session, user, person):
+        raise DomainError("corrections.not_allowed")

@@ -1,0 +1,232 @@
+"""Feedback pages: the public form and status page (no login), the facility's inbox.
+
+Thin: parse, call ``feedback.service``, render. CSRF applies to every form (the public ones
+too: Flask-WTF ties the token to the visitor's session cookie).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from sqlalchemy import select
+
+from kyso.platform.app import db, language
+from kyso.platform.auth.access import current_user, roles_required
+from kyso.platform.feedback import service
+from kyso.platform.i18n import DomainError, translate
+from kyso.platform.models import FeedbackStatus, RecordVersion, Role, User
+from kyso.platform.records.rules import VIETNAM
+from kyso.platform.stats.views import forbidden
+
+blueprint = Blueprint("feedback", __name__, url_prefix="/feedback")
+
+ROLES = (Role.FACILITY_STAFF, Role.ADMINISTRATOR)
+_FORM_FIELDS = (
+    "full_name",
+    "birth_date",
+    "phone",
+    "identity_number",
+    "field",
+    "dose_number",
+    "correct_value",
+    "message",
+)
+
+
+def settings() -> service.Settings:
+    config: dict[str, object] = dict(current_app.config)
+    for key in ("FEEDBACK_DUE_DAYS", "FEEDBACK_MIN_SECONDS"):
+        value = os.environ.get(f"KYSO_{key}")
+        if value and key not in config:
+            config[key] = value
+    return service.Settings.from_config(config)
+
+
+def _secret() -> bytes:
+    return str(current_app.config["SECRET_KEY"]).encode()
+
+
+def local_time(value: datetime | None) -> str:
+    if value is None:
+        return ""
+    aware = value if value.tzinfo else value.replace(tzinfo=UTC)
+    return aware.astimezone(VIETNAM).strftime("%d/%m/%Y %H:%M")
+
+
+def _form_page(values: dict[str, str], errors: dict[str, str], error: str | None, code: int) -> Any:
+    return (
+        render_template(
+            "feedback/form.html",
+            values=values,
+            errors=errors,
+            error=error,
+            token=service.issue_form_token(_secret()),
+            fields=service.FIELDS,
+            max_doses=3,
+        ),
+        code,
+    )
+
+
+@blueprint.route("/", methods=["GET", "POST"])
+def form_page() -> Any:
+    if request.method == "GET":
+        return _form_page({}, {}, None, 200)
+    lang = language()
+    values = {name: request.form.get(name, "")[:4000] for name in _FORM_FIELDS}
+    form = service.FeedbackForm(
+        **values,
+        honeypot=request.form.get("website", ""),
+        token=request.form.get("form_token", ""),
+    )
+    try:
+        feedback = service.submit(
+            db(),
+            form,
+            ip=request.remote_addr or "?",
+            secret=_secret(),
+            settings=settings(),
+        )
+    except service.InvalidFeedback as exc:
+        db().rollback()
+        errors = {name: problem.text(lang) for name, problem in exc.problems.items()}
+        return _form_page(values, errors, None, 422)
+    except DomainError as exc:
+        db().commit()  # the attempt counts for the rate limits
+        throttled = exc.key in ("feedback.too_many_from_address", "feedback.too_many_for_person")
+        return _form_page(values, {}, exc.text(lang), 429 if throttled else 422)
+    db().commit()
+    return render_template(
+        "feedback/sent.html",
+        feedback=feedback,
+        due=local_time(feedback.due_at),
+    )
+
+
+@blueprint.route("/status", methods=["GET", "POST"])
+def status_page() -> Any:
+    lang = language()
+    if request.method == "GET":
+        return render_template(
+            "feedback/status.html", feedback=None, error=None, code=request.args.get("code", "")
+        )
+    code = request.form.get("code", "")[:40]
+    try:
+        feedback = service.find_for_citizen(
+            db(),
+            code,
+            request.form.get("phone", ""),
+            ip=request.remote_addr or "?",
+            settings=settings(),
+        )
+    except DomainError as exc:
+        db().commit()
+        throttled = exc.key == "feedback.status_throttled"
+        return (
+            render_template("feedback/status.html", feedback=None, error=exc.text(lang), code=code),
+            429 if throttled else 404,
+        )
+    db().commit()
+    return render_template(
+        "feedback/status.html",
+        feedback=feedback,
+        error=None,
+        code=feedback.tracking_code,
+        local_time=local_time,
+    )
+
+
+# --- the facility's inbox ----------------------------------------------------------------------
+
+
+def _user() -> User:
+    user = current_user()
+    assert user is not None
+    return user
+
+
+@blueprint.get("/inbox")
+@roles_required(*ROLES)
+def inbox() -> Any:
+    raw = request.args.get("status", "")
+    status = FeedbackStatus(raw) if raw in {s.value for s in FeedbackStatus} else None
+    overdue_only = request.args.get("overdue") == "1"
+    try:
+        result = service.inbox(
+            db(),
+            _user(),
+            status=status,
+            overdue_only=overdue_only,
+            after=service.InboxCursor.decode(request.args.get("after")),
+            size=int(current_app.config.get("PAGE_SIZE", 50)),
+        )
+    except DomainError as exc:
+        return forbidden(exc)
+    return render_template(
+        "feedback/inbox.html",
+        inbox=result,
+        status=status,
+        overdue_only=overdue_only,
+        statuses=list(FeedbackStatus),
+        is_overdue=lambda f: service.is_overdue(f, result.now),
+        local_time=local_time,
+    )
+
+
+@blueprint.get("/inbox/<int:feedback_id>")
+@roles_required(*ROLES)
+def detail(feedback_id: int) -> Any:
+    try:
+        feedback = service.get_for_user(db(), _user(), feedback_id)
+    except DomainError as exc:
+        if exc.key == "feedback.not_found":
+            flash(exc.text(language()), "error")
+            return redirect(url_for("feedback.inbox"))
+        return forbidden(exc)
+    corrections = list(
+        db().scalars(
+            select(RecordVersion)
+            .where(RecordVersion.feedback_id == feedback.id)
+            .order_by(RecordVersion.id)
+        )
+    )
+    return render_template(
+        "feedback/detail.html",
+        feedback=feedback,
+        overdue=service.is_overdue(feedback),
+        corrections=corrections,
+        next_statuses=[s for s in FeedbackStatus if s not in (FeedbackStatus.NEW,)],
+        local_time=local_time,
+    )
+
+
+@blueprint.post("/inbox/<int:feedback_id>/answer")
+@roles_required(*ROLES)
+def answer(feedback_id: int) -> Any:
+    lang = language()
+    user = _user()
+    try:
+        feedback = service.get_for_user(db(), user, feedback_id)
+        raw = request.form.get("status", "")
+        status = FeedbackStatus(raw) if raw in {s.value for s in FeedbackStatus} else None
+        if status is None:
+            raise DomainError("feedback.bad_status")
+        service.answer(
+            db(),
+            feedback,
+            user,
+            body=request.form.get("body", "")[: service.REPLY_MAX * 2],
+            status=status,
+            ip=request.remote_addr,
+        )
+    except DomainError as exc:
+        db().rollback()
+        flash(exc.text(lang), "error")
+        return redirect(url_for("feedback.detail", feedback_id=feedback_id))
+    db().commit()
+    label = translate(f"feedback.status_{status.value}", lang)
+    flash(translate("feedback.answered", lang, status=label), "success")
+    return redirect(url_for("feedback.detail", feedback_id=feedback_id))

@@ -1,0 +1,455 @@
+"""Verification statistics (Appendix 03): who cannot be signed for, and why.
+
+"Thống kê xác minh đối tượng" → "Xuất danh sách đối tượng không hợp lệ": the people of a
+facility's records whose verification against the National Population Database failed, in
+three groups, each with its count, a list paged by keyset and an Excel export:
+
+- ``no_identity`` — no 12-digit personal identification number: nothing recorded
+  (``no_identity``), or only a 9-digit CMND (``old_id_only``). A CMND is not *wrong*
+  (shared/vn/identity-numbers.md) but is not a personal identification number either, and the
+  person cannot be verified until the 12-digit number is known: the fix is the same as for a
+  missing number, so it is counted here, and the reason column tells the two apart.
+- ``wrong_format`` — a 12-digit number that breaks the format or disagrees with the person's
+  birth year or gender (``wrong_format``);
+- ``mismatch`` — the registry does not know the number, or holds another name, birth date or
+  gender (``mismatch``).
+
+People still ``pending`` or ``unavailable`` are not invalid (nobody knows yet) and are left out.
+
+Conditions: the facility that administered a dose ("approving facility": the facility that
+stands behind the record and must correct it; any facility type), the person's area of
+residence (commune or district; offered to commune/ward stations and administrators), and the
+group. Scope: facility staff see people with a dose given at their facility; administrators
+the facilities of their province (or of the country).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select
+from sqlalchemy.orm import Session, aliased
+
+from kyso.platform.auth.access import visible_facilities
+from kyso.platform.i18n import DomainError
+from kyso.platform.models import (
+    Area,
+    AreaLevel,
+    Dose,
+    Facility,
+    FacilityType,
+    Gender,
+    Person,
+    Role,
+    User,
+    VaccineProduct,
+    VerificationStatus,
+)
+
+STATS_ROLES = frozenset({Role.FACILITY_STAFF, Role.ADMINISTRATOR})
+PAGE_SIZE_MAX = 200
+FACILITY_CHOICES_MAX = 300  # beyond this, administrators type a facility code
+
+
+class Group(enum.StrEnum):
+    NO_IDENTITY = "no_identity"
+    WRONG_FORMAT = "wrong_format"
+    MISMATCH = "mismatch"
+
+
+GROUP_STATUSES: Mapping[Group, tuple[VerificationStatus, ...]] = {
+    Group.NO_IDENTITY: (VerificationStatus.NO_IDENTITY, VerificationStatus.OLD_ID_ONLY),
+    Group.WRONG_FORMAT: (VerificationStatus.WRONG_FORMAT,),
+    Group.MISMATCH: (VerificationStatus.MISMATCH,),
+}
+INVALID_STATUSES: tuple[VerificationStatus, ...] = tuple(
+    status for statuses in GROUP_STATUSES.values() for status in statuses
+)
+
+
+def group_of(status: VerificationStatus) -> Group | None:
+    for group, statuses in GROUP_STATUSES.items():
+        if status in statuses:
+            return group
+    return None
+
+
+@dataclass(frozen=True)
+class StatsFilters:
+    group: Group | None = None
+    facility_id: int | None = None
+    area_id: int | None = None
+
+    def as_args(self) -> dict[str, str]:
+        args = {
+            "group": self.group.value if self.group else "",
+            "facility": str(self.facility_id) if self.facility_id else "",
+            "area": str(self.area_id) if self.area_id else "",
+        }
+        return {k: v for k, v in args.items() if v}
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a user may look at, and the choices the page offers."""
+
+    user: User
+    facilities: tuple[Facility, ...]  # the choices (empty: too many, type a code)
+    areas: tuple[Area, ...]  # area choices for commune stations (empty: type a code or none)
+    area_condition: bool  # whether the area condition is offered
+    national: bool  # a national administrator: every person, no dose condition needed
+
+    def facility_ids(self) -> Select[tuple[int]]:
+        return visible_facilities(self.user)
+
+
+def scope_for(session: Session, user: User) -> Scope:
+    """The user's scope; DomainError for roles the statistics are not for."""
+    if user.role not in STATS_ROLES or not user.active:
+        raise DomainError("stats.not_allowed")
+    if user.role is Role.FACILITY_STAFF:
+        own = session.get(Facility, user.facility_id) if user.facility_id else None
+        if own is None:
+            raise DomainError("stats.no_facility")
+        areas: tuple[Area, ...] = ()
+        if own.type is FacilityType.COMMUNE_STATION:
+            commune = session.get(Area, own.area_id)
+            # The station's commune first, then the other communes of its district.
+            siblings = (
+                list(
+                    session.scalars(
+                        select(Area)
+                        .where(Area.parent_id == commune.parent_id, Area.id != commune.id)
+                        .order_by(Area.name)
+                    )
+                )
+                if commune is not None and commune.parent_id is not None
+                else []
+            )
+            areas = tuple([commune, *siblings] if commune is not None else siblings)
+        return Scope(user, (own,), areas, bool(areas), national=False)
+    national = user.province_id is None
+    count = session.scalar(select(func.count()).select_from(visible_facilities(user).subquery()))
+    facilities: tuple[Facility, ...] = ()
+    if (count or 0) <= FACILITY_CHOICES_MAX:
+        facilities = tuple(
+            session.scalars(
+                select(Facility)
+                .where(Facility.id.in_(visible_facilities(user)))
+                .order_by(Facility.code)
+            )
+        )
+    return Scope(user, facilities, (), True, national=national)
+
+
+def _parse_int(text: str | None) -> int | None:
+    text = (text or "").strip()
+    return int(text) if text.isdigit() and len(text) < 10 else None
+
+
+def parse_filters(
+    session: Session, scope: Scope, args: Mapping[str, str]
+) -> tuple[StatsFilters, list[DomainError]]:
+    """Filters from a query string; what cannot be read or is outside the scope is reported."""
+    problems: list[DomainError] = []
+    group: Group | None = None
+    raw = (args.get("group") or "").strip()
+    if raw:
+        try:
+            group = Group(raw)
+        except ValueError:
+            problems.append(DomainError("stats.bad_group"))
+    facility_id = _parse_int(args.get("facility"))
+    code = (args.get("facility_code") or "").strip()[:32]
+    if facility_id is None and code:
+        facility_id = session.scalar(select(Facility.id).where(Facility.code == code))
+        if facility_id is None:
+            problems.append(DomainError("stats.facility_unknown", code=code))
+    if facility_id is not None and not _facility_in_scope(session, scope, facility_id):
+        problems.append(DomainError("stats.facility_not_allowed"))
+        facility_id = None
+    area_id = _parse_int(args.get("area"))
+    area_code = (args.get("area_code") or "").strip()[:16]
+    if area_id is None and area_code:
+        area_id = session.scalar(select(Area.id).where(Area.code == area_code))
+        if area_id is None:
+            problems.append(DomainError("stats.area_unknown", code=area_code))
+    if area_id is not None and not _area_in_scope(session, scope, area_id):
+        problems.append(DomainError("stats.area_not_allowed"))
+        area_id = None
+    return StatsFilters(group, facility_id, area_id), problems
+
+
+def _facility_in_scope(session: Session, scope: Scope, facility_id: int) -> bool:
+    found = session.scalar(scope.facility_ids().where(Facility.id == facility_id))
+    return found is not None
+
+
+def _area_in_scope(session: Session, scope: Scope, area_id: int) -> bool:
+    if not scope.area_condition:
+        return False
+    if scope.areas:
+        return any(a.id == area_id for a in scope.areas)
+    area = session.get(Area, area_id)
+    if area is None or area.level is AreaLevel.PROVINCE:
+        return False
+    return scope.national or area.province_id == scope.user.province_id
+
+
+def conditions(session: Session, scope: Scope, filters: StatsFilters) -> list[ColumnElement[bool]]:
+    """Conditions on ``Person``: the scope, the facility and the area (not the group)."""
+    result: list[ColumnElement[bool]] = []
+    if filters.facility_id is not None:
+        result.append(
+            Person.id.in_(select(Dose.person_id).where(Dose.facility_id == filters.facility_id))
+        )
+    elif not scope.national:
+        result.append(
+            Person.id.in_(select(Dose.person_id).where(Dose.facility_id.in_(scope.facility_ids())))
+        )
+    if filters.area_id is not None:
+        area = session.get(Area, filters.area_id)
+        if area is not None and area.level is AreaLevel.DISTRICT:
+            communes = select(Area.id).where(Area.parent_id == area.id)
+            result.append(or_(Person.area_id == area.id, Person.area_id.in_(communes)))
+        else:
+            result.append(Person.area_id == filters.area_id)
+    return result
+
+
+def _dose_scope(scope: Scope, filters: StatsFilters) -> ColumnElement[bool] | None:
+    """Which doses of a listed person are shown: those of the facility or of the scope."""
+    if filters.facility_id is not None:
+        return Dose.facility_id == filters.facility_id
+    if scope.national:
+        return None
+    return Dose.facility_id.in_(scope.facility_ids())
+
+
+def counts(session: Session, scope: Scope, filters: StatsFilters) -> dict[Group, int]:
+    """People per group (every group, whatever ``filters.group`` says)."""
+    statement = (
+        select(Person.verification_status, func.count())
+        .where(
+            Person.verification_status.in_(INVALID_STATUSES), *conditions(session, scope, filters)
+        )
+        .group_by(Person.verification_status)
+    )
+    result = dict.fromkeys(Group, 0)
+    for status, count in session.execute(statement):
+        group = group_of(VerificationStatus(status))
+        if group is not None:
+            result[group] += int(count)
+    return result
+
+
+@dataclass(frozen=True)
+class DoseRow:
+    id: int
+    dose_number: int
+    vaccinated_on: date
+    product: str
+    lot: str
+    facility: str
+
+
+@dataclass(frozen=True)
+class PersonRow:
+    id: int
+    full_name: str
+    birth_date: date
+    gender: Gender
+    identity_number: str | None
+    phone: str | None
+    address: str | None
+    area: str | None
+    status: VerificationStatus
+    detail: Mapping[str, Any] | None
+    doses: tuple[DoseRow, ...]
+
+    @property
+    def group(self) -> Group | None:
+        return group_of(self.status)
+
+
+@dataclass(frozen=True)
+class Page:
+    people: tuple[PersonRow, ...]
+    next_after: int | None  # the cursor of the next page: the last person's id
+
+
+def _statuses(filters: StatsFilters) -> tuple[VerificationStatus, ...]:
+    return GROUP_STATUSES[filters.group] if filters.group else INVALID_STATUSES
+
+
+def page(
+    session: Session,
+    scope: Scope,
+    filters: StatsFilters,
+    *,
+    after: int | None = None,
+    size: int = 50,
+) -> Page:
+    """One page of invalid people ordered by id, after the person ``after`` (keyset)."""
+    size = max(1, min(size, PAGE_SIZE_MAX))
+    statuses = _statuses(filters)
+    status_condition = (
+        Person.verification_status == statuses[0]
+        if len(statuses) == 1
+        else Person.verification_status.in_(statuses)
+    )
+    statement = (
+        select(Person, Area.name)
+        .outerjoin(Area, Area.id == Person.area_id)
+        .where(status_condition, *conditions(session, scope, filters))
+        .order_by(Person.id)
+        .limit(size + 1)
+    )
+    if after is not None:
+        statement = statement.where(Person.id > after)
+    rows = list(session.execute(statement))
+    more = len(rows) > size
+    rows = rows[:size]
+    ids = [person.id for person, _ in rows]
+    doses: dict[int, list[DoseRow]] = {}
+    if ids:
+        dose_statement = (
+            select(
+                Dose.id,
+                Dose.person_id,
+                Dose.dose_number,
+                Dose.vaccinated_on,
+                VaccineProduct.name,
+                Dose.lot,
+                Facility.name,
+            )
+            .join(VaccineProduct, VaccineProduct.id == Dose.product_id)
+            .join(Facility, Facility.id == Dose.facility_id)
+            .where(Dose.person_id.in_(ids))
+            .order_by(Dose.person_id, Dose.dose_number)
+        )
+        limit = _dose_scope(scope, filters)
+        if limit is not None:
+            dose_statement = dose_statement.where(limit)
+        for dose_id, person_id, number, when, product, lot, facility in session.execute(
+            dose_statement
+        ):
+            doses.setdefault(person_id, []).append(
+                DoseRow(dose_id, number, when, product, lot, facility)
+            )
+    people = tuple(
+        PersonRow(
+            id=person.id,
+            full_name=person.full_name,
+            birth_date=person.birth_date,
+            gender=person.gender,
+            identity_number=person.identity_number,
+            phone=person.phone,
+            address=person.address,
+            area=area,
+            status=person.verification_status,
+            detail=person.verification_detail,
+            doses=tuple(doses.get(person.id, ())),
+        )
+        for person, area in rows
+    )
+    return Page(people, ids[-1] if more and ids else None)
+
+
+@dataclass(frozen=True)
+class ExportRow:
+    """One line of the export: a person and one of their doses (or none)."""
+
+    person_id: int
+    full_name: str
+    birth_date: date
+    gender: str
+    identity_number: str | None
+    phone: str | None
+    address: str | None
+    area: str | None
+    status: str
+    detail: Mapping[str, Any] | None
+    dose_number: int | None
+    vaccinated_on: date | None
+    product: str | None
+    lot: str | None
+    facility: str | None
+
+
+def export_rows(
+    session: Session, scope: Scope, filters: StatsFilters, *, chunk: int = 1000
+) -> Iterator[ExportRow]:
+    """Every invalid person of the filters with their doses, streamed.
+
+    One statement, read ``chunk`` rows at a time (a server-side cursor on PostgreSQL), so that
+    memory stays flat whatever the number of people. Use a session of its own: the cursor
+    stays open while the rows are consumed.
+    """
+    dose_join: ColumnElement[bool] = Dose.person_id == Person.id
+    limit = _dose_scope(scope, filters)
+    if limit is not None:
+        dose_join = and_(dose_join, limit)
+    product = aliased(VaccineProduct)
+    facility = aliased(Facility)
+    statement = (
+        select(
+            Person.id,
+            Person.full_name,
+            Person.birth_date,
+            Person.gender,
+            Person.identity_number,
+            Person.phone,
+            Person.address,
+            Area.name,
+            Person.verification_status,
+            Person.verification_detail,
+            Dose.dose_number,
+            Dose.vaccinated_on,
+            product.name,
+            Dose.lot,
+            facility.name,
+        )
+        .outerjoin(Area, Area.id == Person.area_id)
+        .outerjoin(Dose, dose_join)
+        .outerjoin(product, product.id == Dose.product_id)
+        .outerjoin(facility, facility.id == Dose.facility_id)
+        .where(
+            Person.verification_status.in_(_statuses(filters)),
+            *conditions(session, scope, filters),
+        )
+        .order_by(Person.id, Dose.dose_number)
+        .execution_options(yield_per=chunk)
+    )
+    for row in session.execute(statement):
+        yield ExportRow(
+            person_id=row[0],
+            full_name=row[1],
+            birth_date=row[2],
+            gender=str(getattr(row[3], "value", row[3])),
+            identity_number=row[4],
+            phone=row[5],
+            address=row[6],
+            area=row[7],
+            status=str(getattr(row[8], "value", row[8])),
+            detail=row[9],
+            dose_number=row[10],
+            vaccinated_on=row[11],
+            product=row[12],
+            lot=row[13],
+            facility=row[14],
+        )
+
+
+def count_people(counted: Mapping[Group, int], filters: StatsFilters) -> int:
+    if filters.group is not None:
+        return counted[filters.group]
+    return sum(counted.values())
+
+
+def selected_groups(filters: StatsFilters) -> Sequence[Group]:
+    return (filters.group,) if filters.group else tuple(Group)

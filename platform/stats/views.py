@@ -1,0 +1,445 @@
+"""Verification statistics pages: counts, the invalid-people list, its export, corrections.
+
+Thin: parse, call ``stats.service`` / ``corrections.service``, render. The export is written to
+a temporary file with constant memory (``stats.export``) and streamed from it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from sqlalchemy import select
+
+from kyso.platform.app import db, language
+from kyso.platform.auth.access import current_user, roles_required
+from kyso.platform.auth.service import audit
+from kyso.platform.corrections import service as corrections
+from kyso.platform.i18n import DomainError, translate
+from kyso.platform.models import (
+    Area,
+    Dose,
+    Feedback,
+    Gender,
+    Person,
+    Role,
+    User,
+    VaccineProduct,
+)
+from kyso.platform.records.rules import InvalidRecord
+from kyso.platform.records.service import (
+    DoseData,
+    PersonData,
+    importable_facilities,
+    may_record_at,
+)
+from kyso.platform.registry.client import PopulationRegistry, load_registry
+from kyso.platform.registry.status import detail_text, status_hint, status_label, status_text
+from kyso.platform.stats import service
+from kyso.platform.stats.export import write_invalid_xlsx
+
+blueprint = Blueprint("stats", __name__, url_prefix="/stats")
+
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+ROLES = (Role.FACILITY_STAFF, Role.ADMINISTRATOR)
+INTERACTIVE_TIMEOUT = 5.0  # seconds a person waits for one registry lookup on the page
+
+
+def _user() -> User:
+    user = current_user()
+    assert user is not None
+    return user
+
+
+def forbidden(exc: DomainError) -> Response:
+    """A 403 page that says why and what to do."""
+    lang = language()
+    page = render_template(
+        "error.html", title=translate("common.error_title", lang), message=exc.text(lang)
+    )
+    return Response(page, 403)
+
+
+def _scope() -> service.Scope:
+    try:
+        return service.scope_for(db(), _user())
+    except DomainError as exc:
+        abort(forbidden(exc))
+
+
+@blueprint.get("/invalid")
+@roles_required(*ROLES)
+def invalid_list() -> Any:
+    lang = language()
+    scope = _scope()
+    filters, problems = service.parse_filters(db(), scope, request.args)
+    for problem in problems:
+        flash(problem.text(lang), "error")
+    after = request.args.get("after", "")
+    counts = service.counts(db(), scope, filters)
+    result = service.page(
+        db(),
+        scope,
+        filters,
+        after=int(after) if after.isdigit() else None,
+        size=int(current_app.config.get("PAGE_SIZE", 50)),
+    )
+    return render_template(
+        "stats/invalid.html",
+        scope=scope,
+        filters=filters,
+        counts=counts,
+        total=service.count_people(counts, filters),
+        result=result,
+        groups=list(service.Group),
+        facility_code=request.args.get("facility_code", ""),
+        area_code=request.args.get("area_code", ""),
+        reason=lambda p: status_label(p.status, lang),
+        explain=lambda p: detail_text(p.status, p.detail, lang) or status_hint(p.status, lang),
+        number=lambda n: f"{n:,}".replace(",", "." if lang == "vi" else ","),
+    )
+
+
+@blueprint.get("/invalid/export.xlsx")
+@roles_required(*ROLES)
+def invalid_export() -> Any:
+    lang = language()
+    user = _user()
+    scope = _scope()
+    filters, problems = service.parse_filters(db(), scope, request.args)
+    if problems:
+        for problem in problems:
+            flash(problem.text(lang), "error")
+        return redirect(url_for("stats.invalid_list", **filters.as_args()))
+    fd, name = tempfile.mkstemp(prefix="kyso-export-", suffix=".xlsx")
+    os.close(fd)
+    path = Path(name)
+    try:
+        # A session of its own: its server-side cursor stays open while the rows are written.
+        with current_app.extensions["kyso.sessions"]() as reader:
+            reader_scope = service.scope_for(reader, reader.get(User, user.id) or user)
+            rows = write_invalid_xlsx(
+                service.export_rows(reader, reader_scope, filters), path, lang
+            )
+        audit(
+            db(),
+            "stats.export_invalid",
+            user,
+            ip=request.remote_addr,
+            rows=rows,
+            **filters.as_args(),
+        )
+        db().commit()
+        handle = path.open("rb")
+    finally:
+        path.unlink(missing_ok=True)  # the open handle keeps the data until it is closed
+    size = os.fstat(handle.fileno()).st_size
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M")
+    filename = f"{translate('stats.export_filename', lang)}-{stamp}.xlsx"
+    response = Response(_chunks(handle), mimetype=XLSX, direct_passthrough=True)
+    response.headers["Content-Length"] = str(size)
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response.headers["Cache-Control"] = "no-store"
+    response.call_on_close(handle.close)
+    return response
+
+
+def _chunks(handle: Any, size: int = 64 * 1024) -> Iterator[bytes]:
+    while True:
+        chunk = handle.read(size)
+        if not chunk:
+            break
+        yield chunk
+
+
+# --- one record: correct, re-verify ------------------------------------------------------------
+
+
+def _person_or_404(person_id: int) -> Person:
+    person = db().get(Person, person_id)
+    if person is None:
+        abort(404)
+    try:
+        corrections.require_access(db(), _user(), person)
+    except DomainError as exc:
+        abort(forbidden(exc))
+    return person
+
+
+def _feedback(person: Person) -> Feedback | None:
+    raw = request.values.get("feedback", "")
+    if not raw.isdigit():
+        return None
+    feedback = db().get(Feedback, int(raw))
+    if feedback is None or feedback.person_id != person.id:
+        return None
+    return feedback
+
+
+def _area_choices(person: Person) -> list[Area]:
+    area = db().get(Area, person.area_id) if person.area_id else None
+    parent = area.parent_id if area is not None else None
+    if parent is None:
+        return [area] if area is not None else []
+    return list(db().scalars(select(Area).where(Area.parent_id == parent).order_by(Area.name)))
+
+
+@blueprint.get("/people/<int:person_id>")
+@roles_required(*ROLES)
+def person_page(person_id: int) -> Any:
+    lang = language()
+    person = _person_or_404(person_id)
+    user = _user()
+    feedback = _feedback(person)
+    facilities = {f.id: f for f in importable_facilities(db(), user)}
+    for dose in person.doses:
+        facilities.setdefault(dose.facility_id, dose.facility)
+    editable = {dose.id: may_record_at(db(), user, dose.facility) for dose in person.doses}
+    history = corrections.history(db(), person.id)
+    authors = {
+        u.id: u.full_name
+        for u in db().scalars(
+            select(User).where(User.id.in_({v.user_id for v in history if v.user_id}))
+        )
+    }
+    feedback_codes = {
+        f.id: f.tracking_code
+        for f in db().scalars(
+            select(Feedback).where(
+                Feedback.id.in_({v.feedback_id for v in history if v.feedback_id})
+            )
+        )
+    }
+    return render_template(
+        "stats/person.html",
+        person=person,
+        feedback=feedback,
+        status=status_text(person.verification_status, person.verification_detail, lang),
+        hint=status_hint(person.verification_status, lang),
+        products=list(db().scalars(select(VaccineProduct).order_by(VaccineProduct.name))),
+        facilities=sorted(facilities.values(), key=lambda f: f.code),
+        editable=editable,
+        areas=_area_choices(person),
+        history=history,
+        authors=authors,
+        feedback_codes=feedback_codes,
+        field_names=lambda names: ", ".join(_field_name(n, lang) for n in names),
+    )
+
+
+def _field_name(name: str, lang: str) -> str:
+    key = {
+        "area_id": "records.column_area",
+        "product_id": "records.column_product",
+        "facility_id": "records.column_facility",
+    }.get(name, f"records.column_{name}")
+    try:
+        return translate(key, lang)
+    except KeyError:
+        return name
+
+
+def _parse_day(text: str) -> date | None:
+    text = text.strip()
+    for pattern in ("%Y-%m-%d", "%d/%m/%Y"):
+        try:
+            return datetime.strptime(text, pattern).date()
+        except ValueError:
+            continue
+    return None
+
+
+def _int(text: str | None) -> int | None:
+    text = (text or "").strip()
+    return int(text) if text.isdigit() and len(text) < 10 else None
+
+
+def _flash_error(exc: DomainError) -> None:
+    lang = language()
+    if isinstance(exc, InvalidRecord):
+        for problem in exc.problems:
+            flash(translate(problem.key, lang, **problem.values), "error")
+    else:
+        flash(exc.text(lang), "error")
+
+
+def _back(person: Person, feedback: Feedback | None) -> Any:
+    args = {"feedback": feedback.id} if feedback else {}
+    return redirect(url_for("stats.person_page", person_id=person.id, **args))
+
+
+def registry_for_app() -> PopulationRegistry:
+    """The configured population registry, with a short timeout for a person waiting."""
+    config: dict[str, Any] = dict(current_app.config)
+    for key in ("REGISTRY_ADAPTER", "REGISTRY_TIMEOUT", "REGISTRY_CA_BUNDLE"):
+        value = os.environ.get(f"KYSO_{key}")
+        if value and not config.get(key):
+            config[key] = value
+    config["REGISTRY_TIMEOUT"] = min(
+        float(config.get("REGISTRY_TIMEOUT") or INTERACTIVE_TIMEOUT), INTERACTIVE_TIMEOUT
+    )
+    api_key = config.get("REGISTRY_API_KEY") or os.environ.get("KYSO_REGISTRY_API_KEY")
+    return load_registry(config, str(api_key) if api_key else None)
+
+
+def _verify(person: Person) -> None:
+    """Check the person now and flash the outcome; commits."""
+    lang = language()
+    registry = registry_for_app()
+    try:
+        outcome = corrections.verify_person_now(
+            db(), person, registry, _user(), ip=request.remote_addr
+        )
+    finally:
+        close: Callable[[], None] | None = getattr(registry, "close", None)
+        if close is not None:
+            close()
+    db().commit()
+    text = translate(
+        outcome.message_key,
+        lang,
+        status=status_text(outcome.status, outcome.detail, lang),
+        reason=outcome.reason or "",
+    )
+    flash(text, "success" if outcome.result is corrections.VerifyResult.VERIFIED else "error")
+
+
+@blueprint.post("/people/<int:person_id>/person")
+@roles_required(*ROLES)
+def save_person(person_id: int) -> Any:
+    lang = language()
+    person = _person_or_404(person_id)
+    feedback = _feedback(person)
+    form = request.form
+    born = _parse_day(form.get("birth_date", ""))
+    try:
+        gender = Gender(form.get("gender", ""))
+    except ValueError:
+        gender = None
+    area_id = _int(form.get("area_id"))
+    area_code = form.get("area_code", "").strip()[:16]
+    if area_code:
+        area_id = db().scalar(select(Area.id).where(Area.code == area_code))
+        if area_id is None:
+            flash(translate("stats.area_unknown", lang, code=area_code), "error")
+            return _back(person, feedback)
+    if born is None or gender is None:
+        missing = "records.column_birth_date" if born is None else "records.column_gender"
+        flash(translate("stats.bad_form", lang, field=translate(missing, lang)), "error")
+        return _back(person, feedback)
+    data = PersonData(
+        full_name=form.get("full_name", ""),
+        birth_date=born,
+        gender=gender,
+        identity_number=form.get("identity_number") or None,
+        phone=form.get("phone") or None,
+        address=form.get("address") or None,
+        area_id=area_id,
+    )
+    try:
+        correction = corrections.correct_person(
+            db(),
+            person,
+            data,
+            _user(),
+            reason=form.get("reason", ""),
+            feedback=feedback,
+            expected_version=_int(form.get("version")),
+            ip=request.remote_addr,
+        )
+    except DomainError as exc:
+        db().rollback()
+        _flash_error(exc)
+        return _back(person, feedback)
+    db().commit()
+    if correction is None:
+        flash(translate("corrections.unchanged", lang), "success")
+        return _back(person, feedback)
+    flash(translate("corrections.saved_person", lang, version=person.version), "success")
+    if correction.reverify:
+        _verify(person)
+    return _back(person, feedback)
+
+
+@blueprint.post("/doses/<int:dose_id>")
+@roles_required(*ROLES)
+def save_dose(dose_id: int) -> Any:
+    lang = language()
+    dose = db().get(Dose, dose_id)
+    if dose is None:
+        abort(404)
+    person = _person_or_404(dose.person_id)
+    feedback = _feedback(person)
+    form = request.form
+    number = _int(form.get("dose_number"))
+    when = _parse_day(form.get("vaccinated_on", ""))
+    product_id = _int(form.get("product_id"))
+    facility_id = _int(form.get("facility_id"))
+    if number is None or when is None or product_id is None or facility_id is None:
+        missing = (
+            "records.column_dose_number"
+            if number is None
+            else "records.column_vaccinated_on"
+            if when is None
+            else "records.column_product"
+            if product_id is None
+            else "records.column_facility"
+        )
+        flash(translate("stats.bad_form", lang, field=translate(missing, lang)), "error")
+        return _back(person, feedback)
+    data = DoseData(
+        dose_number=number,
+        vaccinated_on=when,
+        product_id=product_id,
+        lot=form.get("lot", ""),
+        facility_id=facility_id,
+    )
+    try:
+        correction = corrections.correct_dose(
+            db(),
+            dose,
+            data,
+            _user(),
+            reason=form.get("reason", ""),
+            feedback=feedback,
+            expected_version=_int(form.get("version")),
+            ip=request.remote_addr,
+        )
+    except DomainError as exc:
+        db().rollback()
+        _flash_error(exc)
+        return _back(person, feedback)
+    db().commit()
+    if correction is None:
+        flash(translate("corrections.unchanged", lang), "success")
+    else:
+        flash(
+            translate(
+                "corrections.saved_dose", lang, number=dose.dose_number, version=dose.version
+            ),
+            "success",
+        )
+    return _back(person, feedback)
+
+
+@blueprint.post("/people/<int:person_id>/verify")
+@roles_required(*ROLES)
+def verify(person_id: int) -> Any:
+    person = _person_or_404(person_id)
+    _verify(person)
+    return _back(person, _feedback(person))
