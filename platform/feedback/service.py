@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Final
 
-from sqlalchemy import func, or_, select, tuple_
+from sqlalchemy import func, literal, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from kyso.platform.auth.access import visible_facilities
@@ -481,7 +481,7 @@ def inbox(
         statement = statement.where(Feedback.status.in_(OPEN), Feedback.due_at < now)
     if after is not None:
         statement = statement.where(
-            tuple_(Feedback.due_at, Feedback.id) > tuple_(after.due_at, after.id)
+            tuple_(Feedback.due_at, Feedback.id) > tuple_(literal(after.due_at), literal(after.id))
         )
     rows = list(session.scalars(statement.order_by(Feedback.due_at, Feedback.id).limit(size + 1)))
     more = len(rows) > size

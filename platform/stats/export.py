@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +76,8 @@ class _Cells:
     def day(self, value: date | None) -> Any:
         if value is None:
             return None
-        cell = WriteOnlyCell(self.sheet, value)
+        # A date at midnight: what openpyxl's type hints accept, the same number in the sheet.
+        cell = WriteOnlyCell(self.sheet, datetime(value.year, value.month, value.day))
         cell.number_format = DATE_FORMAT
         return cell
 

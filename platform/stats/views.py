@@ -125,7 +125,7 @@ def invalid_export() -> Any:
     if problems:
         for problem in problems:
             flash(problem.text(lang), "error")
-        return redirect(url_for("stats.invalid_list", **filters.as_args()))
+        return redirect(url_for("stats.invalid_list", **_args(filters.as_args())))
     fd, name = tempfile.mkstemp(prefix="kyso-export-", suffix=".xlsx")
     os.close(fd)
     path = Path(name)
@@ -157,6 +157,10 @@ def invalid_export() -> Any:
     response.headers["Cache-Control"] = "no-store"
     response.call_on_close(handle.close)
     return response
+
+
+def _args(values: dict[str, str]) -> dict[str, Any]:
+    return dict(values)
 
 
 def _chunks(handle: Any, size: int = 64 * 1024) -> Iterator[bytes]:
@@ -279,7 +283,7 @@ def _flash_error(exc: DomainError) -> None:
 
 
 def _back(person: Person, feedback: Feedback | None) -> Any:
-    args = {"feedback": feedback.id} if feedback else {}
+    args: dict[str, Any] = {"feedback": feedback.id} if feedback else {}
     return redirect(url_for("stats.person_page", person_id=person.id, **args))
 
 
