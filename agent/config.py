@@ -34,13 +34,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path, PureWindowsPath
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from kyso.agent import i18n
+
+if TYPE_CHECKING:
+    from kyso.agent.winreg_config import MachineRegistry
 
 log = logging.getLogger(__name__)
 
@@ -566,12 +569,15 @@ def load_config(
     system: str = sys.platform,
     state_dir: Path | None = None,
     fs: FileSystem = REAL_FS,
+    registry: MachineRegistry | None = None,
 ) -> AgentConfig:
     """Read the machine file, then the user file, over the defaults; validate everything.
 
     ``machine_path`` is given by ``--config PATH`` (development, the demo): such a file must
     exist. The default files may be missing, which means defaults. On POSIX the default machine
     file must be root-owned and not writable by others, like everything it lets the agent trust.
+    On Windows (without ``--config``) the registry's machine settings are merged in; ``registry``
+    stands in for the Windows registry in tests.
     """
     explicit_machine = machine_path is not None
     machine = machine_path if machine_path is not None else default_machine_config_path(system, env)
@@ -587,6 +593,12 @@ def load_config(
         _check_admin_owned_file(machine, fs)
     if machine.exists():
         values.update(_machine_values(_read_toml(machine), system))
+    if _is_windows(system) and not explicit_machine:
+        # The MSI's silent-install settings (HKLM\Software\Kyso\Agent): agent/winreg_config.py.
+        from kyso.agent.winreg_config import apply_machine_registry, default_registry
+
+        registry = registry if registry is not None else default_registry(system)
+        values = apply_machine_registry(values, registry, config=machine)
     locked = frozenset(OFFICER_KEYS & set(values))
     if user.exists():
         user_file = _read_toml(user)
