@@ -21,6 +21,7 @@ central signer (``hsm.HsmSigner``) provides, so encoding and signing are measure
 from __future__ import annotations
 
 import calendar
+import functools
 import hashlib
 import secrets
 import zlib
@@ -29,7 +30,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Final
 
-import base45  # type: ignore[import-untyped]
 import cbor2
 
 from kyso.platform.passport.names import icao, split_name
@@ -138,11 +138,32 @@ def sig_structure(protected: bytes, payload: bytes) -> bytes:
     return bytes(cbor2.dumps(["Signature1", protected, b"", payload]))
 
 
+BASE45_ALPHABET: Final = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
+
+
+@functools.cache
+def _base45_pairs() -> tuple[str, ...]:
+    """The base45 text of every 2-byte value (RFC 9285: c + 45·d + 45²·e, written c d e)."""
+    alphabet = BASE45_ALPHABET
+    return tuple(
+        alphabet[n % 45] + alphabet[n // 45 % 45] + alphabet[n // 2025] for n in range(65536)
+    )
+
+
+def base45_encode(data: bytes) -> str:
+    """RFC 9285 base45, two bytes at a time from a table (tested equal to ``base45``)."""
+    pairs = _base45_pairs()
+    even = len(data) - len(data) % 2
+    text = "".join([pairs[data[i] << 8 | data[i + 1]] for i in range(0, even, 2)])
+    if even != len(data):
+        last = data[-1]
+        text += BASE45_ALPHABET[last % 45] + BASE45_ALPHABET[last // 45]
+    return text
+
+
 def hc1(cose: bytes) -> str:
     """``HC1:`` + base45(zlib(COSE_Sign1)): the text the QR code holds."""
-    compressed = zlib.compress(cose, 9)
-    encoded: bytes = base45.b45encode(compressed)
-    return PREFIX + encoded.decode("ascii")
+    return PREFIX + base45_encode(zlib.compress(cose, 9))
 
 
 @dataclass(frozen=True)

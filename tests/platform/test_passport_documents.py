@@ -25,8 +25,10 @@ from support.platform_seed import Seed, add_person
 from kyso.platform.i18n import DomainError
 from kyso.platform.passport import dcc, lookup, render, verifier
 from kyso.platform.passport.hsm import HsmSigner
+from kyso.platform.passport.issuance import SchemaGuard
 from kyso.platform.passport.names import icao, split_name
 from kyso.platform.passport.valuesets import value_sets
+from kyso.platform.passport.verifier import schema_validator
 
 
 @pytest.mark.parametrize(
@@ -106,6 +108,41 @@ def test_value_sets_choose_the_dcc_codes() -> None:
         )
 
 
+def test_the_schema_guard_agrees_with_jsonschema() -> None:
+    validator = schema_validator()
+    guard = SchemaGuard()
+    codes = value_sets().vaccine_codes(
+        disease="840539006",
+        vaccine="1119349007",
+        product="EU/1/20/1528",
+        manufacturer="ORG-100030215",
+    )
+    cases = []
+    for name in ("Nguyễn Văn An", "Thủy", "Đ" + " Ư" * 60, "A" * 81 + " B"):
+        for born in (date(1990, 5, 17), date(1899, 12, 31), date(2100, 1, 1)):
+            for dose in (1, 3):
+                cases.append(
+                    dcc.certificate(
+                        dcc.Vaccination(name, born, dose, date(2022, 3, 29), codes),
+                        uvci=dcc.new_uvci(),
+                        issuer="Ministry of Health of Viet Nam",
+                    )
+                )
+    broken = dcc.certificate(
+        dcc.Vaccination("Lê An", date(1990, 1, 1), 1, date(2022, 3, 29), codes),
+        uvci="URN:UVCI:01:VN:" + "F" * 70,
+        issuer="Ministry of Health of Viet Nam",
+    )
+    cases.append(broken)
+    cases.append({**broken, "nam": {"fn": "Lê", "fnt": "Le"}})
+    cases.append({**broken, "v": [{**broken["v"][0], "dn": 0}]})
+    cases.append({**broken, "v": [{**broken["v"][0], "is": "x" * 81}]})
+    verdicts = [(bool(guard.problems(c)), bool(list(validator.iter_errors(c)))) for c in cases]
+    assert [g for g, _ in verdicts] == [j for _, j in verdicts]
+    assert any(g for g, _ in verdicts)
+    assert not all(g for g, _ in verdicts)
+
+
 def test_shipped_reference_data_is_the_shared_copy() -> None:
     from support.passport_vectors import shared_dcc
 
@@ -113,6 +150,17 @@ def test_shipped_reference_data_is_the_shared_copy() -> None:
     shared = shared_dcc()
     for copy in here.glob("*/*"):
         assert copy.read_bytes() == (shared / copy.parent.name / copy.name).read_bytes(), copy
+
+
+def test_base45_table_encoder_equals_the_reference() -> None:
+    import os
+
+    import base45  # type: ignore[import-untyped]
+
+    for size in (*range(12), 255, 556, 1001):
+        data = os.urandom(size)
+        assert dcc.base45_encode(data) == base45.b45encode(data).decode("ascii")
+    assert dcc.base45_encode(b"AB") == "BB8"  # RFC 9285 4.3
 
 
 def test_expiry_is_twelve_calendar_months() -> None:
