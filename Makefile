@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps venv test lint typecheck pytest demo bench clean
+.PHONY: setup system-deps venv test lint typecheck pytest demo bench clean bundle msi bundle-test
 
 setup: system-deps venv
 
@@ -42,6 +42,25 @@ demo: setup
 
 bench: setup
 	$(PY) bench/agent_throughput.py
+
+# The agent's one-folder PyInstaller build (dist/kyso-agent/), its size and what was trimmed.
+bundle: setup
+	@bash installer/build-deps.sh
+	$(VENV)/bin/pyinstaller --noconfirm --clean --log-level WARN --distpath dist \
+		--workpath build/pyinstaller installer/kyso-agent.spec
+	@cat build/pyinstaller/kyso-agent/trimmed.txt
+	@du -sh dist/kyso-agent
+
+# The MSI from a staged Windows-layout placeholder tree, for inspecting its tables (the real MSI
+# is built by the WiX toolset on the Windows runner: .github/workflows/windows.yml).
+msi: setup
+	@bash installer/build-deps.sh
+	$(PY) installer/build_msi.py --placeholder --out dist/kyso-agent-placeholder.msi
+
+# CI, after `make test`: the frozen agent's --self-test against SoftHSM, its libraries, its
+# desktop window, and the MSI's tables.
+bundle-test: bundle msi
+	KYSO_REQUIRE_BUNDLE=1 KYSO_BUNDLE=dist/kyso-agent $(VENV)/bin/pytest tests/installer -q
 
 clean:
 	rm -rf build .mypy_cache .pytest_cache .ruff_cache
