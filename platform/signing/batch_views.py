@@ -23,6 +23,7 @@ from flask import (
     url_for,
 )
 
+from kyso.platform import downloads
 from kyso.platform.app import db, language
 from kyso.platform.auth.access import current_user, roles_required
 from kyso.platform.i18n import DomainError
@@ -104,7 +105,7 @@ def sign_config(officer: User, mode: str, batch_id: str | None = None) -> dict[s
         "agent_port": int(current_app.config["AGENT_PORT"]),
         "min_version": MIN_AGENT_VERSION,
         "installer_url": current_app.config["AGENT_INSTALLER_URL"]
-        or url_for("static", filename="downloads/kyso-agent.msi"),
+        or url_for("downloads.agent_installer"),
         "language": lang,
         "texts": sign_page_texts(lang),
     }
@@ -279,6 +280,7 @@ def register(app: Flask) -> None:
     app.config.setdefault("AGENT_PORT", 47321)
     app.config.setdefault("AGENT_INSTALLER_URL", None)
     app.register_blueprint(blueprint)
+    downloads.register(app)  # the agent's MSI (installer_url's default)
 
     @app.context_processor
     def _signing_page_config() -> dict[str, Any]:
