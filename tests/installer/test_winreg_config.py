@@ -4,6 +4,7 @@ read through a registry described in the test, with the machine file's rules on 
 from __future__ import annotations
 
 import base64
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -52,6 +53,12 @@ def _public_key(private: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> tupl
     return pem.decode(), base64.b64encode(der).decode()
 
 
+# Tests that write the Windows-named files: on Windows those would be the real ones.
+writes_windows_files = pytest.mark.skipif(
+    sys.platform == "win32", reason="would write the real %ProgramData% and %APPDATA% files"
+)
+
+
 @pytest.fixture
 def windows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
@@ -95,6 +102,7 @@ def test_empty_values_mean_not_set(windows: Path) -> None:
     assert _load(FakeRegistry({})).origins == ()  # no key at all
 
 
+@writes_windows_files
 def test_merged_with_the_machine_file(windows: Path) -> None:
     file_pem, _ = _public_key(ec.generate_private_key(ec.SECP256R1()))
     _, body = _public_key(ec.generate_private_key(ec.SECP256R1()))
@@ -113,6 +121,7 @@ def test_merged_with_the_machine_file(windows: Path) -> None:
     assert caught.value.message_id == "config.origin_duplicate"
 
 
+@writes_windows_files
 def test_module_in_the_file_and_the_registry(windows: Path) -> None:
     (windows / MACHINE_FILE).write_text(
         'pkcs11_module = "C:\\\\Windows\\\\System32\\\\eTPKCS11.dll"\n', encoding="utf-8"
@@ -124,6 +133,7 @@ def test_module_in_the_file_and_the_registry(windows: Path) -> None:
     assert MODULE in caught.value.text.vi
 
 
+@writes_windows_files
 def test_officer_choice_does_not_override_the_registry(windows: Path) -> None:
     (windows / USER_FILE).write_text(
         '[officer]\npkcs11_module = "C:\\\\Windows\\\\System32\\\\eTPKCS11.dll"\n',
