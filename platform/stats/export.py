@@ -45,9 +45,9 @@ COLUMNS: tuple[tuple[str, int], ...] = (
     ("stats.col_mismatch", 50),
     ("records.column_dose_number", 8),
     ("records.column_vaccinated_on", 12),
-    ("records.column_product", 26),
+    ("stats.col_product", 26),
     ("records.column_lot", 12),
-    ("records.column_facility", 30),
+    ("stats.col_facility", 30),
 )
 DATE_FORMAT = "DD/MM/YYYY"
 _ILLEGAL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
