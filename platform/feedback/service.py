@@ -84,8 +84,8 @@ class Settings:
     due_days: int = 7
     min_seconds: int = 3
     max_age: timedelta = timedelta(hours=2)
-    per_ip_hour: int = 5
-    per_ip_day: int = 20
+    per_ip_hour: int = 30  # mobile carriers put many people behind one address (CGNAT)
+    per_ip_day: int = 200
     per_subject_day: int = 3
     status_failures_per_ip: int = 10
     status_window: timedelta = timedelta(minutes=15)
