@@ -107,6 +107,37 @@ def _error(name: str, **values: object) -> ConfigError:
 # ---------------------------------------------------------------------------------------------
 
 
+def _windows_owner_is_administrator(path: str) -> bool:  # pragma: no cover - Windows only
+    """GetNamedSecurityInfoW's owner SID is BUILTIN\\Administrators or LocalSystem."""
+    import ctypes
+
+    advapi32 = ctypes.WinDLL("advapi32", use_last_error=True)  # type: ignore[attr-defined]
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
+    se_file_object, owner_security_information = 1, 0x1
+    win_local_system_sid, win_builtin_administrators_sid = 22, 26
+    owner = ctypes.c_void_p()
+    descriptor = ctypes.c_void_p()
+    status = advapi32.GetNamedSecurityInfoW(
+        ctypes.c_wchar_p(path),
+        se_file_object,
+        owner_security_information,
+        ctypes.byref(owner),
+        None,
+        None,
+        None,
+        ctypes.byref(descriptor),
+    )
+    if status != 0:
+        return False
+    try:
+        return any(
+            advapi32.IsWellKnownSid(owner, kind)
+            for kind in (win_builtin_administrators_sid, win_local_system_sid)
+        )
+    finally:
+        kernel32.LocalFree(descriptor)
+
+
 @dataclass(frozen=True)
 class FileStat:
     """What the module check needs of ``lstat``: the owner and the full mode (type + bits)."""
@@ -128,6 +159,10 @@ class FileSystem(Protocol):
 
     def readlink(self, path: str) -> str: ...
 
+    def owner_is_administrator(self, path: str) -> bool:
+        """Windows: the file's owner is the Administrators group or SYSTEM."""
+        ...
+
 
 class RealFileSystem:
     """The machine's own filesystem."""
@@ -147,6 +182,11 @@ class RealFileSystem:
 
     def readlink(self, path: str) -> str:
         return os.readlink(path)
+
+    def owner_is_administrator(self, path: str) -> bool:
+        if sys.platform == "win32":
+            return _windows_owner_is_administrator(path)
+        return os.lstat(path).st_uid == 0
 
 
 REAL_FS: FileSystem = RealFileSystem()
@@ -584,12 +624,15 @@ def load_config(
     user = user_path if user_path is not None else default_user_config_path(system, env)
 
     values: dict[str, Any] = {}
-    # Windows: ownership and ACLs are not checked here; the installer must create
-    # %ProgramData%\Kyso with an administrators-only ACL (users may create folders in ProgramData).
     if explicit_machine:
         if not machine.exists():
             raise _error("file_missing", config=machine)
-    elif not _is_windows(system) and fs.exists(str(machine)):
+    elif _is_windows(system) and fs.exists(str(machine)):
+        # Any user may create folders and files under %ProgramData%: a file there is trusted
+        # only when an administrator (or SYSTEM) owns it, whatever the folder's ACL.
+        if not fs.owner_is_administrator(str(machine)):
+            raise _error("machine_config_not_admin", config=machine)
+    elif fs.exists(str(machine)):
         _check_admin_owned_file(machine, fs)
     if machine.exists():
         values.update(_machine_values(_read_toml(machine), system))

@@ -122,6 +122,9 @@ class FakePosixFS:
         assert len(entry) == 3
         return entry[2]
 
+    def owner_is_administrator(self, path: str) -> bool:
+        return self._get(path)[0] == 0
+
     def realpath(self, path: str) -> str:
         return self._resolve(path)
 
@@ -166,9 +169,18 @@ def posix_tree(*files: str, owner: int = 0) -> dict[str, tuple[int, int]]:
 class FakeWindowsFS:
     """Files of a Windows disk (case-insensitive) and optional symlinks/junctions."""
 
-    def __init__(self, files: list[str], links: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        files: list[str],
+        links: dict[str, str] | None = None,
+        user_owned: frozenset[str] = frozenset(),
+    ) -> None:
         self.files = {ntpath.normcase(f) for f in files}
         self.links = {ntpath.normcase(k): v for k, v in (links or {}).items()}
+        self.user_owned = {ntpath.normcase(f) for f in user_owned}
+
+    def owner_is_administrator(self, path: str) -> bool:
+        return ntpath.normcase(path) not in self.user_owned
 
     def realpath(self, path: str) -> str:
         return self.links.get(ntpath.normcase(path), path)
@@ -1146,3 +1158,23 @@ def test_config_texts_have_both_languages_and_same_placeholders() -> None:
         assert text.en.strip(), key
         assert set(re.findall(r"{(\w+)}", text.vi)) == set(re.findall(r"{(\w+)}", text.en)), key
         assert text.vi != text.en, key
+
+
+class _NoRegistry:
+    def values(self, key: str) -> dict[str, object] | None:
+        return None
+
+
+@pytest.mark.parametrize("planted", [True, False])
+def test_windows_machine_file_must_be_owned_by_an_administrator(planted: bool) -> None:
+    """Users may create %ProgramData%\\Kyso\\agent.toml where it is missing: such a file,
+    owned by the user, would tell the agent whom to trust. It is refused, the agent stops."""
+    machine = "C:\\ProgramData\\Kyso\\agent.toml"
+    fs = FakeWindowsFS([machine], user_owned=frozenset({machine}) if planted else frozenset())
+    if planted:
+        with pytest.raises(cfg.ConfigError) as info:
+            cfg.load_config(system="win32", env=WIN_ENV, fs=fs, registry=_NoRegistry())
+        assert info.value.message_id == "config.machine_config_not_admin"
+        assert "icacls" in info.value.text.vi
+    else:
+        cfg.load_config(system="win32", env=WIN_ENV, fs=fs, registry=_NoRegistry())
