@@ -95,7 +95,8 @@ def test_start_at_login_and_machine_settings_in_the_registry(msi: Path) -> None:
     rows = {(r["Key"], r["Name"]): r for r in table(msi, "Registry")}
     run = rows[("Software\\Microsoft\\Windows\\CurrentVersion\\Run", "Kyso Agent")]
     assert run["Root"] == "2"  # HKLM: every user of the PC
-    assert run["Value"] == '"[#KysoAgentExe]"'
+    # --autostart: an officer who turned "start at login" off gets no window (agent/autostart.py).
+    assert run["Value"] == '"[#KysoAgentExe]" --autostart'
     for name, prop in (
         ("PlatformOrigin", "PLATFORM_ORIGIN"),
         ("PlatformKey", "PLATFORM_KEY"),
