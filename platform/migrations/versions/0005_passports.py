@@ -16,12 +16,6 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-# The passport tables' models live in kyso.platform.passport.models, which
-# kyso.platform.models does not import yet: importing them here puts them in Base.metadata in
-# every process that runs the migrations, so that schema comparisons (tests/platform/
-# test_migrations.py, `db revision`) see them. Remove once kyso.platform.models imports them.
-import kyso.platform.passport.models  # noqa: F401
-
 revision = "0005_passports"
 down_revision = "0004_signing_batches"
 branch_labels = None
