@@ -42,6 +42,13 @@ def make_engine(url: str, **options: Any) -> Engine:
             cursor.close()
 
         return engine
+    if url.startswith("postgresql"):
+        # JIT compilation pays off for long analytical queries, not for this platform's short
+        # ones: on a central unit's preview its ~140 ms of compiling cost more than the query
+        # (bench/README.md). Off for the platform's own connections, whatever the server says.
+        connect_args = dict(options.pop("connect_args", {}))
+        connect_args["options"] = f"{connect_args.get('options', '')} -c jit=off".strip()
+        options["connect_args"] = connect_args
     return create_engine(url, pool_pre_ping=True, **options)
 
 
