@@ -1,4 +1,5 @@
-"""The signing page in Chromium: log in, search, tick (one box, then all), the limits, preview.
+"""The signing page in Chromium: log in, search, tick (one box, then all), the limits, preview,
+and sign the 1,000 people / 3,000 doses through the real agent and a SoftHSM token.
 
 The real platform is served by werkzeug on an ephemeral port in a thread, over a SQLite and a
 PostgreSQL database filled with bulk inserts: 1,000 verified people with 3 doses each (exactly
@@ -19,14 +20,23 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 from flask import Flask
+from support.agent_harness import start_agent
 from support.platform_db import Databases
+from support.platform_keys import ManifestIssuer
 from support.platform_seed import PASSWORD, Seed, add_person, seed
 from support.signing_data import bulk_people
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from kyso.agent import devpki
+from kyso.agent.token.pkcs11_token import Pkcs11Token
+from kyso.agent.token.softhsm import ProvisionedToken
 from kyso.platform.app import create_app
 from kyso.platform.models import VerificationStatus
+from kyso.platform.signing.manifest import ManifestSigner
+from kyso.platform.users.service import register_certificate
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -47,11 +57,16 @@ class Site:
     app: Flask
     unverified_id: int
     extra_id: int
+    issuer: ManifestIssuer  # the platform's manifest key, as the agent pins it
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def site(
-    request: pytest.FixtureRequest, platform_databases: Databases, tmp_path: Path
+    request: pytest.FixtureRequest,
+    platform_databases: Databases,
+    tmp_path: Path,
+    softhsm: ProvisionedToken,
+    softhsm_ca: devpki.DevCA,
 ) -> Iterator[Site]:
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed")
@@ -59,16 +74,21 @@ def site(
         url = platform_databases.sqlite(tmp_path)
     else:
         url = platform_databases.postgresql()
+    manifest_key = ec.generate_private_key(ec.SECP256R1())
     app = create_app(
         {
             "DATABASE_URL": url,
             "SECRET_KEY": "browser-test",
             "SESSION_COOKIE_SECURE": False,
+            "TRUST_ANCHORS": str(devpki.write_pem(tmp_path / "ca.pem", softhsm_ca.certificate)),
         }
     )
     app.instance_path = str(tmp_path / "instance")
+    app.extensions["kyso.manifest_signer"] = ManifestSigner(manifest_key)
+    serial = x509.load_der_x509_certificate(softhsm.certificates["rsa"].der).serial_number
     with app.extensions["kyso.sessions"]() as session:
         org: Seed = seed(session)
+        register_certificate(session, org.admin, org.officer, f"{serial:X}")
         bulk_people(session, org, 1000, doses=3, first_dose=date(2022, 3, 1))
         extra = add_person(session, org, "Phạm Văn Thêm", doses=1, first_dose=date(2022, 6, 15))
         unverified = add_person(
@@ -85,16 +105,19 @@ def site(
     server: BaseWSGIServer = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    url = f"http://127.0.0.1:{server.server_port}"
     try:
-        yield Site(f"http://127.0.0.1:{server.server_port}", app, *ids)
+        yield Site(url, app, *ids, ManifestIssuer(url, manifest_key))
     finally:
         server.shutdown()
         thread.join(timeout=5)
         app.extensions["kyso.engine"].dispose()
 
 
-@pytest.mark.timeout(120)
-def test_search_select_limits_and_preview_in_chromium(site: Site, tmp_path: Path) -> None:
+@pytest.mark.timeout(180)
+def test_search_select_limits_preview_and_sign_in_chromium(
+    site: Site, tmp_path: Path, token: Pkcs11Token
+) -> None:
     started = time.monotonic()
     problems: list[str] = []
     with playwright_api.sync_playwright() as p:
@@ -185,6 +208,20 @@ def test_search_select_limits_and_preview_in_chromium(site: Site, tmp_path: Path
         expect(page.get_by_role("button", name="Ký số")).to_be_enabled()
         expect(page.locator("#sign-note")).to_contain_text("Kyso Agent")
         page.screenshot(path=str(tmp_path / "preview.png"))
+        browsing = time.monotonic() - started
+
+        # Sign: the real agent and the SoftHSM token; the scripted officer approves.
+        agent = start_agent(token, tmp_path / "agent", issuer=site.issuer)
+        site.app.config["AGENT_PORT"] = agent.port
+        try:
+            page.reload()  # the page's configuration names the agent's (test) port
+            page.get_by_role("button", name="Ký số").click()
+            page.wait_for_url("**/signing/batches/*", timeout=120_000)
+            expect(page.locator("#batch-signed")).to_have_text("3.000")
+            expect(page.locator("#batch-pending")).to_have_text("0")
+            assert agent.ui.consents[-1].manifest.summary.people == 1000
+        finally:
+            agent.stop()
         browser.close()
 
     keep = os.environ.get("KYSO_SCREENSHOTS")  # pytest rotates its tmp dirs away
@@ -193,4 +230,4 @@ def test_search_select_limits_and_preview_in_chromium(site: Site, tmp_path: Path
         for name in ("search.png", "unverified.png", "preview.png"):
             shutil.copy(tmp_path / name, Path(keep) / name)
     assert problems == [], problems  # no CSP violation, no script error
-    assert time.monotonic() - started < 30
+    assert browsing < 30
