@@ -14,14 +14,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import keyring
-import keyring.backend
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from support.agent_harness import RunningAgent, start_agent
+from support.memory_keyring import MemoryKeyring
 from support.platform_keys import ManifestIssuer
 from support.signing import collect, digests, sign_request, verify
 from websockets.exceptions import InvalidStatus
@@ -46,39 +45,6 @@ from kyso.agent.token.softhsm import ProvisionedToken
 NEW = "https://tiemchung-moi.example.vn"
 NEW_HOST = "tiemchung-moi.example.vn"
 ELSEWHERE_HOST = "elsewhere.example.vn"
-
-
-# --- a keyring backend of the tests' own -----------------------------------------------------
-
-
-class MemoryKeyring(keyring.backend.KeyringBackend):
-    """A real KeyringBackend that keeps its passwords in a dict."""
-
-    priority = 1  # type: ignore[assignment]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.passwords: dict[tuple[str, str], str] = {}
-
-    def get_password(self, service: str, username: str) -> str | None:
-        return self.passwords.get((service, username))
-
-    def set_password(self, service: str, username: str, password: str) -> None:
-        self.passwords[(service, username)] = password
-
-    def delete_password(self, service: str, username: str) -> None:
-        self.passwords.pop((service, username), None)
-
-
-@pytest.fixture
-def memory_keyring() -> Iterator[MemoryKeyring]:
-    previous = keyring.get_keyring()
-    backend = MemoryKeyring()
-    keyring.set_keyring(backend)
-    try:
-        yield backend
-    finally:
-        keyring.set_keyring(previous)
 
 
 # --- an HTTPS platform with a test CA ------------------------------------------------------

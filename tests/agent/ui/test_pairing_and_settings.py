@@ -8,12 +8,11 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import keyring
-import keyring.backend
 import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QDialog
 from pytestqt.qtbot import QtBot
+from support.memory_keyring import MemoryKeyring
 from support.platform_keys import ManifestIssuer
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
@@ -28,36 +27,6 @@ from kyso.agent.ui.dialogs import PairingDialog
 from .conftest import ORIGIN
 
 NEW_ORIGIN = "https://tiemchung.hcm.example.vn"
-
-
-class MemoryKeyring(keyring.backend.KeyringBackend):
-    """A real KeyringBackend that keeps its passwords in a dict."""
-
-    priority = 1  # type: ignore[assignment]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.passwords: dict[tuple[str, str], str] = {}
-
-    def get_password(self, service: str, username: str) -> str | None:
-        return self.passwords.get((service, username))
-
-    def set_password(self, service: str, username: str, password: str) -> None:
-        self.passwords[(service, username)] = password
-
-    def delete_password(self, service: str, username: str) -> None:
-        self.passwords.pop((service, username), None)
-
-
-@pytest.fixture
-def memory_keyring() -> Iterator[MemoryKeyring]:
-    previous = keyring.get_keyring()
-    backend = MemoryKeyring()
-    keyring.set_keyring(backend)
-    try:
-        yield backend
-    finally:
-        keyring.set_keyring(previous)
 
 
 def closed_port() -> int:
