@@ -237,6 +237,9 @@ class PairingManager:
         self._pending_since = 0.0
         self._pending_taken = False  # the officer started on it: it no longer times out
         self._cooldown: dict[str, float] = {}
+        # Origins the officer paired in this run: pairing was their consent to this page, so the
+        # service does not ask again whether it may read the certificates.
+        self._paired_now: set[str] = set()
         self._user: dict[str, tuple[StoredOrigin, AllowedOrigin]] = {}
         for stored in self._store.load():
             if stored.origin in self._machine:
@@ -284,6 +287,7 @@ class PairingManager:
             remaining = [s for o, (s, _a) in self._user.items() if o != origin]
             self._store.save(remaining)
             del self._user[origin]
+            self._paired_now.discard(origin)
         log.info("origin %s removed by the user", origin)
 
     # --- requests ----------------------------------------------------------------------------
@@ -425,6 +429,10 @@ class PairingManager:
             raise PairingError("key_invalid", origin=origin) from None
         return FetchedKey(origin, text + "\n", fingerprint)
 
+    def paired_in_this_run(self, origin: str) -> bool:
+        with self._lock:
+            return origin in self._paired_now
+
     def approve(self, fetched: FetchedKey) -> ApprovedOrigin:
         """Pins the key the officer compared: stored in the keyring, allowed at once."""
         origin = fetched.origin
@@ -440,6 +448,7 @@ class PairingManager:
             others = [s for o, (s, _a) in self._user.items() if o != origin]
             self._store.save([*others, stored])
             self._user[origin] = (stored, allowed)
+            self._paired_now.add(origin)
             self._cooldown.pop(origin, None)
             answered = self._pending is not None and self._pending.origin == origin
             if answered:

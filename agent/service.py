@@ -320,6 +320,9 @@ class AgentService:
         origin = conn.origin.origin
         if origin in self._approved_origins:
             return
+        if self.pairing is not None and self.pairing.paired_in_this_run(origin):
+            self._approved_origins.add(origin)  # pairing it was the officer's consent
+            return
         if self._origin_lock.locked() or self.busy:
             raise ProtocolError(ErrorCode.BUSY, request_id)
         async with self._origin_lock:

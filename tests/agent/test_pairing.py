@@ -252,9 +252,13 @@ def test_refused_then_paired_then_the_page_signs(
         (NEW, platform.issuer.public_pem.strip())
     ]
 
-    # The page retries and connects; its manifests verify with the pinned key.
+    # The page retries and connects; its manifests verify with the pinned key. Pairing was the
+    # officer's consent to this page: reading the certificates asks nothing more.
     page = agent.page(origin=NEW)
     assert page.hello()["state"] == "ready"
+    listed = page.request({"type": "list_certificates", "id": "c1"})
+    assert listed[-1]["type"] == "certificates"
+    assert agent.ui.origin_requests == []
     cert = softhsm.certificates["p256"]
     items = digests(5)
     replies = page.request(
