@@ -63,10 +63,22 @@ def find_passport(
         raise DomainError("passport.lookup_bad_input")
     subject = _subject(number)
     since = now - WINDOW
+    # The attempt is written before the limits are counted (and counts itself), under a lock per
+    # identity number and per address, so that requests sent together cannot all read the count
+    # from before any of them: PostgreSQL takes transaction advisory locks, SQLite's first write
+    # takes its database write lock; both hold until the caller commits.
+    if session.get_bind().dialect.name == "postgresql":
+        for key in sorted({f"lookup-subject:{subject}", f"lookup-ip:{ip[:64]}"}):
+            session.execute(select(func.pg_advisory_xact_lock(func.hashtext(key))))
+    attempt = LookupAttempt(at=now, ip=ip[:64], subject=subject, success=False)
+    session.add(attempt)
+    session.flush()
     by_address = session.scalar(
         select(func.count())
         .select_from(LookupAttempt)
-        .where(LookupAttempt.ip == ip, LookupAttempt.at >= since, LookupAttempt.success.is_(False))
+        .where(
+            LookupAttempt.ip == ip[:64], LookupAttempt.at >= since, LookupAttempt.success.is_(False)
+        )
     )
     by_subject = session.scalar(
         select(func.count())
@@ -77,14 +89,16 @@ def find_passport(
             LookupAttempt.success.is_(False),
         )
     )
-    if (by_address or 0) >= MAX_PER_ADDRESS or (by_subject or 0) >= MAX_PER_SUBJECT:
+    if (by_address or 0) > MAX_PER_ADDRESS or (by_subject or 0) > MAX_PER_SUBJECT:
+        session.delete(attempt)  # a refused request is not a guess
+        session.flush()
         raise DomainError("passport.lookup_throttled", minutes=int(WINDOW.total_seconds() // 60))
 
     people = session.scalars(
         select(Person).where(Person.identity_number == number, Person.birth_date == born)
     ).all()
     person = next((p for p in people if p.phone and _DIGITS.sub("", p.phone).endswith(last4)), None)
-    session.add(LookupAttempt(at=now, ip=ip[:64], subject=subject, success=person is not None))
+    attempt.success = person is not None
     session.flush()
     if person is None:
         raise DomainError("passport.lookup_not_found")
