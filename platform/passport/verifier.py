@@ -186,15 +186,26 @@ def schema_validator() -> Draft202012Validator:
     return Draft202012Validator(schema())
 
 
+# A phone photo of a QR code needs no more; PIL's own bomb limit (~89 MP) lets 1.7 GB through.
+MAX_QR_PICTURE_PIXELS = 16_000_000
+
+
 def decode_qr_image(data: bytes) -> str:
     """The text of the one QR code in a PNG/JPEG picture; ValueError when there is none."""
     import zxingcpp
     from PIL import Image, UnidentifiedImageError
 
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data))  # reads the header only
+        width, height = image.size
+        if width * height > MAX_QR_PICTURE_PIXELS:
+            # A small file can decode to gigabytes: refuse before decoding (public page).
+            raise ValueError(
+                f"the picture is {width}×{height} pixels; send a photo of the QR code of at most "
+                f"{MAX_QR_PICTURE_PIXELS // 1_000_000} megapixels"
+            )
         image.load()
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise ValueError(f"not a picture: {exc}") from exc
     found = [
         r

@@ -331,3 +331,23 @@ def test_lookup_needs_all_three_factors_and_is_throttled(
         now=later,
     )
     assert again.id == found.id
+
+
+def test_a_picture_too_large_to_be_a_qr_photo_is_refused_before_decoding() -> None:
+    """The verify page is public: a 500 KB PNG can decode to 1.7 GB. Refused from its header."""
+    import io
+
+    from PIL import Image
+
+    huge = io.BytesIO()
+    Image.new("1", (5000, 5000)).save(huge, format="PNG")  # 25 MP, a few KB on disk
+    result = verifier.verify_image(huge.getvalue(), verifier.SignerList([]))
+    qr = result.check("qr")
+    assert qr is not None
+    assert not qr.ok
+    assert "megapixels" in qr.detail
+    bomb = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(bomb, format="PNG")  # beyond PIL's own bomb limit
+    refused = verifier.verify_image(bomb.getvalue(), verifier.SignerList([])).check("qr")
+    assert refused is not None
+    assert not refused.ok
