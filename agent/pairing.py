@@ -373,6 +373,9 @@ class PairingManager:
             if self._pending is not None and self._pending.origin == origin:
                 self._pending_taken = True
         url, headers, extensions = self._target(origin)
+        # httpx's timeout bounds each connect and read; a server that dribbles its answer
+        # would otherwise choose when its key arrives. The whole fetch has this deadline.
+        deadline = time.monotonic() + self._timeout
         try:
             with (
                 httpx.Client(
@@ -393,6 +396,8 @@ class PairingManager:
                     body += chunk
                     if len(body) > MAX_KEY_BYTES:
                         raise PairingError("too_large", origin=origin, limit=MAX_KEY_BYTES)
+                    if time.monotonic() > deadline:
+                        raise PairingError("network", origin=origin)
         except httpx.ConnectError as exc:
             if isinstance(exc.__cause__, ssl.SSLError) or "CERTIFICATE" in str(exc).upper():
                 raise PairingError("tls", origin=origin) from exc

@@ -248,6 +248,14 @@ class AgentService:
     async def handle(self, conn: Connection, request: Request, send: Send) -> None:
         """Answers one request; every failure becomes an error reply on this connection."""
         try:
+            if (
+                self.pairing is not None
+                and self.pairing.allowed_origin(conn.origin.origin) is not conn.origin
+            ):
+                # The officer removed this page (or paired it again with another key) while it
+                # stayed connected: what the handshake allowed no longer holds.
+                self._approved_origins.discard(conn.origin.origin)
+                raise ProtocolError(ErrorCode.ORIGIN_NOT_APPROVED, request.id)
             if isinstance(request, Hello):
                 reply = await self._hello(conn, request)
                 await send(reply)

@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,7 +27,7 @@ from support.signing import collect, digests, sign_request, verify
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from kyso.agent.config import AgentConfig, key_fingerprint
+from kyso.agent.config import AgentConfig, key_fingerprint, load_config
 from kyso.agent.pairing import (
     COOLDOWN_SECONDS,
     KEYRING_ENTRY,
@@ -44,6 +45,7 @@ from kyso.agent.token.softhsm import ProvisionedToken
 
 NEW = "https://tiemchung-moi.example.vn"
 NEW_HOST = "tiemchung-moi.example.vn"
+DRIBBLE_SECONDS = 0.4
 ELSEWHERE_HOST = "elsewhere.example.vn"
 
 
@@ -63,7 +65,7 @@ class Platform:
     port: int
     ca_pem: bytes
     issuer: ManifestIssuer
-    routes: dict[tuple[str, str], Callable[[], tuple[int, dict[str, str], bytes]]]
+    routes: dict[tuple[str, str], Callable[[], tuple[int, dict[str, str], Any]]]
     hits: list[tuple[str, str]] = field(default_factory=list)
 
     def context(self) -> ssl.SSLContext:
@@ -130,7 +132,7 @@ def platform(tmp_path: Path) -> Iterator[Platform]:
             serialization.NoEncryption(),
         )
     )
-    routes: dict[tuple[str, str], Callable[[], tuple[int, dict[str, str], bytes]]] = {}
+    routes: dict[tuple[str, str], Callable[[], tuple[int, dict[str, str], Any]]] = {}
     hits: list[tuple[str, str]] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -139,12 +141,21 @@ def platform(tmp_path: Path) -> Iterator[Platform]:
             hits.append((host, self.path))
             route = routes.get((host, self.path))
             status, headers, body = route() if route else (404, {}, b"not found")
+            # A list of chunks is dribbled: one every DRIBBLE_SECONDS (a slow, hostile server).
+            chunks = body if isinstance(body, list) else [body]
             self.send_response(status)
             for name, value in headers.items():
                 self.send_header(name, value)
-            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Length", str(sum(len(c) for c in chunks)))
             self.end_headers()
-            self.wfile.write(body)
+            for i, chunk in enumerate(chunks):
+                if i:
+                    time.sleep(DRIBBLE_SECONDS)
+                try:
+                    self.wfile.write(chunk)
+                    self.wfile.flush()
+                except OSError:
+                    return  # the client gave up
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
@@ -479,3 +490,40 @@ def test_damaged_keyring_entry_is_ignored(
     )
     manager = _manager(AgentConfig(port=0), platform)
     assert [o.origin for o in manager.origins()] == [NEW]
+
+
+def test_a_removed_origin_loses_the_connection_it_already_had(
+    agent: RunningAgent, platform: Platform, memory_keyring: MemoryKeyring
+) -> None:
+    """Removing a page in Settings takes effect at once, also on its open tab."""
+    pairing = agent.service.pairing
+    assert pairing is not None
+    _refused(agent, NEW)
+    pairing.approve(pairing.fetch_key(NEW))
+    page = agent.page(origin=NEW)
+    assert page.hello()["state"] == "ready"
+    assert page.request({"type": "list_certificates", "id": "c1"})[-1]["type"] == "certificates"
+    pairing.remove(NEW)
+    refused = page.request({"type": "list_certificates", "id": "c2"})[-1]
+    assert refused["code"] == "ORIGIN_NOT_APPROVED"
+    page.close()
+
+
+def test_a_server_that_dribbles_its_key_hits_the_overall_deadline(
+    platform: Platform, memory_keyring: MemoryKeyring, tmp_path: Path
+) -> None:
+    """Each read arrives within the timeout, but the fetch as a whole may not outlast it: a
+    hostile origin must not choose when its key lands (under a dialog opened for another)."""
+    pem = platform.issuer.public_pem.encode("ascii")
+    platform.routes[(NEW_HOST, WELL_KNOWN_PATH)] = lambda: (
+        200,
+        {"Content-Type": "application/x-pem-file"},
+        [pem[i : i + 20] for i in range(0, len(pem), 20)],  # ~9 chunks, 0.4 s apart
+    )
+    config = load_config(None, tmp_path / "user.toml", env={"HOME": str(tmp_path)})
+    manager = _manager(config, platform, timeout=1.0)
+    started = time.monotonic()
+    with pytest.raises(PairingError) as info:
+        manager.fetch_key(NEW)
+    assert info.value.reason == "network"
+    assert time.monotonic() - started < 2.5  # the deadline, plus at most one read
