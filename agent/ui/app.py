@@ -58,7 +58,8 @@ class DesktopApp(QObject):
 
     _pin_status_read = Signal(object)
     _pairing_requested = Signal(object)  # PairingRequest | None, from the asyncio thread
-    _key_fetched = Signal(object)  # FetchedKey | PairingError, from the fetch thread
+    # (dialog, FetchedKey | PairingError), from the fetch thread: the dialog that asked for it
+    _key_fetched = Signal(object)
 
     def __init__(
         self,
@@ -284,33 +285,36 @@ class DesktopApp(QObject):
             return  # one at a time
         dialog = PairingDialog(request.origin, self.language)
         self.pairing_dialog = dialog
-        dialog.allowed.connect(lambda: self._fetch_key(request.origin))
+        dialog.allowed.connect(lambda: self._fetch_key(dialog))
         dialog.finished.connect(lambda result: self._pairing_finished(dialog, result))
         dialog.show()
         dialog.raise_()
         dialog.activateWindow()
 
-    def _fetch_key(self, origin: str) -> None:
-        pairing, emit = self.pairing, self._key_fetched.emit
+    def _fetch_key(self, dialog: PairingDialog) -> None:
+        pairing, emit, origin = self.pairing, self._key_fetched.emit, dialog.origin
         if pairing is None:
             return
 
         def fetch() -> None:  # a blocking HTTPS request: never on the Qt or asyncio thread
             try:
-                emit(pairing.fetch_key(origin))
+                emit((dialog, pairing.fetch_key(origin)))
             except PairingError as exc:
-                emit(exc)
+                emit((dialog, exc))
 
         self._fetcher = threading.Thread(target=fetch, name="kyso-pairing-fetch", daemon=True)
         self._fetcher.start()
 
-    def _show_fetched(self, result: FetchedKey | PairingError) -> None:
+    def _show_fetched(self, payload: tuple[PairingDialog, FetchedKey | PairingError]) -> None:
+        asked, result = payload
         dialog = self.pairing_dialog
-        if dialog is None:
+        # A key arrives only in the dialog that asked for it, while it waits for it: a late
+        # answer for a page the officer already cancelled must never land under another.
+        if dialog is None or dialog is not asked or dialog.step != 0:
             return
         if isinstance(result, PairingError):
             dialog.show_error(result.text.get(self.language))
-        else:
+        elif result.origin == dialog.origin:
             dialog.fetched = result
             dialog.show_fingerprint(result.fingerprint)
 
@@ -319,7 +323,11 @@ class DesktopApp(QObject):
         if pairing is None:
             return
         fetched = dialog.fetched
-        if result == QDialog.DialogCode.Accepted and isinstance(fetched, FetchedKey):
+        if (
+            result == QDialog.DialogCode.Accepted
+            and isinstance(fetched, FetchedKey)
+            and fetched.origin == dialog.origin
+        ):
             try:
                 pairing.approve(fetched)
             except PairingError as exc:

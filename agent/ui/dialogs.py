@@ -405,6 +405,8 @@ class PairingDialog(_GuardedQuestion):
             self.accept()
 
     def show_fingerprint(self, fingerprint: str) -> None:
+        if self._step != 0:
+            return  # only the answer to this dialog's own Allow, while it waits for it
         self.fingerprint = fingerprint
         self._step = 2
         self.message.setText(t("pairing_compare", self.language, origin=self.origin))

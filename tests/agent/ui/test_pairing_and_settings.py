@@ -138,3 +138,70 @@ def test_settings_lock_a_module_set_for_the_machine(
         assert dialog.port_spin.value() == 47999
     finally:
         app.shutdown()
+
+
+def test_a_late_key_never_lands_in_another_pages_dialog(
+    qtbot: QtBot, token: Pkcs11Token, tmp_path: Path, memory_keyring: MemoryKeyring
+) -> None:
+    """Allow A, cancel while A's server stalls, then B asks: when A's key finally arrives it
+    must not appear (or be confirmed) under B's dialog, and A stays declined."""
+    import threading
+
+    from kyso.agent.config import key_fingerprint, load_manifest_key
+    from kyso.agent.pairing import FetchedKey
+
+    machine = tmp_path / "agent.toml"
+    issuer = ManifestIssuer(ORIGIN)
+    machine.write_text(
+        f'[[origins]]\norigin = "{ORIGIN}"\nmanifest_key = """{issuer.public_pem}"""\n',
+        encoding="utf-8",
+    )
+    config = load_config(machine, tmp_path / "user.toml", state_dir=tmp_path / "state")
+    pairing = PairingManager(config, store=OriginStore(service=f"kyso-test-{uuid.uuid4().hex}"))
+    first, second = "https://attacker-a.example.net", NEW_ORIGIN
+    release = threading.Event()
+
+    def stalling_fetch(origin: str) -> FetchedKey:  # A's server answers only when released
+        if origin == first:
+            release.wait(20)
+        pem = ManifestIssuer(origin).public_pem
+        return FetchedKey(origin, pem, key_fingerprint(load_manifest_key(pem)))
+
+    pairing.fetch_key = stalling_fetch  # type: ignore[method-assign]
+    app = DesktopApp(
+        config,
+        token,
+        language="vi",
+        port=0,
+        use_tray=False,
+        pairing=pairing,
+        settings_store=SettingsStore(config),
+    )
+    qtbot.addWidget(app.window)
+    try:
+        assert app.controller.start()
+        url = f"ws://127.0.0.1:{app.controller.listening_port}/"
+        with pytest.raises(InvalidStatus):
+            connect(url, origin=first, open_timeout=5)
+        qtbot.waitUntil(lambda: app.pairing_dialog is not None, timeout=5000)
+        dialog_a = app.pairing_dialog
+        assert dialog_a is not None
+        qtbot.waitUntil(dialog_a.approve_button.isEnabled, timeout=3000)
+        qtbot.mouseClick(dialog_a.approve_button, Qt.MouseButton.LeftButton)  # fetch starts
+        dialog_a.cancel_button.click()  # the officer changes their mind
+        with pytest.raises(InvalidStatus):
+            connect(url, origin=second, open_timeout=5)
+        qtbot.waitUntil(
+            lambda: app.pairing_dialog is not None and app.pairing_dialog is not dialog_a,
+            timeout=5000,
+        )
+        dialog_b = app.pairing_dialog
+        assert dialog_b is not None
+        release.set()  # A's key arrives now
+        qtbot.wait(800)
+        assert dialog_b.step == 1  # still asking about B, nothing fetched for it
+        assert dialog_b.fetched is None
+        assert pairing.allowed_origin(first) is None
+    finally:
+        release.set()
+        app.shutdown()
