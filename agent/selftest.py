@@ -515,6 +515,16 @@ def _candidates(
         raise report.fail(
             "certificates", EXIT_NO_CERTIFICATE, "no_certificate", fingerprint=wanted or "—"
         )
+    tokens = sorted({str(c.get("token", "")) for c in usable})
+    if len(tokens) > 1:
+        # One PIN is typed once: trying it on a second token would spend that token's tries.
+        raise report.fail(
+            "certificates",
+            EXIT_NO_CERTIFICATE,
+            "several_tokens",
+            tokens=", ".join(tokens),
+            fingerprints=", ".join(f"{c['fingerprint']} ({c['token']})" for c in usable),
+        )
     report.ok(
         "certificates",
         report.t("certificates_ok", usable=len(usable), total=len(reply["certificates"])),

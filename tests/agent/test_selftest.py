@@ -207,3 +207,39 @@ def test_command_line_in_a_child_process(tmp_path: Path, softhsm: ProvisionedTok
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Tự kiểm tra đạt" in done.stdout  # Vietnamese by default
     assert done.stdout.count("[ĐẠT] kiểm tra chữ ký") == 2  # PKCS#1 v1.5 and PSS
+
+
+def test_two_tokens_need_a_choice_and_no_pin_is_tried(
+    tmp_path: Path,
+    softhsm: ProvisionedToken,
+    fresh_softhsm: Callable[..., ProvisionedToken],
+) -> None:
+    """One PIN is typed once: with two tokens inserted the self-test asks which one instead of
+    trying that PIN on both (a wrong try spent on a token it was not typed for)."""
+    fresh_softhsm(label="Kyso Second", user_pin="999999")
+    config = _machine_config(tmp_path, softhsm.module_path)
+    prompts: list[str] = []
+    args = build_parser().parse_args(
+        [
+            "--self-test",
+            "--config",
+            str(config),
+            "--user-config",
+            str(tmp_path / "u.toml"),
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--language",
+            "en",
+        ]
+    )
+    out = io.StringIO()
+
+    def typed(prompt: str) -> str:
+        prompts.append(prompt)
+        return softhsm.user_pin
+
+    code = selftest.run_self_test(args, env={}, out=out, read_secret=typed, stdin_is_terminal=True)
+    assert code == selftest.EXIT_NO_CERTIFICATE, out.getvalue()
+    assert "several USB tokens are inserted" in out.getvalue()
+    assert selftest.CERTIFICATE_ENV in out.getvalue()
+    assert prompts == []  # no PIN asked, none tried
