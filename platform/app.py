@@ -10,7 +10,8 @@ chain to; default ``trust-anchors.pem`` in the instance folder), ``KYSO_MANIFEST
 batch-manifest EC P-256 private key, PEM; default ``manifest-key.pem`` in the instance folder,
 created on first use), ``KYSO_PUBLIC_ORIGIN`` (the origin the browser sees, when a proxy stands in
 front; default: the request's), ``KYSO_AGENT_PORT`` (47321) and ``KYSO_AGENT_INSTALLER_URL``
-(where the page sends officers whose agent is not running).
+(where the page sends officers whose agent is not running), ``KYSO_TRUSTED_PROXIES`` (how many
+reverse proxies stand in front and set X-Forwarded-For; default 0).
 """
 
 from __future__ import annotations
@@ -68,11 +69,21 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         PUBLIC_ORIGIN=os.environ.get("KYSO_PUBLIC_ORIGIN"),
         AGENT_PORT=int(os.environ.get("KYSO_AGENT_PORT", "47321")),
         AGENT_INSTALLER_URL=os.environ.get("KYSO_AGENT_INSTALLER_URL"),
+        TRUSTED_PROXIES=int(os.environ.get("KYSO_TRUSTED_PROXIES", "0")),
     )
     if config:
         app.config.update(config)
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _secret_key(instance)
+    proxies = int(app.config.get("TRUSTED_PROXIES") or 0)
+    if proxies:
+        # Behind N reverse proxies the client's address (login throttling, the citizen pages'
+        # limits, the audit trail) is in X-Forwarded-For; trusted only from that many hops.
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies
+        )
 
     engine = make_engine(app.config["DATABASE_URL"])
     app.extensions["kyso.engine"] = engine

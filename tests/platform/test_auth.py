@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 from flask.testing import FlaskClient
 from sqlalchemy import select
@@ -95,3 +96,36 @@ def test_error_pages_say_what_to_do_in_vietnamese(client: FlaskClient, org: Seed
     )
     assert too_big.status_code == 413
     assert "lớn hơn 20 MB" in too_big.get_data(as_text=True)
+
+
+def test_client_address_behind_a_trusted_proxy(
+    database_url: str, session: Session, org: Seed, tmp_path: Path
+) -> None:
+    """Throttling and the audit trail see the citizen's address, not the proxy's, when one
+    reverse proxy is declared (KYSO_TRUSTED_PROXIES); without it X-Forwarded-For is ignored."""
+    from kyso.platform.app import create_app
+    from kyso.platform.models import LoginAttempt
+
+    for proxies, expected in ((1, "203.0.113.7"), (0, "127.0.0.1")):
+        app = create_app(
+            {
+                "DATABASE_URL": database_url,
+                "SECRET_KEY": "proxy-test",
+                "SESSION_COOKIE_SECURE": False,
+                "TRUSTED_PROXIES": proxies,
+            }
+        )
+        app.instance_path = str(tmp_path / "instance")
+        client = app.test_client()
+        token = csrf_token(client, "/login")
+        client.post(
+            "/login",
+            data={"username": "nobody", "password": "x", "csrf_token": token},
+            headers={"X-Forwarded-For": "203.0.113.7"},
+            environ_base={"REMOTE_ADDR": "127.0.0.1"},
+        )
+        session.expire_all()
+        last = session.scalars(select(LoginAttempt).order_by(LoginAttempt.id.desc())).first()
+        assert last is not None
+        assert last.ip == expected
+        app.extensions["kyso.engine"].dispose()
