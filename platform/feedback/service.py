@@ -253,12 +253,13 @@ def _attempts(
 
 def _check_rate(session: Session, settings: Settings, ip: str, subject: str, now: datetime) -> None:
     hour, day = now - timedelta(hours=1), now - timedelta(days=1)
+    # The counts include the attempt being made.
     if (
-        _attempts(session, SUBMIT, since=hour, ip=ip) >= settings.per_ip_hour
-        or _attempts(session, SUBMIT, since=day, ip=ip) >= settings.per_ip_day
+        _attempts(session, SUBMIT, since=hour, ip=ip) > settings.per_ip_hour
+        or _attempts(session, SUBMIT, since=day, ip=ip) > settings.per_ip_day
     ):
         raise DomainError("feedback.too_many_from_address")
-    if _attempts(session, SUBMIT, since=day, subject=subject) >= settings.per_subject_day:
+    if _attempts(session, SUBMIT, since=day, subject=subject) > settings.per_subject_day:
         raise DomainError("feedback.too_many_for_person", count=settings.per_subject_day)
 
 
@@ -326,10 +327,21 @@ def submit(
         raise DomainError("feedback.form_invalid")
     cleaned = clean(form, today=now.astimezone(rules.VIETNAM).date())
     subject = _subject(cleaned.identity_number or cleaned.phone)
-    _check_rate(session, settings, ip, subject, now)
+    # Written before the limits are counted (counting itself), under a lock per address and
+    # person, so that reports sent together cannot all read the count from before any of them:
+    # PostgreSQL takes transaction advisory locks, SQLite's first write takes its write lock.
+    if session.get_bind().dialect.name == "postgresql":
+        for key in sorted({f"feedback-ip:{ip}", f"feedback-subject:{subject}"}):
+            session.execute(select(func.pg_advisory_xact_lock(func.hashtext(key))))
     attempt = FeedbackAttempt(at=now, kind=SUBMIT, ip=ip, subject=subject, success=False)
     session.add(attempt)
     session.flush()
+    try:
+        _check_rate(session, settings, ip, subject, now)
+    except DomainError:
+        session.delete(attempt)  # a refused report is not counted against the next ones
+        session.flush()
+        raise
     person = match_person(session, cleaned)
     if person is None:
         raise DomainError("feedback.no_match")
