@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,9 @@ _RETRYABLE: Final = (
     p11.GeneralError,
     p11.DeviceError,
 )
+
+
+TOKEN_READ_TRIES = 6
 
 
 class HsmError(RuntimeError):
@@ -198,12 +202,22 @@ class HsmSigner:
     # --- sessions ------------------------------------------------------------------------------
 
     def _token(self) -> Any:
-        try:
-            return self._lib.get_token(token_label=self.config.token_label)
-        except (p11.NoSuchToken, p11.MultipleTokensReturned) as exc:
-            raise HsmError(
-                "hsm_unavailable", f"no single token labelled {self.config.token_label!r}: {exc}"
-            ) from exc
+        # SoftHSM rewrites a token's file when a process logs in; another process reading it
+        # at that moment gets CKR_GENERAL_ERROR (seen with four workers starting together).
+        # A short retry covers it; a token that stays unreadable is reported.
+        for attempt in range(TOKEN_READ_TRIES):
+            try:
+                return self._lib.get_token(token_label=self.config.token_label)
+            except (p11.NoSuchToken, p11.MultipleTokensReturned) as exc:
+                raise HsmError(
+                    "hsm_unavailable",
+                    f"no single token labelled {self.config.token_label!r}: {exc}",
+                ) from exc
+            except p11.GeneralError as exc:
+                if attempt == TOKEN_READ_TRIES - 1:
+                    raise HsmError("hsm_unavailable", f"cannot read the tokens: {exc}") from exc
+                time.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     def _open(self) -> None:
         token = self._token()
