@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import MetaData, create_engine, event
+from sqlalchemy import MetaData, create_engine, event, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -68,3 +68,20 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def is_postgresql(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def serialize_on(session: Session, *keys: str) -> None:
+    """Until the transaction ends, one transaction at a time per key (check-then-write rules:
+    rate limits, one registration at a time).
+
+    PostgreSQL: transaction-level advisory locks, taken in a fixed order (no deadlock between
+    two callers with overlapping keys). SQLite has one writer: the caller's first write takes
+    the database's write lock until commit, so writing before checking serialises there.
+    """
+    if is_postgresql(session):
+        for key in sorted(set(keys)):
+            session.execute(select(func.pg_advisory_xact_lock(func.hashtext(key))))

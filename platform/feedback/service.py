@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session
 
 from kyso.platform.auth.access import visible_facilities
 from kyso.platform.auth.service import audit
+from kyso.platform.db import serialize_on
 from kyso.platform.i18n import DomainError
 from kyso.platform.models import (
     Dose,
@@ -330,9 +331,7 @@ def submit(
     # Written before the limits are counted (counting itself), under a lock per address and
     # person, so that reports sent together cannot all read the count from before any of them:
     # PostgreSQL takes transaction advisory locks, SQLite's first write takes its write lock.
-    if session.get_bind().dialect.name == "postgresql":
-        for key in sorted({f"feedback-ip:{ip}", f"feedback-subject:{subject}"}):
-            session.execute(select(func.pg_advisory_xact_lock(func.hashtext(key))))
+    serialize_on(session, f"feedback-ip:{ip}", f"feedback-subject:{subject}")
     attempt = FeedbackAttempt(at=now, kind=SUBMIT, ip=ip, subject=subject, success=False)
     session.add(attempt)
     session.flush()

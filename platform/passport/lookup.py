@@ -17,6 +17,7 @@ from typing import Final
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from kyso.platform.db import serialize_on
 from kyso.platform.i18n import DomainError
 from kyso.platform.models import Person
 from kyso.platform.passport.models import LookupAttempt, Passport
@@ -67,9 +68,7 @@ def find_passport(
     # identity number and per address, so that requests sent together cannot all read the count
     # from before any of them: PostgreSQL takes transaction advisory locks, SQLite's first write
     # takes its database write lock; both hold until the caller commits.
-    if session.get_bind().dialect.name == "postgresql":
-        for key in sorted({f"lookup-subject:{subject}", f"lookup-ip:{ip[:64]}"}):
-            session.execute(select(func.pg_advisory_xact_lock(func.hashtext(key))))
+    serialize_on(session, f"lookup-subject:{subject}", f"lookup-ip:{ip[:64]}")
     attempt = LookupAttempt(at=now, ip=ip[:64], subject=subject, success=False)
     session.add(attempt)
     session.flush()

@@ -51,6 +51,7 @@ from sqlalchemy.dialects.sqlite import insert as lite_insert
 from sqlalchemy.orm import Session
 
 from kyso.platform.auth.service import audit
+from kyso.platform.db import is_postgresql
 from kyso.platform.i18n import DomainError, translate
 from kyso.platform.models import (
     BatchMode,
@@ -535,7 +536,7 @@ def _store_all_pending_signed(
     """
     items = SigningBatchItem
     pending = (items.batch_id == batch.id) & (items.state == ItemState.PENDING)
-    dialect_insert = pg_insert if session.get_bind().dialect.name == "postgresql" else lite_insert
+    dialect_insert = pg_insert if is_postgresql(session) else lite_insert
     inserted = set(
         session.scalars(
             dialect_insert(DoseSignature)
@@ -638,7 +639,7 @@ def _store_signed(
     """
     if not accepted:
         return
-    postgresql = session.get_bind().dialect.name == "postgresql"
+    postgresql = is_postgresql(session)
     if postgresql:
         found = session.execute(
             _PG_INSERT_SIGNATURES,
@@ -705,7 +706,7 @@ def _mark_signed(
     """Items signed: one ``UPDATE … FROM unnest(arrays)`` on PostgreSQL (an executemany of up to
     500 single-row updates costs it several times more, and a VALUES list is compiled anew for
     every post), an executemany on SQLite (in-process, where a statement costs little)."""
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgresql(session):
         session.execute(
             _PG_MARK_SIGNED,
             {

@@ -47,6 +47,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from kyso.platform.auth.access import signable_facilities
+from kyso.platform.db import is_postgresql
 from kyso.platform.i18n import translate
 from kyso.platform.models import (
     Dose,
@@ -496,7 +497,7 @@ def _among(
     """``column IN ids``; on PostgreSQL as one array parameter (``= ANY``): a list of 100
     parameters is rendered, sent and parsed again on every call, which costs more CPU than
     the query."""
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgresql(session):
         return column == any_(bindparam("ids", list(ids), type_=ARRAY(Integer())))
     return column.in_(list(ids))
 

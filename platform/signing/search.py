@@ -48,6 +48,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.types import NullType
 
 from kyso.platform.auth.access import signable_facilities
+from kyso.platform.db import is_postgresql
 from kyso.platform.i18n import DomainError
 from kyso.platform.models import (
     Dose,
@@ -447,7 +448,7 @@ def has_matching_dose(
         .limit(CANDIDATE_CAP + 1)
         .subquery()
     )
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgresql(session):
         # The ids travel as one text ("1,2,…") both ways: turning thousands of them into
         # Python rows and back into a parameter costs more than looking them up. Sent untyped,
         # PostgreSQL reads the parameter once as an integer[] constant (a text-typed one would

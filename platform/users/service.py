@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from kyso.platform.auth.access import manageable_users, may_manage, user_provinces
 from kyso.platform.auth.service import audit, hash_password
+from kyso.platform.db import serialize_on
 from kyso.platform.i18n import LANGUAGES, DomainError, translate
 from kyso.platform.models import (
     Area,
@@ -86,7 +87,6 @@ _PASSWORD_GROUP_LENGTH = 4
 _hasher = PasswordHasher()
 # PostgreSQL advisory lock that serialises certificate registrations (rare, and the rule
 # "one serial, one officer" spans rows that may not exist yet, so no row lock can guard it).
-_REGISTRATION_LOCK = 0x6B79736F_63657274  # "kysocert"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -565,9 +565,8 @@ def may_register_certificate(session: Session, actor: User, officer: User) -> bo
 
 
 def _lock_registrations(session: Session) -> None:
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(select(func.pg_advisory_xact_lock(_REGISTRATION_LOCK)))
     # SQLite has one writer at a time: a concurrent registration fails instead of interleaving.
+    serialize_on(session, "certificate-registration")
 
 
 def register_certificate(
