@@ -44,6 +44,7 @@ from kyso.platform.auth.access import visible_facilities
 from kyso.platform.auth.service import audit
 from kyso.platform.db import serialize_on
 from kyso.platform.i18n import DomainError
+from kyso.platform.inputs import is_number
 from kyso.platform.models import (
     Dose,
     Feedback,
@@ -129,7 +130,7 @@ def check_form_token(
     """Refuse a form posted too soon after it was served, too late, or with a forged token."""
     now = now or datetime.now(UTC)
     head, sep, mac = (token or "").partition(".")
-    if not sep or not head.isdigit() or not hmac.compare_digest(mac, _sign(secret, int(head))):
+    if not sep or not is_number(head, 12) or not hmac.compare_digest(mac, _sign(secret, int(head))):
         raise DomainError("feedback.form_invalid")
     age = now.timestamp() - int(head)
     if age < settings.min_seconds:
@@ -211,7 +212,7 @@ def clean(form: FeedbackForm, today: date | None = None) -> CleanForm:
     dose_number: int | None = None
     raw_dose = form.dose_number.strip()
     if raw_dose:
-        if raw_dose.isdigit() and 1 <= int(raw_dose) <= rules.MAX_DOSES:
+        if is_number(raw_dose) and 1 <= int(raw_dose) <= rules.MAX_DOSES:
             dose_number = int(raw_dose)
         else:
             problems["dose_number"] = DomainError("feedback.dose_invalid", max=rules.MAX_DOSES)
@@ -457,7 +458,7 @@ class InboxCursor:
     @classmethod
     def decode(cls, text: str | None) -> InboxCursor | None:
         head, sep, tail = (text or "").partition(":")
-        if not sep or not head.isdigit() or not tail.isdigit():
+        if not sep or not is_number(head) or not is_number(tail, 17):
             return None
         return cls(datetime.fromtimestamp(int(tail) / 1_000_000, UTC), int(head))
 

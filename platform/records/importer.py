@@ -48,6 +48,7 @@ from sqlalchemy.orm import Session
 
 from kyso.platform.auth.service import audit
 from kyso.platform.i18n import translate
+from kyso.platform.inputs import is_number
 from kyso.platform.models import (
     Area,
     Dose,
@@ -505,7 +506,12 @@ class _RowReader:
     def _zero_padded(self, row: _Row, fld: str, value: Any, lengths: dict[int, int]) -> str | None:
         """A number a spreadsheet stored as a number lost its leading zero: put it back, say so."""
         text = _text(value)
-        if text is None or not text.isdigit() or text.startswith("0") or len(text) not in lengths:
+        if (
+            text is None
+            or not is_number(text, 12)
+            or text.startswith("0")
+            or len(text) not in lengths
+        ):
             return text
         fixed = text.zfill(lengths[len(text)])
         self.out.note(row.number, fld, value, "records.import_leading_zero", fixed=fixed)

@@ -50,6 +50,7 @@ from sqlalchemy.types import NullType
 from kyso.platform.auth.access import signable_facilities
 from kyso.platform.db import is_postgresql
 from kyso.platform.i18n import DomainError
+from kyso.platform.inputs import is_number
 from kyso.platform.models import (
     Dose,
     DoseSignature,
@@ -186,7 +187,7 @@ class Cursor:
         if not text:
             return None
         head, sep, key = text.partition(":")
-        if not sep or not head.isdigit() or len(key) > NAME_MAX:
+        if not sep or not is_number(head) or len(key) > NAME_MAX:
             return None
         return cls(key, int(head))
 

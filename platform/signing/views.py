@@ -26,6 +26,7 @@ from werkzeug.datastructures import MultiDict
 from kyso.platform.app import db, language
 from kyso.platform.auth.access import current_user, roles_required
 from kyso.platform.i18n import DomainError, translate
+from kyso.platform.inputs import is_number, parse_number
 from kyso.platform.models import Facility, Role, SigningUnit, User, VerificationStatus
 from kyso.platform.signing import service
 from kyso.platform.signing.texts import count_text, status_fix, status_label, status_reason
@@ -57,7 +58,7 @@ def _safe_next(default: str) -> str:
 
 
 def _ints(values: list[str]) -> list[int]:
-    return [int(v) for v in values if v.isdigit() and len(v) < 12]
+    return [int(v) for v in values if is_number(v)]
 
 
 def _summary_payload(summary: service.SelectionSummary, lang: str) -> dict[str, Any]:
@@ -122,7 +123,7 @@ def search() -> Any:
     errors = [p.text(lang) for p in problems]
     page_size = int(current_app.config["PAGE_SIZE"])
     page_number = request.args.get("p", "1")
-    page_number_value = int(page_number) if page_number.isdigit() else 1
+    page_number_value = parse_number(page_number) or 1
     result: service.SearchPage | None = None
     try:
         result = service.search(
@@ -141,7 +142,7 @@ def search() -> Any:
         count, count_capped = result.count, result.count_capped
     else:
         carried = request.args.get("n", "")
-        if carried.isdigit():
+        if is_number(carried):
             count = min(int(carried), service.COUNT_CAP)
             count_capped = int(carried) > service.COUNT_CAP
     summary = service.summary(session, officer)
@@ -191,7 +192,7 @@ def update_selection() -> Any:
     shown: dict[int, tuple[int, int]] = {}
     for value in form.getlist("shown"):
         parts = value.split(":")
-        if len(parts) == 3 and all(p.isdigit() and len(p) < 12 for p in parts):
+        if len(parts) == 3 and all(is_number(p) for p in parts):
             shown[int(parts[0])] = (int(parts[1]), int(parts[2]))
     ticked = set(_ints(form.getlist("dose")))
     person_ticked = set(_ints(form.getlist("person")))
@@ -224,7 +225,7 @@ def update_selection() -> Any:
 def person_selection() -> Any:
     """Add or remove every dose of one person (``op`` = add | remove)."""
     person = request.form.get("person_id", "")
-    if not person.isdigit():
+    if not is_number(person):
         return _respond(None, DomainError("signing.bad_filter"), url_for("signing.search"))
     try:
         if request.form.get("op") == "remove":
@@ -290,9 +291,7 @@ def preview() -> Any:
     result: service.Preview | None = None
     page = request.args.get("page", "1")
     try:
-        result = service.preview(
-            session, _officer(), page=int(page) if page.isdigit() and len(page) < 6 else 1
-        )
+        result = service.preview(session, _officer(), page=parse_number(page, 5) or 1)
     except DomainError as exc:
         error = exc.text(lang)
     session.commit()  # the dropped doses leave the selection

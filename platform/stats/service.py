@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session, aliased
 
 from kyso.platform.auth.access import visible_facilities
 from kyso.platform.i18n import DomainError
+from kyso.platform.inputs import parse_number
 from kyso.platform.models import (
     Area,
     AreaLevel,
@@ -148,7 +149,7 @@ def scope_for(session: Session, user: User) -> Scope:
 
 def _parse_int(text: str | None) -> int | None:
     text = (text or "").strip()
-    return int(text) if text.isdigit() and len(text) < 10 else None
+    return parse_number(text)
 
 
 def parse_filters(

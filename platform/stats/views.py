@@ -31,6 +31,7 @@ from kyso.platform.auth.access import current_user, roles_required
 from kyso.platform.auth.service import audit
 from kyso.platform.corrections import service as corrections
 from kyso.platform.i18n import DomainError, translate
+from kyso.platform.inputs import is_number, parse_number
 from kyso.platform.models import (
     Area,
     Dose,
@@ -96,7 +97,7 @@ def invalid_list() -> Any:
         db(),
         scope,
         filters,
-        after=int(after) if after.isdigit() else None,
+        after=parse_number(after),
         size=int(current_app.config.get("PAGE_SIZE", 50)),
     )
     return render_template(
@@ -187,7 +188,7 @@ def _person_or_404(person_id: int) -> Person:
 
 def _feedback(person: Person) -> Feedback | None:
     raw = request.values.get("feedback", "")
-    if not raw.isdigit():
+    if not is_number(raw):
         return None
     feedback = db().get(Feedback, int(raw))
     if feedback is None or feedback.person_id != person.id:
@@ -270,7 +271,7 @@ def _parse_day(text: str) -> date | None:
 
 def _int(text: str | None) -> int | None:
     text = (text or "").strip()
-    return int(text) if text.isdigit() and len(text) < 10 else None
+    return parse_number(text)
 
 
 def _flash_error(exc: DomainError) -> None:

@@ -26,6 +26,7 @@ from werkzeug.wrappers import Response
 from kyso.platform.app import db, language
 from kyso.platform.auth.access import current_user, login_required, may_manage, roles_required
 from kyso.platform.i18n import DomainError, catalogue, translate
+from kyso.platform.inputs import is_number
 from kyso.platform.models import Role, User
 from kyso.platform.users import service
 
@@ -188,7 +189,7 @@ def _optional_id(name: str) -> int | None:
     raw = request.form.get(name, "").strip()
     if not raw:
         return None
-    if not raw.isdigit():
+    if not is_number(raw):
         raise DomainError("users.choice_invalid")
     return int(raw)
 

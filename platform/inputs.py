@@ -1,0 +1,19 @@
+"""Numbers from requests: ids, pages, cursors, form tokens.
+
+``str.isdigit()`` says yes to "²" and "٣", which ``int()`` refuses (a 500 where the person
+should get the page or a clear message), and says nothing of length (a 20-digit id overflows
+the database's integer). Every number taken from a URL, form or cursor goes through here.
+"""
+
+from __future__ import annotations
+
+ID_DIGITS = 9  # below 2**31: every integer column of the schema
+
+
+def is_number(text: str | None, max_digits: int = ID_DIGITS) -> bool:
+    """Only ASCII digits, at most ``max_digits`` of them."""
+    return text is not None and text.isascii() and text.isdigit() and len(text) <= max_digits
+
+
+def parse_number(text: str | None, max_digits: int = ID_DIGITS) -> int | None:
+    return int(text) if text is not None and is_number(text, max_digits) else None
