@@ -84,12 +84,6 @@ class FetchedKey:
     pem: str
     fingerprint: str  # SHA-256 of the DER SubjectPublicKeyInfo, lower-case hex
 
-    @property
-    def fingerprint_groups(self) -> str:
-        """The fingerprint as the officer reads it: upper case, groups of four."""
-        text = self.fingerprint.upper()
-        return " ".join(text[i : i + 4] for i in range(0, len(text), 4))
-
 
 @dataclass(frozen=True)
 class ApprovedOrigin:

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 from PySide6.QtCore import QObject, Qt, Signal
 
+from kyso.agent import i18n
 from kyso.agent.config import AgentConfig
 from kyso.agent.i18n import Text
 from kyso.agent.manifest import ReplayGuard
@@ -247,7 +248,9 @@ class AgentController(QObject):
             self.start_error = exc.text
         except OSError as exc:
             log.warning("could not listen: %s", exc)
-            self.start_error = Text(vi=str(exc), en=str(exc))
+            self.start_error = i18n.text(
+                "ui.listen_failed", port=self._port or self.config.port, error=exc.strerror or exc
+            )
         else:
             self._thread = thread
             self.start_error = None

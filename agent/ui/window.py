@@ -75,7 +75,7 @@ def last_batch_text(controller: AgentController, language: str) -> str:
     outcome = controller.last_outcome
     if outcome is None:
         return t("last_batch_none", language)
-    when = outcome.finished_at.astimezone().strftime("%H:%M %d/%m/%Y")
+    when = format_time(outcome.finished_at)
     if outcome.error is None:
         result = t("result_ok", language)
     else:
