@@ -207,6 +207,12 @@ def _area_choices(person: Person) -> list[Area]:
 @blueprint.get("/people/<int:person_id>")
 @roles_required(*ROLES)
 def person_page(person_id: int) -> Any:
+    return _render_person(person_id)
+
+
+def _render_person(person_id: int, kept: dict[str, Any] | None = None, status: int = 200) -> Any:
+    """The record page; ``kept`` refills the form the officer just sent when it was refused
+    (``{"person": form}`` or ``{"dose_id": id, "dose": form}``), so nothing typed is lost."""
     lang = language()
     person = _person_or_404(person_id)
     user = _user()
@@ -244,7 +250,8 @@ def person_page(person_id: int) -> Any:
         authors=authors,
         feedback_codes=feedback_codes,
         field_names=lambda names: ", ".join(_field_name(n, lang) for n in names),
-    )
+        kept=kept or {},
+    ), status
 
 
 def _field_name(name: str, lang: str) -> str:
@@ -281,6 +288,14 @@ def _flash_error(exc: DomainError) -> None:
             flash(translate(problem.key, lang, **problem.values), "error")
     else:
         flash(exc.text(lang), "error")
+
+
+def _refused_person(person: Person, form: Any) -> Any:
+    return _render_person(person.id, {"person": form.to_dict()})
+
+
+def _refused_dose(person: Person, dose: Dose, form: Any) -> Any:
+    return _render_person(person.id, {"dose_id": dose.id, "dose": form.to_dict()})
 
 
 def _back(person: Person, feedback: Feedback | None) -> Any:
@@ -342,11 +357,11 @@ def save_person(person_id: int) -> Any:
         area_id = db().scalar(select(Area.id).where(Area.code == area_code))
         if area_id is None:
             flash(translate("stats.area_unknown", lang, code=area_code), "error")
-            return _back(person, feedback)
+            return _refused_person(person, form)
     if born is None or gender is None:
         missing = "records.column_birth_date" if born is None else "records.column_gender"
         flash(translate("stats.bad_form", lang, field=translate(missing, lang)), "error")
-        return _back(person, feedback)
+        return _refused_person(person, form)
     data = PersonData(
         full_name=form.get("full_name", ""),
         birth_date=born,
@@ -370,7 +385,7 @@ def save_person(person_id: int) -> Any:
     except DomainError as exc:
         db().rollback()
         _flash_error(exc)
-        return _back(person, feedback)
+        return _refused_person(person, form)
     db().commit()
     if correction is None:
         flash(translate("corrections.unchanged", lang), "success")
@@ -406,7 +421,7 @@ def save_dose(dose_id: int) -> Any:
             else "records.column_facility"
         )
         flash(translate("stats.bad_form", lang, field=translate(missing, lang)), "error")
-        return _back(person, feedback)
+        return _refused_dose(person, dose, form)
     data = DoseData(
         dose_number=number,
         vaccinated_on=when,
@@ -428,7 +443,7 @@ def save_dose(dose_id: int) -> Any:
     except DomainError as exc:
         db().rollback()
         _flash_error(exc)
-        return _back(person, feedback)
+        return _refused_dose(person, dose, form)
     db().commit()
     if correction is None:
         flash(translate("corrections.unchanged", lang), "success")

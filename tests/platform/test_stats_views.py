@@ -181,3 +181,35 @@ def test_other_facilities_cannot_open_a_record(
     login(client, other.staff.username)
     assert client.get(f"/stats/people/{people['none'].id}").status_code == 403
     assert client.get("/stats/people/999999").status_code == 404
+
+
+def test_a_refused_correction_keeps_what_was_typed(
+    client: FlaskClient, org: Seed, session: Session
+) -> None:
+    """The reason is missing: the page says so and shows the edited fields as they were typed,
+    not the saved record (nothing the officer typed is lost)."""
+    people = invalid_people(session, org)
+    session.commit()
+    person = people["mismatch"]
+    path = f"/stats/people/{person.id}"
+    login(client, org.staff.username)
+    answer = client.post(
+        f"{path}/person",
+        data={
+            "csrf_token": csrf_token(client, path),
+            "version": str(person.version),
+            "full_name": "Nguyễn Văn Đã Sửa",
+            "birth_date": person.birth_date.isoformat(),
+            "gender": person.gender.value,
+            "identity_number": "079090999999",
+            "phone": "",
+            "address": "",
+            "reason": "",
+        },
+    )
+    text = answer.get_data(as_text=True)
+    assert answer.status_code == 200
+    assert 'value="Nguyễn Văn Đã Sửa"' in text
+    assert 'value="079090999999"' in text
+    session.expire_all()
+    assert session.get(Person, person.id).full_name == person.full_name  # type: ignore[union-attr]
