@@ -124,7 +124,9 @@ def test_golden_files_are_valid_exchanges() -> None:
 
 def test_every_package_is_in_the_distribution() -> None:
     """pyproject lists the packages one by one (the folders are mapped to kyso.*): a package
-    missing there works in the editable install and vanishes from a wheel or the bundle."""
+    missing there works in the editable install and vanishes from a wheel or the bundle. Data
+    folders (templates, locales, static files) are packages too, as setuptools asks: otherwise
+    it warns "Package would be ignored" and a future setuptools leaves them out."""
     import tomllib
 
     listed = set(
@@ -133,8 +135,8 @@ def test_every_package_is_in_the_distribution() -> None:
     found = set()
     for base, name in (("agent", "kyso.agent"), ("platform", "kyso.platform")):
         for folder in [ROOT / base, *(p for p in (ROOT / base).rglob("*") if p.is_dir())]:
-            python = any(folder.glob("*.py"))
-            if not python or "__pycache__" in folder.parts:
+            holds_files = any(child.is_file() for child in folder.iterdir())
+            if not holds_files or "__pycache__" in folder.parts:
                 continue
             relative = folder.relative_to(ROOT / base).parts
             found.add(".".join((name, *relative)))
