@@ -141,3 +141,48 @@ def test_every_package_is_in_the_distribution() -> None:
             relative = folder.relative_to(ROOT / base).parts
             found.add(".".join((name, *relative)))
     assert found - listed == set()
+
+
+def _closure(requirements: list[str], extras: set[str]) -> set[str]:
+    """Names of the installed distributions that these requirements pull in, transitively."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    seen: set[str] = set()
+    pending = [(Requirement(r), extras) for r in requirements]
+    while pending:
+        requirement, active = pending.pop()
+        markers = requirement.marker
+        if markers is not None and not any(
+            markers.evaluate({"extra": extra}) for extra in (active or {""})
+        ):
+            continue
+        name = canonicalize_name(requirement.name)
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            dist = metadata.distribution(requirement.name)
+        except metadata.PackageNotFoundError:
+            continue
+        wanted = set(requirement.extras)
+        pending.extend((Requirement(r), wanted) for r in dist.requires or ())
+    return seen
+
+
+def test_the_platform_half_installs_no_qt_and_the_agent_half_no_web_stack() -> None:
+    """`pip install .[platform]` on a server brings no Qt; the agent's bundle environment
+    (`.[bundle]`) brings no Flask, SQLAlchemy, PDF or database library."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    platform_side = _closure([*project["dependencies"], *extras["platform"]], set())
+    bundle_tools = [r for r in extras["bundle"] if not r.startswith("kyso[")]
+    agent_side = _closure([*project["dependencies"], *extras["agent"], *bundle_tools], set())
+    assert "flask" in platform_side and "pyside6-essentials" in agent_side  # the walk works
+    assert {"pyside6-essentials", "shiboken6", "keyring", "websockets"} & platform_side == set()
+    web_stack = {"flask", "sqlalchemy", "psycopg", "pyhanko", "openpyxl", "pillow", "fpdf2"}
+    assert web_stack & agent_side == set()
