@@ -5,7 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps venv test lint typecheck pytest demo clean bundle msi bundle-test
+.PHONY: setup system-deps venv test lint typecheck pytest demo clean bundle msi bundle-test \
+	windows-deps
 
 setup: system-deps venv
 
@@ -88,6 +89,11 @@ msi: setup
 # desktop window, and the MSI's tables.
 bundle-test: bundle msi
 	KYSO_REQUIRE_BUNDLE=1 KYSO_BUNDLE=dist/kyso-agent $(VENV)/bin/pytest tests/installer -q
+
+# The agent's whole dependency set resolved for Windows (win_amd64, wheels only) for every
+# supported Python version: a dependency without a Windows wheel fails here, not on Windows.
+windows-deps: setup
+	$(PY) installer/windows_deps.py
 
 clean:
 	rm -rf build .mypy_cache .pytest_cache .ruff_cache
