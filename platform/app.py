@@ -12,6 +12,9 @@ created on first use), ``KYSO_PUBLIC_ORIGIN`` (the origin the browser sees, when
 front; default: the request's), ``KYSO_AGENT_PORT`` (47321) and ``KYSO_AGENT_INSTALLER_URL``
 (where the page sends officers whose agent is not running), ``KYSO_TRUSTED_PROXIES`` (how many
 reverse proxies stand in front and set X-Forwarded-For; default 0).
+
+Operations: ``KYSO_METRICS_ALLOW`` (networks that may read ``/metrics``; default the loopback);
+``kyso-platform serve`` reads ``KYSO_BIND``, ``KYSO_WORKERS``, ``KYSO_THREADS`` (ops/serve.py).
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         AGENT_PORT=int(os.environ.get("KYSO_AGENT_PORT", "47321")),
         AGENT_INSTALLER_URL=os.environ.get("KYSO_AGENT_INSTALLER_URL"),
         TRUSTED_PROXIES=int(os.environ.get("KYSO_TRUSTED_PROXIES", "0")),
+        METRICS_ALLOW=os.environ.get("KYSO_METRICS_ALLOW"),
     )
     if config:
         app.config.update(config)
@@ -115,6 +119,7 @@ def language() -> str:
 def _register_blueprints(app: Flask) -> None:
     from kyso.platform.auth.views import blueprint as auth
     from kyso.platform.feedback.views import blueprint as feedback
+    from kyso.platform.ops.views import blueprint as ops
     from kyso.platform.passport.views import blueprint as passport
     from kyso.platform.records.views import blueprint as records
     from kyso.platform.signing import batch_views
@@ -129,6 +134,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(passport)
     app.register_blueprint(stats)
     app.register_blueprint(feedback)
+    app.register_blueprint(ops)
     batch_views.register(app)
 
 

@@ -21,6 +21,10 @@ def sessions(app: Flask) -> sessionmaker[Session]:
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """Kyso platform commands. The database comes from DATABASE_URL (default: SQLite)."""
+    if ctx.invoked_subcommand == "serve":
+        from kyso.platform.ops.serve import prepare_metrics_directory
+
+        prepare_metrics_directory()  # before anything imports prometheus-client
     ctx.obj = create_app()
 
 
@@ -55,8 +59,41 @@ def db_revision(app: Flask, message: str) -> None:
 @click.option("--port", default=8080, show_default=True)
 @click.pass_obj
 def run(app: Flask, host: str, port: int) -> None:
-    """Serve the platform (development server; use a WSGI server in production)."""
+    """Serve the platform on Flask's development server (production: kyso-platform serve)."""
     app.run(host=host, port=port, debug=False, use_reloader=False)
+
+
+@main.command("serve")
+@click.option("--bind", default="127.0.0.1:8080", show_default=True, envvar="KYSO_BIND")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    envvar="KYSO_WORKERS",
+    help="worker processes [default: 2 x cores + 1, at most 9]",
+)
+@click.option(
+    "--threads", type=click.IntRange(1, 64), default=4, show_default=True, envvar="KYSO_THREADS"
+)
+@click.option(
+    "--allow-sqlite",
+    is_flag=True,
+    envvar="KYSO_ALLOW_SQLITE",
+    help="serve a SQLite database (the demo only)",
+)
+@click.pass_obj
+def serve_command(
+    app: Flask, bind: str, workers: int | None, threads: int, allow_sqlite: bool
+) -> None:
+    """Serve the platform on gunicorn (production). Reload gracefully with kill -HUP."""
+    from kyso.platform.ops.serve import default_workers, serve
+
+    if app.config["DATABASE_URL"].startswith("sqlite") and not allow_sqlite:
+        raise click.ClickException(
+            "SQLite cannot take several worker processes' writes in production: set "
+            "DATABASE_URL to PostgreSQL (postgresql+psycopg://...), or pass --allow-sqlite for "
+            "a demo."
+        )
+    serve(create_app, bind=bind, workers=workers or default_workers(), threads=threads)
 
 
 def _register_feature_commands() -> None:

@@ -1,0 +1,67 @@
+"""The platform's Prometheus metrics, one set per process or summed over gunicorn's workers.
+
+Under ``kyso-platform serve`` every worker writes its samples to files in
+``PROMETHEUS_MULTIPROC_DIR`` (prometheus-client's multiprocess mode, set up by the server before
+any worker starts), and ``/metrics`` adds them up; elsewhere (tests, ``kyso-platform run``) the
+process's own registry is read. Labels never carry personal data: endpoints, outcomes, reasons.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+MULTIPROCESS_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+
+REQUEST_SECONDS = Histogram(
+    "kyso_http_request_duration_seconds",
+    "Time to answer a request, per endpoint (the Flask endpoint name) and status class.",
+    ["endpoint", "method", "status"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+BATCHES = Counter(
+    "kyso_signing_batches_total",
+    "Signing batches by what happened to them: prepared, completed or failed.",
+    ["event"],
+)
+SIGNATURES_STORED = Counter(
+    "kyso_signatures_stored_total", "Officers' signatures verified and stored."
+)
+PASSPORTS_ISSUED = Counter("kyso_passports_issued_total", "Vaccine passports issued.")
+LOOKUPS = Counter(
+    "kyso_citizen_lookups_total", "Citizens' passport lookups, by outcome.", ["outcome"]
+)
+THROTTLED = Counter(
+    "kyso_throttled_requests_total", "Requests refused or delayed by a rate limit.", ["limit"]
+)
+REGISTRY_SECONDS = Histogram(
+    "kyso_registry_request_duration_seconds",
+    "Time the population registry took to answer a lookup.",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+REGISTRY_ERRORS = Counter(
+    "kyso_registry_errors_total", "Population registry lookups that failed, by kind.", ["kind"]
+)
+
+
+def exposition() -> tuple[bytes, str]:
+    """The text exposition of every metric: all workers' when in multiprocess mode."""
+    if os.environ.get(MULTIPROCESS_VARIABLE):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST
+
+
+def worker_exited(pid: int) -> None:
+    """gunicorn's child_exit hook: a dead worker's live gauges stop counting."""
+    if os.environ.get(MULTIPROCESS_VARIABLE):
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
