@@ -5,11 +5,11 @@ set -euo pipefail
 
 # Qt (PySide6) needs EGL/xkbcommon/fontconfig even offscreen; Xvfb runs real windows for
 # screenshots; DejaVu fonts cover Vietnamese in the PDF passports; msitools builds the MSI;
-# nginx runs deploy/nginx/kyso.conf in its test.
+# nginx and systemd-analyze check deploy/ in its tests.
 packages=(softhsm2 opensc openssl chromium xvfb xauth libegl1 libgl1 libxkbcommon0
   libxkbcommon-x11-0 libxcb-cursor0 libdbus-1-3 libfontconfig1 fonts-dejavu-core msitools
   libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxcb-shape0 libxcb-xkb1
-  libxcb-randr0 libxcb-xinerama0 nginx-light)
+  libxcb-randr0 libxcb-xinerama0 nginx-light systemd)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
