@@ -1,23 +1,26 @@
 """Passwords, login with throttling, and the audit trail.
 
 Argon2id (argon2-cffi's defaults: 64 MiB, 3 passes) hashes passwords. Failed logins are
-throttled per user name and per address; an unknown user name costs the same time as a wrong
-password, so that names cannot be probed.
+throttled by ``kyso.platform.throttle``: 5 failures per (user name, address) and 30 per address
+in 15 minutes; per user name only a delay (after 5 failures, min(2^k s, 60 s) after the latest
+one), from which an address where the user logged in within 90 days is exempt, so that a
+stranger who knows a user name cannot keep its owner out. An unknown user name costs the same
+time as a wrong password, so that names cannot be probed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from kyso.platform import throttle
 from kyso.platform.i18n import DomainError
-from kyso.platform.models import AuditEvent, LoginAttempt, User
+from kyso.platform.models import AuditEvent, User
 
 _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash("not a password of anyone")
@@ -25,6 +28,8 @@ _DUMMY_HASH = _hasher.hash("not a password of anyone")
 WINDOW = timedelta(minutes=15)
 MAX_FAILURES_PER_USER = 5
 MAX_FAILURES_PER_ADDRESS = 30
+TRUSTED_ADDRESS = timedelta(days=90)  # a login from an address exempts it from the user's delay
+WARN_WHEN_LEFT = 2  # the login page says how many tries are left from then on
 MIN_PASSWORD_LENGTH = 10
 
 
@@ -53,54 +58,36 @@ def audit(
     )
 
 
-@dataclass(frozen=True)
-class Throttle:
-    user_failures: int
-    address_failures: int
+LOGIN: Final = throttle.Policy(
+    scope="login",
+    limits=(
+        throttle.Limit("pair", MAX_FAILURES_PER_USER, WINDOW),
+        throttle.Limit("address", MAX_FAILURES_PER_ADDRESS, WINDOW),
+    ),
+    subject_free=MAX_FAILURES_PER_USER,
+    subject_window=WINDOW,
+    messages=(
+        ("pair", "auth.throttled"),
+        ("address", "auth.throttled_address"),
+        ("subject", "auth.account_delayed"),
+    ),
+    trust_after_success=TRUSTED_ADDRESS,
+)
 
-    @property
-    def blocked(self) -> bool:
-        return (
-            self.user_failures >= MAX_FAILURES_PER_USER
-            or self.address_failures >= MAX_FAILURES_PER_ADDRESS
-        )
 
+class BadCredentials(DomainError):
+    """Wrong user name or password; ``remaining`` tries from this address before the wait."""
 
-def _failures(session: Session, username: str, ip: str, now: datetime) -> Throttle:
-    since = now - WINDOW
-
-    def count(*where: Any) -> int:
-        stmt = (
-            select(func.count())
-            .select_from(LoginAttempt)
-            .where(LoginAttempt.at >= since, LoginAttempt.success.is_(False), *where)
-        )
-        return int(session.scalar(stmt) or 0)
-
-    # Failures since the user's last success count; a success resets the user's counter.
-    last_ok = session.scalar(
-        select(func.max(LoginAttempt.at)).where(
-            LoginAttempt.username == username, LoginAttempt.success.is_(True)
-        )
-    )
-    user_since = max(since, _aware(last_ok)) if last_ok else since
-    user_failures = int(
-        session.scalar(
-            select(func.count())
-            .select_from(LoginAttempt)
-            .where(
-                LoginAttempt.username == username,
-                LoginAttempt.success.is_(False),
-                LoginAttempt.at >= user_since,
+    def __init__(self, remaining: int) -> None:
+        if remaining <= WARN_WHEN_LEFT:
+            super().__init__(
+                "auth.bad_credentials_left",
+                count=remaining,
+                minutes=int(WINDOW.total_seconds() // 60),
             )
-        )
-        or 0
-    )
-    return Throttle(user_failures, count(LoginAttempt.ip == ip))
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+        else:
+            super().__init__("auth.bad_credentials")
+        self.remaining = remaining
 
 
 def authenticate(
@@ -109,9 +96,11 @@ def authenticate(
     """Returns the user or raises DomainError; records the attempt either way (caller commits)."""
     now = now or datetime.now(UTC)
     username = username.strip().lower()[:64]
-    if _failures(session, username, ip, now).blocked:
-        audit(session, "auth.login_throttled", None, target=username, ip=ip)
-        raise DomainError("auth.throttled", minutes=int(WINDOW.total_seconds() // 60))
+    try:
+        attempt = throttle.attempt(session, LOGIN, subject=username, ip=ip, now=now)
+    except throttle.Throttled as exc:
+        audit(session, "auth.login_throttled", None, target=username, ip=ip, reason=exc.reason)
+        raise
     user = session.scalar(select(User).where(User.username == username))
     ok = False
     try:
@@ -119,10 +108,10 @@ def authenticate(
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         ok = False
     ok = ok and user is not None and user.active
-    session.add(LoginAttempt(at=now, username=username, ip=ip, success=ok))
     if not ok or user is None:
         audit(session, "auth.login_failed", None, target=username, ip=ip)
-        raise DomainError("auth.bad_credentials")
+        raise BadCredentials(attempt.remaining)
+    attempt.succeeded()
     if _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = _hasher.hash(password)
     audit(session, "auth.login", user, ip=ip)

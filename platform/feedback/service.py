@@ -3,9 +3,13 @@
 A citizen reports, without an account, that a field of their record or one of their doses is
 wrong. The report is matched to a person and routed to the facility that administered the dose
 they name (or, for a person field, the facility of their latest dose), which answers it in its
-inbox: status ``new`` → ``processing`` → ``resolved`` or ``rejected``, a due date (``due_days``
-after submission, 7 by default; overdue reports are highlighted) and replies that the citizen
-reads on the public status page with the tracking code and their phone number.
+inbox. A report that matches nobody (or a person without doses) is kept unrouted, in the national
+administrators' inbox; the citizen's answer is the same whether or not their details matched
+(same page, same status, a tracking code, no facility named), so that the form tells a stranger
+nothing about anyone. Reports go through status ``new`` → ``processing`` → ``resolved`` or
+``rejected``, with a due date (``due_days`` after submission, 7 by default; overdue reports are
+highlighted) and replies that the citizen reads on the public status page with the tracking
+code and their phone number.
 
 Abuse resistance without a third-party captcha (no script or cookie from another company on a
 government page, and nothing that fails for citizens whose network blocks such services):
@@ -15,10 +19,13 @@ government page, and nothing that fails for citizens whose network blocks such s
   at once) or later than ``max_age`` (a replayed token) is refused. It needs no JavaScript,
   unlike a proof of work, which would also cost most on the cheapest phones;
 - a **honeypot** field, hidden from people and filled in by naive bots;
-- **rate limits stored in the database** (``feedback_attempts``), so that they hold across
+- **rate limits stored in the database** (``kyso.platform.throttle``), so that they hold across
   workers and restarts: per address ``per_ip_hour`` / ``per_ip_day`` submissions, per identity
-  (the SHA-256 of the identity number, or of the phone number when there is none)
-  ``per_subject_day``; failed status lookups per address are limited like passport lookups;
+  (the identity number, or the phone number when there is none; stored hashed) and address
+  ``per_subject_day``; per identity from anywhere, after ``per_subject_day`` a day only a
+  delay of min(2^k s, 60 s) after the latest report, so that a stranger cannot lock the citizen
+  out; failed status lookups are limited per address and per (tracking code, address), with
+  the same bounded delay per tracking code;
 - **size limits** on every field (and Flask's request size limit), CSRF on the form (Flask-WTF).
 
 Matching is deliberately tolerant, because the field the citizen reports may be the one that
@@ -37,18 +44,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Final
 
-from sqlalchemy import func, literal, or_, select, tuple_
+from sqlalchemy import ColumnElement, func, literal, or_, select, tuple_
 from sqlalchemy.orm import Session
 
+from kyso.platform import throttle
 from kyso.platform.auth.access import visible_facilities
 from kyso.platform.auth.service import audit
-from kyso.platform.db import serialize_on
 from kyso.platform.i18n import DomainError
 from kyso.platform.inputs import is_number
 from kyso.platform.models import (
     Dose,
     Feedback,
-    FeedbackAttempt,
     FeedbackReply,
     FeedbackStatus,
     Person,
@@ -73,8 +79,8 @@ CODE_LENGTH: Final = 8
 INBOX_ROLES: Final = frozenset({Role.FACILITY_STAFF, Role.ADMINISTRATOR})
 OPEN: Final = (FeedbackStatus.NEW, FeedbackStatus.PROCESSING)
 CLOSED: Final = (FeedbackStatus.RESOLVED, FeedbackStatus.REJECTED)
-SUBMIT: Final = "submit"
-STATUS: Final = "status"
+SUBMIT: Final = "feedback"
+STATUS: Final = "feedback-status"
 _DIGITS: Final = re.compile(r"\D")
 _CODE: Final = re.compile(r"[^A-Z0-9]")
 
@@ -88,9 +94,44 @@ class Settings:
     max_age: timedelta = timedelta(hours=2)
     per_ip_hour: int = 30  # mobile carriers put many people behind one address (CGNAT)
     per_ip_day: int = 200
-    per_subject_day: int = 3
+    per_subject_day: int = 3  # per (person, address); from anywhere only a bounded delay
     status_failures_per_ip: int = 10
+    status_failures_per_code: int = 5  # per (tracking code, address); then a bounded delay
     status_window: timedelta = timedelta(minutes=15)
+
+    def submit_policy(self) -> throttle.Policy:
+        return throttle.Policy(
+            scope=SUBMIT,
+            limits=(
+                throttle.Limit("pair", self.per_subject_day, timedelta(days=1)),
+                throttle.Limit("address", self.per_ip_hour, timedelta(hours=1)),
+                throttle.Limit("address", self.per_ip_day, timedelta(days=1)),
+            ),
+            subject_free=self.per_subject_day,
+            subject_window=timedelta(days=1),
+            messages=(
+                ("pair", "feedback.too_many_for_person"),
+                ("address", "feedback.too_many_from_address"),
+                ("subject", "feedback.person_wait"),
+            ),
+            failures_only=False,
+        )
+
+    def status_policy(self) -> throttle.Policy:
+        return throttle.Policy(
+            scope=STATUS,
+            limits=(
+                throttle.Limit("pair", self.status_failures_per_code, self.status_window),
+                throttle.Limit("address", self.status_failures_per_ip, self.status_window),
+            ),
+            subject_free=self.status_failures_per_code,
+            subject_window=self.status_window,
+            messages=(
+                ("pair", "feedback.status_throttled"),
+                ("address", "feedback.status_throttled"),
+                ("subject", "feedback.status_wait"),
+            ),
+        )
 
     @classmethod
     def from_config(cls, config: Mapping[str, object]) -> Settings:
@@ -234,37 +275,6 @@ def clean(form: FeedbackForm, today: date | None = None) -> CleanForm:
     return CleanForm(name, born, phone, number, form.field, message, dose_number, correct)
 
 
-def _subject(value: str) -> str:
-    return hashlib.sha256(f"kyso-feedback:{value}".encode()).hexdigest()
-
-
-def _attempts(
-    session: Session, kind: str, *, since: datetime, ip: str | None = None, subject: str = ""
-) -> int:
-    statement = (
-        select(func.count())
-        .select_from(FeedbackAttempt)
-        .where(FeedbackAttempt.kind == kind, FeedbackAttempt.at >= since)
-    )
-    if ip is not None:
-        statement = statement.where(FeedbackAttempt.ip == ip)
-    else:
-        statement = statement.where(FeedbackAttempt.subject == subject)
-    return int(session.scalar(statement) or 0)
-
-
-def _check_rate(session: Session, settings: Settings, ip: str, subject: str, now: datetime) -> None:
-    hour, day = now - timedelta(hours=1), now - timedelta(days=1)
-    # The counts include the attempt being made.
-    if (
-        _attempts(session, SUBMIT, since=hour, ip=ip) > settings.per_ip_hour
-        or _attempts(session, SUBMIT, since=day, ip=ip) > settings.per_ip_day
-    ):
-        raise DomainError("feedback.too_many_from_address")
-    if _attempts(session, SUBMIT, since=day, subject=subject) > settings.per_subject_day:
-        raise DomainError("feedback.too_many_for_person", count=settings.per_subject_day)
-
-
 def match_person(session: Session, form: CleanForm) -> Person | None:
     """The person the citizen is, by at least two agreeing factors (one a number)."""
     by_number = [Person.phone == form.phone]
@@ -288,10 +298,11 @@ def match_person(session: Session, form: CleanForm) -> Person | None:
     return found
 
 
-def route(person: Person, dose_number: int | None) -> tuple[int, Dose | None]:
-    """The facility that answers: the named dose's, else the person's latest dose's."""
-    if not person.doses:
-        raise DomainError("feedback.no_facility")
+def route(person: Person | None, dose_number: int | None) -> tuple[int | None, Dose | None]:
+    """The facility that answers: the named dose's, else the person's latest dose's; none for
+    nobody or a person without doses (the report then waits for a national administrator)."""
+    if person is None or not person.doses:
+        return None, None
     if dose_number is not None:
         dose = next((d for d in person.doses if d.dose_number == dose_number), None)
         if dose is not None:
@@ -328,29 +339,22 @@ def submit(
     if form.honeypot.strip():
         raise DomainError("feedback.form_invalid")
     cleaned = clean(form, today=now.astimezone(rules.VIETNAM).date())
-    subject = _subject(cleaned.identity_number or cleaned.phone)
-    # Written before the limits are counted (counting itself), under a lock per address and
-    # person, so that reports sent together cannot all read the count from before any of them:
-    # PostgreSQL takes transaction advisory locks, SQLite's first write takes its write lock.
-    serialize_on(session, f"feedback-ip:{ip}", f"feedback-subject:{subject}")
-    attempt = FeedbackAttempt(at=now, kind=SUBMIT, ip=ip, subject=subject, success=False)
-    session.add(attempt)
-    session.flush()
-    try:
-        _check_rate(session, settings, ip, subject, now)
-    except DomainError:
-        session.delete(attempt)  # a refused report is not counted against the next ones
-        session.flush()
-        raise
+    # Counted once the form passed the token and field checks (refused forms are not).
+    attempt = throttle.attempt(
+        session,
+        settings.submit_policy(),
+        subject=cleaned.identity_number or cleaned.phone,
+        ip=ip,
+        now=now,
+    )
+    # Matched or not, the same work and the same answer: a tracking code, no facility named.
     person = match_person(session, cleaned)
-    if person is None:
-        raise DomainError("feedback.no_match")
     facility_id, dose = route(person, cleaned.dose_number)
     feedback = Feedback(
         tracking_code=new_tracking_code(session),
         status=FeedbackStatus.NEW,
         facility_id=facility_id,
-        person_id=person.id,
+        person_id=person.id if person else None,
         dose_id=dose.id if dose else None,
         full_name=cleaned.full_name,
         birth_date=cleaned.birth_date,
@@ -366,8 +370,7 @@ def submit(
         due_at=now + timedelta(days=settings.due_days),
     )
     session.add(feedback)
-    attempt.success = True
-    session.flush()
+    attempt.succeeded()
     audit(
         session,
         "feedback.submit",
@@ -376,6 +379,7 @@ def submit(
         ip=ip,
         code=feedback.tracking_code,
         facility=facility_id,
+        matched=person is not None,
         field=cleaned.field,
     )
     return feedback
@@ -393,24 +397,13 @@ def find_for_citizen(
     settings: Settings | None = None,
     now: datetime | None = None,
 ) -> Feedback:
-    """The report with this tracking code and phone; failures are throttled per address."""
+    """The report with this tracking code and phone; failures are throttled per address and
+    per (code, address), with a bounded delay per code."""
     settings = settings or Settings()
     now = now or datetime.now(UTC)
     ip = (ip or "?")[:64]
-    failures = session.scalar(
-        select(func.count())
-        .select_from(FeedbackAttempt)
-        .where(
-            FeedbackAttempt.kind == STATUS,
-            FeedbackAttempt.ip == ip,
-            FeedbackAttempt.success.is_(False),
-            FeedbackAttempt.at >= now - settings.status_window,
-        )
-    )
-    if (failures or 0) >= settings.status_failures_per_ip:
-        minutes = int(settings.status_window.total_seconds() // 60)
-        raise DomainError("feedback.status_throttled", minutes=minutes)
     wanted = _CODE.sub("", code.upper())[:16]
+    attempt = throttle.attempt(session, settings.status_policy(), subject=wanted, ip=ip, now=now)
     cleaned_phone = rules.clean_phone(phone[:30]) or ""
     feedback = None
     if wanted and cleaned_phone:
@@ -419,14 +412,9 @@ def find_for_citizen(
                 Feedback.tracking_code == wanted, Feedback.phone == cleaned_phone
             )
         )
-    session.add(
-        FeedbackAttempt(
-            at=now, kind=STATUS, ip=ip, subject=_subject(wanted), success=feedback is not None
-        )
-    )
-    session.flush()
     if feedback is None:
         raise DomainError("feedback.status_not_found")
+    attempt.succeeded()
     return feedback
 
 
@@ -440,6 +428,15 @@ def _aware(value: datetime) -> datetime:
 def is_overdue(feedback: Feedback, now: datetime | None = None) -> bool:
     now = now or datetime.now(UTC)
     return feedback.status in OPEN and _aware(feedback.due_at) < now
+
+
+def _scope(user: User) -> ColumnElement[bool]:
+    """The reports a user answers: their facilities'; national administrators also the unrouted
+    ones (matched nobody, or a person without doses)."""
+    routed = Feedback.facility_id.in_(visible_facilities(user))
+    if user.role is Role.ADMINISTRATOR and user.province_id is None:
+        return or_(routed, Feedback.facility_id.is_(None))
+    return routed
 
 
 def _require_inbox_role(user: User) -> None:
@@ -485,7 +482,7 @@ def inbox(
     """The reports of the user's facilities, earliest due first (keyset pages)."""
     _require_inbox_role(user)
     now = now or datetime.now(UTC)
-    scope = Feedback.facility_id.in_(visible_facilities(user))
+    scope = _scope(user)
     statement = select(Feedback).where(scope)
     if status is not None:
         statement = statement.where(Feedback.status == status)
@@ -517,11 +514,7 @@ def inbox(
 
 def get_for_user(session: Session, user: User, feedback_id: int) -> Feedback:
     _require_inbox_role(user)
-    feedback = session.scalar(
-        select(Feedback).where(
-            Feedback.id == feedback_id, Feedback.facility_id.in_(visible_facilities(user))
-        )
-    )
+    feedback = session.scalar(select(Feedback).where(Feedback.id == feedback_id, _scope(user)))
     if feedback is None:
         raise DomainError("feedback.not_found")
     return feedback

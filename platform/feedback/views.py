@@ -20,6 +20,7 @@ from kyso.platform.i18n import DomainError, translate
 from kyso.platform.models import FeedbackStatus, RecordVersion, Role, User
 from kyso.platform.records.rules import VIETNAM
 from kyso.platform.stats.views import forbidden
+from kyso.platform.throttle import Throttled
 
 blueprint = Blueprint("feedback", __name__, url_prefix="/feedback")
 
@@ -96,7 +97,7 @@ def form_page() -> Any:
         return _form_page(values, errors, None, 422)
     except DomainError as exc:
         db().commit()  # the attempt counts for the rate limits
-        throttled = exc.key in ("feedback.too_many_from_address", "feedback.too_many_for_person")
+        throttled = isinstance(exc, Throttled)
         return _form_page(values, {}, exc.text(lang), 429 if throttled else 422)
     db().commit()
     return render_template(
@@ -124,7 +125,7 @@ def status_page() -> Any:
         )
     except DomainError as exc:
         db().commit()
-        throttled = exc.key == "feedback.status_throttled"
+        throttled = isinstance(exc, Throttled)
         return (
             render_template("feedback/status.html", feedback=None, error=exc.text(lang), code=code),
             429 if throttled else 404,

@@ -17,7 +17,6 @@ from kyso.platform.models.org import (
     AuditEvent,
     Facility,
     FacilityType,
-    LoginAttempt,
     Role,
     SigningCertificate,
     SigningUnit,
@@ -33,6 +32,7 @@ from kyso.platform.models.records import (
     VerificationStatus,
 )
 from kyso.platform.models.signing import SigningSelection
+from kyso.platform.models.throttle import ThrottleAttempt
 
 __all__ = [
     "Area",
@@ -46,7 +46,6 @@ __all__ = [
     "FacilityType",
     "Gender",
     "ItemState",
-    "LoginAttempt",
     "PassportQueueEntry",
     "PassportState",
     "Person",
@@ -59,6 +58,7 @@ __all__ = [
     "SigningSelection",
     "SigningUnit",
     "SigningUnitKind",
+    "ThrottleAttempt",
     "User",
     "VaccineProduct",
     "VerificationStatus",
@@ -66,13 +66,12 @@ __all__ = [
 
 from kyso.platform.models.feedback import (
     Feedback,
-    FeedbackAttempt,
     FeedbackReply,
     FeedbackStatus,
     RecordVersion,
 )
 
-__all__ += ["Feedback", "FeedbackAttempt", "FeedbackReply", "FeedbackStatus", "RecordVersion"]
+__all__ += ["Feedback", "FeedbackReply", "FeedbackStatus", "RecordVersion"]
 
 # The passport tables' models live with their feature; importing them here registers them in
 # Base.metadata wherever the models are (migrations, schema comparisons, `db revision`).

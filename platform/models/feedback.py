@@ -3,7 +3,7 @@
 A citizen reports a wrong field or dose ("Phản ánh thông tin tiêm chủng") without an account; the
 report is routed to the facility that administered the dose (or the person's latest dose) and
 answered there, with a status, a due date and replies the citizen reads by tracking code.
-Submissions and status lookups are counted per address and per identity for rate limiting.
+Submissions and status lookups are throttled by ``kyso.platform.throttle``.
 
 A correction (from the invalid-people list or from a feedback) keeps the previous values of the
 record in ``record_versions``: what changed, from what, by whom, when, why, and which feedback
@@ -18,7 +18,6 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
-    Boolean,
     Date,
     DateTime,
     ForeignKey,
@@ -56,7 +55,9 @@ class Feedback(Base):
     status: Mapped[FeedbackStatus] = mapped_column(
         db_enum(FeedbackStatus, "feedback_status"), default=FeedbackStatus.NEW
     )
-    facility_id: Mapped[int] = mapped_column(ForeignKey("facilities.id"))
+    # None when the report matched no person (or one without doses): it waits, unrouted, in the
+    # national administrators' inbox; the citizen's answer is the same either way.
+    facility_id: Mapped[int | None] = mapped_column(ForeignKey("facilities.id"))
     person_id: Mapped[int | None] = mapped_column(ForeignKey("people.id"), index=True)
     dose_id: Mapped[int | None] = mapped_column(ForeignKey("doses.id"))
     # What the citizen typed to identify themselves (as typed, cleaned).
@@ -76,7 +77,7 @@ class Feedback(Base):
     )
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
-    facility: Mapped[Facility] = relationship()
+    facility: Mapped[Facility | None] = relationship()
     person: Mapped[Person | None] = relationship()
     dose: Mapped[Dose | None] = relationship()
     replies: Mapped[list[FeedbackReply]] = relationship(
@@ -100,24 +101,6 @@ class FeedbackReply(Base):
 
     feedback: Mapped[Feedback] = relationship(back_populates="replies")
     author: Mapped[User | None] = relationship()
-
-
-class FeedbackAttempt(Base):
-    """A submission or a status lookup, for the per-address and per-identity rate limits."""
-
-    __tablename__ = "feedback_attempts"
-    __table_args__ = (
-        Index("ix_feedback_attempts_ip_at", "kind", "ip", "at"),
-        Index("ix_feedback_attempts_subject_at", "kind", "subject", "at"),
-    )
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    kind: Mapped[str] = mapped_column(String(16))  # "submit" or "status"
-    ip: Mapped[str] = mapped_column(String(64))
-    # SHA-256 of who the attempt was about (identity number or phone), never the value itself.
-    subject: Mapped[str] = mapped_column(String(64))
-    success: Mapped[bool] = mapped_column(Boolean)
 
 
 class RecordVersion(Base):

@@ -2,25 +2,26 @@
 
 The identity number (12-digit CCCD, or a 9-digit CMND), the date of birth and the last four
 digits of the phone number recorded at vaccination must all match one person; the answer never
-says which factor did not. Failed lookups are counted per address and per identity number (its
-SHA-256; the number itself is not logged): 10 failures from an address or 5 for a number within
-15 minutes refuse further lookups until the window has passed.
+says which factor did not. Failed lookups are throttled by ``kyso.platform.throttle`` (the
+identity number is stored as a SHA-256 only): within 15 minutes, 10 failures from an address or
+5 for a number from one address refuse further lookups from there until the window has passed;
+for the number from anywhere, after 5 failures each further lookup must wait
+min(2^k s, 60 s) after the latest failure, so that a stranger cannot lock a citizen out.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from datetime import UTC, date, datetime, timedelta
 from typing import Final
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from kyso.platform.db import serialize_on
+from kyso.platform import throttle
 from kyso.platform.i18n import DomainError
 from kyso.platform.models import Person
-from kyso.platform.passport.models import LookupAttempt, Passport
+from kyso.platform.passport.models import Passport
 
 __all__ = ["WINDOW", "find_passport", "parse_birth_date"]
 
@@ -28,6 +29,20 @@ WINDOW: Final = timedelta(minutes=15)
 MAX_PER_ADDRESS: Final = 10
 MAX_PER_SUBJECT: Final = 5
 _DIGITS: Final = re.compile(r"\D")
+POLICY: Final = throttle.Policy(
+    scope="passport-lookup",
+    limits=(
+        throttle.Limit("pair", MAX_PER_SUBJECT, WINDOW),
+        throttle.Limit("address", MAX_PER_ADDRESS, WINDOW),
+    ),
+    subject_free=MAX_PER_SUBJECT,
+    subject_window=WINDOW,
+    messages=(
+        ("pair", "passport.lookup_throttled"),
+        ("address", "passport.lookup_throttled"),
+        ("subject", "passport.lookup_wait"),
+    ),
+)
 
 
 def parse_birth_date(text: str) -> date | None:
@@ -38,10 +53,6 @@ def parse_birth_date(text: str) -> date | None:
         except ValueError:
             continue
     return None
-
-
-def _subject(identity_number: str) -> str:
-    return hashlib.sha256(f"kyso-lookup:{identity_number}".encode()).hexdigest()
 
 
 def find_passport(
@@ -62,48 +73,17 @@ def find_passport(
     born = parse_birth_date(birth_date)
     if len(number) not in (9, 12) or len(last4) != 4 or born is None:
         raise DomainError("passport.lookup_bad_input")
-    subject = _subject(number)
-    since = now - WINDOW
-    # The attempt is written before the limits are counted (and counts itself), under a lock per
-    # identity number and per address, so that requests sent together cannot all read the count
-    # from before any of them: PostgreSQL takes transaction advisory locks, SQLite's first write
-    # takes its database write lock; both hold until the caller commits.
-    serialize_on(session, f"lookup-subject:{subject}", f"lookup-ip:{ip[:64]}")
-    attempt = LookupAttempt(at=now, ip=ip[:64], subject=subject, success=False)
-    session.add(attempt)
-    session.flush()
-    by_address = session.scalar(
-        select(func.count())
-        .select_from(LookupAttempt)
-        .where(
-            LookupAttempt.ip == ip[:64], LookupAttempt.at >= since, LookupAttempt.success.is_(False)
-        )
-    )
-    by_subject = session.scalar(
-        select(func.count())
-        .select_from(LookupAttempt)
-        .where(
-            LookupAttempt.subject == subject,
-            LookupAttempt.at >= since,
-            LookupAttempt.success.is_(False),
-        )
-    )
-    if (by_address or 0) > MAX_PER_ADDRESS or (by_subject or 0) > MAX_PER_SUBJECT:
-        session.delete(attempt)  # a refused request is not a guess
-        session.flush()
-        raise DomainError("passport.lookup_throttled", minutes=int(WINDOW.total_seconds() // 60))
-
+    attempt = throttle.attempt(session, POLICY, subject=number, ip=ip, now=now)
     people = session.scalars(
         select(Person).where(Person.identity_number == number, Person.birth_date == born)
     ).all()
     person = next((p for p in people if p.phone and _DIGITS.sub("", p.phone).endswith(last4)), None)
-    attempt.success = person is not None
-    session.flush()
     if person is None:
         raise DomainError("passport.lookup_not_found")
     passport = session.scalar(
         select(Passport).where(Passport.person_id == person.id, Passport.superseded_at.is_(None))
     )
+    attempt.succeeded()  # the three factors matched, issued or not
     if passport is None:
         raise DomainError("passport.lookup_not_issued")
     return passport

@@ -36,7 +36,6 @@ from kyso.platform.models.records import Person
 __all__ = [
     "IssuanceError",
     "IssuanceRun",
-    "LookupAttempt",
     "Passport",
     "PassportSigner",
     "RunStatus",
@@ -132,16 +131,3 @@ class Passport(Base):
     superseded_reason: Mapped[str | None] = mapped_column(String(200))
 
     person: Mapped[Person] = relationship()
-
-
-class LookupAttempt(Base):
-    """A citizen's lookup (no login): throttled per address and per identity number."""
-
-    __tablename__ = "passport_lookups"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
-    ip: Mapped[str] = mapped_column(String(64), index=True)
-    # SHA-256 of the identity number typed (never the number itself in this log).
-    subject: Mapped[str] = mapped_column(String(64), index=True)
-    success: Mapped[bool] = mapped_column()

@@ -104,7 +104,7 @@ def test_client_address_behind_a_trusted_proxy(
     """Throttling and the audit trail see the citizen's address, not the proxy's, when one
     reverse proxy is declared (KYSO_TRUSTED_PROXIES); without it X-Forwarded-For is ignored."""
     from kyso.platform.app import create_app
-    from kyso.platform.models import LoginAttempt
+    from kyso.platform.models import ThrottleAttempt
 
     for proxies, expected in ((1, "203.0.113.7"), (0, "127.0.0.1")):
         app = create_app(
@@ -125,7 +125,11 @@ def test_client_address_behind_a_trusted_proxy(
             environ_base={"REMOTE_ADDR": "127.0.0.1"},
         )
         session.expire_all()
-        last = session.scalars(select(LoginAttempt).order_by(LoginAttempt.id.desc())).first()
+        last = session.scalars(
+            select(ThrottleAttempt)
+            .where(ThrottleAttempt.scope == "login")
+            .order_by(ThrottleAttempt.id.desc())
+        ).first()
         assert last is not None
         assert last.ip == expected
         app.extensions["kyso.engine"].dispose()

@@ -27,8 +27,8 @@ from kyso.platform.models import (
     AuditEvent,
     Dose,
     Feedback,
-    FeedbackAttempt,
     FeedbackStatus,
+    ThrottleAttempt,
 )
 
 SECRET = b"test-secret"
@@ -109,13 +109,16 @@ def test_matching_tolerates_the_wrong_field(session: Session, org: Seed) -> None
     # Without an identity number: phone and birth date.
     found = send(session, form(identity_number="", field="other", dose_number=""))
     assert found.person_id == person.id
-    # One factor alone is not enough.
-    with pytest.raises(DomainError, match=r"^feedback\.no_match$"):
-        send(
-            session,
-            form(full_name="Ai Đó", birth_date="01/01/1980", identity_number=""),
-            ip="192.0.2.99",
-        )
+    # One factor alone is not enough: the report is kept unrouted (for a national administrator),
+    # and the citizen is told the same as when it matched.
+    unmatched = send(
+        session,
+        form(full_name="Ai Đó", birth_date="01/01/1980", identity_number=""),
+        ip="192.0.2.99",
+    )
+    assert unmatched.person_id is None
+    assert unmatched.facility_id is None
+    assert unmatched.tracking_code.startswith("PA")
 
 
 def test_every_field_problem_is_reported(session: Session, org: Seed) -> None:
@@ -147,7 +150,7 @@ def test_every_field_problem_is_reported(session: Session, org: Seed) -> None:
         send(session, form(message="x" * 2001, dose_number=""))
     assert set(raised.value.problems) == {"message", "dose_number"}  # a dose field needs a dose
     # Nothing was counted: the rate limits count real submissions.
-    assert session.scalar(select(func.count()).select_from(FeedbackAttempt)) == 0
+    assert session.scalar(select(func.count()).select_from(ThrottleAttempt)) == 0
 
 
 @pytest.mark.parametrize(
@@ -187,11 +190,38 @@ def test_rate_limits_per_address_and_per_person(session: Session, org: Seed) -> 
         )
     session.commit()
     settings = Settings(per_ip_hour=5, per_ip_day=20, per_subject_day=3)
-    # Per person: three a day, from any address.
+    # Per person from anywhere: after three a day, only a bounded delay (no lock-out).
     for i in range(3):
         send(session, form(), ip=f"198.51.100.{i}", settings=settings)
-    with pytest.raises(DomainError, match=r"^feedback\.too_many_for_person$"):
+    with pytest.raises(DomainError, match=r"^feedback\.person_wait$"):
         send(session, form(), ip="198.51.100.50", settings=settings)
+    assert submit(
+        session,
+        form(),
+        ip="198.51.100.50",
+        secret=SECRET,
+        settings=settings,
+        now=NOW + timedelta(seconds=61),
+    ).id
+    # Per person and address: three a day.
+    for minutes in (2, 4):
+        submit(
+            session,
+            form(),
+            ip="198.51.100.0",
+            secret=SECRET,
+            settings=settings,
+            now=NOW + timedelta(minutes=minutes),
+        )
+    with pytest.raises(DomainError, match=r"^feedback\.too_many_for_person$"):
+        submit(
+            session,
+            form(),
+            ip="198.51.100.0",
+            secret=SECRET,
+            settings=settings,
+            now=NOW + timedelta(minutes=6),
+        )
     # Per address: five an hour, whoever they are about.
     for i in range(5):
         send(
@@ -227,7 +257,7 @@ def test_rate_limits_per_address_and_per_person(session: Session, org: Seed) -> 
     )
     assert later.id
     # The attempts store a hash, never the number.
-    subjects = session.scalars(select(FeedbackAttempt.subject)).all()
+    subjects = session.scalars(select(ThrottleAttempt.subject)).all()
     assert all(len(s) == 64 and "079090" not in s for s in subjects)
 
 
