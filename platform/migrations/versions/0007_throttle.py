@@ -1,6 +1,6 @@
 """throttle: one table of attempts for every throttled action; unrouted citizen feedback
 
-Revision ID: 0009_throttle
+Revision ID: 0007_throttle
 Revises: 0006_feedback
 
 - throttle_attempts replaces login_attempts, passport_lookups and feedback_attempts: one
@@ -16,7 +16,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009_throttle"
+revision = "0007_throttle"
 down_revision = "0006_feedback"
 branch_labels = None
 depends_on = None
