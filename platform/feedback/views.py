@@ -10,7 +10,7 @@ import os
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 
 from kyso.platform.app import db, language
@@ -184,8 +184,7 @@ def detail(feedback_id: int) -> Any:
         feedback = service.get_for_user(db(), _user(), feedback_id)
     except DomainError as exc:
         if exc.key == "feedback.not_found":
-            flash(exc.text(language()), "error")
-            return redirect(url_for("feedback.inbox"))
+            abort(404)  # not visible to this user: no hint whether it exists
         return forbidden(exc)
     corrections = list(
         db().scalars(
@@ -211,6 +210,11 @@ def answer(feedback_id: int) -> Any:
     user = _user()
     try:
         feedback = service.get_for_user(db(), user, feedback_id)
+    except DomainError as exc:
+        if exc.key == "feedback.not_found":
+            abort(404)  # not visible to this user: no hint whether it exists
+        return forbidden(exc)
+    try:
         raw = request.form.get("status", "")
         status = FeedbackStatus(raw) if raw in {s.value for s in FeedbackStatus} else None
         if status is None:
