@@ -173,6 +173,9 @@ RULES: Final[tuple[Rule, ...]] = (
     # --- public ---------------------------------------------------------------------------
     public("static", GET, "CSS, scripts, pictures", filename="style.css"),
     public("_switch_language", GET, "language choice, kept in the session", code="en"),
+    public("ops.healthz", GET, "liveness for the load balancer; no data"),
+    public("ops.readyz", GET, "readiness per check (503 when one fails); no personal data"),
+    public("ops.metrics_page", GET, "Prometheus metrics (404 outside METRICS_ALLOW)"),
     Rule("auth.home", GET, {**LOGGED_IN, Actor.ANONYMOUS: L}, note="the actor's home page"),
     public("auth.login", BOTH, "the login form"),
     public("auth.logout", POST, "ends the session (CSRF-protected), then the login page"),
