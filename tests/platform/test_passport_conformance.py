@@ -1,15 +1,15 @@
 """The verifier agrees with EXPECTEDRESULTS of every EU DCC conformance vector.
 
-shared/dcc/testdata holds 461 vectors from national issuers. The report (printed with
-``-s``) gives agreement per flag. Every flag must agree on every vector, with one documented
-exception: schema results of DCCs older than 1.3 were set against their own schema version
-(1.0.x allowed an empty ``co``; some issuers' validators also refused a birth date in the
+tests/data/dcc-testdata holds the 461 vectors of the EU's dgc-testdata repository. The report
+(printed with ``-s``) gives agreement per flag. Every flag must agree on every vector, with one
+documented exception: schema results of DCCs older than 1.3 were set against their own schema
+version (1.0.x allowed an empty ``co``; some issuers' validators also refused a birth date in the
 future), and the platform checks the 1.3.3 schema; those are reported, and must not get worse.
 """
 
 from __future__ import annotations
 
-from support.passport_vectors import Report, run_all, shared_dcc
+from support.passport_vectors import DCC_TESTDATA, Report, run_all
 
 PRE_13 = "EXPECTEDSCHEMAVALIDATION (DCC < 1.3)"
 # Agreements measured for the pre-1.3 schema flag (279 of 370): a drop means a regression.
@@ -17,7 +17,7 @@ PRE_13_MIN_AGREEMENT = 279
 
 
 def _report() -> Report:
-    return run_all(shared_dcc() / "testdata")
+    return run_all(DCC_TESTDATA)
 
 
 def test_every_vector_agrees_with_expectedresults() -> None:

@@ -1,4 +1,4 @@
-"""The EU DCC conformance vectors (``shared/dcc/testdata``) run through the platform's verifier.
+"""The EU DCC conformance vectors (vendored in ``tests/data/dcc-testdata``) through the verifier.
 
 Each vector's EXPECTEDRESULTS flags are compared with what ``kyso.platform.passport.verifier``
 finds, starting from the vector's ``PREFIX`` (the ``HC1:`` text) and, for the picture flag, its
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,22 +35,13 @@ from pathlib import Path
 from typing import Any
 
 import cbor2
-import pytest
 from cryptography import x509
 
 from kyso.platform.passport import verifier
 
 REPOSITORY = Path(__file__).resolve().parents[2]
-SHARED_DCC = REPOSITORY.parent / "shared" / "dcc"
-
-
-def shared_dcc() -> Path:
-    """``shared/dcc`` beside the repository (CI lays it there); skipped elsewhere."""
-    if not SHARED_DCC.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"the DCC reference data must be at {SHARED_DCC} in CI")
-        pytest.skip(f"no DCC reference data at {SHARED_DCC}")
-    return SHARED_DCC
+# eu-digital-green-certificates/dgc-testdata, in the origin's layout (see its README.md).
+DCC_TESTDATA = REPOSITORY / "tests" / "data" / "dcc-testdata"
 
 
 def _instant(text: str) -> datetime | None:
