@@ -47,7 +47,7 @@ class VerificationStatus(enum.StrEnum):
 
 
 class VaccineProduct(Base):
-    """A COVID-19 vaccine eligible in Vietnam, with its EU DCC codes (shared/dcc/valuesets)."""
+    """A COVID-19 vaccine eligible in Vietnam, with its EU DCC codes (passport/data/valuesets)."""
 
     __tablename__ = "vaccine_products"
 

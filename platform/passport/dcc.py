@@ -1,6 +1,6 @@
 """EU Digital COVID Certificate v1.3: the DCC JSON of a dose, and its ``HC1:`` encoding.
 
-hcert_spec 1.0.8, as Vietnam issued it (``shared/dcc/README.md``):
+hcert_spec 1.0.8, as Vietnam issued it (``README.md`` of this folder):
 
 - the DCC JSON (schema 1.3.0): ``ver``, ``nam`` (``fn``/``gn`` as recorded, ``fnt``/``gnt`` in
   ICAO 9303, see ``names``), ``dob``, and one ``v`` entry for the person's latest dose:

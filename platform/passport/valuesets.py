@@ -1,8 +1,11 @@
 """The EU DCC value sets and the DCC JSON schema shipped with the platform.
 
-Copies of ``shared/dcc/valuesets`` (eu-dcc-valuesets @ 60ea3d8) and
-``shared/dcc/schema/DCC.combined-schema.json`` (eu-dcc-schema 1.3.3) live in ``data/`` (Apache-2.0,
-LICENSE beside them); a test checks they are the reference files byte for byte.
+The EU's files are vendored unmodified in ``data/`` (Apache-2.0; each folder has the origin's
+LICENSE, a README naming the origin repository and commit, and a SHA256SUMS that
+``tests/platform/test_vendored_data.py`` checks): ``valuesets/`` (eu-dcc-valuesets @ 60ea3d8),
+``schema/DCC.combined-schema.json`` (eu-dcc-schema 1.3.3, what the platform issues against) and
+``schema-history/<ver>/`` (the combined schema of every release 1.0.0 … 1.3.3, which the
+verifier chooses from by the certificate's ``ver``).
 
 ``vaccine_codes`` decides the ``tg``/``vp``/``mp``/``ma`` of a dose from what the facility signed:
 the product (``mp``) and maker (``ma``) must be codes of the value sets, the maker the one the
@@ -25,7 +28,9 @@ __all__ = [
     "CodeProblem",
     "VaccineCodes",
     "ValueSets",
+    "historical_schema",
     "schema",
+    "schema_versions",
     "value_sets",
 ]
 
@@ -131,3 +136,35 @@ def schema() -> dict[str, Any]:
     )
     loaded: dict[str, Any] = json.loads(data.read_text(encoding="utf-8"))
     return loaded
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+@functools.cache
+def schema_versions() -> tuple[str, ...]:
+    """The released DCC schema versions shipped in ``data/schema-history``, oldest first."""
+    folder = resources.files("kyso.platform.passport").joinpath("data", "schema-history")
+    found = [
+        entry.name
+        for entry in folder.iterdir()
+        if entry.is_dir() and all(part.isdigit() for part in entry.name.split("."))
+    ]
+    return tuple(sorted(found, key=_version_key))
+
+
+@functools.cache
+def historical_schema(version: str) -> dict[str, Any]:
+    """The combined schema of release ``version`` (``DGC.`` before 1.2.1, ``DCC.`` from it on).
+
+    KeyError when ``version`` is not one of ``schema_versions()``."""
+    if version not in schema_versions():
+        raise KeyError(version)
+    folder = resources.files("kyso.platform.passport").joinpath("data", "schema-history", version)
+    for name in ("DCC.combined-schema.json", "DGC.combined-schema.json"):
+        entry = folder.joinpath(name)
+        if entry.is_file():
+            loaded: dict[str, Any] = json.loads(entry.read_text(encoding="utf-8"))
+            return loaded
+    raise KeyError(version)

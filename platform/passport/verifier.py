@@ -15,7 +15,9 @@ each with its text from ``locales/passport.toml``):
 ``signature``  signed by a certificate of the signer list: found by ``kid`` (the protected
                header's, the unprotected one's only when the protected header has none), with
                ES256 (raw r‖s) or PS256 over the Sig_structure
-``schema``     the DCC validates against DCC.combined-schema.json (1.3.3)
+``schema``     the DCC validates against the combined schema of the release its ``ver`` names
+               (1.0.0 … 1.3.3, shipped in ``data/schema-history``; see "Schema versions")
+               and holds exactly one of ``v``, ``t``, ``r``
 ``expiry``     the time of the check lies between ``iat`` and ``exp``
 ``key_usage``  the signer certificate may sign this kind of certificate: when its extended key
                usage extension is present it must name this one (1.3.6.1.4.1.1847.2021.1.1
@@ -26,6 +28,17 @@ each with its text from ``locales/passport.toml``):
 
 A certificate is valid when every step passed. A step that cannot run because an earlier one
 failed is left out (``Verification.checks`` holds the steps that ran, in order).
+
+Schema versions: a certificate is checked against the schema of the release its ``ver``
+names (shipped in ``data/schema-history``): a 1.0.0 certificate must give a full birth date, one
+of 1.1.0 may give a partial one, one of 1.3.0 an empty one, and the 1.3 rules (anchored patterns)
+are not applied to certificates issued before them. A ``ver`` that names no released version
+(missing, not text, ``1.3.4``, ``2.0.0``) is checked against the latest schema, 1.3.3, rather
+than refused, as EU verifiers do, and the step's detail then says so: a later release passes
+when its data keeps 1.3.3's shape, and a missing ``ver`` fails (1.3.3 requires it). Whatever the
+version, the DCC must hold exactly one of ``v``, ``t``, ``r`` (hcert specification; written into
+the schema itself only from 1.3.0). Each schema is compiled once per process
+(``schema_validator_for``).
 
 Signer certificates come from a ``SignerList``: a PEM bundle, the EU gateway's JSON trust list
 (``[{"kid": B64, "rawData": B64 DER, ...}]``), DER files, or the platform's own signers.
@@ -63,7 +76,7 @@ from kyso.platform.passport.dcc import (
     sig_structure,
 )
 from kyso.platform.passport.hsm import verify_cose_signature
-from kyso.platform.passport.valuesets import schema
+from kyso.platform.passport.valuesets import historical_schema, schema, schema_versions
 
 __all__ = [
     "CHECKS",
@@ -71,6 +84,8 @@ __all__ = [
     "SignerList",
     "Verification",
     "decode_qr_image",
+    "schema_validator",
+    "schema_validator_for",
     "verify",
     "verify_image",
 ]
@@ -119,6 +134,7 @@ class Verification:
     kid: bytes | None = None
     algorithm: str | None = None
     signer: x509.Certificate | None = None
+    schema_version: str | None = None  # the release whose schema the DCC was checked against
 
     @property
     def valid(self) -> bool:
@@ -183,7 +199,42 @@ class SignerList:
 
 @functools.cache
 def schema_validator() -> Draft202012Validator:
+    """The schema the platform issues against (DCC.combined-schema.json, 1.3.3)."""
     return Draft202012Validator(schema())
+
+
+@functools.cache
+def schema_validator_for(version: str) -> Draft202012Validator:
+    """The compiled schema of release ``version`` (one of ``valuesets.schema_versions()``)."""
+    return Draft202012Validator(historical_schema(version))
+
+
+def schema_version_for(dcc: Mapping[str, Any]) -> tuple[str, str]:
+    """(release to check ``dcc`` against, a note when ``ver`` names no released version)."""
+    version = dcc.get("ver")
+    latest = schema_versions()[-1]
+    if isinstance(version, str) and version in schema_versions():
+        return version, ""
+    return latest, f"ver {version!r} is not a released schema version; checked against {latest}"
+
+
+CERTIFICATE_TYPES: Final = ("v", "t", "r")
+
+
+def _schema_problems(dcc: Mapping[str, Any]) -> tuple[str, list[str]]:
+    """(the release used, the problems found: empty when the DCC follows the schema)."""
+    version, note = schema_version_for(dcc)
+    errors = sorted(schema_validator_for(version).iter_errors(dcc), key=lambda e: list(e.path))
+    problems = [f"{'/'.join(map(str, e.path)) or '(root)'}: {e.message}" for e in errors]
+    kinds = [kind for kind in CERTIFICATE_TYPES if kind in dcc]
+    if len(kinds) != 1:
+        problems.append(
+            f"(root): holds {len(kinds)} certificate types ({', '.join(kinds) or 'none'}); "
+            "a DCC holds exactly one of v, t, r"
+        )
+    if problems and note:
+        problems.insert(0, note)
+    return version, problems
 
 
 # A phone photo of a QR code needs no more; PIL's own bomb limit (~89 MP) lets 1.7 GB through.
@@ -369,15 +420,11 @@ def verify(
 
     try:
         json_dcc = json.loads(json.dumps(result.dcc))
-        errors = sorted(schema_validator().iter_errors(json_dcc), key=lambda e: list(e.path))
     except (TypeError, ValueError) as exc:
         result._add("schema", False, f"the DCC is not JSON data: {exc}")
     else:
-        result._add(
-            "schema",
-            not errors,
-            "; ".join(f"{'/'.join(map(str, e.path)) or '(root)'}: {e.message}" for e in errors[:3]),
-        )
+        result.schema_version, problems = _schema_problems(json_dcc)
+        result._add("schema", not problems, "; ".join(problems[:3]))
 
     if result.issued_at is None or result.expires_at is None:
         result._add("expiry", False, "the CWT has no iat or exp")

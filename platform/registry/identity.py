@@ -1,4 +1,4 @@
-"""The format of Vietnamese identity numbers (shared/vn/identity-numbers.md).
+"""The format of Vietnamese identity numbers (Decree 137/2015, Circular 07/2016/TT-BCA).
 
 The 12-digit personal identification number (mã định danh cá nhân, printed on the CCCD card)
 reads ``PPP G YY NNNNNN``: the province of birth registration, a digit for century and gender,

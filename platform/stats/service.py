@@ -6,7 +6,7 @@ three groups, each with its count, a list paged by keyset and an Excel export:
 
 - ``no_identity`` — no 12-digit personal identification number: nothing recorded
   (``no_identity``), or only a 9-digit CMND (``old_id_only``). A CMND is not *wrong*
-  (shared/vn/identity-numbers.md) but is not a personal identification number either, and the
+  (see ``registry.identity``) but is not a personal identification number either, and the
   person cannot be verified until the 12-digit number is known: the fix is the same as for a
   missing number, so it is counted here, and the reason column tells the two apart.
 - ``wrong_format`` — a 12-digit number that breaks the format or disagrees with the person's

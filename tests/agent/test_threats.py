@@ -1,4 +1,4 @@
-"""Every agent-side item of ../shared/security/threats.md, against the real server and token.
+"""Every agent-side item of docs/threat-model.md (test_tN is item N), on the real server and token.
 
 "No token operation" is checked with the token layer's own counters (Pkcs11Token.stats), and
 "no dialog" with the scripted UI's record of what the officer would have seen.

@@ -6,7 +6,6 @@ import io
 import re
 import zlib
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from asn1crypto import x509 as asn1_x509
@@ -141,15 +140,6 @@ def test_the_schema_guard_agrees_with_jsonschema() -> None:
     assert [g for g, _ in verdicts] == [j for _, j in verdicts]
     assert any(g for g, _ in verdicts)
     assert not all(g for g, _ in verdicts)
-
-
-def test_shipped_reference_data_is_the_shared_copy() -> None:
-    from support.passport_vectors import shared_dcc
-
-    here = Path(dcc.__file__).parent / "data"
-    shared = shared_dcc()
-    for copy in here.glob("*/*"):
-        assert copy.read_bytes() == (shared / copy.parent.name / copy.name).read_bytes(), copy
 
 
 def test_base45_table_encoder_equals_the_reference() -> None:

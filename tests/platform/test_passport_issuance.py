@@ -2,7 +2,8 @@
 
 Every issued certificate is checked the way a foreign verifier would: a plain decoder written
 here (base45, zlib, cbor2), the signature with ``cryptography`` and the DSC's public key, the
-DCC against shared/dcc/schema/DCC.combined-schema.json.
+DCC against the EU's DCC.combined-schema.json 1.3.3 (vendored in platform/passport/data/schema,
+checked against its recorded SHA-256 by test_vendored_data.py).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from support.cms_pki import Officer, Pki, create_pki
 from support.passport_data import sign_doses, sign_people
 from support.passport_fixtures import *  # noqa: F403
 from support.passport_fixtures import context_for
-from support.passport_vectors import shared_dcc
+from support.passport_vectors import REPOSITORY
 from support.platform_seed import Seed, add_person
 
 from kyso.platform.models import (
@@ -79,7 +80,7 @@ def verify_with_cryptography(certificate: x509.Certificate, payload: str) -> dic
 
 
 def schema_validator() -> Draft202012Validator:
-    path = shared_dcc() / "schema" / "DCC.combined-schema.json"
+    path = REPOSITORY / "platform" / "passport" / "data" / "schema" / "DCC.combined-schema.json"
     return Draft202012Validator(json.loads(path.read_text(encoding="utf-8")))
 
 

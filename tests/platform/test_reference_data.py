@@ -1,11 +1,13 @@
 """Reference data: the 63 provinces, the demo areas, and vaccine products with their DCC codes.
 
-The products are checked against the EU DCC value sets in shared/dcc/valuesets, the provinces
-against the province codes of shared/vn/identity-numbers.md.
+The products are checked against the EU DCC value sets (vendored in
+platform/passport/data/valuesets) and the vaccines of Decision 5772/QĐ-BYT, the provinces against
+the province codes of Circular 07/2016/TT-BCA (both tables in tests/data/vn).
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 from pathlib import Path
@@ -20,8 +22,9 @@ from kyso.platform.models import Area, AreaLevel, VaccineProduct
 from kyso.platform.records import reference
 from kyso.platform.records.names import name_key
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-VALUESETS = SHARED / "dcc" / "valuesets"
+REPOSITORY = Path(__file__).resolve().parents[2]
+VALUESETS = REPOSITORY / "platform" / "passport" / "data" / "valuesets"
+VN = REPOSITORY / "tests" / "data" / "vn"
 
 
 def _valueset(name: str) -> dict[str, Any]:
@@ -31,12 +34,14 @@ def _valueset(name: str) -> dict[str, Any]:
     return values
 
 
+def _table(name: str) -> list[dict[str, str]]:
+    with (VN / name).open(encoding="utf-8", newline="") as file:
+        return list(csv.DictReader(file))
+
+
 def _identity_doc_provinces() -> dict[str, str]:
-    """ "001 Hà Nội, 002 Hà Giang, ..." from identity-numbers.md."""
-    text = (SHARED / "vn" / "identity-numbers.md").read_text(encoding="utf-8")
-    listing = text.split("Province codes", 1)[1].split(":\n", 1)[1].split("\n\n", 1)[0]
-    entries = [e.strip().rstrip(".") for e in listing.replace("\n", " ").split(",")]
-    return dict(entry.split(" ", 1) for entry in entries)
+    """ "001": "Hà Nội", ... (Appendix I of Circular 07/2016/TT-BCA)."""
+    return {row["code"]: row["name"] for row in _table("province-codes.csv")}
 
 
 def _plain(name: str) -> str:
@@ -113,7 +118,7 @@ def test_products_match_the_dcc_value_sets() -> None:
 
 
 def test_products_are_those_of_decision_5772() -> None:
-    """The pairs README.md of shared/dcc lists for Vietnam, exactly."""
+    """The product/maker pairs of Decision 5772/QĐ-BYT, exactly."""
     expected = {
         "EU/1/20/1528": "ORG-100030215",
         "EU/1/20/1507": "ORG-100031184",
@@ -125,10 +130,7 @@ def test_products_are_those_of_decision_5772() -> None:
         "Hayat-Vax": "ORG-100023050",
         "Abdala": "CIGB",
     }
-    readme = (SHARED / "dcc" / "README.md").read_text(encoding="utf-8")
-    for code, maker in expected.items():
-        assert code in readme
-        assert maker in readme
+    assert {row["mp"]: row["ma"] for row in _table("decision-5772-vaccines.csv")} == expected
     assert {p.code: p.manufacturer_code for p in reference.products()} == expected
 
 
