@@ -10,11 +10,12 @@ from datetime import UTC, datetime, timedelta
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 
-from flask import Response, abort, current_app, g, redirect, request, url_for
+from flask import Response, abort, current_app, flash, g, redirect, request, url_for
 from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.orm import Session
 
 from kyso.platform.auth import sessions
+from kyso.platform.i18n import translate
 from kyso.platform.models import Area, AuthSession, Facility, Role, SigningUnit, User
 
 P = ParamSpec("P")
@@ -57,6 +58,7 @@ def current_user() -> User | None:
                 g.auth_session = found
             else:
                 g.auth_cookie = ""  # ended or expired: the response removes the cookie
+                g.auth_ended = True
     result: User | None = g.user
     return result
 
@@ -110,11 +112,25 @@ def write_session_cookie(response: Response) -> Response:
     return response
 
 
+def to_login() -> Any:
+    """To the login page, and back here after it; says so when a session has just ended."""
+    if g.get("auth_ended"):
+        from kyso.platform.app import language
+
+        config = current_app.config
+        idle, hours = config["SESSION_IDLE_MINUTES"], config["SESSION_LIFETIME_HOURS"]
+        flash(
+            translate("auth.session_ended", language(), idle=f"{idle:g}", hours=f"{hours:g}"),
+            "info",
+        )
+    return redirect(url_for("auth.login", next=request.full_path))
+
+
 def login_required(view: Callable[P, R]) -> Callable[P, R | Any]:
     @wraps(view)
     def wrapped(*args: P.args, **kwargs: P.kwargs) -> R | Any:
         if current_user() is None:
-            return redirect(url_for("auth.login", next=request.full_path))
+            return to_login()
         return view(*args, **kwargs)
 
     return wrapped
@@ -126,7 +142,7 @@ def roles_required(*roles: Role) -> Callable[[Callable[P, R]], Callable[P, R | A
         def wrapped(*args: P.args, **kwargs: P.kwargs) -> R | Any:
             user = current_user()
             if user is None:
-                return redirect(url_for("auth.login", next=request.full_path))
+                return to_login()
             if user.role not in roles:
                 abort(403)
             return view(*args, **kwargs)

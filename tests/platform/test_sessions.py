@@ -183,6 +183,12 @@ def test_an_idle_session_ends_after_30_minutes(
     clock.advance(minutes=30)
     assert not logged_in(client)
     assert client.get_cookie("kyso_auth") is None  # the dead cookie is removed
+    page = client.get("/login").get_data(as_text=True)  # and the login page says why
+    assert "Phiên làm việc đã kết thúc: quá 30 phút không thao tác" in page
+    assert "Hãy đăng nhập lại" in page
+    stranger = app.test_client()  # someone who was never logged in is not told that
+    assert not logged_in(stranger)
+    assert "Phiên làm việc" not in stranger.get("/login").get_data(as_text=True)
     assert not logged_in(replay(app, stolen))
 
 
