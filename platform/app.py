@@ -3,7 +3,11 @@
 Configuration comes from the mapping passed in (tests) over environment variables:
 ``DATABASE_URL`` (default: SQLite in the instance folder), ``KYSO_SECRET_KEY`` (default: a
 random key kept in the instance folder), ``KYSO_REGISTRY_URL`` (the population registry),
-``KYSO_SECURE_COOKIES`` (set to 0 only for plain-http development).
+``KYSO_SECURE_COOKIES`` (set to 0 only for plain-http development; otherwise the cookies are
+Secure and responses carry HSTS).
+
+Sessions (``kyso.platform.auth.sessions``): ``KYSO_SESSION_IDLE_MINUTES`` (30) and
+``KYSO_SESSION_LIFETIME_HOURS`` (12), the idle and absolute limits of a logged-in session.
 
 Signing: ``KYSO_TRUST_ANCHORS`` (PEM bundle of the CA certificates officers' certificates must
 chain to; default ``trust-anchors.pem`` in the instance folder), ``KYSO_MANIFEST_KEY`` (the
@@ -41,6 +45,8 @@ CONTENT_SECURITY_POLICY = (
     "base-uri 'none'; form-action 'self'; object-src 'none'"
 )
 
+HSTS = "max-age=31536000; includeSubDomains"
+
 
 def _secret_key(instance: Path) -> str:
     configured = os.environ.get("KYSO_SECRET_KEY")
@@ -74,9 +80,15 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         AGENT_INSTALLER_URL=os.environ.get("KYSO_AGENT_INSTALLER_URL"),
         TRUSTED_PROXIES=int(os.environ.get("KYSO_TRUSTED_PROXIES", "0")),
         METRICS_ALLOW=os.environ.get("KYSO_METRICS_ALLOW"),
+        SESSION_IDLE_MINUTES=float(os.environ.get("KYSO_SESSION_IDLE_MINUTES", "30")),
+        SESSION_LIFETIME_HOURS=float(os.environ.get("KYSO_SESSION_LIFETIME_HOURS", "12")),
     )
     if config:
         app.config.update(config)
+    if not 0 < app.config["SESSION_IDLE_MINUTES"] <= 60 * app.config["SESSION_LIFETIME_HOURS"]:
+        raise ValueError(
+            "KYSO_SESSION_IDLE_MINUTES must be positive and at most KYSO_SESSION_LIFETIME_HOURS"
+        )
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _secret_key(instance)
     proxies = int(app.config.get("TRUSTED_PROXIES") or 0)
@@ -183,11 +195,28 @@ def _register_hooks(app: Flask) -> None:
     def _not_found(_exc: NotFound) -> tuple[str, int]:
         return _error_page("common.not_found", 404)
 
+    from kyso.platform.auth.access import load_session, write_session_cookie
+
+    @app.before_request
+    def _session() -> None:
+        if request.endpoint != "static":
+            load_session()
+
+    app.after_request(write_session_cookie)
+
     @app.after_request
     def _security_headers(response: Response) -> Response:
         response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
+        if app.config["SESSION_COOKIE_SECURE"]:
+            # Served over https only: the browser never tries http first (and leaks the cookie).
+            response.headers.setdefault("Strict-Transport-Security", HSTS)
+        # Pages, downloads and the JSON API carry personal data: no copy in any cache or the
+        # browser's history. Static files, and responses that say they are public (the agent's
+        # installer), keep their caching.
+        if request.endpoint != "static" and not response.cache_control.public:
+            response.headers["Cache-Control"] = "no-store"
         return response
 
     @app.context_processor

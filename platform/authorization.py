@@ -43,7 +43,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from flask import Flask, abort, redirect, request, url_for
+from flask import Flask, abort, request
 
 
 class Outcome(enum.StrEnum):
@@ -346,7 +346,9 @@ def install(app: Flask) -> None:
 
         gate = rule.gate(actor_of(current_user()))
         if gate is Outcome.LOGIN:
-            return redirect(url_for("auth.login", next=request.full_path))
+            from kyso.platform.auth.access import to_login
+
+            return to_login()
         if gate is Outcome.FORBIDDEN:
             abort(403)
         if gate is Outcome.HIDDEN:

@@ -8,8 +8,8 @@ from urllib.parse import urlsplit
 from flask import Blueprint, redirect, render_template, request, session, url_for
 
 from kyso.platform.app import db, language
-from kyso.platform.auth import service
-from kyso.platform.auth.access import current_user
+from kyso.platform.auth import service, sessions
+from kyso.platform.auth.access import begin_session, current_user, end_current_session
 from kyso.platform.i18n import DomainError
 from kyso.platform.models import Role
 
@@ -46,9 +46,9 @@ def login() -> Any:
             error = exc.text(language())
         else:
             lang = session.get("lang")
-            session.clear()  # a new session id after login (no fixation)
-            session["user_id"] = user.id
+            session.clear()  # a new CSRF token after login
             session["lang"] = lang or user.language
+            begin_session(user)  # a new session token (no fixation)
             db().commit()
             target = request.args.get("next", "")
             if not target.startswith("/") or target.startswith("//") or urlsplit(target).netloc:
@@ -62,7 +62,8 @@ def logout() -> Any:
     user = current_user()
     if user is not None:
         service.audit(db(), "auth.logout", user, ip=request.remote_addr)
-        db().commit()
+    end_current_session(sessions.LOGOUT)
+    db().commit()
     lang = session.get("lang")
     session.clear()
     if lang:

@@ -73,6 +73,10 @@ from kyso.platform.models.feedback import (
 
 __all__ += ["Feedback", "FeedbackReply", "FeedbackStatus", "RecordVersion"]
 
+from kyso.platform.models.sessions import AuthSession  # noqa: E402
+
+__all__ += ["AuthSession"]
+
 # The passport tables' models live with their feature; importing them here registers them in
 # Base.metadata wherever the models are (migrations, schema comparisons, `db revision`).
 import kyso.platform.passport.models  # noqa: E402, F401

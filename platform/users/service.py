@@ -36,6 +36,12 @@ from sqlalchemy.orm import Session, selectinload
 
 from kyso.platform.auth.access import manageable_users, may_manage, user_provinces
 from kyso.platform.auth.service import audit, hash_password
+from kyso.platform.auth.sessions import (
+    PASSWORD_CHANGED,
+    PASSWORD_RESET,
+    end_sessions_after_change,
+    end_user_sessions,
+)
 from kyso.platform.db import serialize_on
 from kyso.platform.i18n import LANGUAGES, DomainError, translate
 from kyso.platform.models import (
@@ -490,6 +496,7 @@ def update_user(
             current.deactivated_at = utcnow()
             current.deactivated_reason = reason
             changes["certificate"] = [current.serial_hex, None]
+    end_sessions_after_change(session, user, changes)
     session.flush()
     audit(session, "user.update", actor, target=user.username, ip=ip, changes=changes)
     return changes
@@ -505,6 +512,7 @@ def reset_password(session: Session, actor: User, user: User, ip: str | None = N
         raise DomainError("users.not_allowed")
     password = generate_password()
     user.password_hash = hash_password(password)
+    end_user_sessions(session, user, PASSWORD_RESET)
     audit(session, "user.password_reset", actor, target=user.username, ip=ip)
     return password
 
@@ -530,6 +538,7 @@ def change_own_password(
     if new == current:
         raise DomainError("users.password_unchanged")
     user.password_hash = hash_password(new)
+    end_user_sessions(session, user, PASSWORD_CHANGED)  # the caller starts a new one
     audit(session, "user.password_change", user, target=user.username, ip=ip)
 
 

@@ -24,7 +24,13 @@ from flask import (
 from werkzeug.wrappers import Response
 
 from kyso.platform.app import db, language
-from kyso.platform.auth.access import current_user, login_required, may_manage, roles_required
+from kyso.platform.auth.access import (
+    begin_session,
+    current_user,
+    login_required,
+    may_manage,
+    roles_required,
+)
 from kyso.platform.i18n import DomainError, catalogue, translate
 from kyso.platform.inputs import is_number
 from kyso.platform.models import Role, User
@@ -158,6 +164,7 @@ def change_password() -> Any:
         db().rollback()
         flash(exc.text(language()), "error")
         return redirect(url_for("users.profile"))
+    begin_session(me)  # every session ended with the old password; this browser goes on
     db().commit()
     flash(_("users.password_changed"), "success")
     return redirect(url_for("users.profile"))
