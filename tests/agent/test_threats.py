@@ -474,6 +474,38 @@ def test_t7_console_enter_alone_does_not_approve(
     assert ORIGIN in text
 
 
+def test_t7_console_question_stays_whole_while_other_lines_arrive(
+    softhsm: ProvisionedToken, token: Pkcs11Token
+) -> None:
+    """Log lines wait until the question is answered; anything else printed meanwhile is
+    followed by the whole question again, so the consent text is never scrolled away."""
+    import asyncio
+    import io
+
+    out = io.StringIO()
+    seen: list[str] = []
+
+    def answer(prompt: str) -> str:
+        for n in range(60):
+            ui.log_line(f"refused a handshake #{n}")
+        seen.append(out.getvalue())
+        ui.signing_progress(10, 10)  # another line printed while the question is open
+        return ""
+
+    ui = ConsoleUI("vi", out=out, read_line=answer)
+    assert asyncio.run(ui.ask_consent_and_pin(_consent(softhsm, token, PinStatus()))) is None
+    (during,) = seen
+    assert "refused a handshake" not in during
+    text = out.getvalue()
+    after_progress = text.split("Đang ký: 10/10", 1)[1]
+    assert "Mã xác nhận: K7Q-4MZ" in after_progress  # the consent shown whole again
+    assert "[c/K]" in after_progress
+    held = text.split("Nhật ký ghi trong lúc chờ câu trả lời (60 dòng", 1)[1]
+    assert [f"refused a handshake #{n}" for n in range(60)] == [
+        line for line in held.splitlines() if line.startswith("refused")
+    ]
+
+
 # 8 -------------------------------------------------------------------------------------------
 
 
