@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import itertools
 import json
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.agent_harness import RunningAgent, running_agent
+from support.agent_harness import ORIGIN, RunningAgent, ScriptedUI, running_agent, start_agent
 from support.signing import collect, digests, sign_request, verify
 
 from kyso.agent.token.pkcs11_token import Pkcs11Token
@@ -337,3 +338,49 @@ def test_a_page_that_goes_away_withdraws_its_dialog(
         assert [o.error for o in agent.ui.outcomes] == ["CANCELLED", None]
     finally:
         hold.set()
+
+
+class _SlowOfficerUI(ScriptedUI):
+    """The origin question stays open until the test releases it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.origin_hold = threading.Event()
+        self.origin_open = threading.Event()
+
+    async def approve_origin(self, origin: str) -> bool:
+        self.origin_requests.append(origin)
+        self.origin_open.set()
+        try:
+            await asyncio.to_thread(self.origin_hold.wait, 30)
+        finally:
+            self.origin_open.clear()
+        return self.approve
+
+
+def test_a_page_that_goes_away_withdraws_its_origin_question(
+    token: Pkcs11Token, tmp_path: Path
+) -> None:
+    ui = _SlowOfficerUI()
+    agent = start_agent(token, tmp_path, ui=ui)
+    try:
+        page = agent.page()
+        page.hello()
+        page.send({"type": "list_certificates", "id": "c1"})
+        assert ui.origin_open.wait(10)
+        page.close()
+        for _ in range(50):
+            if not ui.origin_open.is_set():
+                break
+            threading.Event().wait(0.1)
+        assert not ui.origin_open.is_set()  # withdrawn, not answered
+        other = agent.page()
+        other.hello()
+        other.send({"type": "list_certificates", "id": "c2"})
+        assert ui.origin_open.wait(10)  # asked again (the withdrawn question approved nothing)
+        ui.origin_hold.set()
+        assert other.until_done("c2")[-1]["type"] == "certificates"
+        assert ui.origin_requests == [ORIGIN, ORIGIN]
+    finally:
+        ui.origin_hold.set()
+        agent.stop()
