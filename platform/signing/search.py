@@ -44,7 +44,7 @@ from sqlalchemy import (
     select,
     tuple_,
 )
-from sqlalchemy.orm import Session, object_session
+from sqlalchemy.orm import Session
 from sqlalchemy.types import NullType
 
 from kyso.platform.auth.access import signable_facilities
@@ -255,21 +255,18 @@ def check_officer(officer: User) -> None:
         raise DomainError("signing.not_an_officer")
     if officer.signing_unit_id is None:
         raise DomainError("signing.no_unit")
-    # An account whose facility lies under another signing unit is inconsistent (made before
-    # the user rules required the unit to cover the facility): it signs nothing, and says why.
-    session = object_session(officer)
-    facility = (
-        session.get(Facility, officer.facility_id)
-        if session is not None and officer.facility_id is not None
-        else None
-    )
-    if facility is not None and facility.signing_unit_id != officer.signing_unit_id:
-        raise DomainError("signing.unit_not_covering_facility", facility=facility.name)
 
 
 def scope_facility_ids(session: Session, officer: User) -> list[int]:
     """The facilities whose doses the officer signs; an officer without a unit is told so."""
     check_officer(officer)
+    # An account whose facility lies under another signing unit (saved before the user rules
+    # required the unit to cover the facility, or left so by a reorganisation) signs nothing:
+    # signable_facilities is empty for it. Searching and ticking say why; a selection made
+    # before shows its doses dropped as out of scope in the preview.
+    facility = session.get(Facility, officer.facility_id) if officer.facility_id else None
+    if facility is not None and facility.signing_unit_id != officer.signing_unit_id:
+        raise DomainError("signing.unit_not_covering_facility", facility=facility.name)
     return list(session.scalars(signable_facilities(officer)))
 
 

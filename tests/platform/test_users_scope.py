@@ -30,7 +30,7 @@ from kyso.platform.models import (
     User,
 )
 from kyso.platform.signing.search import scope_facility_ids
-from kyso.platform.signing.service import add_doses
+from kyso.platform.signing.service import DropReason, add_doses, preview
 from kyso.platform.users import service
 from kyso.platform.users.service import UserForm, UserQuery
 
@@ -306,6 +306,20 @@ def test_an_inconsistent_officer_signs_nothing(session: Session, world: World) -
     # A consistent officer of the same unit keeps their scope.
     assert world.hcm.station_ben_nghe.id in scope_facility_ids(session, world.hcm.officer)
     assert add_doses(session, world.hcm.officer, [d.id for d in person.doses]).added == 2
+
+
+def test_a_selection_made_before_drops_out_of_the_batch(session: Session, world: World) -> None:
+    """An officer ticks Bến Nghé's doses, then their account is left with a Hà Giang facility
+    (saved directly, as before the rule): the preview that batch preparation uses drops every
+    dose as out of scope. Failed before: the doses stayed signable."""
+    person = add_person(session, world.hcm, "Nguyễn Thị Bến Nghé", doses=2)
+    officer = world.hcm.officer
+    assert add_doses(session, officer, [d.id for d in person.doses]).added == 2
+    officer.facility_id = world.hg.station.id
+    session.flush()
+    result = preview(session, officer)
+    assert result.people == ()
+    assert [d.reason for d in result.dropped] == [DropReason.OUT_OF_SCOPE] * 2
 
 
 # --- through the pages ------------------------------------------------------------------------
