@@ -36,7 +36,6 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-import io
 import json
 import zlib
 from collections.abc import Iterable, Mapping
@@ -51,6 +50,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
+from kyso.platform.passport import pictures
 from kyso.platform.passport.dcc import (
     CWT_EXP,
     CWT_HCERT,
@@ -106,6 +106,9 @@ class Check:
     name: str  # one of CHECKS
     ok: bool
     detail: str = ""  # English, technical (the page shows the catalogue text)
+    # For a picture that cannot be read: the catalogue text saying why and what to do.
+    problem: str = field(default="", compare=False)
+    values: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
 
 @dataclass
@@ -186,43 +189,18 @@ def schema_validator() -> Draft202012Validator:
     return Draft202012Validator(schema())
 
 
-# A phone photo of a QR code needs no more; PIL's own bomb limit (~89 MP) lets 1.7 GB through.
-MAX_QR_PICTURE_PIXELS = 16_000_000
-
-
 def decode_qr_image(data: bytes) -> str:
-    """The text of the one QR code in a PNG/JPEG picture; ValueError when there is none."""
-    import zxingcpp
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        image = Image.open(io.BytesIO(data))  # reads the header only
-        width, height = image.size
-        if width * height > MAX_QR_PICTURE_PIXELS:
-            # A small file can decode to gigabytes: refuse before decoding (public page).
-            raise ValueError(
-                f"the picture is {width}×{height} pixels; send a photo of the QR code of at most "
-                f"{MAX_QR_PICTURE_PIXELS // 1_000_000} megapixels"
-            )
-        image.load()
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"not a picture: {exc}") from exc
-    found = [
-        r
-        for r in zxingcpp.read_barcodes(image)
-        if r.valid and r.format == zxingcpp.BarcodeFormat.QRCode
-    ]
-    if len(found) != 1:
-        raise ValueError(f"expected one QR code in the picture, found {len(found)}")
-    return str(found[0].text)
+    """The text of the one QR code in a PNG/JPEG picture; ``pictures.PictureRefused`` (a
+    ValueError) when there is none, decoded in a bounded child process (see ``pictures``)."""
+    return pictures.read_qr(data)
 
 
 def verify_image(data: bytes, signers: SignerList, at: datetime | None = None) -> Verification:
     result = Verification()
     try:
         text = decode_qr_image(data)
-    except ValueError as exc:
-        result._add("qr", False, str(exc))
+    except pictures.PictureRefused as refused:
+        result.checks.append(Check("qr", False, refused.detail, refused.key, refused.values))
         return result
     result._add("qr", True)
     return verify(text, signers, at, result=result)
