@@ -59,7 +59,7 @@ from kyso.platform.models import (
     VaccineProduct,
     VerificationStatus,
 )
-from kyso.platform.records import rules
+from kyso.platform.records import rules, xlsx_limits
 from kyso.platform.records.bulk import insert_doses, insert_people
 from kyso.platform.records.names import name_key
 from kyso.platform.records.reference import product_aliases
@@ -227,6 +227,10 @@ def _reject(report: ImportReport, key: str, **values: Any) -> NoReturn:
 
 
 def _xlsx_rows(stream: IO[bytes], report: ImportReport) -> Iterator[tuple[int, list[Any]]]:
+    try:
+        xlsx_limits.check_xlsx(stream)  # sizes, ratios, cell lengths: before openpyxl reads it
+    except xlsx_limits.XlsxRefused as refused:
+        _reject(report, refused.key, **refused.values)
     try:
         workbook = openpyxl.load_workbook(stream, read_only=True, data_only=True)
     except (zipfile.BadZipFile, KeyError, OSError, ValueError) as exc:
