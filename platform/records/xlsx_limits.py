@@ -12,6 +12,8 @@ through expat (constant memory), and refuses the file when:
 - a part larger than ``RATIO_FLOOR_BYTES`` inflates more than ``MAX_RATIO`` times;
 - one cell (a shared string, or a cell of a sheet) holds more than ``MAX_CELL_CHARS`` characters
   (Excel's own limit), or the cells hold more than ``MAX_TEXT_CHARS`` characters together;
+- a sheet has a cell beyond column ``MAX_COLUMNS`` or a row beyond ``MAX_SHEET_ROWS`` (openpyxl
+  pads every row to its last cell, and fills the gaps between rows);
 - an XML part declares a DOCTYPE (entity expansion, external entities: a workbook never needs
   one) or is not well-formed XML.
 
@@ -27,10 +29,12 @@ from xml.parsers import expat
 
 __all__ = [
     "MAX_CELL_CHARS",
+    "MAX_COLUMNS",
     "MAX_ENTRIES",
     "MAX_PART_BYTES",
     "MAX_RATIO",
     "MAX_SHARED_STRINGS_BYTES",
+    "MAX_SHEET_ROWS",
     "MAX_TEXT_CHARS",
     "MAX_TOTAL_BYTES",
     "XlsxRefused",
@@ -45,6 +49,10 @@ MAX_RATIO: Final = 100
 RATIO_FLOOR_BYTES: Final = 1024 * 1024  # small parts may compress as well as they like
 MAX_CELL_CHARS: Final = 32_767  # Excel's limit for one cell
 MAX_TEXT_CHARS: Final = 32 * 1024 * 1024
+# openpyxl yields every row padded to its last cell: one cell at column XFD in each of many rows
+# makes 16,384 values a row, minutes of CPU for a small file. The template has 12 columns.
+MAX_COLUMNS: Final = 256
+MAX_SHEET_ROWS: Final = 200_000  # the importer takes 50,000 data rows
 _CHUNK: Final = 1 << 16
 # Elements holding one cell's text: a shared string item, a sheet's cell.
 _CELLS: Final = frozenset({"si", "c"})
@@ -117,9 +125,23 @@ def _scan(archive: zipfile.ZipFile, entry: zipfile.ZipInfo, text: _TextCounter) 
     def doctype(*_args: Any) -> None:
         raise XlsxRefused("records.import_unreadable_xlsx", detail="DOCTYPE")
 
-    def start(name: str, _attributes: Any) -> None:
-        nonlocal depth, cell
-        if name.rpartition(":")[2] in _CELLS:
+    sheet = entry.filename.startswith("xl/worksheets/")
+    row = 0  # the current row's number
+    column = 0  # the current cell's column number
+
+    def start(name: str, attributes: dict[str, str]) -> None:
+        nonlocal depth, cell, row, column
+        local = name.rpartition(":")[2]
+        if sheet and local == "row":
+            row = _number(attributes.get("r")) or row + 1
+            column = 0
+            if row > MAX_SHEET_ROWS:
+                raise XlsxRefused("records.import_xlsx_too_many_rows", limit=MAX_SHEET_ROWS)
+        elif sheet and local == "c" and depth == 0:
+            column = _column(attributes.get("r")) or column + 1
+            if column > MAX_COLUMNS:
+                raise XlsxRefused("records.import_xlsx_too_wide", limit=MAX_COLUMNS)
+        if local in _CELLS:
             if depth == 0:
                 cell = 0
             depth += 1
@@ -151,3 +173,19 @@ def _scan(archive: zipfile.ZipFile, entry: zipfile.ZipInfo, text: _TextCounter) 
             parser.Parse(b"", True)
     except expat.ExpatError as exc:
         raise XlsxRefused("records.import_unreadable_xlsx", detail="XML") from exc
+
+
+def _number(text: str | None) -> int:
+    return int(text) if text and text.isascii() and text.isdigit() else 0
+
+
+def _column(reference: str | None) -> int:
+    """The column number of a cell reference such as ``AB12``; 0 when there is none."""
+    number = 0
+    for letter in (reference or "").upper():
+        if not "A" <= letter <= "Z":
+            break
+        number = number * 26 + ord(letter) - ord("A") + 1
+        if number > MAX_COLUMNS:
+            break
+    return number

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -173,3 +174,32 @@ def test_an_ordinary_workbook_passes_the_checks() -> None:
     workbook.save(buffer)
     xlsx_limits.check_xlsx(buffer)
     assert buffer.tell() == 0
+
+
+def _sheet_with(cells: Iterable[tuple[int, int]]) -> bytes:
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    assert sheet is not None
+    sheet.append(template_headers("vi"))
+    sheet.append([*ROW, "Pfizer", "FK5618", ""])
+    for row, column in cells:
+        sheet.cell(row=row, column=column, value="x")
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    return buffer.getvalue()
+
+
+def test_a_sheet_wider_than_the_limit_is_refused_quickly(session: Session, org: Seed) -> None:
+    """openpyxl pads each row to its last cell: one cell at column XFD in each of 2,000 rows is
+    32 million values to walk. Refused from the sheet's XML instead."""
+    data = _sheet_with((row, 16_384) for row in range(3, 2_003))
+    started = time.monotonic()
+    report = import_records(session, io.BytesIO(data), "tiem.xlsx", org.station_ben_nghe, org.staff)
+    assert time.monotonic() - started < 5
+    assert [p.key for p in report.problems] == ["records.import_xlsx_too_wide"]
+    assert "sau cột thứ 256" in report.problems[0].text("vi")
+
+
+def test_a_sheet_reaching_past_the_row_limit_is_refused() -> None:
+    data = _sheet_with([(xlsx_limits.MAX_SHEET_ROWS + 1, 1)])
+    assert _refusal(data) == "records.import_xlsx_too_many_rows"
