@@ -91,6 +91,8 @@ COSE_ALGORITHMS: Final[dict[int, str]] = {-7: "ES256", -37: "PS256"}
 CWT_TAG: Final = 61
 COSE_SIGN1_TAG: Final = 18
 MAX_TEXT: Final = 8192  # far above the largest DCC a QR code can hold
+# The EU gateway's whole trust list is a few MB.
+MAX_SIGNER_LIST_BYTES: Final = 32 * 1024 * 1024
 
 # The DCC types' extended key usages; the early specification (and many issuers' test
 # certificates) wrote them under 1.3.6.1.4.1.0.1847.2021.1: both arcs are read.
@@ -170,7 +172,22 @@ class SignerList:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SignerList:
-        """A PEM bundle, a DER certificate, or a JSON trust list of ``rawData`` entries."""
+        """A PEM bundle, a DER certificate, or a JSON trust list of ``rawData`` entries.
+
+        ValueError, saying what was expected, for anything else (or more than
+        ``MAX_SIGNER_LIST_BYTES``)."""
+        if len(data) > MAX_SIGNER_LIST_BYTES:
+            raise ValueError(f"a signer list has at most {MAX_SIGNER_LIST_BYTES} bytes")
+        try:
+            return cls._parse(data)
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+            raise ValueError(
+                "not a signer list (a PEM bundle, a DER certificate, or a JSON trust list of "
+                f'{{"kid", "rawData"}} entries): {type(exc).__name__}: {exc}'
+            ) from exc
+
+    @classmethod
+    def _parse(cls, data: bytes) -> SignerList:
         stripped = data.lstrip()
         if stripped.startswith(b"-----BEGIN"):
             return cls(x509.load_pem_x509_certificates(data))

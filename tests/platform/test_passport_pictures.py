@@ -145,3 +145,40 @@ def test_every_refusal_has_its_text_in_both_languages() -> None:
     ):
         for language in ("vi", "en"):
             assert "{" not in translate(key, language, **values)
+
+
+def test_the_command_line_verifier_refuses_an_oversized_picture(app: Flask, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from kyso.platform.passport.cli import dcc_group
+
+    picture = tmp_path / "qr.png"
+    picture.write_bytes(_qr_picture("PNG") + b"\0" * pictures.MAX_PICTURE_BYTES)
+    result = CliRunner().invoke(dcc_group, ["verify", "--image", str(picture)], obj=app)
+    assert result.exit_code == 1, result.output
+    assert "FAIL The picture holds a readable QR code — The picture file is larger than 5 MB" in (
+        result.output
+    )
+
+
+@pytest.mark.parametrize(
+    "listed",
+    [
+        b'[{"kid": "AAAA"}]',
+        b'{"certificates": [{"rawData": "not base64!"}]}',
+        b"[1]",
+        b"[" * 100_000,
+    ],
+)
+def test_a_malformed_signer_list_is_told_clearly(app: Flask, tmp_path: Path, listed: bytes) -> None:
+    from click.testing import CliRunner
+
+    from kyso.platform.passport.cli import dcc_group
+
+    with pytest.raises(ValueError, match="not a signer list"):
+        verifier.SignerList.from_bytes(listed)
+    path = tmp_path / "dsc.json"
+    path.write_bytes(listed)
+    result = CliRunner().invoke(dcc_group, ["verify", "--dsc", str(path), PAYLOAD], obj=app)
+    assert result.exit_code == 1
+    assert "Error: not a signer list" in result.output
