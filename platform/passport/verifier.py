@@ -91,6 +91,7 @@ COSE_ALGORITHMS: Final[dict[int, str]] = {-7: "ES256", -37: "PS256"}
 CWT_TAG: Final = 61
 COSE_SIGN1_TAG: Final = 18
 MAX_TEXT: Final = 8192  # far above the largest DCC a QR code can hold
+MAX_COSE_BYTES: Final = 64 * 1024  # what the HC1 text may inflate to; a DCC is a few KB
 # The EU gateway's whole trust list is a few MB.
 MAX_SIGNER_LIST_BYTES: Final = 32 * 1024 * 1024
 
@@ -329,9 +330,17 @@ def verify(
         return result
     result._add("base45", True)
     try:
-        cose = zlib.decompress(compressed)
+        inflater = zlib.decompressobj()
+        cose = inflater.decompress(compressed, MAX_COSE_BYTES + 1)
     except zlib.error as exc:
         result._add("zlib", False, f"not zlib data: {exc}")
+        return result
+    if len(cose) > MAX_COSE_BYTES:
+        # 8 KB of text can inflate to megabytes for cbor2 to parse: a DCC is a few KB.
+        result._add("zlib", False, f"inflates to more than {MAX_COSE_BYTES} bytes: not a DCC")
+        return result
+    if not inflater.eof:
+        result._add("zlib", False, "not zlib data: the compressed data is incomplete")
         return result
     result._add("zlib", True)
     try:

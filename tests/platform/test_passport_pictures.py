@@ -182,3 +182,20 @@ def test_a_malformed_signer_list_is_told_clearly(app: Flask, tmp_path: Path, lis
     result = CliRunner().invoke(dcc_group, ["verify", "--dsc", str(path), PAYLOAD], obj=app)
     assert result.exit_code == 1
     assert "Error: not a signer list" in result.output
+
+
+def test_an_hc1_text_inflating_to_megabytes_is_refused_at_the_zlib_step() -> None:
+    """8 KB of text (the limit) can hold 5 MB of zlib: it is not handed to cbor2."""
+    import zlib
+
+    import base45  # type: ignore[import-untyped]
+
+    text = "HC1:" + base45.b45encode(zlib.compress(b"\0" * (5 << 20), 9)).decode()
+    assert len(text) <= verifier.MAX_TEXT
+    result = verifier.verify(text, verifier.SignerList())
+    check = result.check("zlib")
+    assert check is not None
+    assert not check.ok
+    assert "inflates to more than 65536 bytes" in check.detail
+    truncated = "HC1:" + base45.b45encode(zlib.compress(b"x" * 100)[:-3]).decode()
+    assert not verifier.verify(truncated, verifier.SignerList()).passed("zlib")
