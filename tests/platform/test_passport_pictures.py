@@ -199,3 +199,18 @@ def test_an_hc1_text_inflating_to_megabytes_is_refused_at_the_zlib_step() -> Non
     assert "inflates to more than 65536 bytes" in check.detail
     truncated = "HC1:" + base45.b45encode(zlib.compress(b"x" * 100)[:-3]).decode()
     assert not verifier.verify(truncated, verifier.SignerList()).passed("zlib")
+
+
+def test_a_picture_waits_for_a_free_decoder_then_is_told_to_try_again() -> None:
+    taken = 0
+    try:
+        while pictures._slots.acquire(blocking=False):  # every decoder busy
+            taken += 1
+        assert taken == pictures.CONCURRENT_DECODES
+        with pytest.raises(pictures.PictureRefused) as refused:
+            pictures.read_qr(_qr_picture("PNG"), timeout=0.2)
+        assert refused.value.key == "passport.picture_busy"
+    finally:
+        for _ in range(taken):
+            pictures._slots.release()
+    assert pictures.read_qr(_qr_picture("PNG")) == PAYLOAD
