@@ -59,7 +59,7 @@ from kyso.platform.models import (
     VaccineProduct,
     VerificationStatus,
 )
-from kyso.platform.records import rules
+from kyso.platform.records import csv_limits, rules, xlsx_limits
 from kyso.platform.records.bulk import insert_doses, insert_people
 from kyso.platform.records.names import name_key
 from kyso.platform.records.reference import product_aliases
@@ -228,6 +228,10 @@ def _reject(report: ImportReport, key: str, **values: Any) -> NoReturn:
 
 def _xlsx_rows(stream: IO[bytes], report: ImportReport) -> Iterator[tuple[int, list[Any]]]:
     try:
+        xlsx_limits.check_xlsx(stream)  # sizes, ratios, cell lengths: before openpyxl reads it
+    except xlsx_limits.XlsxRefused as refused:
+        _reject(report, refused.key, **refused.values)
+    try:
         workbook = openpyxl.load_workbook(stream, read_only=True, data_only=True)
     except (zipfile.BadZipFile, KeyError, OSError, ValueError) as exc:
         _reject(report, "records.import_unreadable_xlsx", detail=type(exc).__name__)
@@ -266,8 +270,12 @@ def _csv_rows(stream: IO[bytes], report: ImportReport) -> Iterator[tuple[int, li
     try:
         delimiter = _delimiter(text.read(64 * 1024))
         text.seek(0)
-        for number, values in enumerate(csv.reader(text, delimiter=delimiter), 1):
+        lines = csv_limits.bounded_lines(text)
+        for number, values in enumerate(csv.reader(lines, delimiter=delimiter), 1):
+            csv_limits.check_width(values)
             yield number, [value if value.strip() else None for value in values]
+    except csv_limits.CsvRefused as refused:
+        _reject(report, refused.key, **refused.values)
     except UnicodeDecodeError:
         _reject(report, "records.import_encoding")
     except csv.Error as exc:
