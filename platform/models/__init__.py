@@ -74,6 +74,13 @@ from kyso.platform.models.feedback import (
 
 __all__ += ["Feedback", "FeedbackAttempt", "FeedbackReply", "FeedbackStatus", "RecordVersion"]
 
+from kyso.platform.models.corrections import (  # noqa: E402
+    CorrectionRequest,
+    CorrectionRequestStatus,
+)
+
+__all__ += ["CorrectionRequest", "CorrectionRequestStatus"]
+
 # The passport tables' models live with their feature; importing them here registers them in
 # Base.metadata wherever the models are (migrations, schema comparisons, `db revision`).
 import kyso.platform.passport.models  # noqa: E402, F401
