@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 from datetime import date
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -36,10 +37,11 @@ from kyso.platform.models import (
     Role,
     User,
 )
-from kyso.platform.records.importer import template_headers
+from kyso.platform.records.importer import ImportReport, import_records, template_headers
 from kyso.platform.records.reference import load_reference_data
 from kyso.platform.records.service import PersonData
 
+TODAY = date(2022, 6, 1)
 NUMBER = "079190123456"
 SECRET_PHONE = "0901234567"
 SECRET_ADDRESS = "5 Lý Tự Trọng"
@@ -258,3 +260,57 @@ def test_the_unit_that_signed_rejects_the_request_with_a_reason(
     assert event is not None
     assert event.detail is not None
     assert event.detail["reason"] == "Không có mũi 3 tại Bến Nghé"
+
+
+def _answer(report: ImportReport) -> tuple[Any, ...]:
+    """Everything the importer learns from a report."""
+    return (
+        report.ok,
+        [(p.row, p.field, p.text("vi"), p.text("en")) for p in report.problems],
+        [(n.row, n.field, n.text("vi"), n.text("en")) for n in report.notes],
+        report.people_created,
+        report.people_existing,
+        report.doses_created,
+        report.doses_skipped,
+    )
+
+
+def _run(session: Session, org: Seed, data: bytes, dry_run: bool) -> ImportReport:
+    return import_records(
+        session, io.BytesIO(data), "tiem.csv", org.station_ben_nghe, org.staff,
+        dry_run=dry_run, today=TODAY,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("label", "row"),
+    [
+        ("same identity, a new dose", _row()),
+        ("another birth date", _row(birth="18/05/1990")),
+        ("a dose number recorded elsewhere", _row(dose=1, on="15/09/2021")),
+        ("a date before a dose recorded elsewhere", _row(dose=3, on="20/08/2021")),
+    ],
+)
+def test_the_report_does_not_tell_whether_the_number_is_recorded_elsewhere(
+    session: Session, org: Seed, label: str, row: str
+) -> None:
+    """Fails on the old code: an existing person was counted as existing, with notes on the
+    phone and address, and "birth date differs", "dose recorded" or "order" problems."""
+    load_reference_data(session)
+    session.commit()
+    data = _csv(row)
+    unknown = _answer(_run(session, org, data, dry_run=True))
+    session.rollback()
+
+    add_person(
+        session,
+        org,
+        "Nguyễn Thị Lan",
+        facility=org.station_ben_thanh,
+        identity_number=NUMBER,
+        gender=Gender.FEMALE,
+        first_dose=date(2021, 8, 1),
+    ).address = SECRET_ADDRESS
+    session.commit()
+    assert _answer(_run(session, org, data, dry_run=True)) == unknown, label
+    assert _answer(_run(session, org, data, dry_run=False)) == unknown, label
