@@ -50,9 +50,9 @@ from kyso.platform.records.service import (
     PersonData,
     check_person_data,
     foreign_signing_units,
+    keeps_person,
     may_record_at,
     own_doses,
-    shares_person,
     update_dose,
     update_person,
 )
@@ -449,8 +449,8 @@ def submit_person_correction(
 ) -> Correction | CorrectionRequest | None:
     """Correct a person's data, or ask the unit whose signature the change would supersede.
 
-    A user who shares the person with another signing unit does not see the data that unit
-    keeps (``KEPT_BY_OTHERS``): a field they leave empty is left as it is. When the change
+    A user who does not keep the person (``keeps_person``) does not see the data in
+    ``KEPT_BY_OTHERS``: a field they leave empty is left as it is. When the change
     would supersede a current signature of a unit outside the user's scope, nothing is changed:
     a ``CorrectionRequest`` to that unit is stored (the unit with the lowest id first; each
     accepting unit passes it on to the next). None when nothing would change.
@@ -460,7 +460,7 @@ def submit_person_correction(
     _check_feedback(feedback, person)
     if expected_version is not None and expected_version != person.version:
         raise DomainError("records.stale")
-    if shares_person(session, user, person):
+    if not keeps_person(session, user, person):
         kept = {name: getattr(person, name) for name in KEPT_BY_OTHERS}
         data = PersonData(
             **{

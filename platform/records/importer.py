@@ -694,11 +694,17 @@ def _find_recorded(
             found.setdefault(person.identity_number or "", []).append(person)
     scope = recording_facilities(session, user)
     facilities: dict[int, set[int]] = {}  # person id -> facilities of their doses
+    first: dict[int, int] = {}  # person id -> facility of their first recorded dose
     people_ids = [p.id for people in found.values() for p in people]
     for chunk in _chunks(people_ids):
-        doses_of = select(Dose.person_id, Dose.facility_id).where(Dose.person_id.in_(chunk))
+        doses_of = (
+            select(Dose.person_id, Dose.facility_id)
+            .where(Dose.person_id.in_(chunk))
+            .order_by(Dose.id)
+        )
         for person_id, facility_id in session.execute(doses_of):
             facilities.setdefault(person_id, set()).add(facility_id)
+            first.setdefault(person_id, facility_id)
     for number, people in found.items():
         numbered_group = numbered[number]
         ours = [p for p in people if scope is None or facilities.get(p.id, set()) & scope]
@@ -706,8 +712,8 @@ def _find_recorded(
             for row in numbered_group.rows:
                 out.problem(row, rules.IDENTITY_NUMBER, number, "records.import_person_ambiguous")
         elif ours:
-            shared = scope is not None and not facilities.get(ours[0].id, set()) <= scope
-            _link(numbered_group, ours[0], out, notes=not shared)
+            keeps = scope is None or first.get(ours[0].id) in scope
+            _link(numbered_group, ours[0], out, notes=keeps)
         else:
             same = [
                 p
@@ -781,8 +787,8 @@ def _chunks(values: list[Any]) -> Iterator[list[Any]]:
 def _link(group: _Group, person: Person, out: _Reporter, *, notes: bool = True) -> None:
     """The import adds doses to a recorded person; it never edits the person.
 
-    ``notes`` False: the person is shared with a unit outside the importer's scope, which
-    keeps their phone, address and area; the report does not compare them.
+    ``notes`` False: another unit recorded the person first and keeps their phone, address and
+    area (``records.service.keeps_person``); the report does not compare them.
     """
     differs = [
         fld for fld in _PERSON_FIELDS if group.value(fld) not in (None, getattr(person, fld))

@@ -16,7 +16,7 @@ from datetime import date
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from kyso.platform.auth.access import visible_facilities
+from kyso.platform.auth.access import recordable_facilities, visible_facilities
 from kyso.platform.auth.service import audit
 from kyso.platform.i18n import DomainError
 from kyso.platform.models import (
@@ -106,15 +106,7 @@ def recording_facilities(session: Session, user: User | None) -> set[int] | None
     """Ids of the facilities ``may_record_at`` allows this user (None: all, for IT)."""
     if user is None:
         return None
-    if user.role not in RECORDING_ROLES or not user.active:
-        return set()
-    if user.role is Role.FACILITY_STAFF:
-        own = session.get(Facility, user.facility_id) if user.facility_id else None
-        if own is None:
-            return set()
-        unit = select(Facility.id).where(Facility.signing_unit_id == own.signing_unit_id)
-        return {own.id, *session.scalars(unit)}
-    return set(session.scalars(visible_facilities(user)))
+    return set(session.scalars(recordable_facilities(user)))
 
 
 def _require_recording_role(user: User | None) -> None:
@@ -130,9 +122,9 @@ def _require_person_access(session: Session, user: User | None, person: Person) 
         raise DomainError("records.not_allowed")
 
 
-# Person data a facility sees only when it vaccinated the person alone (with its signing unit):
-# a facility that recorded one dose for someone another unit vaccinated knows the identity it
-# typed, not the phone, address or area the other unit keeps.
+# Person data that stays with the unit that recorded the person first (their first recorded
+# dose): a facility that later records a dose for them knows the identity it typed, not the
+# phone, address or area the other unit keeps.
 KEPT_BY_OTHERS = ("phone", "address", "area_id")
 
 
@@ -143,10 +135,14 @@ def own_doses(session: Session, user: User | None, person: Person) -> list[Dose]
     return [dose for dose in person.doses if may_record_at(session, user, dose.facility)]
 
 
-def shares_person(session: Session, user: User | None, person: Person) -> bool:
-    """Whether another signing unit (outside this user's scope) also has doses of the person:
-    then the user sees only their own doses and not the data in ``KEPT_BY_OTHERS``."""
-    return len(own_doses(session, user, person)) < len(person.doses)
+def keeps_person(session: Session, user: User | None, person: Person) -> bool:
+    """Whether this user sees the data in ``KEPT_BY_OTHERS``: their scope holds the facility of
+    the person's first recorded dose (or the person has no dose; IT sees everything). A dose
+    added later, by import or by hand, grants only that dose."""
+    if user is None or not person.doses:
+        return True
+    first = min(person.doses, key=lambda dose: dose.id)
+    return may_record_at(session, user, first.facility)
 
 
 def foreign_signing_units(

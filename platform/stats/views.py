@@ -50,9 +50,9 @@ from kyso.platform.records.service import (
     PersonData,
     foreign_signing_units,
     importable_facilities,
+    keeps_person,
     may_record_at,
     own_doses,
-    shares_person,
 )
 from kyso.platform.registry.client import PopulationRegistry, load_registry
 from kyso.platform.registry.status import detail_text, status_hint, status_label, status_text
@@ -247,7 +247,7 @@ def _render_person(person_id: int, kept: dict[str, Any] | None = None, status: i
         "stats/person.html",
         person=person,
         doses=doses,
-        shared=shares_person(db(), user, person),
+        shared=not keeps_person(db(), user, person),
         signed_elsewhere=bool(foreign_signing_units(db(), user, person)),
         feedback=feedback,
         status=status_text(person.verification_status, person.verification_detail, lang),

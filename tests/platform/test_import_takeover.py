@@ -15,6 +15,7 @@ import io
 from datetime import date
 from typing import Any
 
+import openpyxl
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -36,6 +37,7 @@ from kyso.platform.models import (
     Person,
     Role,
     User,
+    VerificationStatus,
 )
 from kyso.platform.records.importer import ImportReport, import_records, template_headers
 from kyso.platform.records.reference import load_reference_data
@@ -210,6 +212,11 @@ def test_the_unit_that_signed_accepts_the_request(
     request = session.scalar(select(CorrectionRequest))
     assert request is not None
     owner = _client(app, "nhanvien.benthanh")
+    record = owner.get(f"/stats/people/{victim.id}").get_data(as_text=True)
+    assert SECRET_PHONE in record, "the unit that recorded the person first keeps seeing it"
+    assert "FK1001" in record
+    assert "INVENTED1" not in record, "nor does it see the other facility's dose"
+    assert "person-signed-elsewhere" not in record
     inbox = owner.get("/records/requests").get_data(as_text=True)
     assert f"request-{request.id}" in inbox
     assert "0999999999" in inbox
@@ -314,3 +321,29 @@ def test_the_report_does_not_tell_whether_the_number_is_recorded_elsewhere(
     session.commit()
     assert _answer(_run(session, org, data, dry_run=True)) == unknown, label
     assert _answer(_run(session, org, data, dry_run=False)) == unknown, label
+
+
+def test_the_invalid_list_and_its_export_hide_what_the_other_unit_keeps(
+    app: Flask, session: Session, org: Seed, victim: Person
+) -> None:
+    """Fails on the old code: the invalid-people list and export showed the phone and address
+    of a person the facility only recorded one dose for."""
+    victim.verification_status = VerificationStatus.MISMATCH
+    victim.verification_detail = {"fields": ["birth_date"]}
+    session.commit()
+    attacker = _import_invented_dose(app, session, victim)
+    page = attacker.get("/stats/invalid").get_data(as_text=True)
+    assert "INVENTED1" in page, "the person is listed with the facility's own dose"
+    assert SECRET_PHONE not in page
+    assert SECRET_ADDRESS not in page
+    export = attacker.get("/stats/invalid/export.xlsx")
+    assert export.status_code == 200
+    sheet = openpyxl.load_workbook(io.BytesIO(export.get_data())).worksheets[0]
+    cells = {str(c) for row in sheet.iter_rows(values_only=True) for c in row if c is not None}
+    assert NUMBER in cells
+    assert SECRET_PHONE not in cells
+    assert SECRET_ADDRESS not in cells
+
+    # The unit that vaccinated and signed the person still sees everything.
+    owner = _client(app, "nhanvien.benthanh")
+    assert SECRET_PHONE in owner.get("/stats/invalid").get_data(as_text=True)
