@@ -485,7 +485,7 @@ def submit_person_correction(
             today=today,
         )
     data = data.cleaned()
-    problems = check_person_data(session, person, data, today)
+    problems = check_person_data(session, person, data, today, user)
     if problems:
         raise InvalidRecord(problems)
     before = person_snapshot(person)

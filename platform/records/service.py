@@ -220,19 +220,31 @@ def create_person(
 
 
 def check_person_data(
-    session: Session, person: Person, data: PersonData, today: date | None = None
+    session: Session,
+    person: Person,
+    data: PersonData,
+    today: date | None = None,
+    user: User | None = None,
 ) -> list[Problem]:
-    """What is wrong with ``data`` (cleaned) as this person's new data."""
+    """What is wrong with ``data`` (cleaned) as this person's new data. A dose outside the
+    user's scope is not described (its number and date are not the user's to learn)."""
     problems = _person_problems(session, data, today or rules.today_in_vietnam())
+    own = {dose.id for dose in own_doses(session, user, person)}
     for dose in person.doses:
         if data.birth_date and dose.vaccinated_on < data.birth_date:
-            problems.append(
-                Problem(
-                    rules.BIRTH_DATE,
-                    "records.birth_after_dose",
-                    {"number": dose.dose_number, "date": rules.display_date(dose.vaccinated_on)},
+            if dose.id in own:
+                problems.append(
+                    Problem(
+                        rules.BIRTH_DATE,
+                        "records.birth_after_dose",
+                        {
+                            "number": dose.dose_number,
+                            "date": rules.display_date(dose.vaccinated_on),
+                        },
+                    )
                 )
-            )
+            else:
+                problems.append(Problem(rules.BIRTH_DATE, "records.birth_after_other_dose"))
             break
     return problems
 
@@ -257,7 +269,7 @@ def update_person(
     _require_person_access(session, user, person)
     _check_version(person.version, expected_version)
     data = data.cleaned()
-    problems = check_person_data(session, person, data, today)
+    problems = check_person_data(session, person, data, today, user)
     if problems:
         raise InvalidRecord(problems)
 

@@ -347,3 +347,29 @@ def test_the_invalid_list_and_its_export_hide_what_the_other_unit_keeps(
     # The unit that vaccinated and signed the person still sees everything.
     owner = _client(app, "nhanvien.benthanh")
     assert SECRET_PHONE in owner.get("/stats/invalid").get_data(as_text=True)
+
+
+def test_a_refused_change_does_not_describe_the_other_units_dose(
+    app: Flask, session: Session, victim: Person
+) -> None:
+    """Fails on the old code: "the date of birth is after dose 1 (01/08/2021)" told the
+    importer the number and date of the other unit's dose."""
+    attacker = _import_invented_dose(app, session, victim)
+    page = f"/stats/people/{victim.id}"
+    response = attacker.post(
+        f"{page}/person",
+        data={
+            "csrf_token": csrf_token(attacker, page),
+            "version": str(victim.version),
+            "full_name": victim.full_name,
+            "birth_date": "2021-08-15",
+            "gender": victim.gender.value,
+            "identity_number": NUMBER,
+            "reason": "Ngày sinh theo giấy khai sinh",
+        },
+    )
+    text = response.get_data(as_text=True)
+    assert "Ngày sinh này sau ngày tiêm một mũi do đơn vị khác ghi nhận" in text
+    assert "01/08/2021" not in text
+    session.expire_all()
+    assert victim.birth_date == date(1990, 5, 17)
