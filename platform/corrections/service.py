@@ -308,6 +308,17 @@ def history(session: Session, person_id: int) -> list[RecordVersion]:
     )
 
 
+def visible_history(session: Session, user: User | None, person: Person) -> list[RecordVersion]:
+    """The corrections this user may read: all of them for the unit that keeps the person
+    (``keeps_person``), else only those of the user's own doses (another unit's reasons and
+    fields are not theirs to read)."""
+    versions = history(session, person.id)
+    if keeps_person(session, user, person):
+        return versions
+    own = {dose.id for dose in own_doses(session, user, person)}
+    return [v for v in versions if v.dose_id is not None and v.dose_id in own]
+
+
 # --- verification of one person, now ---------------------------------------------------------
 
 

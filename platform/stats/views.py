@@ -228,7 +228,7 @@ def _render_person(person_id: int, kept: dict[str, Any] | None = None, status: i
     for dose in doses:
         facilities.setdefault(dose.facility_id, dose.facility)
     editable = {dose.id: may_record_at(db(), user, dose.facility) for dose in doses}
-    history = corrections.history(db(), person.id)
+    history = corrections.visible_history(db(), user, person)
     authors = {
         u.id: u.full_name
         for u in db().scalars(

@@ -373,3 +373,26 @@ def test_a_refused_change_does_not_describe_the_other_units_dose(
     assert "01/08/2021" not in text
     session.expire_all()
     assert victim.birth_date == date(1990, 5, 17)
+
+
+def test_the_other_units_corrections_are_not_shown(
+    app: Flask, session: Session, victim: Person
+) -> None:
+    """Fails on the old code: the history listed the other unit's correction and its reason."""
+    owner = session.scalar(select(User).where(User.username == "nhanvien.benthanh"))
+    data = PersonData(
+        victim.full_name,
+        victim.birth_date,
+        victim.gender,
+        NUMBER,
+        phone=SECRET_PHONE,
+        address="7 Pasteur, nhà trọ của chị Hoa",
+    )
+    assert correct_person(session, victim, data, owner, reason="Chuyển đến nhà trọ chị Hoa")
+    session.commit()
+    attacker = _import_invented_dose(app, session, victim)
+    page = attacker.get(f"/stats/people/{victim.id}").get_data(as_text=True)
+    assert "nhà trọ chị Hoa" not in page
+    assert "nhà trọ chị Hoa" in _client(app, "nhanvien.benthanh").get(
+        f"/stats/people/{victim.id}"
+    ).get_data(as_text=True)
