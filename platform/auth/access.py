@@ -190,6 +190,21 @@ def visible_facilities(user: User) -> Select[tuple[int]]:
     return select(Facility.id)  # central issuers and national administrators
 
 
+def recordable_facilities(user: User) -> Select[tuple[int]]:
+    """Ids of the facilities whose doses this user may enter and correct (records.service's
+    ``may_record_at`` as a query): staff their facility's signing unit, administrators their
+    scope, nobody else. A person with a dose outside it is shared with another unit, which
+    keeps the person's phone, address and area."""
+    if not user.active:
+        return select(Facility.id).where(Facility.id.is_(None))  # nothing
+    if user.role is Role.FACILITY_STAFF:
+        unit = select(Facility.signing_unit_id).where(Facility.id == user.facility_id)
+        return select(Facility.id).where(Facility.signing_unit_id.in_(unit))
+    if user.role is Role.ADMINISTRATOR:
+        return visible_facilities(user)
+    return select(Facility.id).where(Facility.id.is_(None))  # nothing
+
+
 def _facilities_of_province(province_id: int) -> Select[tuple[int]]:
     return (
         select(Facility.id)
