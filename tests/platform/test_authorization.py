@@ -32,6 +32,8 @@ from kyso.platform.feedback.service import FeedbackForm, issue_form_token, submi
 from kyso.platform.models import (
     Area,
     AreaLevel,
+    CorrectionRequest,
+    CorrectionRequestStatus,
     Facility,
     FacilityType,
     Feedback,
@@ -309,6 +311,29 @@ def _seed(session: Session, pki: Pki, instance: Path) -> tuple[dict[Actor, str],
         ids[(Target.CERTIFICATE, scope)] = {"user_id": target.id, "certificate_id": certificate.id}
         ids[(Target.FEEDBACK, scope)] = {"feedback_id": feedback.id}
         ids[(Target.BATCH, scope)] = {"batch_id": prepared.batch_id}
+        # A pending correction request addressed to this scope's signing unit, about a person
+        # of its own (accepting it changes only that person's phone).
+        asked = add_person(
+            session,
+            seed_view,
+            f"Trần Thị Yêu Cầu {number}",
+            facility=facility,
+            doses=1,
+            identity_number=f"0791901000{number:02d}",
+            phone=f"09200000{number:02d}",
+        )
+        correction_request = CorrectionRequest(
+            person_id=asked.id,
+            signing_unit_id=unit.id,
+            status=CorrectionRequestStatus.PENDING,
+            changes={"phone": f"09300000{number:02d}"},
+            reason="Người dân báo số điện thoại mới.",
+            person_version=asked.version,
+            consented_units=[],
+        )
+        session.add(correction_request)
+        session.flush()
+        ids[(Target.REQUEST, scope)] = {"request_id": correction_request.id}
     for actor, user in actors.items():
         ids[(Target.USER, Scope.SELF, actor)] = {"user_id": user.id}
         registered = active_certificate(session, user)
