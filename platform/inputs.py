@@ -23,6 +23,12 @@ def parse_number(text: str | None, max_digits: int = ID_DIGITS) -> int | None:
     return int(text) if text is not None and is_number(text, max_digits) else None
 
 
+def storable(text: str) -> bool:
+    """Whether a text can be compared with stored text: PostgreSQL's text holds no NUL byte
+    (psycopg refuses the query, a 500), so a text with one matches nothing on any backend."""
+    return "\x00" not in text
+
+
 class IdConverter(IntegerConverter):
     """The URL map's ``<int:...>``: only ids the schema's integer columns can hold.
 
