@@ -28,7 +28,15 @@ from kyso.platform.app import db, language
 from kyso.platform.auth.access import current_user, roles_required
 from kyso.platform.i18n import DomainError, translate
 from kyso.platform.models import Role
-from kyso.platform.passport import config, issuance, lookup, render, verifier
+from kyso.platform.passport import (
+    config,
+    issuance,
+    lookup,
+    render,
+    revocation,
+    trustlist,
+    verifier,
+)
 from kyso.platform.passport.models import Passport
 from kyso.platform.passport.render import FIELDS, field_values
 
@@ -213,10 +221,11 @@ def verify_page() -> Any:
             error=translate("passport.verify_nothing", language()),
         ), 400
     signers = config.dsc_list(db(), current_app.config)
+    revoked = revocation.platform_list(db())
     result = (
-        verifier.verify(text, signers)
+        verifier.verify(text, signers, revocations=revoked)
         if text
-        else verifier.verify_image(data[:MAX_PICTURE], signers)
+        else verifier.verify_image(data[:MAX_PICTURE], signers, revocations=revoked)
     )
     fields = None
     if result.dcc is not None and result.dcc.get("v") and result.dcc.get("nam"):
@@ -224,4 +233,47 @@ def verify_page() -> Any:
             fields = _fields(result.dcc)
         except (KeyError, IndexError, TypeError):
             fields = None
-    return render_template("passport/verify.html", result=result, fields=fields, error=None)
+    return render_template(
+        "passport/verify.html",
+        result=result,
+        fields=fields,
+        error=None,
+        revocations_updated=revoked.updated,
+    )
+
+
+# --- signed lists for verifiers (well-known URLs) -------------------------------------------------
+
+lists = Blueprint("dcc_lists", __name__, url_prefix="/.well-known/kyso/dcc")
+LIST_MAX_AGE = 300  # verifiers may cache a list five minutes
+
+
+def _signed(produce: Any) -> Any:
+    """The list ``produce(session, signer)`` makes, as a JWS; 404 with the reason when this
+    platform has no list signer (its passport key is not configured) or no such document."""
+    app = current_app
+    try:
+        signer = config.list_signer(app.config, app.extensions)
+    except DomainError as exc:
+        return Response(exc.text(language()) + "\n", 404, mimetype="text/plain")
+    body = produce(db(), signer)
+    if body is None:
+        return Response(translate("passport.list_no_batch", language()) + "\n", 404)
+    response = Response(body, mimetype="application/jose")
+    response.headers["Cache-Control"] = f"public, max-age={LIST_MAX_AGE}"
+    return response
+
+
+@lists.get("/revocation-list")
+def revocation_index() -> Any:
+    return _signed(revocation.signed_index)
+
+
+@lists.get("/revocation-list/<batch_id>")
+def revocation_batch(batch_id: str) -> Any:
+    return _signed(lambda session_, signer: revocation.signed_batch(session_, signer, batch_id))
+
+
+@lists.get("/trust-list")
+def trust_list() -> Any:
+    return _signed(trustlist.signed_trust_list)
