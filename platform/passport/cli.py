@@ -49,7 +49,7 @@ def issue_passports_command(app: Flask, limit: int | None, chunk: int) -> None:
         signer = config.open_signer(app.config, app.extensions)
         context = config.issuance_context(app.config, app.instance_path, signer, chunk=chunk)
     except DomainError as exc:
-        raise click.ClickException(exc.text("en")) from None
+        raise click.ClickException(config.error_detail(exc)) from None
     summary = issue_passports(
         app.extensions["kyso.sessions"], context, worker=worker_name(), limit=limit
     )
@@ -213,7 +213,7 @@ def revocation_export(app: Flask, directory: Path, hash_types: tuple[str, ...], 
     try:
         signer = config.list_signer(app.config, app.extensions)
     except DomainError as exc:
-        raise click.ClickException(exc.text("en")) from None
+        raise click.ClickException(config.error_detail(exc)) from None
     try:
         with app.extensions["kyso.sessions"]() as session:
             batches = current_batches(session, hash_types=hash_types or HASH_TYPES, chunk=chunk)

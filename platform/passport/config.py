@@ -23,6 +23,7 @@ Each may also be set in the app's config as ``PASSPORT_<NAME>`` (tests do).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -42,6 +43,7 @@ from kyso.platform.signing.certificates import TrustStore, load_trust_store
 
 __all__ = [
     "dsc_list",
+    "error_detail",
     "issuance_context",
     "issuer_name",
     "list_anchors",
@@ -49,6 +51,15 @@ __all__ = [
     "open_signer",
     "trust_store",
 ]
+
+
+logger = logging.getLogger(__name__)
+
+
+def error_detail(exc: DomainError) -> str:
+    """A DomainError's English text with its technical detail, for the command line."""
+    detail = exc.values.get("detail")
+    return exc.text("en") + (f" ({detail})" if detail else "")
 
 
 def _setting(settings: Mapping[str, Any], name: str) -> str | None:
@@ -67,7 +78,10 @@ def open_signer(settings: Mapping[str, Any], extensions: dict[str, Any]) -> HsmS
         try:
             signer = HsmSigner(HsmConfig.from_settings(settings, os.environ))
         except HsmError as exc:
-            raise DomainError(f"passport.error_{exc.code}", detail=str(exc)) from exc
+            # The page shows the catalogue text only (Vietnamese, or English with the switch);
+            # the technical detail goes to the log and to the CLI (``error_detail``).
+            logger.warning("passport signer unavailable (%s): %s", exc.code, exc)
+            raise DomainError(f"passport.error_{exc.code}", detail=str(exc), **exc.values) from exc
         extensions["kyso.passport_signer"] = signer
     assert isinstance(signer, HsmSigner)
     return signer

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -30,7 +31,7 @@ from support.passport_data import sign_people
 from support.passport_fixtures import *  # noqa: F403
 from support.passport_fixtures import signer_for
 from support.passport_hsm import PIN, PassportKeys, create_csca, issue_dsc, software_dsc
-from support.platform_client import csrf_token
+from support.platform_client import csrf_token, login
 from support.platform_seed import Seed, add_person
 
 from kyso.platform.cli import main
@@ -532,3 +533,33 @@ def test_requeue_cli_puts_failed_entries_back(
     assert f"{len(entries)} failed entries put back in the queue" in result.output
     session.expire_all()
     assert {e.state for e in entries} == {PassportState.PENDING}
+
+
+# --- messages to staff ----------------------------------------------------------------------------
+
+
+def test_the_issuer_reads_an_unconfigured_key_in_one_language(
+    app: Flask, client: FlaskClient, org: Seed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Fails before issue 15: the Vietnamese text embedded the English detail
+    # ("Khóa ký hộ chiếu chưa được cấu hình (the passport signing key is not configured: …)").
+    for name in [n for n in os.environ if n.startswith("KYSO_PASSPORT_")]:
+        monkeypatch.delenv(name)
+    login(client, "cucduphong")
+    token = csrf_token(client, "/passports/issuer")
+    run = client.post("/passports/issuer/run", data={"csrf_token": token}, follow_redirects=True)
+    page = run.get_data(as_text=True)
+    missing = (
+        "KYSO_PASSPORT_PKCS11_MODULE, KYSO_PASSPORT_TOKEN_LABEL, KYSO_PASSPORT_KEY_LABEL, "
+        "KYSO_PASSPORT_PIN/KYSO_PASSPORT_PIN_FILE"
+    )
+    assert f"Khóa ký hộ chiếu chưa được cấu hình: thiếu {missing}." in page
+    assert "not configured" not in page
+    client.get("/lang/en")
+    english = client.post(
+        "/passports/issuer/run",
+        data={"csrf_token": csrf_token(client, "/passports/issuer")},
+        follow_redirects=True,
+    ).get_data(as_text=True)
+    assert f"The passport signing key is not configured: {missing} missing." in english
+    assert "chưa được cấu hình" not in english
