@@ -12,6 +12,7 @@ Several ``issue-passports`` may run at once (on several machines) against Postgr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from datetime import datetime
@@ -21,6 +22,7 @@ from typing import Any
 import click
 from flask import Flask
 from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.orm import Session
 
 from kyso.platform.i18n import DomainError, translate
 from kyso.platform.passport import config
@@ -30,6 +32,7 @@ from kyso.platform.passport.revocation import (
     CHUNK,
     HASH_TYPES,
     RevocationList,
+    Revocations,
     current_batches,
     export,
     platform_list,
@@ -154,24 +157,26 @@ def verify_command(
     them the platform's own signers and revocation list are used."""
     if (text is None) == (image is None):
         raise click.UsageError("give an HC1 text or --image FILE (one of them)")
-    revocations: RevocationList | None = None
-    try:
-        anchors = config.list_anchors(app.config, anchor) if (trust_list or revocation) else []
-        if dsc or trust_list:
-            signers = _offline_signers(dsc, trust_list, anchors)
+    with contextlib.ExitStack() as stack:
+        revocations: Revocations | None = None
+        try:
+            anchors = config.list_anchors(app.config, anchor) if (trust_list or revocation) else []
+            if dsc or trust_list:
+                signers = _offline_signers(dsc, trust_list, anchors)
+            else:
+                session = stack.enter_context(app.extensions["kyso.sessions"]())
+                signers, revocations = _platform_lists(app, session)
+            if revocation:
+                revocations = RevocationList.load(revocation, anchors)
+        except ListError as exc:
+            raise click.ClickException(str(exc)) from None
+        if image is not None:
+            result = verify_image(image.read_bytes(), signers, at, revocations=revocations)
         else:
-            signers, revocations = _platform_lists(app)
-        if revocation:
-            revocations = RevocationList.load(revocation, anchors)
-    except ListError as exc:
-        raise click.ClickException(str(exc)) from None
-    if image is not None:
-        result = verify_image(image.read_bytes(), signers, at, revocations=revocations)
-    else:
-        assert text is not None
-        result = verify(
-            sys.stdin.read() if text == "-" else text, signers, at, revocations=revocations
-        )
+            assert text is not None
+            result = verify(
+                sys.stdin.read() if text == "-" else text, signers, at, revocations=revocations
+            )
     if revocations is None:
         click.echo("revocation not checked: give --revocation URL|DIR")
     _print(result)
@@ -179,10 +184,11 @@ def verify_command(
         sys.exit(1)
 
 
-def _platform_lists(app: Flask) -> tuple[SignerList, RevocationList]:
+def _platform_lists(app: Flask, session: Session) -> tuple[SignerList, Revocations]:
+    """The platform's own signers and revocations (its database), or a message saying why the
+    database cannot give them and how to verify without it."""
     try:
-        with app.extensions["kyso.sessions"]() as session:
-            return config.dsc_list(session, app.config), platform_list(session)
+        return config.dsc_list(session, app.config), platform_list(session)
     except (OperationalError, ProgrammingError) as exc:
         if "passport" in str(exc.orig) or "no such table" in str(exc.orig):
             raise click.ClickException(NO_SCHEMA) from None

@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import base45  # type: ignore[import-untyped]
 import cbor2
@@ -55,7 +55,9 @@ __all__ = [
     "CHUNK",
     "HASH_TYPES",
     "Batch",
+    "PlatformRevocations",
     "RevocationList",
+    "Revocations",
     "Revoked",
     "current_batches",
     "export",
@@ -283,10 +285,46 @@ def signed_batch(session: Session, signer: Signer, identifier: str) -> str | Non
     return None
 
 
-def platform_list(session: Session) -> RevocationList:
-    """The platform's own current revocation list, straight from the database (the verify
-    page and the CLI with a database use it: nothing to download or check)."""
-    return RevocationList.from_batches(current_batches(session))
+class Revocations(Protocol):
+    """What the verifier asks: is this certificate revoked, and under which hash type."""
+
+    updated: datetime | None
+
+    def find(
+        self, kid: bytes | None, hashes: Mapping[str, bytes], uci: str | None = None
+    ) -> str | None: ...
+
+
+@dataclass
+class PlatformRevocations:
+    """The platform's own passports, asked in the database (the verify page and the CLI with
+    a database): a certificate is revoked when the platform superseded the passport with its
+    UCI and it has not expired. One indexed lookup (``passports.uvci`` is unique), where the
+    published list would decode every superseded passport for each request."""
+
+    session: Session
+    now: datetime | None = None
+    updated: datetime | None = None  # live: the database is always current
+
+    def find(
+        self, kid: bytes | None, hashes: Mapping[str, bytes], uci: str | None = None
+    ) -> str | None:
+        if not uci:
+            return None
+        found = self.session.execute(
+            select(Passport.signer_kid, Passport.superseded_at, Passport.expires_at).where(
+                Passport.uvci == uci
+            )
+        ).first()
+        if found is None or found.superseded_at is None:
+            return None
+        if kid is not None and base64.b64encode(kid).decode("ascii") != found.signer_kid:
+            return None  # the same UCI under another signer: not a certificate we issued
+        return "UCI"
+
+
+def platform_list(session: Session) -> PlatformRevocations:
+    return PlatformRevocations(session)
 
 
 # --- the verifier's side -------------------------------------------------------------------------
@@ -316,7 +354,9 @@ class RevocationList:
     def __len__(self) -> int:
         return sum(len(v) for v in self.entries.values())
 
-    def find(self, kid: bytes | None, hashes: Mapping[str, bytes]) -> str | None:
+    def find(
+        self, kid: bytes | None, hashes: Mapping[str, bytes], uci: str | None = None
+    ) -> str | None:
         """The hash type under which the certificate is revoked, or None."""
         for hash_type, value in hashes.items():
             if value in self.entries.get((kid or b"", hash_type), ()):

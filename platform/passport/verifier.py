@@ -86,7 +86,7 @@ from kyso.platform.passport.dcc import (
     sig_structure,
 )
 from kyso.platform.passport.hsm import verify_cose_signature
-from kyso.platform.passport.revocation import RevocationList, revocation_hashes
+from kyso.platform.passport.revocation import Revocations, revocation_hashes
 from kyso.platform.passport.valuesets import (
     historical_schema,
     schema,
@@ -350,7 +350,7 @@ def verify_image(
     signers: SignerList,
     at: datetime | None = None,
     *,
-    revocations: RevocationList | None = None,
+    revocations: Revocations | None = None,
 ) -> Verification:
     result = Verification()
     try:
@@ -448,7 +448,7 @@ def verify(
     at: datetime | None = None,
     *,
     result: Verification | None = None,
-    revocations: RevocationList | None = None,
+    revocations: Revocations | None = None,
 ) -> Verification:
     """Runs every step on an ``HC1:`` text; see the module's table. With ``revocations``, also
     the ``revocation`` step (the certificate is not on the revocation list)."""
@@ -543,15 +543,13 @@ def _uci(dcc: Mapping[Any, Any]) -> str | None:
 
 
 def _check_revocation(
-    result: Verification, revocations: RevocationList, dcc: Mapping[Any, Any], signature: bytes
+    result: Verification, revocations: Revocations, dcc: Mapping[Any, Any], signature: bytes
 ) -> None:
+    uci = _uci(dcc)
     hashes = revocation_hashes(
-        signature=signature,
-        algorithm=result.algorithm,
-        uci=_uci(dcc),
-        country=result.issuer_country,
+        signature=signature, algorithm=result.algorithm, uci=uci, country=result.issuer_country
     )
-    result.revoked_by = revocations.find(result.kid, hashes)
+    result.revoked_by = revocations.find(result.kid, hashes, uci)
     if result.revoked_by is None:
         result._add("revocation", True)
         return

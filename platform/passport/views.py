@@ -238,7 +238,6 @@ def verify_page() -> Any:
         result=result,
         fields=fields,
         error=None,
-        revocations_updated=revoked.updated,
     )
 
 
