@@ -33,6 +33,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
+import threading
+import time
 import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -56,6 +59,7 @@ __all__ = [
     "HASH_TYPES",
     "Batch",
     "PlatformRevocations",
+    "Publication",
     "RevocationList",
     "Revocations",
     "Revoked",
@@ -65,8 +69,6 @@ __all__ = [
     "list_signer",
     "platform_list",
     "revocation_hashes",
-    "signed_batch",
-    "signed_index",
 ]
 
 HASH_TYPES: Final = ("SIGNATURE", "UCI", "COUNTRYCODEUCI")
@@ -272,17 +274,36 @@ def export(
     return written
 
 
-def signed_index(session: Session, signer: Signer) -> str:
-    """The index of the current revocation list, signed (the well-known URL)."""
-    return signer(index_document(current_batches(session)))
+class Publication:
+    """The signed index and batches, rebuilt at most every ``ttl`` seconds per process.
 
+    Building the list decodes every superseded, unexpired passport; the well-known URLs serve
+    this instead (verifiers are told to cache them as long: ``Cache-Control: max-age``)."""
 
-def signed_batch(session: Session, signer: Signer, identifier: str) -> str | None:
-    """The current batch ``identifier``, signed; None when no current batch has that id."""
-    for batch in current_batches(session):
-        if batch.batch_id == identifier:
-            return signer(batch.document())
-    return None
+    def __init__(self, ttl: float = 300.0) -> None:
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._built = -math.inf
+        self._index: str | None = None
+        self._batches: dict[str, str] = {}
+
+    def _refresh(self, session: Session, signer: Signer) -> None:
+        with self._lock:
+            if self._index is not None and time.monotonic() - self._built < self.ttl:
+                return
+            batches = current_batches(session)
+            self._batches = {b.batch_id: signer(b.document()) for b in batches}
+            self._index = signer(index_document(batches))
+            self._built = time.monotonic()
+
+    def index(self, session: Session, signer: Signer) -> str:
+        self._refresh(session, signer)
+        assert self._index is not None
+        return self._index
+
+    def batch(self, session: Session, signer: Signer, identifier: str) -> str | None:
+        self._refresh(session, signer)
+        return self._batches.get(identifier)
 
 
 class Revocations(Protocol):

@@ -263,14 +263,24 @@ def _signed(produce: Any) -> Any:
     return response
 
 
+def _publication() -> revocation.Publication:
+    found = current_app.extensions.get("kyso.revocation_publication")
+    if found is None:
+        found = current_app.extensions.setdefault(
+            "kyso.revocation_publication", revocation.Publication(LIST_MAX_AGE)
+        )
+    assert isinstance(found, revocation.Publication)
+    return found
+
+
 @lists.get("/revocation-list")
 def revocation_index() -> Any:
-    return _signed(revocation.signed_index)
+    return _signed(_publication().index)
 
 
 @lists.get("/revocation-list/<batch_id>")
 def revocation_batch(batch_id: str) -> Any:
-    return _signed(lambda session_, signer: revocation.signed_batch(session_, signer, batch_id))
+    return _signed(lambda session_, signer: _publication().batch(session_, signer, batch_id))
 
 
 @lists.get("/trust-list")

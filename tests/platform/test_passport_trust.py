@@ -257,6 +257,25 @@ def test_the_well_known_urls_serve_the_signed_lists(
     assert len(loaded) == 1
 
 
+def test_the_published_list_is_rebuilt_after_its_cache_time(
+    issued: Issued, configured: Flask, session: Session, passport_keys: PassportKeys
+) -> None:
+    signer = signer_for(passport_keys, "ES256")
+    sign = revocation.list_signer(signer.sign, signer.algorithm, signer.certificate_der)
+    anchors = [passport_keys.csca.certificate]
+    cached, live = revocation.Publication(ttl=3600), revocation.Publication(ttl=0)
+
+    def hashes(publication: revocation.Publication) -> int:
+        index = signedlist.verify_list(publication.index(session, sign), anchors)
+        return sum(b["entries"] for b in index["batches"])
+
+    assert hashes(cached) == hashes(live) == 3  # one passport, three hash types
+    supersede_for_person(session, issued.current.person_id, "dose date corrected")
+    session.commit()
+    assert hashes(cached) == 3  # served from the cache until its time is up
+    assert hashes(live) == 6
+
+
 def test_the_lists_are_404_with_the_reason_without_a_passport_key(client: FlaskClient) -> None:
     answer = client.get(f"{WELL_KNOWN}/revocation-list")
     assert answer.status_code == 404
