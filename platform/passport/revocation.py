@@ -395,7 +395,7 @@ class RevocationList:
         document's signature is checked against ``anchors``. ``ListError`` says what is wrong.
         """
         at = at or datetime.now(UTC)
-        index = verify_list(read_source(source, INDEX), anchors, at)
+        index = verify_list(read_source(source), anchors, at)  # the URL itself, or index.jws
         listed = index.get("batches")
         if not isinstance(listed, list):
             raise ListError("the revocation list's index lists no batches")

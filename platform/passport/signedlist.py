@@ -136,7 +136,8 @@ def verify_list(
 
 
 def read_source(source: str, name: str | None = None, *, timeout: float = 20.0) -> bytes:
-    """A list's bytes from an ``http(s)://`` URL or a file (``name`` within a directory)."""
+    """A list's bytes: ``source`` itself (a URL or a file; a directory: its ``index.jws``), or
+    the document ``name`` under it (``URL/name``, ``DIR/name.jws``)."""
     if source.startswith(("http://", "https://")):
         import httpx
 
@@ -151,6 +152,8 @@ def read_source(source: str, name: str | None = None, *, timeout: float = 20.0) 
     path = Path(source)
     if path.is_dir():
         path = path / f"{name or 'index'}.jws"
+    elif name:
+        path = path.parent / f"{name}.jws"  # source names the index file: batches beside it
     try:
         return path.read_bytes()
     except OSError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -33,6 +34,7 @@ from support.passport_fixtures import signer_for
 from support.passport_hsm import PIN, PassportKeys, create_csca, issue_dsc, software_dsc
 from support.platform_client import csrf_token, login
 from support.platform_seed import Seed, add_person
+from werkzeug.serving import make_server
 
 from kyso.platform.cli import main
 from kyso.platform.models import PassportQueueEntry, PassportState
@@ -230,6 +232,42 @@ def test_cli_exports_the_list_and_an_offline_verifier_says_revoked(
     assert current.output.rstrip().endswith("VALID")
     assert "ok   Not on the revocation list" in current.output
     assert "does not start with HC1" not in current.output
+
+
+def test_an_offline_verifier_downloads_the_lists_from_the_platform(
+    issued: Issued, configured: Flask, anchor: Path, tmp_path: Path
+) -> None:
+    # A real HTTP server on an ephemeral port: the CLI fetches both lists with httpx.
+    server = make_server("127.0.0.1", 0, configured, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_port}{WELL_KNOWN}"
+        args = [
+            *("--trust-list", f"{base}/trust-list"),
+            *("--revocation", f"{base}/revocation-list"),
+            *("--anchor", str(anchor)),
+        ]
+        offline = _fresh_env(tmp_path)
+        revoked = _invoke(offline, "dcc", "verify", *args, issued.revoked.payload)
+        assert "NOT VALID: REVOKED" in revoked.output, revoked.output
+        current = _invoke(offline, "dcc", "verify", *args, issued.current.payload)
+        assert current.exit_code == 0, current.output
+        missing = _invoke(
+            offline,
+            "dcc",
+            "verify",
+            "--trust-list",
+            f"{base}/nothing",
+            "--anchor",
+            str(anchor),
+            "HC1:",
+        )
+        assert missing.exit_code == 1
+        assert f"Error: {base}/nothing answered HTTP 404" in missing.output
+    finally:
+        server.shutdown()
+        thread.join()
 
 
 def test_the_well_known_urls_serve_the_signed_lists(
