@@ -169,7 +169,10 @@ def verify_command(
             if revocation:
                 revocations = RevocationList.load(revocation, anchors)
         except ListError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(
+                f"{exc}. Nothing was verified: check the list's URL or file and the anchor "
+                "(--anchor or KYSO_PASSPORT_LIST_ANCHORS), or fetch the list again."
+            ) from None
         if image is not None:
             result = verify_image(image.read_bytes(), signers, at, revocations=revocations)
         else:
