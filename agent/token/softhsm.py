@@ -47,8 +47,8 @@ from pkcs11 import Attribute, CertificateType, KeyType, MechanismFlag, ObjectCla
 from pkcs11.util.ec import encode_named_curve_parameters
 
 from kyso.agent import devpki
+from kyso.agent.token.library import reinitialize_module
 from kyso.agent.token.model import PinStatus
-from kyso.agent.token.pkcs11_token import reinitialize_module
 
 __all__ = [
     "MODULE_CANDIDATES",
