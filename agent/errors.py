@@ -3,7 +3,10 @@
 Every error the agent means to raise (a refused request, a configuration or settings problem,
 a token failure, a port in use, a pairing refused, a failed self-test) derives from
 ``AgentError``, so a front-end can tell "the agent said no, with a text" from a bug. Those
-that reach the officer carry an ``i18n.Text`` that says what happened and what to do.
+that reach the officer carry an ``i18n.Text`` that says what happened and what to do. The
+families below it: ``ConfigError`` (here), ``protocol.ProtocolError``, ``token.model.TokenError``
+and its kinds, ``settings.SettingsError``, ``pairing.PairingError``, ``server.PortInUse``,
+``selftest.SelfTestFailed``; tests/agent/test_errors.py checks that no class escapes the base.
 """
 
 from __future__ import annotations

@@ -18,27 +18,28 @@ from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 
+from kyso.agent.errors import AgentError
 from kyso.agent.errors import config_error as _error
 from kyso.agent.fs import REAL_FS, FileStat, FileSystem, env_get, is_absolute, is_windows
 
 _MAX_SYMLINKS = 40  # as Linux's own limit when resolving a path
 
 
-class _UnsafeFolder(Exception):
+class _UnsafeFolder(AgentError):
     def __init__(self, folder: str) -> None:
         super().__init__(folder)
         self.folder = folder
 
 
-class _Missing(Exception):
+class _Missing(AgentError):
     pass
 
 
-class _NotRegular(Exception):
+class _NotRegular(AgentError):
     pass
 
 
-class _LinkLoop(Exception):
+class _LinkLoop(AgentError):
     pass
 
 

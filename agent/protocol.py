@@ -4,7 +4,8 @@ This module is the executable form of ``protocol.md``. It sees only text frames 
 frozen dataclasses; the server feeds it bytes and writes what it returns. Every way a message can
 be wrong is a ``ProtocolError`` with a stable code, never another exception.
 
-Only the standard library (and the token layer's pkcs11-free model) is imported here.
+Only the standard library, the token layer's pkcs11-free model, the catalogue and the agent's
+error base are imported here.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from kyso.agent import i18n
+from kyso.agent.errors import AgentError
 from kyso.agent.token.model import Algorithm, CertificateInfo
 
 PROTOCOL_VERSIONS: Final = (1,)
@@ -69,7 +71,7 @@ class ErrorCode(enum.StrEnum):
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
 
-class ProtocolError(Exception):
+class ProtocolError(AgentError):
     """A request the agent refuses. ``detail`` becomes extra fields of the error reply."""
 
     def __init__(

@@ -38,6 +38,7 @@ from pkcs11 import (
 )
 from pkcs11 import exceptions as p11
 
+from kyso.agent.errors import AgentError
 from kyso.agent.token.certificates import (
     certificate_info,
     checked_certificate,
@@ -700,7 +701,7 @@ class Pkcs11Token:
         return offset + len(pending)
 
 
-class _Cancelled(Exception):
+class _Cancelled(AgentError):
     """Internal: the cancel event was seen between two signatures."""
 
 
