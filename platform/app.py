@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 
 from kyso.platform import i18n
 from kyso.platform.db import make_engine, make_session_factory
+from kyso.platform.request_json import JSONProvider
 
 csrf = CSRFProtect()
 
@@ -101,6 +102,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
             app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies
         )
 
+    app.json = JSONProvider(app)  # a JSON body nested too deep is a 400, not a 500
     engine = make_engine(app.config["DATABASE_URL"])
     app.extensions["kyso.engine"] = engine
     app.extensions["kyso.sessions"] = make_session_factory(engine)

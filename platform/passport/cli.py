@@ -20,7 +20,14 @@ from kyso.platform.i18n import DomainError, translate
 from kyso.platform.passport import config
 from kyso.platform.passport.issuance import issue_passports, worker_name
 from kyso.platform.passport.models import RunStatus
-from kyso.platform.passport.verifier import Verification, verify, verify_image
+from kyso.platform.passport.pictures import MAX_PICTURE_BYTES
+from kyso.platform.passport.verifier import (
+    MAX_SIGNER_LIST_BYTES,
+    MAX_TEXT,
+    Verification,
+    verify,
+    verify_image,
+)
 
 
 @click.command("issue-passports")
@@ -57,7 +64,9 @@ def _print(result: Verification) -> None:
     for check in result.checks:
         mark = "ok  " if check.ok else "FAIL"
         text = translate(f"passport.check_{check.name}", "en")
-        click.echo(f"{mark} {text}" + (f" — {check.detail}" if check.detail else ""))
+        if check.problem:
+            text += f" — {translate(check.problem, 'en', **check.values)}"
+        click.echo(f"{mark} {text}" + (f" ({check.detail})" if check.detail else ""))
     if result.kid is not None:
         click.echo(f"kid {result.kid.hex()}  alg {result.algorithm}")
     if result.signer is not None:
@@ -88,16 +97,30 @@ def verify_command(
     """Verify an HC1 text (argument, or - for standard input) or a QR picture (--image)."""
     if (text is None) == (image is None):
         raise click.UsageError("give an HC1 text or --image FILE (one of them)")
+    extra = _read_at_most(dsc, MAX_SIGNER_LIST_BYTES, "--dsc") if dsc else None
     with app.extensions["kyso.sessions"]() as session:
-        signers = config.dsc_list(session, app.config, dsc.read_bytes() if dsc else None)
+        try:
+            signers = config.dsc_list(session, app.config, extra)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
     if image is not None:
-        result = verify_image(image.read_bytes(), signers, at)
+        # One byte more than allowed, so that a larger file is refused rather than cut.
+        with image.open("rb") as picture:
+            result = verify_image(picture.read(MAX_PICTURE_BYTES + 1), signers, at)
     else:
         assert text is not None
-        result = verify(sys.stdin.read() if text == "-" else text, signers, at)
+        result = verify(sys.stdin.read(MAX_TEXT + 1) if text == "-" else text, signers, at)
     _print(result)
     if not result.valid:
         sys.exit(1)
+
+
+def _read_at_most(path: Path, limit: int, option: str) -> bytes:
+    with path.open("rb") as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise click.BadParameter(f"{path} is larger than {limit} bytes", param_hint=option)
+    return data
 
 
 commands = [issue_passports_command, dcc_group]

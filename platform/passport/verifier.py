@@ -49,7 +49,6 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-import io
 import json
 import zlib
 from collections.abc import Iterable, Mapping
@@ -64,6 +63,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
+from kyso.platform.passport import pictures
 from kyso.platform.passport.dcc import (
     CWT_EXP,
     CWT_HCERT,
@@ -106,6 +106,9 @@ COSE_ALGORITHMS: Final[dict[int, str]] = {-7: "ES256", -37: "PS256"}
 CWT_TAG: Final = 61
 COSE_SIGN1_TAG: Final = 18
 MAX_TEXT: Final = 8192  # far above the largest DCC a QR code can hold
+MAX_COSE_BYTES: Final = 64 * 1024  # what the HC1 text may inflate to; a DCC is a few KB
+# The EU gateway's whole trust list is a few MB.
+MAX_SIGNER_LIST_BYTES: Final = 32 * 1024 * 1024
 
 # The DCC types' extended key usages; the early specification (and many issuers' test
 # certificates) wrote them under 1.3.6.1.4.1.0.1847.2021.1: both arcs are read.
@@ -121,6 +124,9 @@ class Check:
     name: str  # one of CHECKS
     ok: bool
     detail: str = ""  # English, technical (the page shows the catalogue text)
+    # For a picture that cannot be read: the catalogue text saying why and what to do.
+    problem: str = field(default="", compare=False)
+    values: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
 
 @dataclass
@@ -183,7 +189,22 @@ class SignerList:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SignerList:
-        """A PEM bundle, a DER certificate, or a JSON trust list of ``rawData`` entries."""
+        """A PEM bundle, a DER certificate, or a JSON trust list of ``rawData`` entries.
+
+        ValueError, saying what was expected, for anything else (or more than
+        ``MAX_SIGNER_LIST_BYTES``)."""
+        if len(data) > MAX_SIGNER_LIST_BYTES:
+            raise ValueError(f"a signer list has at most {MAX_SIGNER_LIST_BYTES} bytes")
+        try:
+            return cls._parse(data)
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+            raise ValueError(
+                "not a signer list (a PEM bundle, a DER certificate, or a JSON trust list of "
+                f'{{"kid", "rawData"}} entries): {type(exc).__name__}: {exc}'
+            ) from exc
+
+    @classmethod
+    def _parse(cls, data: bytes) -> SignerList:
         stripped = data.lstrip()
         if stripped.startswith(b"-----BEGIN"):
             return cls(x509.load_pem_x509_certificates(data))
@@ -237,43 +258,18 @@ def _schema_problems(dcc: Mapping[str, Any]) -> tuple[str, list[str]]:
     return version, problems
 
 
-# A phone photo of a QR code needs no more; PIL's own bomb limit (~89 MP) lets 1.7 GB through.
-MAX_QR_PICTURE_PIXELS = 16_000_000
-
-
 def decode_qr_image(data: bytes) -> str:
-    """The text of the one QR code in a PNG/JPEG picture; ValueError when there is none."""
-    import zxingcpp
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        image = Image.open(io.BytesIO(data))  # reads the header only
-        width, height = image.size
-        if width * height > MAX_QR_PICTURE_PIXELS:
-            # A small file can decode to gigabytes: refuse before decoding (public page).
-            raise ValueError(
-                f"the picture is {width}×{height} pixels; send a photo of the QR code of at most "
-                f"{MAX_QR_PICTURE_PIXELS // 1_000_000} megapixels"
-            )
-        image.load()
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"not a picture: {exc}") from exc
-    found = [
-        r
-        for r in zxingcpp.read_barcodes(image)
-        if r.valid and r.format == zxingcpp.BarcodeFormat.QRCode
-    ]
-    if len(found) != 1:
-        raise ValueError(f"expected one QR code in the picture, found {len(found)}")
-    return str(found[0].text)
+    """The text of the one QR code in a PNG/JPEG picture; ``pictures.PictureRefused`` (a
+    ValueError) when there is none, decoded in a bounded child process (see ``pictures``)."""
+    return pictures.read_qr(data)
 
 
 def verify_image(data: bytes, signers: SignerList, at: datetime | None = None) -> Verification:
     result = Verification()
     try:
         text = decode_qr_image(data)
-    except ValueError as exc:
-        result._add("qr", False, str(exc))
+    except pictures.PictureRefused as refused:
+        result.checks.append(Check("qr", False, refused.detail, refused.key, refused.values))
         return result
     result._add("qr", True)
     return verify(text, signers, at, result=result)
@@ -385,9 +381,17 @@ def verify(
         return result
     result._add("base45", True)
     try:
-        cose = zlib.decompress(compressed)
+        inflater = zlib.decompressobj()
+        cose = inflater.decompress(compressed, MAX_COSE_BYTES + 1)
     except zlib.error as exc:
         result._add("zlib", False, f"not zlib data: {exc}")
+        return result
+    if len(cose) > MAX_COSE_BYTES:
+        # 8 KB of text can inflate to megabytes for cbor2 to parse: a DCC is a few KB.
+        result._add("zlib", False, f"inflates to more than {MAX_COSE_BYTES} bytes: not a DCC")
+        return result
+    if not inflater.eof:
+        result._add("zlib", False, "not zlib data: the compressed data is incomplete")
         return result
     result._add("zlib", True)
     try:

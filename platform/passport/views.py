@@ -28,7 +28,7 @@ from kyso.platform.app import db, language
 from kyso.platform.auth.access import current_user, roles_required
 from kyso.platform.i18n import DomainError, translate
 from kyso.platform.models import Role
-from kyso.platform.passport import config, issuance, lookup, render, verifier
+from kyso.platform.passport import config, issuance, lookup, pictures, render, verifier
 from kyso.platform.passport.models import Passport
 from kyso.platform.passport.render import FIELDS, field_values
 
@@ -36,7 +36,6 @@ blueprint = Blueprint("passport", __name__, url_prefix="/passports")
 
 PAGE_RUN_LIMIT = 1000  # the issuer page's button; the end-of-day run is the CLI
 LOOKUP_SECONDS = 600
-MAX_PICTURE = 5 * 1024 * 1024
 
 
 def _fields(dcc: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -204,7 +203,8 @@ def verify_page() -> Any:
         return render_template("passport/verify.html", result=None, fields=None, error=None)
     text = request.form.get("text", "").strip()
     picture = request.files.get("image")
-    data = picture.read(MAX_PICTURE + 1) if picture and picture.filename else b""
+    # One byte more than allowed: the size check refuses a larger file instead of cutting it.
+    data = picture.read(pictures.MAX_PICTURE_BYTES + 1) if picture and picture.filename else b""
     if not text and not data:
         return render_template(
             "passport/verify.html",
@@ -213,11 +213,7 @@ def verify_page() -> Any:
             error=translate("passport.verify_nothing", language()),
         ), 400
     signers = config.dsc_list(db(), current_app.config)
-    result = (
-        verifier.verify(text, signers)
-        if text
-        else verifier.verify_image(data[:MAX_PICTURE], signers)
-    )
+    result = verifier.verify(text, signers) if text else verifier.verify_image(data, signers)
     fields = None
     if result.dcc is not None and result.dcc.get("v") and result.dcc.get("nam"):
         try:
