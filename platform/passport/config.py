@@ -12,6 +12,18 @@
 ``KYSO_PASSPORT_ISSUER``            the DCC ``is`` (default "Ministry of Health of Viet Nam")
 ``KYSO_PASSPORT_DSC_LIST``          (optional) more signer certificates the verifier trusts: a
                                     PEM bundle or the EU gateway's JSON trust list
+``KYSO_PASSPORT_PDF_KEY_LABEL``     the PDF passport's document-signing key, another key than
+                                    the DCC signer's (its certificate: emailProtection or
+                                    documentSigning, no DCC usage)
+``KYSO_PASSPORT_PDF_TOKEN_LABEL``   (optional) its token, when not the DCC signer's
+``KYSO_PASSPORT_PDF_ALGORITHM``     (optional) ``ES256`` (default) or ``PS256``
+``KYSO_PASSPORT_PDF_CERTIFICATE``   (optional) its certificate file, when the token holds none
+``KYSO_PASSPORT_PDF_CHAIN``         (optional) PEM: its certificate's issuers up to the root,
+                                    embedded in every PDF (validation data)
+``KYSO_PASSPORT_PDF_CRLS``          (optional) CRL files (DER or PEM, separated by ``:``) of
+                                    those issuers, embedded in every PDF; re-read when changed
+``KYSO_PASSPORT_TSA_URL``           (optional) the RFC 3161 time-stamping authority that
+                                    time-stamps every PDF signature
 ``KYSO_TRUST_ANCHORS``              the facility certificates' trust anchors (as for signing)
 ==================================  ===========================================================
 
@@ -25,15 +37,24 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
 from sqlalchemy.orm import Session
 
 from kyso.platform.i18n import DomainError
 from kyso.platform.passport.hsm import HsmConfig, HsmError, HsmSigner
 from kyso.platform.passport.issuance import DEFAULT_ISSUER, IssuanceContext, platform_signers
+from kyso.platform.passport.render import PdfSigning
 from kyso.platform.passport.verifier import SignerList
 from kyso.platform.signing.certificates import TrustStore, load_trust_store
 
-__all__ = ["dsc_list", "issuance_context", "issuer_name", "open_signer", "trust_store"]
+__all__ = [
+    "dsc_list",
+    "issuance_context",
+    "issuer_name",
+    "open_signer",
+    "pdf_signing",
+    "trust_store",
+]
 
 
 def _setting(settings: Mapping[str, Any], name: str) -> str | None:
@@ -56,6 +77,59 @@ def open_signer(settings: Mapping[str, Any], extensions: dict[str, Any]) -> HsmS
         extensions["kyso.passport_signer"] = signer
     assert isinstance(signer, HsmSigner)
     return signer
+
+
+def _load_crl(data: bytes) -> x509.CertificateRevocationList:
+    if data.lstrip().startswith(b"-----BEGIN"):
+        return x509.load_pem_x509_crl(data)
+    return x509.load_der_x509_crl(data)
+
+
+def pdf_signing(settings: Mapping[str, Any], extensions: dict[str, Any]) -> PdfSigning:
+    """How PDF passports are signed: the document-signing key (opened once per process), its
+    chain, CRLs (read again when a file changes) and TSA."""
+    signer = extensions.get("kyso.passport_pdf_signer")
+    if signer is None:
+        try:
+            signer = HsmSigner(HsmConfig.for_documents(settings, os.environ))
+        except HsmError as exc:
+            raise DomainError(f"passport.error_{exc.code}", detail=str(exc)) from exc
+        extensions["kyso.passport_pdf_signer"] = signer
+    assert isinstance(signer, HsmSigner)
+    chain_path = _setting(settings, "PDF_CHAIN")
+    crl_paths = [p for p in (_setting(settings, "PDF_CRLS") or "").split(os.pathsep) if p]
+    tsa = _setting(settings, "TSA_URL")
+    try:
+        stamp = tuple(Path(p).stat().st_mtime_ns for p in (chain_path or "", *crl_paths) if p)
+    except OSError as exc:
+        raise DomainError(
+            "passport.error_hsm_certificate", detail=f"cannot read the PDF validation data: {exc}"
+        ) from exc
+    key = (signer, chain_path, tuple(crl_paths), stamp, tsa)
+    cached = extensions.get("kyso.passport_pdf_signing")
+    if cached is not None and cached[0] == key:
+        signing = cached[1]
+        assert isinstance(signing, PdfSigning)
+        return signing
+    try:
+        chain = (
+            tuple(x509.load_pem_x509_certificates(Path(chain_path).read_bytes()))
+            if (chain_path)
+            else ()
+        )
+        crls = tuple(_load_crl(Path(p).read_bytes()) for p in crl_paths)
+    except (OSError, ValueError) as exc:
+        raise DomainError(
+            "passport.error_hsm_certificate", detail=f"cannot read the PDF validation data: {exc}"
+        ) from exc
+    timestamper: Any = None
+    if tsa:
+        from pyhanko.sign.timestamps import HTTPTimeStamper
+
+        timestamper = HTTPTimeStamper(tsa, timeout=10)
+    signing = PdfSigning(signer, chain, crls, timestamper)
+    extensions["kyso.passport_pdf_signing"] = (key, signing)
+    return signing
 
 
 def trust_store(settings: Mapping[str, Any], instance_path: str) -> TrustStore:

@@ -16,40 +16,121 @@ The font comes from ``KYSO_PASSPORT_FONT_DIR`` or the Debian package fonts-dejav
 
 from __future__ import annotations
 
+import functools
 import io
 import os
+import struct
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Final
 
-import segno
+import zxingcpp
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from fpdf import FPDF
+from PIL import Image
 
 from kyso.platform.passport.hsm import HsmSigner
 from kyso.platform.passport.valuesets import value_sets
 
-__all__ = ["PassportDocument", "passport_pdf", "qr_png", "qr_symbol", "sign_pdf"]
+__all__ = [
+    "PassportDocument",
+    "PdfSigning",
+    "QrSymbol",
+    "passport_pdf",
+    "qr_png",
+    "qr_symbol",
+    "sign_pdf",
+    "symbol_png",
+]
 
 FONT_DIRS: Final = ("/usr/share/fonts/truetype/dejavu",)
 VIETNAM_TIME: Final = timezone(timedelta(hours=7), "ICT")
 
 
-def qr_symbol(payload: str) -> Any:
-    """The QR code of ``payload``: alphanumeric mode, ECC Q when it fits, else M."""
-    for error in ("q", "m"):
+# QR's alphanumeric set: base45's alphabet, so an ``HC1:`` text is one alphanumeric segment.
+_ALPHANUMERIC: Final = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:")
+_PNG_SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass(frozen=True)
+class QrSymbol:
+    """A QR code: ``size`` x ``size`` modules, ``modules[row * size + col]`` 0 (dark) or 255."""
+
+    payload: str
+    error: str  # "Q" or "M"
+    mode: str  # "alphanumeric" for an HC1 text, else "byte"
+    size: int
+    modules: bytes
+
+    @property
+    def version(self) -> int:
+        return (self.size - 17) // 4
+
+
+def qr_symbol(payload: str) -> QrSymbol:
+    """The QR code of ``payload``: ECC Q when it fits, else M; an ``HC1:`` text (all in QR's
+    alphanumeric set) is encoded as one alphanumeric segment.
+
+    zxing-cpp's writer (C++, libzint) builds the symbol, mask chosen by the ISO/IEC 18004
+    penalty rules: a pure-Python encoder took about 20 ms of CPU per passport."""
+    for error in ("Q", "M"):
         try:
-            return segno.make_qr(payload, error=error, mode="alphanumeric", boost_error=False)
-        except segno.DataOverflowError:
+            barcode = zxingcpp.create_barcode(
+                payload, zxingcpp.BarcodeFormat.QRCode, ec_level=error
+            )
+        except ValueError:
             continue
+        image = barcode.to_image(scale=1, add_quiet_zones=False)
+        size = int(image.shape[0])
+        mode = "alphanumeric" if set(payload) <= _ALPHANUMERIC else "byte"
+        modules = bytes(memoryview(image))  # type: ignore[arg-type]  # Image is a buffer
+        return QrSymbol(payload, error, mode, size, modules)
     raise ValueError(f"{len(payload)} characters do not fit a QR code at ECC M")
 
 
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def symbol_png(symbol: QrSymbol, *, scale: int = 4, border: int = 4) -> bytes:
+    """A 1-bit greyscale PNG of ``symbol``: ``scale`` pixels a module, ``border`` modules of
+    quiet zone. Each module row is packed once (Pillow, in C) and repeated ``scale`` times;
+    zlib compresses the repeats to almost nothing."""
+    size = symbol.size
+    side = (size + 2 * border) * scale
+    rows = Image.new("1", (side, size), 1)
+    matrix = Image.frombytes("L", (size, size), symbol.modules)
+    rows.paste(
+        matrix.resize((size * scale, size), Image.Resampling.NEAREST).convert(
+            "1", dither=Image.Dither.NONE
+        ),
+        (border * scale, 0),
+    )
+    packed = rows.tobytes()
+    width = (side + 7) // 8
+    blank = (b"\x00" + b"\xff" * width) * (border * scale)
+    lines = [blank]
+    for row in range(size):
+        lines.append((b"\x00" + packed[row * width : (row + 1) * width]) * scale)
+    lines.append(blank)
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)  # 1 bit, greyscale
+    return (
+        _PNG_SIGNATURE
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(b"".join(lines), 6))
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+@functools.lru_cache(maxsize=256)
 def qr_png(payload: str, *, scale: int = 4, border: int = 4) -> bytes:
-    buffer = io.BytesIO()
-    qr_symbol(payload).save(buffer, kind="png", scale=scale, border=border)
-    return buffer.getvalue()
+    """The PNG of ``payload``'s QR code. Cached per process: a citizen's result page, QR
+    download and PDF ask for the same passport's code within seconds."""
+    return symbol_png(qr_symbol(payload), scale=scale, border=border)
 
 
 def _font_dir() -> Path:
@@ -89,6 +170,18 @@ FIELDS: Final = (
 )
 
 
+def display_date(value: object) -> str:
+    """A DCC date as the PDF writes every date: dd/mm/yyyy (a date of birth known only to
+    the month or year: mm/yyyy or yyyy)."""
+    text = str(value)[:10]
+    parts = text.split("-")
+    if len(parts) == 3 and all(p.isdigit() for p in parts):
+        return f"{parts[2]}/{parts[1]}/{parts[0]}"
+    if len(parts) == 2 and all(p.isdigit() for p in parts):
+        return f"{parts[1]}/{parts[0]}"
+    return text
+
+
 def field_values(dcc: Mapping[str, Any]) -> list[str]:
     """The 11 values, in the order of ``FIELDS`` (codes shown with their value-set names)."""
     sets = value_sets()
@@ -99,13 +192,13 @@ def field_values(dcc: Mapping[str, Any]) -> list[str]:
     country = vaccination["co"]
     return [
         f"{full_name} ({transliterated.replace('<', ' ')})",
-        str(dcc["dob"]),
+        display_date(dcc["dob"]),
         sets.display("diseases", vaccination["tg"]),
         sets.display("prophylaxis", vaccination["vp"]),
         sets.display("products", vaccination["mp"]),
         sets.display("manufacturers", vaccination["ma"]),
         f"{vaccination['dn']} / {vaccination['sd']}",
-        str(vaccination["dt"]),
+        display_date(vaccination["dt"]),
         "Việt Nam / Viet Nam" if country == "VN" else sets.display("countries", country),
         str(vaccination["is"]),
         str(vaccination["ci"]),
@@ -187,12 +280,51 @@ def passport_pdf(document: PassportDocument) -> bytes:
     return bytes(pdf.output())
 
 
-def sign_pdf(pdf: bytes, central: HsmSigner, *, reason: str | None = None) -> bytes:
-    """PAdES B-B signature of ``pdf`` by the central key (pyHanko's PKCS#11 signer)."""
+@dataclass(frozen=True)
+class PdfSigning:
+    """How the PDF passports are signed (``config.pdf_signing`` builds it from the settings).
+
+    ``signer``: the document-signing key (``HsmConfig.for_documents``), never the DCC signer;
+    ``chain``: its certificate's issuers up to the root; ``crls``: the CRLs that show it is not
+    revoked. The certificates and CRLs go into the PDF's Document Security Store, in the
+    revision the signature covers, so a reader validates the signature offline, also after
+    the certificate has expired (PAdES B-LT's validation data). ``timestamper``: pyHanko's
+    time-stamp client for the TSA (``KYSO_PASSPORT_TSA_URL``); the signature is then
+    time-stamped (PAdES B-T), which fixes when it was made.
+    """
+
+    signer: HsmSigner
+    chain: tuple[x509.Certificate, ...] = ()
+    crls: tuple[x509.CertificateRevocationList, ...] = ()
+    timestamper: Any = None
+
+
+def _asn1_certificate(certificate: x509.Certificate) -> Any:
+    from asn1crypto import x509 as asn1_x509
+
+    return asn1_x509.Certificate.load(certificate.public_bytes(serialization.Encoding.DER))
+
+
+def sign_pdf(pdf: bytes, signing: PdfSigning, *, reason: str | None = None) -> bytes:
+    """PAdES signature of ``pdf`` by the document-signing key (pyHanko's PKCS#11 signer),
+    with the validation data in the signed revision."""
+    from asn1crypto import crl as asn1_crl
     from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
     from pyhanko.sign import fields, signers
+    from pyhanko.sign.validation.dss import DocumentSecurityStore
 
+    if signing.signer.config.purpose != "document":
+        raise ValueError("the PDF passport is signed by the document-signing key, not the DCC one")
     writer = IncrementalPdfFileWriter(io.BytesIO(pdf))
+    DocumentSecurityStore.supply_dss_in_writer(
+        writer,
+        None,
+        certs=[_asn1_certificate(c) for c in (signing.signer.certificate, *signing.chain)],
+        crls=[
+            asn1_crl.CertificateList.load(c.public_bytes(serialization.Encoding.DER))
+            for c in signing.crls
+        ],
+    )
     metadata = signers.PdfSignatureMetadata(
         field_name="KysoPassportSignature",
         subfilter=fields.SigSeedSubFilter.PADES,
@@ -200,6 +332,12 @@ def sign_pdf(pdf: bytes, central: HsmSigner, *, reason: str | None = None) -> by
         location="Việt Nam",
         md_algorithm="sha256",
     )
-    with central.lock:  # pyHanko calls the module from a thread of its own
-        output = signers.sign_pdf(writer, metadata, signer=central.pdf_signer())
+    signer = signing.signer
+    with signer.lock:  # pyHanko calls the module from a thread of its own
+        output = signers.sign_pdf(
+            writer,
+            metadata,
+            signer=signer.pdf_signer(signing.chain),
+            timestamper=signing.timestamper,
+        )
     return bytes(output.getvalue())
