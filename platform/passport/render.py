@@ -1,14 +1,16 @@
-"""What citizens download: the QR image and the PDF passport, signed by the central key.
+"""What citizens download: the QR image and the PDF passport, signed by the platform's keys.
 
 - QR: the ``HC1:`` text in alphanumeric mode (its base45 alphabet is QR's alphanumeric set),
-  error correction Q where the text fits a QR code at Q, else M (hcert spec 1.0.8, 4.1).
+  error correction Q where the text fits a QR code at Q, else M (hcert spec 1.0.8, 4.1),
+  written by zxing-cpp (C++); the PNG is 1 bit a pixel, its rows packed by Pillow.
 - PDF (A4): the 11 fields of Decision 5772/QĐ-BYT, each labelled in Vietnamese and English
   (name, date of birth, disease, vaccine type, vaccine product, manufacturer, dose number /
   series, date of vaccination, country, issuer, certificate identifier), the QR code, the
-  issue and expiry dates. Text is set in DejaVu Sans, embedded (subset), which covers every
-  Vietnamese letter. The PDF is then PAdES-signed (PAdES B-B: ETSI.CAdES.detached) with the
-  central key through pyHanko's PKCS#11 signer (``hsm.HsmSigner.pdf_signer``), so any PDF
-  reader shows who signed it and that it was not changed.
+  issue and expiry dates, every date dd/mm/yyyy. Text is set in DejaVu Sans, embedded (a
+  subset made once per process, ``pdfpage``), which covers every Vietnamese letter. The PDF
+  is PAdES-signed (ETSI.CAdES.detached) by the document-signing key, not the DCC signer
+  (``PdfSigning``), with its certificates and CRLs in the signed revision, so any PDF reader
+  shows who signed it and that it was not changed, and validates it offline.
 
 The font comes from ``KYSO_PASSPORT_FONT_DIR`` or the Debian package fonts-dejavu-core
 (``/usr/share/fonts/truetype/dejavu``).
@@ -16,10 +18,12 @@ The font comes from ``KYSO_PASSPORT_FONT_DIR`` or the Debian package fonts-dejav
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import io
 import os
 import struct
+import threading
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,9 +34,9 @@ from typing import Any, Final
 import zxingcpp
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from fpdf import FPDF
 from PIL import Image
 
+from kyso.platform.passport import pdfpage
 from kyso.platform.passport.hsm import HsmSigner
 from kyso.platform.passport.valuesets import value_sets
 
@@ -40,10 +44,12 @@ __all__ = [
     "PassportDocument",
     "PdfSigning",
     "QrSymbol",
+    "passport_page",
     "passport_pdf",
     "qr_png",
     "qr_symbol",
     "sign_pdf",
+    "signed_passport_pdf",
     "symbol_png",
 ]
 
@@ -205,79 +211,102 @@ def field_values(dcc: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def passport_pdf(document: PassportDocument) -> bytes:
-    """The unsigned PDF passport (A4, one page)."""
-    fonts = _font_dir()
-    pdf = FPDF(format="A4", unit="mm")
-    pdf.set_title("Hộ chiếu vắc xin COVID-19 / COVID-19 vaccine passport")
-    pdf.set_author(str(document.dcc["v"][0]["is"]))
-    pdf.set_creator("Kyso")
-    pdf.add_font("DejaVu", "", str(fonts / "DejaVuSans.ttf"))
-    pdf.add_font("DejaVu", "B", str(fonts / "DejaVuSans-Bold.ttf"))
-    pdf.set_auto_page_break(auto=False)
-    pdf.add_page()
-    width = pdf.w - pdf.l_margin - pdf.r_margin
+FOOTER: Final = (
+    "Tài liệu này được ký số bởi Cục Y tế dự phòng, Bộ Y tế. Mã QR là Chứng nhận COVID số "
+    "của EU (EU DCC), kiểm tra được bằng mọi ứng dụng xác minh. / This document is digitally "
+    "signed by the Department of Preventive Medicine, Ministry of Health. The QR code is an "
+    "EU Digital COVID Certificate that any verifier app can check."
+)
+QR_BORDER: Final = 2  # modules of quiet zone around the QR code in the PDF
 
-    pdf.set_font("DejaVu", "B", 11)
-    pdf.cell(
-        width, 6, "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM", align="C", new_x="LMARGIN", new_y="NEXT"
-    )
-    pdf.set_font("DejaVu", "", 9)
-    pdf.cell(width, 5, "Độc lập - Tự do - Hạnh phúc", align="C", new_x="LMARGIN", new_y="NEXT")
-    pdf.ln(4)
-    pdf.set_font("DejaVu", "B", 15)
-    pdf.cell(width, 8, "HỘ CHIẾU VẮC XIN COVID-19", align="C", new_x="LMARGIN", new_y="NEXT")
-    pdf.set_font("DejaVu", "", 11)
-    pdf.cell(width, 6, "COVID-19 VACCINE PASSPORT", align="C", new_x="LMARGIN", new_y="NEXT")
-    pdf.ln(3)
+
+def _page_fonts() -> dict[str, pdfpage.PageFont]:
+    fonts = _font_dir()
+    return {
+        "": pdfpage.page_font(fonts / "DejaVuSans.ttf", "KYSOAA"),
+        "B": pdfpage.page_font(fonts / "DejaVuSans-Bold.ttf", "KYSOAB"),
+    }
+
+
+def _qr_rows(symbol: QrSymbol, border: int) -> tuple[int, bytes]:
+    """The QR code with its quiet zone, packed 1 bit a module (1 = white), row by row."""
+    side = symbol.size + 2 * border
+    picture = Image.new("1", (side, side), 1)
+    matrix = Image.frombytes("L", (symbol.size, symbol.size), symbol.modules)
+    picture.paste(matrix.convert("1", dither=Image.Dither.NONE), (border, border))
+    return side, picture.tobytes()
+
+
+def passport_page(document: PassportDocument) -> pdfpage.Page:
+    """The A4 page: header, the 11 fields (labels Vietnamese then English), QR, dates, note."""
+    page = pdfpage.Page(_page_fonts())
+    left, width = page.MARGIN, page.width
+
+    page.set_font("B", 11)
+    page.multi_cell(left, width, 6, "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM", center=True)
+    page.set_font("", 9)
+    page.multi_cell(left, width, 5, "Độc lập - Tự do - Hạnh phúc", center=True)
+    page.y += 4
+    page.set_font("B", 15)
+    page.multi_cell(left, width, 8, "HỘ CHIẾU VẮC XIN COVID-19", center=True)
+    page.set_font("", 11)
+    page.multi_cell(left, width, 6, "COVID-19 VACCINE PASSPORT", center=True)
+    page.y += 3
 
     label_width = 70
     for (vietnamese, english), value in zip(FIELDS, field_values(document.dcc), strict=True):
-        top = pdf.get_y()
-        pdf.set_font("DejaVu", "B", 9)
-        pdf.multi_cell(label_width, 4.5, vietnamese, new_x="LMARGIN", new_y="NEXT")
-        pdf.set_font("DejaVu", "", 8)
-        pdf.multi_cell(label_width, 4, english, new_x="LMARGIN", new_y="NEXT")
-        label_bottom = pdf.get_y()
-        pdf.set_xy(pdf.l_margin + label_width, top)
-        pdf.set_font("DejaVu", "", 10)
-        pdf.multi_cell(width - label_width, 5, value, new_x="LMARGIN", new_y="NEXT")
-        pdf.set_y(max(label_bottom, pdf.get_y()) + 1.5)
-        pdf.set_draw_color(200, 200, 200)
-        pdf.line(pdf.l_margin, pdf.get_y() - 0.75, pdf.l_margin + width, pdf.get_y() - 0.75)
+        top = page.y
+        page.set_font("B", 9)
+        page.multi_cell(left, label_width, 4.5, vietnamese)
+        page.set_font("", 8)
+        page.multi_cell(left, label_width, 4, english)
+        label_bottom = page.y
+        page.y = top
+        page.set_font("", 10)
+        page.multi_cell(left + label_width, width - label_width, 5, value)
+        page.y = max(label_bottom, page.y) + 1.5
+        page.line(left, page.y - 0.75, left + width, 200 / 255)
 
     qr_size = 80
-    pdf.image(
-        io.BytesIO(qr_png(document.payload, scale=8, border=2)),
-        x=(pdf.w - qr_size) / 2,
-        y=pdf.get_y() + 2,
-        w=qr_size,
-        h=qr_size,
-    )
-    pdf.set_y(pdf.get_y() + qr_size + 4)
+    modules, rows = _qr_rows(qr_symbol(document.payload), QR_BORDER)
+    page.image((pdfpage.A4[0] - qr_size) / 2, page.y + 2, qr_size, modules, rows)
+    page.y += qr_size + 4
     issued = document.issued_at.astimezone(VIETNAM_TIME)
     expires = document.expires_at.astimezone(VIETNAM_TIME)
-    pdf.set_font("DejaVu", "", 9)
-    pdf.cell(
+    page.set_font("", 9)
+    page.multi_cell(
+        left,
         width,
         5,
         f"Ngày cấp / Issued: {issued:%d/%m/%Y}    Mã QR có giá trị đến / QR valid until: "
         f"{expires:%d/%m/%Y}",
-        align="C",
-        new_x="LMARGIN",
-        new_y="NEXT",
+        center=True,
     )
-    pdf.set_font("DejaVu", "", 7.5)
-    pdf.multi_cell(
-        width,
-        3.8,
-        "Tài liệu này được ký số bởi Cục Y tế dự phòng, Bộ Y tế. Mã QR là Chứng nhận COVID số "
-        "của EU (EU DCC), kiểm tra được bằng mọi ứng dụng xác minh. / This document is digitally "
-        "signed by the Department of Preventive Medicine, Ministry of Health. The QR code is an "
-        "EU Digital COVID Certificate that any verifier app can check.",
-        align="C",
-    )
-    return bytes(pdf.output())
+    page.set_font("", 7.5)
+    page.multi_cell(left, width, 3.8, FOOTER, center=True)
+    return page
+
+
+def _info(document: PassportDocument) -> dict[str, str]:
+    return {
+        "Title": "Hộ chiếu vắc xin COVID-19 / COVID-19 vaccine passport",
+        "Author": str(document.dcc["v"][0]["is"]),
+        "Creator": "Kyso",
+    }
+
+
+def passport_pdf(document: PassportDocument) -> bytes:
+    """The unsigned PDF passport (A4, one page)."""
+    buffer = io.BytesIO()
+    passport_page(document).writer(_info(document)).write(buffer)
+    return buffer.getvalue()
+
+
+def signed_passport_pdf(
+    document: PassportDocument, signing: PdfSigning, *, reason: str | None = None
+) -> bytes:
+    """The PDF passport, PAdES-signed in the writer that built it (no second parse)."""
+    return _sign(passport_page(document).writer(_info(document)), signing, reason)
 
 
 @dataclass(frozen=True)
@@ -305,17 +334,42 @@ def _asn1_certificate(certificate: x509.Certificate) -> Any:
     return asn1_x509.Certificate.load(certificate.public_bytes(serialization.Encoding.DER))
 
 
+# Room for the CMS signature (bytes; twice as many hex digits in the PDF): given, pyHanko
+# skips the trial signature it otherwise makes to measure it. A time-stamp token adds its
+# TSA's certificates.
+SIGNATURE_ROOM: Final = 8192
+TIMESTAMP_ROOM: Final = 8192
+
+
+_LOOPS = threading.local()
+
+
+def _event_loop() -> asyncio.Runner:
+    """This thread's event loop for pyHanko's signer, kept: a new loop (and its executor
+    thread) for every signature cost more than a tenth of the signing."""
+    runner = getattr(_LOOPS, "runner", None)
+    if runner is None:
+        runner = _LOOPS.runner = asyncio.Runner()
+    assert isinstance(runner, asyncio.Runner)
+    return runner
+
+
 def sign_pdf(pdf: bytes, signing: PdfSigning, *, reason: str | None = None) -> bytes:
-    """PAdES signature of ``pdf`` by the document-signing key (pyHanko's PKCS#11 signer),
-    with the validation data in the signed revision."""
-    from asn1crypto import crl as asn1_crl
+    """PAdES signature of ``pdf`` (an incremental update) by the document-signing key."""
     from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+
+    return _sign(IncrementalPdfFileWriter(io.BytesIO(pdf)), signing, reason)
+
+
+def _sign(writer: Any, signing: PdfSigning, reason: str | None) -> bytes:
+    """PAdES signature by the document-signing key (pyHanko's PKCS#11 signer), with the
+    validation data in the signed revision."""
+    from asn1crypto import crl as asn1_crl
     from pyhanko.sign import fields, signers
     from pyhanko.sign.validation.dss import DocumentSecurityStore
 
     if signing.signer.config.purpose != "document":
         raise ValueError("the PDF passport is signed by the document-signing key, not the DCC one")
-    writer = IncrementalPdfFileWriter(io.BytesIO(pdf))
     DocumentSecurityStore.supply_dss_in_writer(
         writer,
         None,
@@ -333,11 +387,14 @@ def sign_pdf(pdf: bytes, signing: PdfSigning, *, reason: str | None = None) -> b
         md_algorithm="sha256",
     )
     signer = signing.signer
+    pdf_signer = signers.PdfSigner(
+        metadata, signer=signer.pdf_signer(signing.chain), timestamper=signing.timestamper
+    )
     with signer.lock:  # pyHanko calls the module from a thread of its own
-        output = signers.sign_pdf(
-            writer,
-            metadata,
-            signer=signer.pdf_signer(signing.chain),
-            timestamper=signing.timestamper,
+        output = _event_loop().run(
+            pdf_signer.async_sign_pdf(
+                writer,
+                bytes_reserved=SIGNATURE_ROOM + (TIMESTAMP_ROOM if signing.timestamper else 0),
+            )
         )
     return bytes(output.getvalue())

@@ -188,7 +188,7 @@ def lookup_pdf() -> Any:
     document = render.PassportDocument(
         passport.dcc, passport.payload, passport.issued_at, passport.expires_at
     )
-    signed = render.sign_pdf(render.passport_pdf(document), signing)
+    signed = render.signed_passport_pdf(document, signing)
     response = Response(signed, mimetype="application/pdf")
     response.headers["Content-Disposition"] = 'attachment; filename="ho-chieu-vac-xin.pdf"'
     response.headers["Cache-Control"] = "no-store"
