@@ -133,10 +133,16 @@ def symbol_png(symbol: QrSymbol, *, scale: int = 4, border: int = 4) -> bytes:
 
 
 @functools.lru_cache(maxsize=256)
+def _recent_symbol(payload: str) -> QrSymbol:
+    return qr_symbol(payload)
+
+
+@functools.lru_cache(maxsize=256)
 def qr_png(payload: str, *, scale: int = 4, border: int = 4) -> bytes:
-    """The PNG of ``payload``'s QR code. Cached per process: a citizen's result page, QR
-    download and PDF ask for the same passport's code within seconds."""
-    return symbol_png(qr_symbol(payload), scale=scale, border=border)
+    """The PNG of ``payload``'s QR code. The symbol is kept per process for a while: a
+    citizen's result page, QR download and PDF ask for the same passport's code within
+    seconds (``qr_symbol`` itself always encodes)."""
+    return symbol_png(_recent_symbol(payload), scale=scale, border=border)
 
 
 def _font_dir() -> Path:
@@ -268,7 +274,7 @@ def passport_page(document: PassportDocument) -> pdfpage.Page:
         page.line(left, page.y - 0.75, left + width, 200 / 255)
 
     qr_size = 80
-    modules, rows = _qr_rows(qr_symbol(document.payload), QR_BORDER)
+    modules, rows = _qr_rows(_recent_symbol(document.payload), QR_BORDER)
     page.image((pdfpage.A4[0] - qr_size) / 2, page.y + 2, qr_size, modules, rows)
     page.y += qr_size + 4
     issued = document.issued_at.astimezone(VIETNAM_TIME)

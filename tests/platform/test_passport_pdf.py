@@ -5,12 +5,13 @@ QR code read back by zxing-cpp."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import re
 import shutil
 import subprocess
 import time
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,14 @@ import segno
 import zxingcpp
 from asn1crypto import x509 as asn1_x509
 from asn1crypto.crl import CertificateList
-from cryptography.hazmat.primitives import serialization
+from asn1crypto.keys import PrivateKeyInfo
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from PIL import Image
 from pyhanko.pdf_utils.reader import PdfFileReader
+from pyhanko.sign.timestamps.dummy_client import DummyTimeStamper
 from pyhanko.sign.validation import validate_pdf_signature
 from pyhanko.sign.validation.dss import DocumentSecurityStore
 from pyhanko_certvalidator import ValidationContext
@@ -270,3 +276,54 @@ def test_a_signed_pdf_costs_tens_of_milliseconds_of_cpu(
         render.signed_passport_pdf(documents[i % 3], pdf_signing)
     each = (time.process_time() - start) / count
     assert each < 0.08, f"{each * 1e3:.0f} ms of CPU per signed PDF"
+
+
+def test_with_a_tsa_the_signature_is_time_stamped(
+    passport_keys: PassportKeys, pdf_signing: render.PdfSigning
+) -> None:
+    # An RFC 3161 TSA in the test process (pyHanko's), with a time-stamping certificate from
+    # a root of its own; the platform's KYSO_PASSPORT_TSA_URL gives pyHanko's HTTP client.
+    tsa_root = devpki.create_ca("Kyso Test TSA Root", key_type="EC")
+    tsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)  # pyHanko's: RSA
+    tsa_certificate = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Kyso Test TSA")]))
+        .issuer_name(tsa_root.certificate.subject)
+        .public_key(tsa_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(datetime.now(UTC) - timedelta(days=1))
+        .not_valid_after(datetime.now(UTC) + timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(devpki.key_usage_extension(("digitalSignature",)), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=True)
+        .sign(tsa_root.key, hashes.SHA256())
+    )
+    timestamper = DummyTimeStamper(
+        tsa_cert=asn1_x509.Certificate.load(
+            tsa_certificate.public_bytes(serialization.Encoding.DER)
+        ),
+        tsa_key=PrivateKeyInfo.load(
+            tsa_key.private_bytes(
+                serialization.Encoding.DER,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        ),
+    )
+    signing = dataclasses.replace(pdf_signing, timestamper=timestamper)
+    signed = render.signed_passport_pdf(_document(passport_keys), signing)
+    (signature,) = PdfFileReader(io.BytesIO(signed)).embedded_signatures
+    tsa_anchor = asn1_x509.Certificate.load(
+        tsa_root.certificate.public_bytes(serialization.Encoding.DER)
+    )
+    status = validate_pdf_signature(
+        signature,
+        ValidationContext(trust_roots=[_root(passport_keys)]),
+        ts_validation_context=ValidationContext(trust_roots=[tsa_anchor]),
+    )
+    assert status.bottom_line
+    assert status.timestamp_validity is not None
+    assert status.timestamp_validity.intact
+    assert status.timestamp_validity.valid
+    assert status.timestamp_validity.trusted
+    assert abs(status.timestamp_validity.timestamp - datetime.now(UTC)) < timedelta(minutes=5)
