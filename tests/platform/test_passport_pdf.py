@@ -327,3 +327,23 @@ def test_with_a_tsa_the_signature_is_time_stamped(
     assert status.timestamp_validity.valid
     assert status.timestamp_validity.trusted
     assert abs(status.timestamp_validity.timestamp - datetime.now(UTC)) < timedelta(minutes=5)
+    # At the time-stamped moment, from the PDF alone (its DSS: certificates and CRL), with
+    # revocation required and nothing fetched: what a reader does once the certificate has
+    # expired (the document time-stamp of PAdES B-LTA is not added yet).
+    reader = PdfFileReader(io.BytesIO(signed))
+    dss = DocumentSecurityStore.read_dss(reader)
+    (signature,) = reader.embedded_signatures
+    at_signing = ValidationContext(
+        trust_roots=[_root(passport_keys)],
+        other_certs=list(dss.load_certs()),
+        crls=[CertificateList.load(crl.get_object().data) for crl in dss.crls],
+        allow_fetching=False,
+        revocation_mode="require",
+        moment=status.timestamp_validity.timestamp,
+    )
+    offline = validate_pdf_signature(
+        signature,
+        at_signing,
+        ts_validation_context=ValidationContext(trust_roots=[tsa_anchor]),
+    )
+    assert offline.bottom_line
