@@ -22,8 +22,11 @@
                                     embedded in every PDF (validation data)
 ``KYSO_PASSPORT_PDF_CRLS``          (optional) CRL files (DER or PEM, separated by ``:``) of
                                     those issuers, embedded in every PDF; re-read when changed
-``KYSO_PASSPORT_TSA_URL``           (optional) the RFC 3161 time-stamping authority that
-                                    time-stamps every PDF signature
+``KYSO_PASSPORT_TSA_URL``           (optional) the RFC 3161 time-stamping authority: every
+                                    PDF is then PAdES B-LTA (signature and document time-stamps)
+``KYSO_PASSPORT_TSA_ROOTS``         (with the TSA) PEM: the TSA certificate's trust roots
+``KYSO_PASSPORT_PDF_FETCH_REVOCATION`` ``1``: fetch revocation data not in the CRL files (the
+                                    TSA's) from the certificates' CRL/OCSP addresses
 ``KYSO_TRUST_ANCHORS``              the facility certificates' trust anchors (as for signing)
 ==================================  ===========================================================
 
@@ -99,13 +102,16 @@ def pdf_signing(settings: Mapping[str, Any], extensions: dict[str, Any]) -> PdfS
     chain_path = _setting(settings, "PDF_CHAIN")
     crl_paths = [p for p in (_setting(settings, "PDF_CRLS") or "").split(os.pathsep) if p]
     tsa = _setting(settings, "TSA_URL")
+    tsa_roots_path = _setting(settings, "TSA_ROOTS")
+    fetch = _setting(settings, "PDF_FETCH_REVOCATION") in ("1", "true", "yes", "True")
+    files = [p for p in (chain_path, tsa_roots_path, *crl_paths) if p]
     try:
-        stamp = tuple(Path(p).stat().st_mtime_ns for p in (chain_path or "", *crl_paths) if p)
+        stamp = tuple(Path(p).stat().st_mtime_ns for p in files)
     except OSError as exc:
         raise DomainError(
             "passport.error_hsm_certificate", detail=f"cannot read the PDF validation data: {exc}"
         ) from exc
-    key = (signer, chain_path, tuple(crl_paths), stamp, tsa)
+    key = (signer, tuple(files), stamp, tsa, fetch)
     cached = extensions.get("kyso.passport_pdf_signing")
     if cached is not None and cached[0] == key:
         signing = cached[1]
@@ -118,6 +124,11 @@ def pdf_signing(settings: Mapping[str, Any], extensions: dict[str, Any]) -> PdfS
             else ()
         )
         crls = tuple(_load_crl(Path(p).read_bytes()) for p in crl_paths)
+        tsa_roots = (
+            tuple(x509.load_pem_x509_certificates(Path(tsa_roots_path).read_bytes()))
+            if tsa_roots_path
+            else ()
+        )
     except (OSError, ValueError) as exc:
         raise DomainError(
             "passport.error_hsm_certificate", detail=f"cannot read the PDF validation data: {exc}"
@@ -127,7 +138,7 @@ def pdf_signing(settings: Mapping[str, Any], extensions: dict[str, Any]) -> PdfS
         from pyhanko.sign.timestamps import HTTPTimeStamper
 
         timestamper = HTTPTimeStamper(tsa, timeout=10)
-    signing = PdfSigning(signer, chain, crls, timestamper)
+    signing = PdfSigning(signer, chain, crls, timestamper, tsa_roots, fetch)
     extensions["kyso.passport_pdf_signing"] = (key, signing)
     return signing
 

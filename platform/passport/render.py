@@ -323,15 +323,36 @@ class PdfSigning:
     ``chain``: its certificate's issuers up to the root; ``crls``: the CRLs that show it is not
     revoked. The certificates and CRLs go into the PDF's Document Security Store, in the
     revision the signature covers, so a reader validates the signature offline, also after
-    the certificate has expired (PAdES B-LT's validation data). ``timestamper``: pyHanko's
-    time-stamp client for the TSA (``KYSO_PASSPORT_TSA_URL``); the signature is then
-    time-stamped (PAdES B-T), which fixes when it was made.
+    the certificate has expired. ``timestamper``: pyHanko's time-stamp client for the TSA
+    (``KYSO_PASSPORT_TSA_URL``); with it the PDF is PAdES B-LTA: the signature is
+    time-stamped, the validation data of the signer and of the TSA (``tsa_roots``: the TSA's
+    trust roots, ``KYSO_PASSPORT_TSA_ROOTS``) are added after it, and a document time-stamp
+    closes the file. ``fetch``: the revocation data not given in ``crls`` (the TSA's, say) is
+    fetched from the certificates' CRL/OCSP addresses (``KYSO_PASSPORT_PDF_FETCH_REVOCATION``).
     """
 
     signer: HsmSigner
     chain: tuple[x509.Certificate, ...] = ()
     crls: tuple[x509.CertificateRevocationList, ...] = ()
     timestamper: Any = None
+    tsa_roots: tuple[x509.Certificate, ...] = ()
+    fetch: bool = False
+
+    def validation_context(self) -> Any:
+        """What pyHanko validates the signer and the TSA with, to embed their validation data."""
+        from asn1crypto import crl as asn1_crl
+        from pyhanko_certvalidator import ValidationContext
+
+        roots = [c for c in self.chain if c.issuer == c.subject] + list(self.tsa_roots)
+        return ValidationContext(
+            trust_roots=[_asn1_certificate(c) for c in roots],
+            other_certs=[_asn1_certificate(c) for c in self.chain if c.issuer != c.subject],
+            crls=[
+                asn1_crl.CertificateList.load(c.public_bytes(serialization.Encoding.DER))
+                for c in self.crls
+            ],
+            allow_fetching=self.fetch,
+        )
 
 
 def _asn1_certificate(certificate: x509.Certificate) -> Any:
@@ -385,12 +406,16 @@ def _sign(writer: Any, signing: PdfSigning, reason: str | None) -> bytes:
             for c in signing.crls
         ],
     )
+    lta = signing.timestamper is not None
     metadata = signers.PdfSignatureMetadata(
         field_name="KysoPassportSignature",
         subfilter=fields.SigSeedSubFilter.PADES,
         reason=reason or "Hộ chiếu vắc xin / Vaccine passport",
         location="Việt Nam",
         md_algorithm="sha256",
+        embed_validation_info=lta,
+        use_pades_lta=lta,
+        validation_context=signing.validation_context() if lta else None,
     )
     signer = signing.signer
     pdf_signer = signers.PdfSigner(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
 import re
 import shutil
 import subprocess
@@ -27,16 +28,18 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from PIL import Image
 from pyhanko.pdf_utils.reader import PdfFileReader
+from pyhanko.sign.timestamps import HTTPTimeStamper
 from pyhanko.sign.timestamps.dummy_client import DummyTimeStamper
-from pyhanko.sign.validation import validate_pdf_signature
+from pyhanko.sign.validation import validate_pdf_signature, validate_pdf_timestamp
 from pyhanko.sign.validation.dss import DocumentSecurityStore
 from pyhanko_certvalidator import ValidationContext
 from support.passport_fixtures import *  # noqa: F403
 from support.passport_fixtures import signer_for
-from support.passport_hsm import KEY_LABELS, PassportKeys
+from support.passport_hsm import KEY_LABELS, PassportKeys, issue_crl
 
 from kyso.agent import devpki
-from kyso.platform.passport import dcc, render
+from kyso.platform.i18n import DomainError
+from kyso.platform.passport import config, dcc, render
 from kyso.platform.passport.hsm import HsmConfig, HsmError, HsmSigner
 from kyso.platform.passport.valuesets import value_sets
 
@@ -278,7 +281,7 @@ def test_a_signed_pdf_costs_tens_of_milliseconds_of_cpu(
     assert each < 0.08, f"{each * 1e3:.0f} ms of CPU per signed PDF"
 
 
-def test_with_a_tsa_the_signature_is_time_stamped(
+def test_with_a_tsa_the_pdf_is_pades_b_lta(
     passport_keys: PassportKeys, pdf_signing: render.PdfSigning
 ) -> None:
     # An RFC 3161 TSA in the test process (pyHanko's), with a time-stamping certificate from
@@ -310,12 +313,24 @@ def test_with_a_tsa_the_signature_is_time_stamped(
             )
         ),
     )
-    signing = dataclasses.replace(pdf_signing, timestamper=timestamper)
+    signing = dataclasses.replace(
+        pdf_signing, timestamper=timestamper, tsa_roots=(tsa_root.certificate,)
+    )
     signed = render.signed_passport_pdf(_document(passport_keys), signing)
-    (signature,) = PdfFileReader(io.BytesIO(signed)).embedded_signatures
+    reader = PdfFileReader(io.BytesIO(signed))
+    signature, document_stamp = reader.embedded_signatures
+    assert signature.sig_object["/Type"] == "/Sig"
+    assert document_stamp.sig_object["/Type"] == "/DocTimeStamp"
     tsa_anchor = asn1_x509.Certificate.load(
         tsa_root.certificate.public_bytes(serialization.Encoding.DER)
     )
+    # The document time-stamp closes the file (PAdES B-LTA) and is valid and trusted.
+    stamp_status = validate_pdf_timestamp(
+        document_stamp, validation_context=ValidationContext(trust_roots=[tsa_anchor])
+    )
+    assert stamp_status.intact
+    assert stamp_status.valid
+    assert stamp_status.trusted
     status = validate_pdf_signature(
         signature,
         ValidationContext(trust_roots=[_root(passport_keys)]),
@@ -327,12 +342,16 @@ def test_with_a_tsa_the_signature_is_time_stamped(
     assert status.timestamp_validity.valid
     assert status.timestamp_validity.trusted
     assert abs(status.timestamp_validity.timestamp - datetime.now(UTC)) < timedelta(minutes=5)
+    # Only validation data and the document time-stamp were added after the signature.
+    assert status.modification_level.name == "LTA_UPDATES"
+    # The TSA's certificate is in the validation data too.
+    dss = DocumentSecurityStore.read_dss(reader)
+    assert asn1_x509.Certificate.load(
+        tsa_certificate.public_bytes(serialization.Encoding.DER)
+    ).dump() in {c.dump() for c in dss.load_certs()}
     # At the time-stamped moment, from the PDF alone (its DSS: certificates and CRL), with
     # revocation required and nothing fetched: what a reader does once the certificate has
-    # expired (the document time-stamp of PAdES B-LTA is not added yet).
-    reader = PdfFileReader(io.BytesIO(signed))
-    dss = DocumentSecurityStore.read_dss(reader)
-    (signature,) = reader.embedded_signatures
+    # expired.
     at_signing = ValidationContext(
         trust_roots=[_root(passport_keys)],
         other_certs=list(dss.load_certs()),
@@ -347,3 +366,38 @@ def test_with_a_tsa_the_signature_is_time_stamped(
         ts_validation_context=ValidationContext(trust_roots=[tsa_anchor]),
     )
     assert offline.bottom_line
+
+
+def test_the_pdf_signing_settings(passport_keys: PassportKeys, tmp_path: Path) -> None:
+    environment = passport_keys.environment("ES256")
+    files = passport_keys.write_document_files(tmp_path / "pdf")
+    settings: dict[str, Any] = {
+        "PASSPORT_PKCS11_MODULE": environment["KYSO_PASSPORT_PKCS11_MODULE"],
+        "PASSPORT_TOKEN_LABEL": environment["KYSO_PASSPORT_TOKEN_LABEL"],
+        "PASSPORT_KEY_LABEL": environment["KYSO_PASSPORT_KEY_LABEL"],
+        "PASSPORT_PDF_KEY_LABEL": environment["KYSO_PASSPORT_PDF_KEY_LABEL"],
+        **files,
+    }
+    extensions: dict[str, Any] = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KYSO_PASSPORT_PIN", environment["KYSO_PASSPORT_PIN"])
+        signing = config.pdf_signing(settings, extensions)
+        assert signing.signer.certificate == passport_keys.document_certificate
+        assert signing.chain == (passport_keys.document_ca.certificate,)
+        assert signing.crls == (passport_keys.document_crl,)
+        assert signing.timestamper is None
+        assert config.pdf_signing(settings, extensions) is signing  # kept
+        # A new CRL file is read again; a TSA URL gives pyHanko's HTTP time-stamp client.
+        newer = issue_crl(passport_keys.document_ca, days=14)
+        crl_file = Path(files["PASSPORT_PDF_CRLS"])
+        crl_file.write_bytes(newer.public_bytes(serialization.Encoding.DER))
+        os.utime(crl_file, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+        settings["PASSPORT_TSA_URL"] = "http://tsa.kyso.test/tsr"
+        again = config.pdf_signing(settings, extensions)
+        assert again.crls == (newer,)
+        assert isinstance(again.timestamper, HTTPTimeStamper)
+        assert again.signer is signing.signer  # the key stays open
+        crl_file.unlink()
+        with pytest.raises(DomainError) as caught:
+            config.pdf_signing(settings, extensions)
+        assert caught.value.key == "passport.error_hsm_certificate"
