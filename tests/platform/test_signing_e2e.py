@@ -33,7 +33,6 @@ from support.platform_seed import PASSWORD, seed
 from support.signing_data import bulk_people
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from kyso.agent import devpki
 from kyso.agent.token.pkcs11_token import Pkcs11Token
 from kyso.agent.token.softhsm import ProvisionedToken
 from kyso.platform.app import create_app
@@ -41,6 +40,7 @@ from kyso.platform.models import Dose, DoseSignature, User
 from kyso.platform.signing.certificates import load_trust_store
 from kyso.platform.signing.export import export_signed
 from kyso.platform.signing.selection import add_doses
+from kyso.platform.testpki import TestPki
 from kyso.platform.users.service import format_serial, register_certificate
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -84,7 +84,7 @@ def site(
     platform_databases: Databases,
     tmp_path: Path,
     softhsm: ProvisionedToken,
-    softhsm_ca: Any,
+    test_pki: TestPki,
 ) -> Iterator[Site]:
     """The platform on SQLite, served on loopback: verified people (6 with 2 doses each unless
     the test says otherwise), all ticked by the officer whose registered certificate is one of
@@ -101,7 +101,7 @@ def site(
             serialization.NoEncryption(),
         )
     )
-    anchors = devpki.write_pem(tmp_path / "anchors.pem", softhsm_ca.certificate)
+    anchors = test_pki.write_anchors(tmp_path / "anchors.pem")
     app = create_app(
         {
             "DATABASE_URL": platform_databases.sqlite(tmp_path),
