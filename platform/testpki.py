@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -295,6 +296,8 @@ class TestPki:
     ocsp: DevCA  # the delegated OCSP responder (its "certificate" and "key")
     tsa: DevCA  # the time-stamping authority
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # Requests served, by path ("/ocsp", "/crl/issuing.crl", ...): tests count OCSP requests.
+    hits: Counter[str] = field(default_factory=Counter, repr=False)
 
     # ---- creating and loading ---------------------------------------------------------------
 
@@ -442,6 +445,8 @@ class TestPki:
 
     def _dispatch(self, request: Request) -> Response:
         path = request.path
+        with self._lock:
+            self.hits[path] += 1
         now = datetime.now(UTC).replace(microsecond=0)
         if path == "/ocsp" and request.method == "POST":
             return Response(

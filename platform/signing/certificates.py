@@ -89,6 +89,9 @@ class CertificateRejected(DomainError):
         super().__init__(f"certcheck.{problem.value}", **values)
         self.problem = problem
         self.detail = detail  # English, technical: for logs and the audit trail
+        # Set when the refusal recorded something to keep (the CA's revocation of a
+        # registered certificate): the caller commits instead of rolling back.
+        self.persist = False
 
     def __str__(self) -> str:
         return f"{self.problem.value}: {self.detail}"

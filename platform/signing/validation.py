@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import enum
 import hashlib
 import threading
@@ -36,7 +37,7 @@ from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from pyhanko_certvalidator import CertificateValidator, ValidationContext
-from pyhanko_certvalidator.authority import CertTrustAnchor
+from pyhanko_certvalidator.authority import CertTrustAnchor, derive_quals_from_cert
 from pyhanko_certvalidator.errors import (
     ExpiredError,
     InsufficientRevinfoError,
@@ -154,6 +155,18 @@ def _asn1(certificate: x509.Certificate) -> Any:
     return asn1_x509.Certificate.load(certificate.public_bytes(serialization.Encoding.DER))
 
 
+def _anchor(certificate: x509.Certificate) -> CertTrustAnchor:
+    """The anchor with its own constraints (pathLenConstraint, name constraints) applied.
+
+    pyhanko-certvalidator 0.33 takes the attribute-authority path length from the qualifiers
+    whenever a path length is set, and fails on None: it is given the same value."""
+    asn1 = _asn1(certificate)
+    qualifiers = derive_quals_from_cert(asn1)
+    if qualifiers.max_path_length is not None:
+        qualifiers = dataclasses.replace(qualifiers, max_aa_path_length=qualifiers.max_path_length)
+    return CertTrustAnchor(asn1, quals=qualifiers)
+
+
 def _cryptography(certificate: Any) -> x509.Certificate:
     return x509.load_der_x509_certificate(certificate.dump())
 
@@ -219,15 +232,16 @@ async def _validate(
     )
     async with backend as fetchers:
         context = ValidationContext(
-            # The anchors' own constraints (pathLenConstraint, name constraints) apply too.
-            trust_roots=[
-                CertTrustAnchor(_asn1(c), derive_default_quals_from_cert=True) for c in anchors
-            ],
+            trust_roots=[_anchor(c) for c in anchors],
             other_certs=[_asn1(c) for c in intermediates],
             moment=at,
             allow_fetching=policy is not RevocationPolicy.OFF,
             revocation_mode="hard-fail" if policy is RevocationPolicy.HARD else "soft-fail",
             fetchers=fetchers,
+            # Today's OCSP answer or CRL also speaks for an earlier moment (a batch prepared
+            # or a passport issued for a signature of the past): "good" now means it was not
+            # revoked then, and "revoked since" is compared with that moment.
+            retroactive_revinfo=True,
         )
         validator = CertificateValidator(_asn1(certificate), validation_context=context)
         if revocation is not None and policy is not RevocationPolicy.OFF:

@@ -1,0 +1,306 @@
+"""Officers' certificates checked for revocation (OCSP/CRL of the test PKI, over HTTP), for the
+organisation they sign for, and compromised tokens: issue 14's rules, without HTTP views."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from support.platform_seed import Seed
+from support.signing_data import bulk_people
+from support.signing_keys import Signer, make_signer
+
+from kyso.agent import devpki
+from kyso.platform.i18n import DomainError
+from kyso.platform.models import (
+    Dose,
+    DoseSignature,
+    ItemState,
+    RejectReason,
+    SigningBatchItem,
+    SigningCertificate,
+)
+from kyso.platform.signing import batches, revocation
+from kyso.platform.signing.certificates import CertificateRejected, Problem, TrustStore
+from kyso.platform.signing.manifest import ManifestSigner
+from kyso.platform.signing.selection import add_doses
+from kyso.platform.signing.validation import RevocationChecker, revocation_checker
+from kyso.platform.testpki import TestPki
+from kyso.platform.users.service import active_certificate, register_certificate
+
+ORIGIN = "https://tiemchung.example.vn"
+
+
+def _context(pki: TestPki, checker: RevocationChecker | None = None) -> batches.SigningContext:
+    return batches.SigningContext(
+        trust=TrustStore.from_pem(pki.anchors_pem()),
+        manifest_signer=ManifestSigner(ec.generate_private_key(ec.SECP256R1())),
+        origin=ORIGIN,
+        revocation=checker if checker is not None else RevocationChecker("hard"),
+    )
+
+
+def _ready(session: Session, org: Seed, signer: Signer, people: int = 3) -> list[int]:
+    register_certificate(session, org.admin, org.officer, signer.serial)
+    ids = bulk_people(session, org, people, doses=2)
+    doses = list(session.scalars(select(Dose.id).where(Dose.person_id.in_(ids))))
+    add_doses(session, org.officer, doses)
+    session.commit()
+    return doses
+
+
+def _sign(signer: Signer, attempt: batches.Attempt) -> Sequence[bytes]:
+    return [signer.sign(d) for d in attempt.digests]
+
+
+def test_revoked_certificate_is_refused_at_preparation_with_its_date(
+    session: Session, org: Seed, test_pki: TestPki
+) -> None:
+    signer = make_signer(test_pki.issuing, "p256")
+    _ready(session, org, signer)
+    revoked_at = datetime(2026, 11, 20, 3, 15, tzinfo=UTC)
+    test_pki.revoke(signer.certificate.serial_number, revoked_at)
+
+    with pytest.raises(CertificateRejected) as caught:
+        batches.prepare(session, org.officer, signer.der, _context(test_pki))
+    error = caught.value
+    assert error.problem is Problem.REVOKED
+    vi = error.text("vi")
+    assert "đã bị thu hồi từ 10:15 ngày 20/11/2026 (giờ Việt Nam)" in vi
+    assert "Trạm Y tế Phường Bến Nghé" in vi  # the certificate is named
+    assert "2026-11-20 at 10:15" in error.text("en")
+    # The CA's revocation date is recorded on the registration (the caller commits it).
+    assert error.persist
+    session.commit()
+    registration = active_certificate(session, org.officer)
+    assert registration is not None
+    assert registration.compromised_from is not None
+    assert registration.compromised_from.replace(tzinfo=UTC) == revoked_at
+    assert registration.compromised_source == "ca"
+    assert session.scalar(select(func.count()).select_from(SigningBatchItem)) == 0
+
+
+def test_revoked_between_preparation_and_completion_rejects_the_signatures(
+    session: Session, org: Seed, test_pki: TestPki
+) -> None:
+    signer = make_signer(test_pki.issuing, "rsa")
+    _ready(session, org, signer)
+    context = _context(test_pki, RevocationChecker("hard", cache_seconds=0))
+    prepared = batches.prepare(session, org.officer, signer.der, context)
+    session.commit()
+
+    test_pki.revoke(signer.certificate.serial_number)
+    progress = batches.accept_signatures(
+        session,
+        org.officer,
+        prepared.batch_id,
+        prepared.attempt.id,
+        0,
+        _sign(signer, prepared.attempt),
+        context=context,
+    )
+    session.commit()
+    assert progress.signed == 0
+    assert progress.rejected == prepared.total
+    assert {r.reason for r in progress.rejections} == {RejectReason.CERTIFICATE_REVOKED}
+    assert session.scalar(select(func.count()).select_from(DoseSignature)) == 0
+    reasons = set(
+        session.scalars(
+            select(SigningBatchItem.reason).where(SigningBatchItem.state == ItemState.REJECTED)
+        )
+    )
+    assert reasons == {RejectReason.CERTIFICATE_REVOKED}
+    assert "thu hồi" in batches.reason_text(RejectReason.CERTIFICATE_REVOKED, "vi")
+
+
+def test_one_ocsp_request_serves_the_whole_batch(
+    session: Session, org: Seed, test_pki: TestPki
+) -> None:
+    signer = make_signer(test_pki.issuing, "p256")
+    _ready(session, org, signer, people=6)
+    context = _context(test_pki, RevocationChecker("hard", cache_seconds=300))
+    before = test_pki.hits["/ocsp"]
+    prepared = batches.prepare(session, org.officer, signer.der, context)
+    session.commit()
+    signatures = _sign(signer, prepared.attempt)
+    for offset in range(0, len(signatures), 4):  # chunks, as the page posts them
+        batches.accept_signatures(
+            session,
+            org.officer,
+            prepared.batch_id,
+            prepared.attempt.id,
+            offset,
+            signatures[offset : offset + 4],
+            context=context,
+        )
+        session.commit()
+    assert batches.complete(session, org.officer, prepared.batch_id).signed == prepared.total
+    assert test_pki.hits["/ocsp"] - before == 1
+
+
+def test_certificate_of_another_organisation_is_refused(
+    session: Session, org: Seed, test_pki: TestPki
+) -> None:
+    """Bến Nghé's unit cannot be signed for with Quận 3's token (nor can Quận 1's with
+    Bến Nghé's): the subject's MST and O must be the unit's."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    other = Signer(
+        key,
+        test_pki.issuing.issue(
+            key.public_key(),
+            devpki.vn_organisation_subject(
+                "Trung tâm Y tế Quận 3", locality="Quận 3", tax_code="0301234567"
+            ),
+        ),
+    )
+    _ready(session, org, other)
+    with pytest.raises(CertificateRejected) as caught:
+        batches.prepare(session, org.officer, other.der, _context(test_pki))
+    assert caught.value.problem is Problem.WRONG_ORGANISATION
+    vi = caught.value.text("vi")
+    assert "“Trung tâm Y tế Quận 3” (MST 0301234567)" in vi
+    assert "“Trạm Y tế Phường Bến Nghé” (MST 0312345678)" in vi
+
+    # Same tax code, another organisation name: refused too.
+    renamed = Signer(
+        key,
+        test_pki.issuing.issue(
+            key.public_key(), devpki.vn_organisation_subject("Trạm Y tế Phường Bến Thành")
+        ),
+    )
+    register_certificate(session, org.admin, org.officer, renamed.serial)
+    session.commit()
+    with pytest.raises(CertificateRejected) as caught:
+        batches.prepare(session, org.officer, renamed.der, _context(test_pki))
+    assert caught.value.problem is Problem.WRONG_ORGANISATION
+
+
+def test_unit_without_tax_code_accepts_no_certificate(
+    session: Session, org: Seed, test_pki: TestPki
+) -> None:
+    signer = make_signer(test_pki.issuing, "p256")
+    _ready(session, org, signer)
+    org.unit_ben_nghe.tax_code = None
+    session.commit()
+    with pytest.raises(CertificateRejected) as caught:
+        batches.prepare(session, org.officer, signer.der, _context(test_pki))
+    assert caught.value.problem is Problem.WRONG_ORGANISATION
+    assert "(MST —)" in caught.value.text("vi")
+
+
+@pytest.fixture(scope="module")
+def dead_pki(tmp_path_factory: pytest.TempPathFactory) -> TestPki:
+    """A PKI whose OCSP responder and CRLs are at an address where nothing listens."""
+    return TestPki.create(tmp_path_factory.mktemp("dead-pki"), "http://127.0.0.1:9")
+
+
+def test_unreachable_responder_refuses_under_hard_policy_and_passes_under_soft(
+    session: Session, org: Seed, dead_pki: TestPki
+) -> None:
+    signer = make_signer(dead_pki.issuing, "p256")
+    _ready(session, org, signer)
+    checker = RevocationChecker("hard", timeout=1)
+    with pytest.raises(CertificateRejected) as caught:
+        batches.prepare(session, org.officer, signer.der, _context(dead_pki, checker))
+    assert caught.value.problem is Problem.REVOCATION_UNAVAILABLE
+    assert "không trả lời" in caught.value.text("vi")
+    assert not caught.value.persist
+    session.rollback()
+    # Not cached: the next attempt asks again; under "soft" it is accepted.
+    soft = RevocationChecker("soft", timeout=1)
+    prepared = batches.prepare(session, org.officer, signer.der, _context(dead_pki, soft))
+    assert prepared.total == 6
+
+
+def test_policy_comes_from_the_settings() -> None:
+    assert revocation_checker({}).policy == "hard"
+    checker = revocation_checker(
+        {
+            "REVOCATION_POLICY": "SOFT",
+            "REVOCATION_TIMEOUT": "2.5",
+            "REVOCATION_CACHE_SECONDS": 0,
+        }
+    )
+    assert (checker.policy, checker.timeout, checker.cache_seconds) == ("soft", 2.5, 0)
+    with pytest.raises(ValueError, match="hard, soft or off"):
+        revocation_checker({"REVOCATION_POLICY": "lenient"})
+
+
+def _signed_batch(
+    session: Session, org: Seed, signer: Signer, pki: TestPki, at: datetime, people: int
+) -> str:
+    ids = bulk_people(session, org, people, doses=1)
+    add_doses(
+        session, org.officer, list(session.scalars(select(Dose.id).where(Dose.person_id.in_(ids))))
+    )
+    session.commit()
+    prepared = batches.prepare(session, org.officer, signer.der, _context(pki), now=at)
+    batches.accept_signatures(
+        session,
+        org.officer,
+        prepared.batch_id,
+        prepared.attempt.id,
+        0,
+        _sign(signer, prepared.attempt),
+        now=at,
+    )
+    batches.complete(session, org.officer, prepared.batch_id, now=at)
+    session.commit()
+    return prepared.batch_id
+
+
+def test_compromised_from_a_date_flags_later_batches_and_unsigns_their_doses(
+    session: Session, org: Seed, test_pki: TestPki, tmp_path: Path
+) -> None:
+    signer = make_signer(test_pki.issuing, "p256")
+    register_certificate(session, org.admin, org.officer, signer.serial)
+    session.commit()
+    now = datetime.now(UTC).replace(microsecond=0)
+    before = _signed_batch(session, org, signer, test_pki, now - timedelta(hours=3), 2)
+    after = _signed_batch(session, org, signer, test_pki, now - timedelta(minutes=30), 3)
+    assert revocation.flagged(session, [before, after]) == set()
+
+    registration = active_certificate(session, org.officer)
+    assert registration is not None
+    result = revocation.mark_compromised(
+        session,
+        registration,
+        now - timedelta(hours=1),
+        source=revocation.SOURCE_ADMINISTRATOR,
+        actor=org.admin,
+    )
+    session.commit()
+    assert (result.signatures, result.people) == (3, 3)
+    assert revocation.flagged(session, [before, after]) == {after}
+
+    def current(batch_id: str) -> int:
+        return int(
+            session.scalar(
+                select(func.count())
+                .select_from(DoseSignature)
+                .join(SigningBatchItem, SigningBatchItem.signature_id == DoseSignature.id)
+                .where(
+                    SigningBatchItem.batch_id == batch_id,
+                    DoseSignature.superseded_at.is_(None),
+                )
+            )
+            or 0
+        )
+
+    # The later batch's doses are back to "cần ký lại"; the earlier batch stands.
+    assert current(after) == 0
+    assert current(before) == 2
+    # Signing again with the compromised certificate is refused.
+    with pytest.raises(DomainError) as caught:
+        batches.prepare(session, org.officer, signer.der, _context(test_pki))
+    assert caught.value.key == "revocation.compromised"
+    assert "bị lộ từ" in caught.value.text("vi")
+    # An earlier date later reported by the CA moves the date back; a later one does not.
+    stored = session.get(SigningCertificate, registration.id)
+    assert stored is not None
+    assert stored.compromised_source == "administrator"
