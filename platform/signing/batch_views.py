@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +30,9 @@ from kyso.platform import downloads
 from kyso.platform.app import db, language
 from kyso.platform.auth.access import current_user, roles_required
 from kyso.platform.i18n import DomainError
-from kyso.platform.models import BatchStatus, Role, User
+from kyso.platform.models import BatchStatus, Role, SigningUnit, User
 from kyso.platform.signing import batches, revocation
-from kyso.platform.signing.certificates import load_trust_store
+from kyso.platform.signing.certificates import CheckedCertificate, load_trust_store
 from kyso.platform.signing.manifest import ManifestSigner, load_signer
 from kyso.platform.signing.page_texts import sign_page_texts
 from kyso.platform.signing.texts import count_text
@@ -94,6 +97,18 @@ def signing_context() -> batches.SigningContext:
         checker = app.extensions["kyso.revocation"] = revocation_checker(app.config)
     return batches.SigningContext(
         trust=trust, manifest_signer=manifest_signer(app), origin=str(origin), revocation=checker
+    )
+
+
+def registration_check() -> Callable[[bytes, str, SigningUnit | None], CheckedCertificate]:
+    """``revocation.check_registration`` with the platform's trust anchors and revocation
+    policy, at this moment (for the certificate registration page)."""
+    context = signing_context()
+    return functools.partial(
+        revocation.check_registration,
+        trust=context.trust,
+        revocation=context.revocation,
+        at=datetime.now(UTC),
     )
 
 

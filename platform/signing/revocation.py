@@ -33,6 +33,7 @@ from kyso.platform.models import (
 from kyso.platform.signing.certificates import (
     VIETNAM_TIME,
     CertificateRejected,
+    CheckedCertificate,
     Problem,
     TrustStore,
     check_certificate,
@@ -45,6 +46,7 @@ __all__ = [
     "SOURCE_CA",
     "CompromiseResult",
     "check_for_unit",
+    "check_registration",
     "compromised_at",
     "flagged",
     "mark_compromised",
@@ -230,3 +232,25 @@ def revocation_reason(
             raise
         return None  # expiry and the rest: the batch's own checks decide
     return None
+
+
+def check_registration(
+    der: bytes,
+    serial_hex: str,
+    unit: SigningUnit | None,
+    *,
+    trust: TrustStore,
+    revocation: RevocationChecker | None,
+    at: datetime,
+) -> CheckedCertificate:
+    """The certificate an administrator registers (read from the token or its .cer file): it
+    must be the serial being registered, valid, trusted, not revoked and the unit's."""
+    checked = check_certificate(
+        der, registered_serial=serial_hex, trust=trust, at=at, revocation=revocation
+    )
+    if unit is None:
+        raise DomainError("signing.no_unit")
+    problem = organisation_problem(checked.certificate, unit.name, unit.tax_code)
+    if problem is not None:
+        raise problem
+    return checked

@@ -7,6 +7,8 @@ nothing about other provinces' accounts, not even that an id exists.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from datetime import date, datetime
 from typing import Any
 
@@ -28,6 +30,7 @@ from kyso.platform.auth.access import current_user, login_required, may_manage, 
 from kyso.platform.i18n import DomainError, catalogue, translate
 from kyso.platform.inputs import is_number
 from kyso.platform.models import Role, User
+from kyso.platform.signing.batch_views import registration_check
 from kyso.platform.users import service
 
 blueprint = Blueprint("users", __name__, url_prefix="/users")
@@ -319,6 +322,21 @@ def reset_password(user_id: int) -> Any:
 # Certificates
 
 
+def _certificate_upload() -> bytes | None:
+    """The certificate itself, when the form carries it: its .cer file, or the DER the page
+    read from the token (base64)."""
+    upload = request.files.get("certificate_file")
+    if upload is not None and upload.filename:
+        return service.read_certificate_file(upload.read(64 * 1024))
+    encoded = request.form.get("certificate", "").strip()
+    if encoded:
+        try:
+            return service.read_certificate_file(base64.b64decode(encoded, validate=True))
+        except (binascii.Error, ValueError):
+            raise DomainError("users.certificate_file_invalid") from None
+    return None
+
+
 @blueprint.route("/<int:user_id>/certificate", methods=["GET", "POST"])
 @roles_required(Role.ADMINISTRATOR)
 def certificate(user_id: int) -> Any:
@@ -333,7 +351,16 @@ def certificate(user_id: int) -> Any:
         serial_text = request.form.get("serial", "")
         before = service.active_certificate(db(), officer)
         try:
-            registered = service.register_certificate(db(), _me(), officer, serial_text, ip=_ip())
+            der = _certificate_upload()
+            registered = service.register_certificate(
+                db(),
+                _me(),
+                officer,
+                serial_text,
+                ip=_ip(),
+                certificate=der,
+                verify=registration_check() if der is not None else None,
+            )
         except DomainError as exc:
             # Only the audit record of a refused attempt is pending: keep it.
             db().commit()

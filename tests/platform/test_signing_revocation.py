@@ -3,14 +3,20 @@ organisation they sign for, and compromised tokens: issue 14's rules, without HT
 
 from __future__ import annotations
 
+import html
+import io
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from support.platform_client import csrf_token, login
 from support.platform_seed import Seed
 from support.signing_data import bulk_people
 from support.signing_keys import Signer, make_signer
@@ -18,6 +24,7 @@ from support.signing_keys import Signer, make_signer
 from kyso.agent import devpki
 from kyso.platform.i18n import DomainError
 from kyso.platform.models import (
+    AuditEvent,
     Dose,
     DoseSignature,
     ItemState,
@@ -34,6 +41,7 @@ from kyso.platform.testpki import TestPki
 from kyso.platform.users.service import active_certificate, register_certificate
 
 ORIGIN = "https://tiemchung.example.vn"
+PEM = serialization.Encoding.PEM
 
 
 def _context(pki: TestPki, checker: RevocationChecker | None = None) -> batches.SigningContext:
@@ -304,3 +312,83 @@ def test_compromised_from_a_date_flags_later_batches_and_unsigns_their_doses(
     stored = session.get(SigningCertificate, registration.id)
     assert stored is not None
     assert stored.compromised_source == "administrator"
+
+
+# --- registration ("Đăng ký chứng thư số") with the certificate itself -------------------------
+
+
+def _register_page(
+    app: Flask, client: FlaskClient, org: Seed, pki: TestPki, signer: Signer, tmp_path: Path
+) -> tuple[int, str]:
+    app.config["TRUST_ANCHORS"] = str(pki.write_anchors(tmp_path / "anchors.pem"))
+    login(client, org.admin.username)
+    path = f"/users/{org.officer.id}/certificate"
+    answer = client.post(
+        path,
+        data={
+            "csrf_token": csrf_token(client, path),
+            "serial": "",
+            "certificate_file": (io.BytesIO(signer.certificate.public_bytes(PEM)), "token.cer"),
+        },
+        content_type="multipart/form-data",
+    )
+    return answer.status_code, answer.get_data(as_text=True)
+
+
+def test_revoked_certificate_is_refused_at_registration(
+    app: Flask,
+    client: FlaskClient,
+    session: Session,
+    org: Seed,
+    test_pki: TestPki,
+    tmp_path: Path,
+) -> None:
+    signer = make_signer(test_pki.issuing, "p256")
+    test_pki.revoke(signer.certificate.serial_number, datetime(2026, 10, 1, 1, 0, tzinfo=UTC))
+    status, page = _register_page(app, client, org, test_pki, signer, tmp_path)
+    assert status == 400
+    assert "đã bị thu hồi từ 08:00 ngày 01/10/2026" in html.unescape(page)
+    session.expire_all()
+    assert active_certificate(session, org.officer) is None
+    refused = session.scalars(
+        select(AuditEvent).where(AuditEvent.action == "certificate.register_refused")
+    ).one()
+    assert refused.detail is not None
+    assert refused.detail["reason"] == "revoked"
+
+
+def test_certificate_of_another_organisation_is_refused_at_registration(
+    app: Flask,
+    client: FlaskClient,
+    session: Session,
+    org: Seed,
+    test_pki: TestPki,
+    tmp_path: Path,
+) -> None:
+    subject = devpki.vn_organisation_subject("Trung tâm Y tế Quận 3", tax_code="0301234567")
+    signer = make_signer(test_pki.issuing, "p256", subject)
+    status, page = _register_page(app, client, org, test_pki, signer, tmp_path)
+    assert status == 400
+    text = html.unescape(page)
+    assert "“Trung tâm Y tế Quận 3” (MST 0301234567)" in text
+    assert "“Trạm Y tế Phường Bến Nghé” (MST 0312345678)" in text
+    session.expire_all()
+    assert active_certificate(session, org.officer) is None
+
+
+def test_good_certificate_is_registered_with_its_details(
+    app: Flask,
+    client: FlaskClient,
+    session: Session,
+    org: Seed,
+    test_pki: TestPki,
+    tmp_path: Path,
+) -> None:
+    signer = make_signer(test_pki.issuing, "rsa")
+    status, _ = _register_page(app, client, org, test_pki, signer, tmp_path)
+    assert status == 302
+    session.expire_all()
+    registration = active_certificate(session, org.officer)
+    assert registration is not None
+    assert registration.serial_hex == signer.serial
+    assert registration.der == signer.der
