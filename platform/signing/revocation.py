@@ -50,6 +50,7 @@ __all__ = [
     "compromised_at",
     "flagged",
     "mark_compromised",
+    "parse_since",
     "revocation_reason",
 ]
 
@@ -254,3 +255,16 @@ def check_registration(
     if problem is not None:
         raise problem
     return checked
+
+
+def parse_since(text: str) -> datetime:
+    """A date and time typed in Vietnam time ("2026-11-20T10:15", as a datetime-local input
+    sends it, or "20/11/2026 10:15"), as UTC."""
+    value = text.strip()
+    for pattern in ("%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%d/%m/%Y %H:%M", "%d/%m/%Y"):
+        try:
+            parsed = datetime.strptime(value, pattern)
+        except ValueError:
+            continue
+        return parsed.replace(tzinfo=VIETNAM_TIME).astimezone(UTC)
+    raise DomainError("revocation.bad_since")

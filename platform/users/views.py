@@ -30,6 +30,7 @@ from kyso.platform.auth.access import current_user, login_required, may_manage, 
 from kyso.platform.i18n import DomainError, catalogue, translate
 from kyso.platform.inputs import is_number
 from kyso.platform.models import Role, User
+from kyso.platform.signing import revocation
 from kyso.platform.signing.batch_views import registration_check
 from kyso.platform.users import service
 
@@ -395,6 +396,36 @@ def certificate(user_id: int) -> Any:
         error=error,
     )
     return page, 400 if error else 200
+
+
+@blueprint.post("/<int:user_id>/certificates/<int:certificate_id>/compromised")
+@roles_required(Role.ADMINISTRATOR)
+def compromise_certificate(user_id: int, certificate_id: int) -> Any:
+    """Báo chứng thư số bị lộ: the token is compromised from a date (signatures made since are
+    superseded, their batches flagged, their doses to be signed again)."""
+    officer = _managed(user_id)
+    back = url_for("users.certificate", user_id=officer.id)
+    try:
+        found = service.find_certificate(db(), officer, certificate_id)
+        since = revocation.parse_since(request.form.get("since", ""))
+        result = revocation.mark_compromised(
+            db(), found, since, source=revocation.SOURCE_ADMINISTRATOR, actor=_me(), ip=_ip()
+        )
+    except DomainError as exc:
+        db().rollback()
+        flash(exc.text(language()), "error")
+        return redirect(back)
+    db().commit()
+    flash(
+        _(
+            "revocation.marked",
+            serial=service.format_serial(found.serial_hex),
+            signatures=result.signatures,
+            people=result.people,
+        ),
+        "success",
+    )
+    return redirect(back)
 
 
 @blueprint.post("/<int:user_id>/certificates/<int:certificate_id>/deactivate")

@@ -33,7 +33,12 @@ from kyso.platform.models import (
     SigningCertificate,
 )
 from kyso.platform.signing import batches, revocation
-from kyso.platform.signing.certificates import CertificateRejected, Problem, TrustStore
+from kyso.platform.signing.certificates import (
+    VIETNAM_TIME,
+    CertificateRejected,
+    Problem,
+    TrustStore,
+)
 from kyso.platform.signing.manifest import ManifestSigner
 from kyso.platform.signing.selection import add_doses
 from kyso.platform.signing.validation import RevocationChecker, revocation_checker
@@ -392,3 +397,49 @@ def test_good_certificate_is_registered_with_its_details(
     assert registration is not None
     assert registration.serial_hex == signer.serial
     assert registration.der == signer.der
+
+
+def test_administrator_marks_a_token_compromised_and_the_batch_list_flags_it(
+    app: Flask,
+    client: FlaskClient,
+    session: Session,
+    org: Seed,
+    test_pki: TestPki,
+) -> None:
+    signer = make_signer(test_pki.issuing, "p256")
+    register_certificate(session, org.admin, org.officer, signer.serial)
+    session.commit()
+    now = datetime.now(UTC).replace(microsecond=0)
+    kept = _signed_batch(session, org, signer, test_pki, now - timedelta(hours=5), 1)
+    later = _signed_batch(session, org, signer, test_pki, now - timedelta(minutes=20), 2)
+    registration = active_certificate(session, org.officer)
+    assert registration is not None
+
+    login(client, org.admin.username)
+    path = f"/users/{org.officer.id}/certificate"
+    since = (now - timedelta(hours=1)).astimezone(VIETNAM_TIME)
+    answer = client.post(
+        f"/users/{org.officer.id}/certificates/{registration.id}/compromised",
+        data={"csrf_token": csrf_token(client, path), "since": since.strftime("%Y-%m-%dT%H:%M")},
+        follow_redirects=True,
+    )
+    text = html.unescape(answer.get_data(as_text=True))
+    assert "2 chữ ký từ thời điểm đó bị hủy hiệu lực" in text
+    assert f"Đã ghi nhận bị lộ từ {since:%d/%m/%Y %H:%M}" in text
+    session.expire_all()
+    stored = session.get(SigningCertificate, registration.id)
+    assert stored is not None
+    assert stored.compromised_source == "administrator"
+
+    client = app.test_client()  # the officer, in a browser of their own
+    login(client, org.officer.username)
+    rows = {
+        batch_id: row
+        for row in html.unescape(client.get("/signing/batches").get_data(as_text=True)).split(
+            "<tr>"
+        )
+        for batch_id in (kept, later)
+        if batch_id in row
+    }
+    assert "Ký bằng chứng thư số bị lộ/thu hồi" in rows[later]
+    assert "Ký bằng chứng thư số bị lộ/thu hồi" not in rows[kept]
