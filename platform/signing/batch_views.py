@@ -314,9 +314,18 @@ def register(app: Flask) -> None:
 
     @app.context_processor
     def _signing_page_config() -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        user = current_user()
+        if user is None or user.role is not Role.SIGNING_OFFICER:
+            return values
         # The preview page ("Xem danh sách") carries the Sign button.
         if request.endpoint == "signing.preview":
-            user = current_user()
-            if user is not None and user.role is Role.SIGNING_OFFICER:
-                return {"sign_config": sign_config(user, "prepare")}
-        return {}
+            values["sign_config"] = sign_config(user, "prepare")
+        # The signing pages warn of the registered certificate's coming expiry.
+        if request.endpoint in ("signing.search", "signing.preview"):
+            values["certificate_expiry"] = revocation.expiry_warning(
+                active_certificate(db(), user),
+                datetime.now(UTC),
+                int(app.config.get("CERTIFICATE_EXPIRY_WARNING_DAYS", 30)),
+            )
+        return values

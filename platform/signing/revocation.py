@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -48,6 +48,7 @@ __all__ = [
     "check_for_unit",
     "check_registration",
     "compromised_at",
+    "expiry_warning",
     "flagged",
     "mark_compromised",
     "parse_since",
@@ -268,3 +269,16 @@ def parse_since(text: str) -> datetime:
             continue
         return parsed.replace(tzinfo=VIETNAM_TIME).astimezone(UTC)
     raise DomainError("revocation.bad_since")
+
+
+def expiry_warning(
+    registration: SigningCertificate | None, now: datetime, days: int
+) -> datetime | None:
+    """The registered certificate's expiry (Vietnam time) when it is within ``days`` of ``now``
+    and not past (the signing page warns the officer to renew it); None otherwise."""
+    if registration is None or registration.not_after is None:
+        return None
+    expires = _utc(registration.not_after)
+    if _utc(now) <= expires <= _utc(now) + timedelta(days=days):
+        return expires.astimezone(VIETNAM_TIME)
+    return None

@@ -443,3 +443,23 @@ def test_administrator_marks_a_token_compromised_and_the_batch_list_flags_it(
     }
     assert "Ký bằng chứng thư số bị lộ/thu hồi" in rows[later]
     assert "Ký bằng chứng thư số bị lộ/thu hồi" not in rows[kept]
+
+
+def test_signing_page_warns_30_days_before_the_registered_certificate_expires(
+    app: Flask, client: FlaskClient, session: Session, org: Seed, test_pki: TestPki
+) -> None:
+    soon = datetime.now(UTC).replace(microsecond=0) + timedelta(days=20)
+    signer = make_signer(test_pki.issuing, "p256", not_after=soon)
+    registration = register_certificate(session, org.admin, org.officer, signer.serial)
+    registration.not_after = signer.certificate.not_valid_after_utc  # read from the token
+    session.commit()
+    login(client, org.officer.username)
+    page = html.unescape(client.get("/signing/").get_data(as_text=True))
+    shown = soon.astimezone(VIETNAM_TIME)
+    assert f"sẽ hết hạn lúc {shown:%H:%M ngày %d/%m/%Y}" in page
+
+    # Further than 30 days away: no warning.
+    registration.not_after = soon + timedelta(days=15)
+    session.commit()
+    page = html.unescape(client.get("/signing/").get_data(as_text=True))
+    assert 'id="certificate-expiry"' not in page
