@@ -414,6 +414,17 @@ class TestPki:
             temporary.replace(path)
         return Revocation(serial, at, reason)
 
+    def reinstate(self, serial: int) -> None:
+        """Takes a revocation back (as a released certificateHold would): for tests that must
+        not leave a certificate the whole session shares revoked."""
+        with self._lock:
+            state = self._revoked_state()
+            state.pop(format(serial, "X"), None)
+            path = self.directory / "revoked.json"
+            temporary = path.with_suffix(".tmp")
+            temporary.write_text(json.dumps(state, indent=2), encoding="utf-8")
+            temporary.replace(path)
+
     def _revoked_state(self) -> dict[str, dict[str, str]]:
         path = self.directory / "revoked.json"
         if not path.exists():
