@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import TextIO
 
+from kyso.agent.expiry import expiry_warning
 from kyso.agent.i18n import tr
 from kyso.agent.service import BatchOutcome, ConsentRequest
 
@@ -87,6 +88,7 @@ class ConsoleUI:
                 subject=cert.subject,
                 not_after=cert.not_after.date().isoformat(),
             ),
+            *filter(None, [expiry_warning(cert.not_after, self._language)]),
             self._t("consent_count", count=m.count),
             "",
             self._t("consent_summary_title"),
