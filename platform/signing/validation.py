@@ -28,7 +28,7 @@ import enum
 import hashlib
 import threading
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import AsyncGenerator, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, TypeVar
@@ -48,6 +48,7 @@ from pyhanko_certvalidator.errors import (
     ValidationError,
 )
 from pyhanko_certvalidator.fetchers.aiohttp_fetchers import AIOHttpFetcherBackend
+from pyhanko_certvalidator.fetchers.api import CertificateFetcher, Fetchers
 
 __all__ = [
     "PathRefused",
@@ -146,6 +147,21 @@ def revocation_checker(settings: Mapping[str, Any]) -> RevocationChecker:
     )
 
 
+class _NoIssuerFetching(CertificateFetcher):
+    async def _nothing(self) -> AsyncGenerator[Any, None]:
+        return
+        yield  # an async generator that yields nothing
+
+    def fetch_cert_issuers(self, cert: Any) -> AsyncGenerator[Any, None]:
+        return self._nothing()
+
+    def fetch_crl_issuers(self, certificate_list: Any) -> AsyncGenerator[Any, None]:
+        return self._nothing()
+
+    def fetched_certs(self) -> Iterable[Any]:
+        return ()
+
+
 def _setting(settings: Mapping[str, Any], name: str, default: float) -> float:
     value = settings.get(name)
     return default if value is None or value == "" else float(value)
@@ -230,7 +246,11 @@ async def _validate(
     backend = AIOHttpFetcherBackend(
         per_request_timeout=revocation.timeout if revocation else DEFAULT_TIMEOUT
     )
-    async with backend as fetchers:
+    async with backend as fetched:
+        # OCSP and CRLs are fetched; issuers' certificates are not (the trust bundle holds the
+        # intermediates): a certificate the officer's page sends cannot make the platform
+        # fetch URLs of its choosing before its path to an anchor is known.
+        fetchers = Fetchers(fetched.ocsp_fetcher, fetched.crl_fetcher, _NoIssuerFetching())
         context = ValidationContext(
             trust_roots=[_anchor(c) for c in anchors],
             other_certs=[_asn1(c) for c in intermediates],

@@ -38,6 +38,7 @@ from kyso.platform.signing.certificates import (
     CertificateRejected,
     Problem,
     TrustStore,
+    check_certificate,
 )
 from kyso.platform.signing.manifest import ManifestSigner
 from kyso.platform.signing.selection import add_doses
@@ -463,3 +464,20 @@ def test_signing_page_warns_30_days_before_the_registered_certificate_expires(
     session.commit()
     page = html.unescape(client.get("/signing/").get_data(as_text=True))
     assert 'id="certificate-expiry"' not in page
+
+
+def test_issuers_are_not_fetched_from_the_certificate(test_pki: TestPki) -> None:
+    """Only OCSP and CRLs are fetched: a certificate whose issuer is missing from the trust
+    bundle is untrusted, and its AIA "CA issuers" URL is never requested."""
+    signer = make_signer(test_pki.issuing, "p256")
+    before = test_pki.hits["/certs/issuing.crt"]
+    with pytest.raises(CertificateRejected) as caught:
+        check_certificate(
+            signer.der,
+            registered_serial=signer.serial,
+            trust=TrustStore([test_pki.root.certificate]),
+            at=datetime.now(UTC),
+            revocation=RevocationChecker("hard"),
+        )
+    assert caught.value.problem is Problem.UNTRUSTED
+    assert test_pki.hits["/certs/issuing.crt"] == before
