@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
@@ -53,6 +54,7 @@ __all__ = [
     "mark_compromised",
     "parse_since",
     "revocation_reason",
+    "set_unit_tax_code",
 ]
 
 SOURCE_ADMINISTRATOR = "administrator"
@@ -282,3 +284,20 @@ def expiry_warning(
     if _utc(now) <= expires <= _utc(now) + timedelta(days=days):
         return expires.astimezone(VIETNAM_TIME)
     return None
+
+
+_TAX_CODE = re.compile(r"^\d{10}(-\d{3})?$")
+
+
+def set_unit_tax_code(session: Session, unit_code: str, tax_code: str) -> SigningUnit:
+    """Records a signing unit's tax code (10 digits, or 10-3 for a branch), which its officers'
+    certificates must carry as ``UID=MST:…``. The caller commits."""
+    unit = session.scalars(select(SigningUnit).where(SigningUnit.code == unit_code)).one_or_none()
+    if unit is None:
+        raise DomainError("revocation.unknown_unit", unit=unit_code)
+    value = tax_code.strip()
+    if not _TAX_CODE.fullmatch(value):
+        raise DomainError("revocation.bad_tax_code", tax_code=value)
+    before, unit.tax_code = unit.tax_code, value
+    audit(session, "signing_unit.tax_code", None, target=unit.code, before=before, after=value)
+    return unit

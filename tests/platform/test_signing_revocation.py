@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from flask import Flask
@@ -22,6 +23,7 @@ from support.signing_data import bulk_people
 from support.signing_keys import Signer, make_signer
 
 from kyso.agent import devpki
+from kyso.platform.cli import main
 from kyso.platform.i18n import DomainError
 from kyso.platform.models import (
     AuditEvent,
@@ -31,6 +33,7 @@ from kyso.platform.models import (
     RejectReason,
     SigningBatchItem,
     SigningCertificate,
+    SigningUnit,
 )
 from kyso.platform.signing import batches, revocation
 from kyso.platform.signing.certificates import (
@@ -481,3 +484,25 @@ def test_issuers_are_not_fetched_from_the_certificate(test_pki: TestPki) -> None
         )
     assert caught.value.problem is Problem.UNTRUSTED
     assert test_pki.hits["/certs/issuing.crt"] == before
+
+
+def test_unit_tax_code_command(
+    database_url: str, tmp_path: Path, session: Session, org: Seed
+) -> None:
+    env = {
+        "DATABASE_URL": database_url,
+        "KYSO_SECRET_KEY": "test",
+        "KYSO_INSTANCE_PATH": str(tmp_path / "cli-instance"),
+    }
+    done = CliRunner().invoke(main, ["unit-tax-code", "SU-79-760", "0312345600-001"], env=env)
+    assert done.exit_code == 0, done.output
+    assert "SU-79-760 (Trung tâm Y tế Quận 1): tax code 0312345600-001" in done.output
+    session.expire_all()
+    unit = session.get(SigningUnit, org.unit_district.id)
+    assert unit is not None
+    assert unit.tax_code == "0312345600-001"
+    wrong = CliRunner().invoke(main, ["unit-tax-code", "SU-79-760", "03123"], env=env)
+    assert wrong.exit_code != 0
+    assert "not well formed" in wrong.output
+    unknown = CliRunner().invoke(main, ["unit-tax-code", "SU-XX", "0312345600"], env=env)
+    assert "no signing unit coded “SU-XX”" in unknown.output
