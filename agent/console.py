@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
+from kyso.agent.expiry import expiry_warning
 from kyso.agent.i18n import tr
 from kyso.agent.service import BatchOutcome, ConsentRequest
 
@@ -239,6 +240,7 @@ class ConsoleUI:
                 subject=cert.subject,
                 not_after=cert.not_after.date().isoformat(),
             ),
+            *filter(None, [expiry_warning(cert.not_after, self._language)]),
             self._t("consent_count", count=m.count),
             "",
             self._t("consent_summary_title"),

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from kyso.agent.expiry import expiry_warning
 from kyso.agent.i18n import tr
 from kyso.agent.ui.controller import AgentController, TrayState
 from kyso.agent.ui.icons import status_icon
@@ -59,16 +60,21 @@ def certificate_text(controller: AgentController, language: str) -> str:
     usable = snapshot.signing_certificates
     if not usable:
         return t("certificate_none", language)
-    return "\n".join(
-        t(
-            "certificate_line",
-            language,
-            subject=short_subject(cert.subject),
-            kind=f"{cert.key_type}-{cert.key_size}",
-            not_after=cert.not_after.date().isoformat(),
+    lines: list[str] = []
+    for cert in usable:
+        lines.append(
+            t(
+                "certificate_line",
+                language,
+                subject=short_subject(cert.subject),
+                kind=f"{cert.key_type}-{cert.key_size}",
+                not_after=cert.not_after.date().isoformat(),
+            )
         )
-        for cert in usable
-    )
+        warning = expiry_warning(cert.not_after, language)
+        if warning:
+            lines.append(warning)
+    return "\n".join(lines)
 
 
 def last_batch_text(controller: AgentController, language: str) -> str:
