@@ -236,3 +236,39 @@ def test_confirming_a_pairing_while_the_keyring_hangs(
     finally:
         blocking_keyring.release()
         app.shutdown()
+
+
+def test_removing_a_paired_page_while_the_keyring_hangs(
+    qtbot: QtBot, token: Pkcs11Token, tmp_path: Path, blocking_keyring: BlockingKeyring
+) -> None:
+    config = AgentConfig(port=0, state_dir=tmp_path)
+    pairing = PairingManager(config, store=OriginStore(service=f"kyso-test-{uuid.uuid4().hex}"))
+    blocking_keyring.release()
+    pairing.approve(_fetched(NEW_ORIGIN))
+    blocking_keyring.released.clear()  # from now on the keyring hangs
+    blocking_keyring.writing.clear()
+    app = DesktopApp(config, token, language="vi", port=0, use_tray=False, pairing=pairing)
+    qtbot.addWidget(app.window)
+    app.window.show()
+    try:
+        dialog = app.show_settings()
+        qtbot.addWidget(dialog)
+        qtbot.waitExposed(dialog)
+        assert dialog.origin_list.count() == 1
+        dialog.origin_list.setCurrentRow(0)
+        assert dialog.remove_button.isEnabled()
+        live = Liveness(dialog)
+        pressed = time.monotonic()
+        qtbot.mouseClick(dialog.remove_button, Qt.MouseButton.LeftButton)
+        assert time.monotonic() - pressed < 1
+        assert blocking_keyring.writing.wait(5)
+        live.assert_alive_for(qtbot, 500)
+        assert not dialog.remove_button.isEnabled()  # one removal at a time
+        assert dialog.origin_list.count() == 1  # still listed until it is stored
+        assert pairing.allowed_origin(NEW_ORIGIN) is not None
+        blocking_keyring.release()
+        qtbot.waitUntil(lambda: dialog.origin_list.count() == 0, timeout=5000)
+        assert pairing.allowed_origin(NEW_ORIGIN) is None
+    finally:
+        blocking_keyring.release()
+        app.shutdown()
