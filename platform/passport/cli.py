@@ -3,7 +3,9 @@
     kyso-platform issue-passports [--limit N] [--chunk N]
     kyso-platform dcc verify HC1:...        (or --image qr.png; --dsc list.pem; --at TIME)
 
-Several ``issue-passports`` may run at once (on several machines) against PostgreSQL.
+Several ``issue-passports`` may run at once (on several machines) against PostgreSQL. A chunk
+that meets a lost database connection is tried again (3 times); then the command stops with a
+one-line message and exit code 75 (EX_TEMPFAIL: run it again later), keeping what committed.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from pathlib import Path
 
 import click
 from flask import Flask
+from sqlalchemy.exc import DBAPIError
 
+from kyso.platform.db import exit_database_unavailable, is_transient
 from kyso.platform.i18n import DomainError, translate
 from kyso.platform.passport import config
 from kyso.platform.passport.issuance import issue_passports, worker_name
@@ -41,9 +45,14 @@ def issue_passports_command(app: Flask, limit: int | None, chunk: int) -> None:
         context = config.issuance_context(app.config, app.instance_path, signer, chunk=chunk)
     except DomainError as exc:
         raise click.ClickException(exc.text("en")) from None
-    summary = issue_passports(
-        app.extensions["kyso.sessions"], context, worker=worker_name(), limit=limit
-    )
+    try:
+        summary = issue_passports(
+            app.extensions["kyso.sessions"], context, worker=worker_name(), limit=limit
+        )
+    except DBAPIError as exc:
+        if not is_transient(exc):
+            raise
+        exit_database_unavailable("issue-passports", exc)
     click.echo(
         f"run {summary.run_id} ({context.algorithm}): {summary.issued} passports issued, "
         f"{summary.covered} entries already covered, {summary.failed} failed "
