@@ -94,3 +94,34 @@ class LockTrap:
                         self.killed.append(pid)
                 time.sleep(0.01)
             locker.rollback()
+
+
+class HeldLock:
+    """A lock held by the test until ``release``; ``wait_for`` returns once a backend whose
+    statement matches is waiting for it (the victim stands at the exact point)."""
+
+    def __init__(self, database_url: str, lock_sql: str) -> None:
+        self._engine: Engine = create_engine(database_url, poolclass=NullPool)
+        self._locker = self._engine.connect()
+        self._locker.execute(text(lock_sql))
+
+    def wait_for(self, match: str, timeout: float = 30.0) -> list[int]:
+        deadline = time.monotonic() + timeout
+        with self._engine.connect().execution_options(isolation_level="AUTOCOMMIT") as watcher:
+            while True:
+                pids = list(watcher.execute(_WAITING, {"match": match}).scalars())
+                if pids:
+                    return pids
+                assert time.monotonic() < deadline, f"nothing waited for the lock ({match})"
+                time.sleep(0.01)
+
+    def terminate(self, pids: list[int]) -> None:
+        with self._engine.connect().execution_options(isolation_level="AUTOCOMMIT") as watcher:
+            for pid in pids:
+                watcher.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+
+    def release(self) -> None:
+        if not self._locker.closed:
+            self._locker.rollback()
+            self._locker.close()
+        self._engine.dispose()
