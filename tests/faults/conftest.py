@@ -32,7 +32,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from support.openssl_cms import verify_export
 from support.platform_db import PG_ADMIN, PG_URL, postgres_available
-from support.platform_seed import PASSWORD, seed
+from support.platform_seed import PASSWORD, Seed, seed
 from support.signing_data import bulk_people
 from support.signing_keys import Pki, make_pki
 
@@ -95,6 +95,7 @@ class World:
     pki: Pki
     directory: Path
     doses: int
+    org: Seed  # loaded in a closed session (its attributes stay loaded)
     platform: Platform = field(init=False)
 
     def session(self) -> Session:
@@ -184,7 +185,7 @@ def world(fault_database: str, pki: Pki, tmp_path: Path) -> Iterator[World]:
             serialization.NoEncryption(),
         )
     )
-    found = World(fault_database, engine, sessions, pki, tmp_path, len(doses))
+    found = World(fault_database, engine, sessions, pki, tmp_path, len(doses), org)
     found.platform = Platform(found, manifest_key)
     found.platform.start()
     try:
