@@ -46,6 +46,7 @@ from kyso.agent.config import (
     load_manifest_key,
     normalise_origin,
 )
+from kyso.agent.errors import AgentError
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ MAX_KEY_BYTES: Final = 16 * 1024
 DEFAULT_TIMEOUT: Final = 10.0
 
 
-class PairingError(Exception):
+class PairingError(AgentError):
     """A pairing step failed; ``text`` (vi/en) tells the officer what happened and what to do."""
 
     def __init__(self, reason: str, **values: object) -> None:

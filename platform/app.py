@@ -138,6 +138,7 @@ def _register_blueprints(app: Flask) -> None:
     from kyso.platform.feedback.views import blueprint as feedback
     from kyso.platform.ops.views import blueprint as ops
     from kyso.platform.passport.views import blueprint as passport
+    from kyso.platform.passport.views import lists as passport_lists
     from kyso.platform.records.views import blueprint as records
     from kyso.platform.signing import batch_views
     from kyso.platform.signing.views import blueprint as signing
@@ -149,6 +150,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(signing)
     app.register_blueprint(records)
     app.register_blueprint(passport)
+    app.register_blueprint(passport_lists)
     app.register_blueprint(stats)
     app.register_blueprint(feedback)
     app.register_blueprint(ops)

@@ -18,13 +18,22 @@ each with its text from ``locales/passport.toml``):
 ``schema``     the DCC validates against the combined schema of the release its ``ver`` names
                (1.0.0 … 1.3.3, shipped in ``data/schema-history``; see "Schema versions")
                and holds exactly one of ``v``, ``t``, ``r``
+``valuesets``  the coded fields are codes of the EU value sets, as EU verifiers' business rules
+               require: ``tg``, ``vp``, ``mp``, ``ma``, ``co`` of a vaccination; ``tg``,
+               ``tt``, ``tr``, ``co`` of a test (not the rapid test's ``ma``: that value set
+               is not shipped); ``tg``, ``co`` of a recovery
 ``expiry``     the time of the check lies between ``iat`` and ``exp``
 ``key_usage``  the signer certificate may sign this kind of certificate: when its extended key
                usage extension is present it must name this one (1.3.6.1.4.1.1847.2021.1.1
                test, .2 vaccination, .3 recovery; also read under the early arc
                1.3.6.1.4.1.0.1847…), as the conformance vectors require; a key usage
                extension must allow digitalSignature
+``revocation`` (only with a revocation list) the certificate's ``SIGNATURE``, ``UCI`` and
+               ``COUNTRYCODEUCI`` hashes are not on the list for its ``kid`` (``revocation``)
 =============  ===============================================================================
+
+ES256 means ECDSA on P-256 with SHA-256 (RFC 8152 and the DCC specification): a signer
+certificate with a P-384 (or other) key is refused for ES256 with that reason, never tried.
 
 A certificate is valid when every step passed. A step that cannot run because an earlier one
 failed is left out (``Verification.checks`` holds the steps that ran, in order).
@@ -61,6 +70,7 @@ import cbor2
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
 from kyso.platform.passport import pictures
@@ -76,10 +86,19 @@ from kyso.platform.passport.dcc import (
     sig_structure,
 )
 from kyso.platform.passport.hsm import verify_cose_signature
-from kyso.platform.passport.valuesets import historical_schema, schema, schema_versions
+from kyso.platform.passport.revocation import Revocations, revocation_hashes
+from kyso.platform.passport.valuesets import (
+    historical_schema,
+    schema,
+    schema_versions,
+    value_sets,
+)
 
 __all__ = [
     "CHECKS",
+    "OPTIONAL_CHECKS",
+    "TEST_RESULTS",
+    "TEST_TYPES",
     "Check",
     "SignerList",
     "Verification",
@@ -99,9 +118,12 @@ CHECKS: Final = (
     "cwt",
     "signature",
     "schema",
+    "valuesets",
     "expiry",
     "key_usage",
 )
+# Steps that run only when their input is given (``verify(..., revocations=...)``).
+OPTIONAL_CHECKS: Final = ("revocation",)
 COSE_ALGORITHMS: Final[dict[int, str]] = {-7: "ES256", -37: "PS256"}
 CWT_TAG: Final = 61
 COSE_SIGN1_TAG: Final = 18
@@ -141,11 +163,12 @@ class Verification:
     algorithm: str | None = None
     signer: x509.Certificate | None = None
     schema_version: str | None = None  # the release whose schema the DCC was checked against
+    revoked_by: str | None = None  # the hash type under which a revocation list names it
 
     @property
     def valid(self) -> bool:
         names = {c.name for c in self.checks}
-        required = set(CHECKS) - {"qr"}
+        required = set(CHECKS) - {"qr"}  # revocation: when a list was given, it must pass
         return required <= names and all(c.ok for c in self.checks)
 
     def check(self, name: str) -> Check | None:
@@ -154,6 +177,10 @@ class Verification:
     def passed(self, name: str) -> bool:
         found = self.check(name)
         return found is not None and found.ok
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_by is not None
 
     @property
     def failed(self) -> Check | None:
@@ -258,13 +285,69 @@ def _schema_problems(dcc: Mapping[str, Any]) -> tuple[str, list[str]]:
     return version, problems
 
 
+# The test fields' value sets (eu-dcc-valuesets covid-19-lab-test-type, covid-19-lab-result):
+# two codes each, kept here rather than vendored. The rapid tests' makers (``ma`` of a test) are
+# not checked: that value set changes monthly and is not shipped.
+TEST_TYPES: Final = {"LP6464-4": "NAAT (PCR)", "LP217198-3": "rapid antigen test"}
+TEST_RESULTS: Final = {"260415000": "not detected", "260373001": "detected"}
+
+# field -> the value set it must be a code of (``ValueSets`` attribute), per certificate type.
+_VALUE_SET_FIELDS: Final[dict[str, tuple[tuple[str, str], ...]]] = {
+    "v": (
+        ("tg", "diseases"),
+        ("vp", "prophylaxis"),
+        ("mp", "products"),
+        ("ma", "manufacturers"),
+        ("co", "countries"),
+    ),
+    "t": (("tg", "diseases"), ("tt", "test_types"), ("tr", "test_results"), ("co", "countries")),
+    "r": (("tg", "diseases"), ("co", "countries")),
+}
+
+
+def value_set_problems(dcc: Mapping[str, Any]) -> list[str]:
+    """The coded fields that are not codes of their EU value set, as EU verifiers refuse them
+    (the business rules' "value in valueSets" checks): empty when every code is known."""
+    sets = value_sets()
+    tables: dict[str, Mapping[str, Any]] = {
+        "diseases": sets.diseases,
+        "prophylaxis": sets.prophylaxis,
+        "products": sets.products,
+        "manufacturers": sets.manufacturers,
+        "countries": sets.countries,
+        "test_types": TEST_TYPES,
+        "test_results": TEST_RESULTS,
+    }
+    problems: list[str] = []
+    for kind, fields in _VALUE_SET_FIELDS.items():
+        entries = dcc.get(kind)
+        if not isinstance(entries, list):
+            continue
+        for number, entry in enumerate(entries):
+            if not isinstance(entry, dict):
+                continue
+            for name, table in fields:
+                value = entry.get(name)
+                if value is None:
+                    continue  # a required field missing is the schema's finding
+                if not isinstance(value, str) or value not in tables[table]:
+                    problems.append(f"{kind}/{number}/{name}: {value!r} is not in the value set")
+    return problems
+
+
 def decode_qr_image(data: bytes) -> str:
     """The text of the one QR code in a PNG/JPEG picture; ``pictures.PictureRefused`` (a
     ValueError) when there is none, decoded in a bounded child process (see ``pictures``)."""
     return pictures.read_qr(data)
 
 
-def verify_image(data: bytes, signers: SignerList, at: datetime | None = None) -> Verification:
+def verify_image(
+    data: bytes,
+    signers: SignerList,
+    at: datetime | None = None,
+    *,
+    revocations: Revocations | None = None,
+) -> Verification:
     result = Verification()
     try:
         text = decode_qr_image(data)
@@ -272,7 +355,7 @@ def verify_image(data: bytes, signers: SignerList, at: datetime | None = None) -
         result.checks.append(Check("qr", False, refused.detail, refused.key, refused.values))
         return result
     result._add("qr", True)
-    return verify(text, signers, at, result=result)
+    return verify(text, signers, at, result=result, revocations=revocations)
 
 
 def _jsonable(value: Any) -> Any:
@@ -296,7 +379,7 @@ def _time(value: Any) -> datetime | None:
     return datetime.fromtimestamp(value, UTC)
 
 
-def _parse_cose(data: bytes) -> tuple[bytes, dict[Any, Any], dict[Any, Any], bytes, bytes]:
+def parse_cose(data: bytes) -> tuple[bytes, dict[Any, Any], dict[Any, Any], bytes, bytes]:
     """(protected bytes, protected map, unprotected map, payload, signature) or ValueError."""
     try:
         item = cbor2.loads(data)
@@ -361,8 +444,10 @@ def verify(
     at: datetime | None = None,
     *,
     result: Verification | None = None,
+    revocations: Revocations | None = None,
 ) -> Verification:
-    """Runs every step on an ``HC1:`` text; see the module's table."""
+    """Runs every step on an ``HC1:`` text; see the module's table. With ``revocations``, also
+    the ``revocation`` step (the certificate is not on the revocation list)."""
     at = at or datetime.now(UTC)
     if at.tzinfo is None:
         at = at.replace(tzinfo=UTC)  # a clock without a zone is UTC, as CWT times are
@@ -372,8 +457,10 @@ def verify(
     if len(text) > MAX_TEXT:
         result._add("prefix", False, f"longer than {MAX_TEXT} characters: not a DCC")
         return result
-    if not result._add("prefix", text.startswith(PREFIX), "the text does not start with HC1:"):
+    if not text.startswith(PREFIX):
+        result._add("prefix", False, "the text does not start with HC1:")
         return result
+    result._add("prefix", True)
     try:
         compressed = base45.b45decode(text[len(PREFIX) :])
     except (ValueError, KeyError, IndexError) as exc:
@@ -395,7 +482,7 @@ def verify(
         return result
     result._add("zlib", True)
     try:
-        protected, protected_map, unprotected, payload, signature = _parse_cose(cose)
+        protected, protected_map, unprotected, payload, signature = parse_cose(cose)
     except ValueError as exc:
         result._add("cose", False, str(exc))
         return result
@@ -429,6 +516,8 @@ def verify(
     else:
         result.schema_version, problems = _schema_problems(json_dcc)
         result._add("schema", not problems, "; ".join(problems[:3]))
+        unknown = value_set_problems(json_dcc)
+        result._add("valuesets", not unknown, "; ".join(unknown[:3]))
 
     if result.issued_at is None or result.expires_at is None:
         result._add("expiry", False, "the CWT has no iat or exp")
@@ -442,7 +531,38 @@ def verify(
     if result.signer is not None:
         problem = _key_usage_problem(result.signer, hcert)
         result._add("key_usage", problem is None, problem or "")
+
+    if revocations is not None:
+        _check_revocation(result, revocations, hcert, signature)
     return result
+
+
+def _uci(dcc: Mapping[Any, Any]) -> str | None:
+    for kind in CERTIFICATE_TYPES:
+        entries = dcc.get(kind)
+        if isinstance(entries, list) and entries and isinstance(entries[0], dict):
+            uci = entries[0].get("ci")
+            return uci if isinstance(uci, str) else None
+    return None
+
+
+def _check_revocation(
+    result: Verification, revocations: Revocations, dcc: Mapping[Any, Any], signature: bytes
+) -> None:
+    uci = _uci(dcc)
+    hashes = revocation_hashes(
+        signature=signature, algorithm=result.algorithm, uci=uci, country=result.issuer_country
+    )
+    result.revoked_by = revocations.find(result.kid, hashes, uci)
+    if result.revoked_by is None:
+        result._add("revocation", True)
+        return
+    updated = f" (list of {revocations.updated:%Y-%m-%d %H:%M}Z)" if revocations.updated else ""
+    result._add(
+        "revocation",
+        False,
+        f"revoked: the revocation list names its {result.revoked_by} hash{updated}",
+    )
 
 
 def _check_signature(
@@ -463,6 +583,19 @@ def _check_signature(
         kid = base64.b64encode(result.kid).decode("ascii")
         result._add("signature", False, f"no certificate with kid {kid} in the signer list")
         return
+    if result.algorithm == "ES256":
+        keys = [c.public_key() for c in candidates]
+        curves = {k.curve.name for k in keys if isinstance(k, ec.EllipticCurvePublicKey)}
+        if curves and "secp256r1" not in curves:
+            # ES256 is ECDSA on P-256 with SHA-256 (RFC 8152, DCC specification): a P-384 key
+            # signs ES384, which no DCC verifier accepts. Refused, with the reason.
+            result._add(
+                "signature",
+                False,
+                f"ES256 needs a P-256 key; the signer certificate has a {', '.join(sorted(curves))}"
+                " key (the DCC specification allows no other curve for ES256)",
+            )
+            return
     data = sig_structure(protected, payload)
     for certificate in candidates:
         try:

@@ -28,7 +28,16 @@ from kyso.platform.app import db, language
 from kyso.platform.auth.access import current_user, roles_required
 from kyso.platform.i18n import DomainError, translate
 from kyso.platform.models import Role
-from kyso.platform.passport import config, issuance, lookup, pictures, render, verifier
+from kyso.platform.passport import (
+    config,
+    issuance,
+    lookup,
+    pictures,
+    render,
+    revocation,
+    trustlist,
+    verifier,
+)
 from kyso.platform.passport.models import Passport
 from kyso.platform.passport.render import FIELDS, field_values
 
@@ -180,14 +189,14 @@ def lookup_pdf() -> Any:
         return _expired()
     app = current_app
     try:
-        signer = config.open_signer(app.config, app.extensions)
+        signing = config.pdf_signing(app.config, app.extensions)
     except DomainError as exc:
         flash(exc.text(language()), "error")
         return redirect(url_for("passport.lookup_result"))
     document = render.PassportDocument(
         passport.dcc, passport.payload, passport.issued_at, passport.expires_at
     )
-    signed = render.sign_pdf(render.passport_pdf(document), signer)
+    signed = render.signed_passport_pdf(document, signing)
     response = Response(signed, mimetype="application/pdf")
     response.headers["Content-Disposition"] = 'attachment; filename="ho-chieu-vac-xin.pdf"'
     response.headers["Cache-Control"] = "no-store"
@@ -213,11 +222,68 @@ def verify_page() -> Any:
             error=translate("passport.verify_nothing", language()),
         ), 400
     signers = config.dsc_list(db(), current_app.config)
-    result = verifier.verify(text, signers) if text else verifier.verify_image(data, signers)
+    revoked = revocation.platform_list(db())
+    result = (
+        verifier.verify(text, signers, revocations=revoked)
+        if text
+        else verifier.verify_image(data, signers, revocations=revoked)
+    )
     fields = None
     if result.dcc is not None and result.dcc.get("v") and result.dcc.get("nam"):
         try:
             fields = _fields(result.dcc)
         except (KeyError, IndexError, TypeError):
             fields = None
-    return render_template("passport/verify.html", result=result, fields=fields, error=None)
+    return render_template(
+        "passport/verify.html",
+        result=result,
+        fields=fields,
+        error=None,
+    )
+
+
+# --- signed lists for verifiers (well-known URLs) -------------------------------------------------
+
+lists = Blueprint("dcc_lists", __name__, url_prefix="/.well-known/kyso/dcc")
+LIST_MAX_AGE = 300  # verifiers may cache a list five minutes
+
+
+def _signed(produce: Any) -> Any:
+    """The list ``produce(session, signer)`` makes, as a JWS; 404 with the reason when this
+    platform has no list signer (its passport key is not configured) or no such document."""
+    app = current_app
+    try:
+        signer = config.list_signer(app.config, app.extensions)
+    except DomainError as exc:
+        return Response(exc.text(language()) + "\n", 404, mimetype="text/plain")
+    body = produce(db(), signer)
+    if body is None:
+        return Response(translate("passport.list_no_batch", language()) + "\n", 404)
+    response = Response(body, mimetype="application/jose")
+    response.headers["Cache-Control"] = f"public, max-age={LIST_MAX_AGE}"
+    return response
+
+
+def _publication() -> revocation.Publication:
+    found = current_app.extensions.get("kyso.revocation_publication")
+    if found is None:
+        found = current_app.extensions.setdefault(
+            "kyso.revocation_publication", revocation.Publication(LIST_MAX_AGE)
+        )
+    assert isinstance(found, revocation.Publication)
+    return found
+
+
+@lists.get("/revocation-list")
+def revocation_index() -> Any:
+    return _signed(_publication().index)
+
+
+@lists.get("/revocation-list/<batch_id>")
+def revocation_batch(batch_id: str) -> Any:
+    return _signed(lambda session_, signer: _publication().batch(session_, signer, batch_id))
+
+
+@lists.get("/trust-list")
+def trust_list() -> Any:
+    return _signed(trustlist.signed_trust_list)
