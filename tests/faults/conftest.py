@@ -36,6 +36,7 @@ from support.platform_seed import PASSWORD, Seed, seed
 from support.signing_data import bulk_people
 from support.signing_keys import Pki, make_pki
 
+from kyso.agent import devpki
 from kyso.platform.db import Base, make_engine, make_session_factory
 from kyso.platform.migrations import upgrade
 from kyso.platform.models import (
@@ -96,6 +97,7 @@ class World:
     directory: Path
     doses: int
     org: Seed  # loaded in a closed session (its attributes stay loaded)
+    anchors: Path  # the test PKI's CA and the SoftHSM token's
     platform: Platform = field(init=False)
 
     def session(self) -> Session:
@@ -116,7 +118,7 @@ class Platform:
             "DATABASE_URL": world.url,
             "KYSO_SECRET_KEY": "fault-suite",
             "KYSO_SECURE_COOKIES": "0",
-            "KYSO_TRUST_ANCHORS": str(world.pki.anchors),
+            "KYSO_TRUST_ANCHORS": str(world.anchors),
             "KYSO_MANIFEST_KEY": str(manifest_key),
             "KYSO_INSTANCE_PATH": str(world.directory / "instance"),
             "KYSO_PUBLIC_ORIGIN": self.url,
@@ -163,7 +165,9 @@ class Platform:
 
 
 @pytest.fixture
-def world(fault_database: str, pki: Pki, tmp_path: Path) -> Iterator[World]:
+def world(
+    fault_database: str, pki: Pki, softhsm_ca: devpki.DevCA, tmp_path: Path
+) -> Iterator[World]:
     engine = make_engine(fault_database)
     tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
     with engine.begin() as conn:
@@ -185,7 +189,11 @@ def world(fault_database: str, pki: Pki, tmp_path: Path) -> Iterator[World]:
             serialization.NoEncryption(),
         )
     )
-    found = World(fault_database, engine, sessions, pki, tmp_path, len(doses), org)
+    anchors = tmp_path / "anchors.pem"
+    anchors.write_bytes(
+        pki.anchors.read_bytes() + softhsm_ca.certificate.public_bytes(serialization.Encoding.PEM)
+    )
+    found = World(fault_database, engine, sessions, pki, tmp_path, len(doses), org, anchors)
     found.platform = Platform(found, manifest_key)
     found.platform.start()
     try:
@@ -302,7 +310,7 @@ def invariants(world: World) -> dict[str, int]:
         ).all()
         assert current == [], f"people with two current passports: {current}"
         exported = 0
-        trust = load_trust_store(world.pki.anchors)
+        trust = load_trust_store(world.anchors)
         for batch_id in session.scalars(
             select(SigningBatch.id).where(SigningBatch.signed > 0).order_by(SigningBatch.id)
         ):
