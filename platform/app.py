@@ -84,6 +84,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         MAX_CONTENT_LENGTH=20 * 1024 * 1024,
         PAGE_SIZE=50,
         TRUST_ANCHORS=os.environ.get("KYSO_TRUST_ANCHORS"),
+        # Officers' certificates: revocation policy (hard, soft, off), OCSP/CRL timeout and
+        # cache (platform/signing/validation.py); the expiry warning's notice in days.
+        REVOCATION_POLICY=os.environ.get("KYSO_REVOCATION_POLICY", "hard"),
+        REVOCATION_TIMEOUT=float(os.environ.get("KYSO_REVOCATION_TIMEOUT", "5")),
+        REVOCATION_CACHE_SECONDS=float(os.environ.get("KYSO_REVOCATION_CACHE_SECONDS", "300")),
+        CERTIFICATE_EXPIRY_WARNING_DAYS=int(
+            os.environ.get("KYSO_CERTIFICATE_EXPIRY_WARNING_DAYS", "30")
+        ),
         MANIFEST_KEY=os.environ.get("KYSO_MANIFEST_KEY"),
         PUBLIC_ORIGIN=os.environ.get("KYSO_PUBLIC_ORIGIN"),
         AGENT_PORT=int(os.environ.get("KYSO_AGENT_PORT", "47321")),

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +30,13 @@ from kyso.platform import downloads
 from kyso.platform.app import db, language
 from kyso.platform.auth.access import current_user, roles_required
 from kyso.platform.i18n import DomainError
-from kyso.platform.models import BatchStatus, Role, User
-from kyso.platform.signing import batches
-from kyso.platform.signing.certificates import load_trust_store
+from kyso.platform.models import BatchStatus, Role, SigningUnit, User
+from kyso.platform.signing import batches, revocation
+from kyso.platform.signing.certificates import CheckedCertificate, load_trust_store
 from kyso.platform.signing.manifest import ManifestSigner, load_signer
 from kyso.platform.signing.page_texts import sign_page_texts
 from kyso.platform.signing.texts import count_text
+from kyso.platform.signing.validation import revocation_checker
 from kyso.platform.users.service import active_certificate
 
 blueprint = Blueprint("batches", __name__)
@@ -88,9 +92,32 @@ def signing_context() -> batches.SigningContext:
         trust = load_trust_store(path)
         app.extensions["kyso.trust_store"] = trust
     origin = app.config.get("PUBLIC_ORIGIN") or request.host_url.rstrip("/")
+    checker = app.extensions.get("kyso.revocation")
+    if checker is None:
+        checker = app.extensions["kyso.revocation"] = revocation_checker(app.config)
     return batches.SigningContext(
-        trust=trust, manifest_signer=manifest_signer(app), origin=str(origin)
+        trust=trust, manifest_signer=manifest_signer(app), origin=str(origin), revocation=checker
     )
+
+
+def registration_check() -> Callable[[bytes, str, SigningUnit | None], CheckedCertificate]:
+    """``revocation.check_registration`` with the platform's trust anchors and revocation
+    policy, at this moment (for the certificate registration page)."""
+    context = signing_context()
+    return functools.partial(
+        revocation.check_registration,
+        trust=context.trust,
+        revocation=context.revocation,
+        at=datetime.now(UTC),
+    )
+
+
+def _undo_unless_kept(session: Any, exc: DomainError) -> None:
+    """Rolls back a refused request, unless the refusal recorded something (a revocation)."""
+    if getattr(exc, "persist", False):
+        session.commit()
+    else:
+        session.rollback()
 
 
 def sign_config(officer: User, mode: str, batch_id: str | None = None) -> dict[str, Any]:
@@ -123,6 +150,7 @@ def check_certificate() -> Any:
         der = _b64(_body().get("der"))
         checked = batches.inspect_certificate(session, _officer(), der, signing_context())
     except DomainError as exc:
+        _undo_unless_kept(session, exc)
         return _error(exc)
     return jsonify(
         ok=True,
@@ -144,7 +172,7 @@ def prepare_batch() -> Any:
         der = _b64(_body().get("der"))
         prepared = batches.prepare(session, officer, der, signing_context())
     except DomainError as exc:
-        session.rollback()
+        _undo_unless_kept(session, exc)
         return _error(exc)
     session.commit()
     return jsonify(
@@ -191,7 +219,7 @@ def post_signatures(batch_id: str) -> Any:
             raise DomainError("batches.bad_request")
         signatures = [_b64(s, limit=1024) for s in raw]
         progress = batches.accept_signatures(
-            session, _officer(), batch_id, attempt, offset, signatures
+            session, _officer(), batch_id, attempt, offset, signatures, context=signing_context()
         )
     except DomainError as exc:
         session.rollback()
@@ -239,9 +267,13 @@ def _progress_json(progress: batches.Progress, lang: str) -> dict[str, Any]:
 @blueprint.get("/signing/batches")
 @roles_required(Role.SIGNING_OFFICER)
 def batch_list() -> Any:
+    session = db()
+    listed = batches.recent_batches(session, _officer())
+    session.commit()  # batches found finished are completed
     return render_template(
         "signing/batches.html",
-        batches=batches.recent_batches(db(), _officer()),
+        batches=listed,
+        flagged=revocation.flagged(session, [b.id for b in listed]),
         count_text=count_text,
         lang=language(),
     )
@@ -251,10 +283,12 @@ def batch_list() -> Any:
 @roles_required(Role.SIGNING_OFFICER)
 def batch_result(batch_id: str) -> Any:
     officer = _officer()
+    session = db()
     try:
-        outcome = batches.result(db(), officer, batch_id)
+        outcome = batches.result(session, officer, batch_id)
     except DomainError:
         abort(404)
+    session.commit()  # a batch found finished is completed
     batch = outcome.batch
     resumable = batch.status is BatchStatus.OPEN and batch.pending > 0
     return render_template(
@@ -284,9 +318,18 @@ def register(app: Flask) -> None:
 
     @app.context_processor
     def _signing_page_config() -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        user = current_user()
+        if user is None or user.role is not Role.SIGNING_OFFICER:
+            return values
         # The preview page ("Xem danh sách") carries the Sign button.
         if request.endpoint == "signing.preview":
-            user = current_user()
-            if user is not None and user.role is Role.SIGNING_OFFICER:
-                return {"sign_config": sign_config(user, "prepare")}
-        return {}
+            values["sign_config"] = sign_config(user, "prepare")
+        # The signing pages warn of the registered certificate's coming expiry.
+        if request.endpoint in ("signing.search", "signing.preview"):
+            values["certificate_expiry"] = revocation.expiry_warning(
+                active_certificate(db(), user),
+                datetime.now(UTC),
+                int(app.config.get("CERTIFICATE_EXPIRY_WARNING_DAYS", 30)),
+            )
+        return values
