@@ -1,4 +1,5 @@
-"""The Flask application factory.
+"""The Flask application factory: the composition root (it imports the features; nothing
+imports it but the command line and the tests).
 
 Configuration comes from the mapping passed in (tests) over environment variables:
 ``DATABASE_URL`` (default: SQLite in the instance folder), ``KYSO_SECRET_KEY`` (default: a
@@ -29,11 +30,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, g, request, session
+from flask import Flask, Response, request
 from flask_wtf.csrf import CSRFProtect
-from sqlalchemy.orm import Session
 
-from kyso.platform import i18n
+from kyso.platform import web
 from kyso.platform.db import make_engine, make_session_factory
 
 csrf = CSRFProtect()
@@ -80,6 +80,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         AGENT_INSTALLER_URL=os.environ.get("KYSO_AGENT_INSTALLER_URL"),
         TRUSTED_PROXIES=int(os.environ.get("KYSO_TRUSTED_PROXIES", "0")),
         METRICS_ALLOW=os.environ.get("KYSO_METRICS_ALLOW"),
+        DOWNLOADS_DIR=os.environ.get("KYSO_DOWNLOADS_DIR"),
         SESSION_IDLE_MINUTES=float(os.environ.get("KYSO_SESSION_IDLE_MINUTES", "30")),
         SESSION_LIFETIME_HOURS=float(os.environ.get("KYSO_SESSION_LIFETIME_HOURS", "12")),
     )
@@ -114,24 +115,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     return app
 
 
-def db() -> Session:
-    """The request's database session (views only; services receive it as an argument)."""
-    from flask import current_app
-
-    if "db" not in g:
-        g.db = current_app.extensions["kyso.sessions"]()
-    session_: Session = g.db
-    return session_
-
-
-def language() -> str:
-    chosen = session.get("lang")
-    if chosen in i18n.LANGUAGES:
-        return str(chosen)
-    return i18n.DEFAULT_LANGUAGE
-
-
 def _register_blueprints(app: Flask) -> None:
+    from kyso.platform import downloads
     from kyso.platform.auth.views import blueprint as auth
     from kyso.platform.feedback.views import blueprint as feedback
     from kyso.platform.ops.views import blueprint as ops
@@ -150,59 +135,13 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(stats)
     app.register_blueprint(feedback)
     app.register_blueprint(ops)
-    batch_views.register(app)
+    app.register_blueprint(batch_views.blueprint)
+    app.register_blueprint(downloads.blueprint)  # the agent's MSI (installer_url's default)
+    app.context_processor(batch_views.signing_page_config)
 
 
 def _register_hooks(app: Flask) -> None:
-    @app.teardown_appcontext
-    def _close_session(_exc: BaseException | None) -> None:
-        session_ = g.pop("db", None)
-        if session_ is not None:
-            session_.close()
-
-    from flask_wtf.csrf import CSRFError
-    from werkzeug.exceptions import NotFound, RequestEntityTooLarge
-
-    def _error_page(key: str, status: int, **values: Any) -> tuple[str, int]:
-        from flask import render_template
-
-        lang = language()
-        return (
-            render_template(
-                "error.html",
-                title=i18n.translate("common.error_title", lang),
-                message=i18n.translate(key, lang, **values),
-            ),
-            status,
-        )
-
-    # Flask's default error pages are English and say nothing of what to do.
-    @app.errorhandler(CSRFError)
-    def _csrf_failed(_exc: CSRFError) -> Any:
-        if request.path.startswith("/signing/api/"):
-            from flask import jsonify
-
-            message = i18n.translate("common.csrf_failed", language())
-            return jsonify(error="common.csrf_failed", message=message), 400
-        return _error_page("common.csrf_failed", 400)
-
-    @app.errorhandler(RequestEntityTooLarge)
-    def _too_large(_exc: RequestEntityTooLarge) -> tuple[str, int]:
-        limit = int(app.config["MAX_CONTENT_LENGTH"]) // (1024 * 1024)
-        return _error_page("common.too_large", 413, megabytes=limit)
-
-    @app.errorhandler(NotFound)
-    def _not_found(_exc: NotFound) -> tuple[str, int]:
-        return _error_page("common.not_found", 404)
-
-    from kyso.platform.auth.access import load_session, write_session_cookie
-
-    @app.before_request
-    def _session() -> None:
-        if request.endpoint != "static":
-            load_session()
-
-    app.after_request(write_session_cookie)
+    web.install(app)  # sessions, error pages, template globals, the language switch
 
     @app.after_request
     def _security_headers(response: Response) -> Response:
@@ -218,26 +157,3 @@ def _register_hooks(app: Flask) -> None:
         if request.endpoint != "static" and not response.cache_control.public:
             response.headers["Cache-Control"] = "no-store"
         return response
-
-    @app.context_processor
-    def _template_globals() -> dict[str, Any]:
-        lang = language()
-
-        def _(key: str, **values: Any) -> str:
-            return i18n.translate(key, lang, **values)
-
-        from kyso.platform.auth.access import current_user
-
-        return {"_": _, "lang": lang, "current_user": current_user()}
-
-    @app.get("/lang/<code>")
-    def _switch_language(code: str) -> Any:
-        from flask import redirect
-
-        if code in i18n.LANGUAGES:
-            session["lang"] = code
-        target = request.referrer or "/"
-        # Only back to our own pages.
-        if not target.startswith(request.host_url):
-            target = "/"
-        return redirect(target)

@@ -342,11 +342,11 @@ def install(app: Flask) -> None:
         if rule is None:
             app.logger.error("no authorization rule for %s %s", request.method, endpoint)
             abort(403)
-        from kyso.platform.auth.access import current_user
+        from kyso.platform.web import current_user
 
         gate = rule.gate(actor_of(current_user()))
         if gate is Outcome.LOGIN:
-            from kyso.platform.auth.access import to_login
+            from kyso.platform.web import to_login
 
             return to_login()
         if gate is Outcome.FORBIDDEN:

@@ -13,14 +13,12 @@ from typing import Any
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 
-from kyso.platform.app import db, language
-from kyso.platform.auth.access import current_user, roles_required
 from kyso.platform.feedback import service
 from kyso.platform.i18n import DomainError, translate
 from kyso.platform.models import FeedbackStatus, RecordVersion, Role, User
 from kyso.platform.records.rules import VIETNAM
-from kyso.platform.stats.views import forbidden
 from kyso.platform.throttle import Throttled
+from kyso.platform.web import current_user, db, forbidden, language, roles_required
 
 blueprint = Blueprint("feedback", __name__, url_prefix="/feedback")
 

@@ -24,13 +24,12 @@ from flask import (
     url_for,
 )
 
-from kyso.platform.app import db, language
-from kyso.platform.auth.access import current_user, roles_required
 from kyso.platform.i18n import DomainError, translate
 from kyso.platform.models import Role
 from kyso.platform.passport import config, issuance, lookup, render, verifier
 from kyso.platform.passport.models import Passport
 from kyso.platform.passport.render import FIELDS, field_values
+from kyso.platform.web import current_user, db, language, roles_required
 
 blueprint = Blueprint("passport", __name__, url_prefix="/passports")
 

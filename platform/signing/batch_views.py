@@ -23,9 +23,6 @@ from flask import (
     url_for,
 )
 
-from kyso.platform import downloads
-from kyso.platform.app import db, language
-from kyso.platform.auth.access import current_user, roles_required
 from kyso.platform.i18n import DomainError
 from kyso.platform.models import BatchStatus, Role, User
 from kyso.platform.signing import batches
@@ -34,6 +31,7 @@ from kyso.platform.signing.manifest import ManifestSigner, load_signer
 from kyso.platform.signing.page_texts import sign_page_texts
 from kyso.platform.signing.texts import count_text
 from kyso.platform.users.service import active_certificate
+from kyso.platform.web import current_user, db, language, roles_required
 
 blueprint = Blueprint("batches", __name__)
 
@@ -276,17 +274,11 @@ def manifest_key() -> Any:
     )
 
 
-def register(app: Flask) -> None:
-    app.config.setdefault("AGENT_PORT", 47321)
-    app.config.setdefault("AGENT_INSTALLER_URL", None)
-    app.register_blueprint(blueprint)
-    downloads.register(app)  # the agent's MSI (installer_url's default)
-
-    @app.context_processor
-    def _signing_page_config() -> dict[str, Any]:
-        # The preview page ("Xem danh sách") carries the Sign button.
-        if request.endpoint == "signing.preview":
-            user = current_user()
-            if user is not None and user.role is Role.SIGNING_OFFICER:
-                return {"sign_config": sign_config(user, "prepare")}
-        return {}
+def signing_page_config() -> dict[str, Any]:
+    """Template globals (a context processor): the preview page ("Xem danh sách") carries the
+    Sign button."""
+    if request.endpoint == "signing.preview":
+        user = current_user()
+        if user is not None and user.role is Role.SIGNING_OFFICER:
+            return {"sign_config": sign_config(user, "prepare")}
+    return {}

@@ -26,8 +26,6 @@ from flask import (
 )
 from sqlalchemy import select
 
-from kyso.platform.app import db, language
-from kyso.platform.auth.access import current_user, roles_required
 from kyso.platform.auth.service import audit
 from kyso.platform.corrections import service as corrections
 from kyso.platform.i18n import DomainError, translate
@@ -53,6 +51,7 @@ from kyso.platform.registry.client import PopulationRegistry, load_registry
 from kyso.platform.registry.status import detail_text, status_hint, status_label, status_text
 from kyso.platform.stats import service
 from kyso.platform.stats.export import write_invalid_xlsx
+from kyso.platform.web import current_user, db, forbidden, language, roles_required
 
 blueprint = Blueprint("stats", __name__, url_prefix="/stats")
 
@@ -65,15 +64,6 @@ def _user() -> User:
     user = current_user()
     assert user is not None
     return user
-
-
-def forbidden(exc: DomainError) -> Response:
-    """A 403 page that says why and what to do."""
-    lang = language()
-    page = render_template(
-        "error.html", title=translate("common.error_title", lang), message=exc.text(lang)
-    )
-    return Response(page, 403)
 
 
 def _scope() -> service.Scope:
