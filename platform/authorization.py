@@ -32,7 +32,8 @@ Format of a row::
   is the actor's own batch.
 
 Outcomes: ``ALLOWED`` (the view runs: 2xx, or the view's own redirect or validation answer),
-``FORBIDDEN`` (403 with a page saying why), ``LOGIN`` (a redirect to the login page),
+``FORBIDDEN`` (403 with a page saying why), ``LOGIN`` (a redirect to the login page; on the
+JSON API a JSON 401 saying to log in),
 ``HIDDEN`` (404: the object is not visible, its existence is not confirmed).
 """
 

@@ -149,10 +149,18 @@ def write_session_cookie(response: Response) -> Response:
 
 
 def to_login() -> Any:
-    """To the login page, and back here after it; says so when a session has just ended."""
+    """To the login page, and back here after it; says so when a session has just ended.
+
+    The JSON API gets a JSON 401 instead (a script cannot follow a redirect to a form): the
+    page shows its message and the officer logs in again.
+    """
     ended = bool(g.get("auth_ended"))
     config = current_app.config
     idle, hours = config["SESSION_IDLE_MINUTES"], config["SESSION_LIFETIME_HOURS"]
+    if wants_json():
+        key = "auth.session_ended" if ended else "common.login_needed"
+        message = translate(key, language(), idle=f"{idle:g}", hours=f"{hours:g}")
+        return json_error(key, message, 401, retryable=False)
     if ended:
         flash(
             translate("auth.session_ended", language(), idle=f"{idle:g}", hours=f"{hours:g}"),
