@@ -1,25 +1,9 @@
 """The Flask application factory: the composition root (it imports the features; nothing
 imports it but the command line and the tests).
 
-Configuration comes from the mapping passed in (tests) over environment variables:
-``DATABASE_URL`` (default: SQLite in the instance folder), ``KYSO_SECRET_KEY`` (default: a
-random key kept in the instance folder), ``KYSO_REGISTRY_URL`` (the population registry),
-``KYSO_SECURE_COOKIES`` (set to 0 only for plain-http development; otherwise the cookies are
-Secure and responses carry HSTS).
-
-Sessions (``kyso.platform.auth.sessions``): ``KYSO_SESSION_IDLE_MINUTES`` (30) and
-``KYSO_SESSION_LIFETIME_HOURS`` (12), the idle and absolute limits of a logged-in session.
-
-Signing: ``KYSO_TRUST_ANCHORS`` (PEM bundle of the CA certificates officers' certificates must
-chain to; default ``trust-anchors.pem`` in the instance folder), ``KYSO_MANIFEST_KEY`` (the
-batch-manifest EC P-256 private key, PEM; default ``manifest-key.pem`` in the instance folder,
-created on first use), ``KYSO_PUBLIC_ORIGIN`` (the origin the browser sees, when a proxy stands in
-front; default: the request's), ``KYSO_AGENT_PORT`` (47321) and ``KYSO_AGENT_INSTALLER_URL``
-(where the page sends officers whose agent is not running), ``KYSO_TRUSTED_PROXIES`` (how many
-reverse proxies stand in front and set X-Forwarded-For; default 0).
-
-Operations: ``KYSO_METRICS_ALLOW`` (networks that may read ``/metrics``; default the loopback);
-``kyso-platform serve`` reads ``KYSO_BIND``, ``KYSO_WORKERS``, ``KYSO_THREADS`` (ops/serve.py).
+Settings: every environment variable the platform reads, with its default and meaning, is listed
+in ``kyso.platform.settings`` (platform/settings.py), the one module that reads them; they are
+read and checked once here. The mapping passed to :func:`create_app` (tests) overrides them.
 """
 
 from __future__ import annotations
@@ -33,7 +17,7 @@ from typing import Any
 from flask import Flask, Response, request
 from flask_wtf.csrf import CSRFProtect
 
-from kyso.platform import web
+from kyso.platform import settings, web
 from kyso.platform.db import make_engine, make_session_factory
 
 csrf = CSRFProtect()
@@ -48,8 +32,7 @@ CONTENT_SECURITY_POLICY = (
 HSTS = "max-age=31536000; includeSubDomains"
 
 
-def _secret_key(instance: Path) -> str:
-    configured = os.environ.get("KYSO_SECRET_KEY")
+def _secret_key(instance: Path, configured: str | None) -> str:
     if configured:
         return configured
     path = instance / "secret_key"
@@ -62,36 +45,26 @@ def _secret_key(instance: Path) -> str:
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
-    app = Flask(__name__, instance_path=os.environ.get("KYSO_INSTANCE_PATH"))
+    configured = settings.from_environ()  # the one read of the environment
+    app = Flask(__name__, instance_path=configured.instance_path)
     instance = Path(app.instance_path)
+    app.extensions["kyso.settings"] = configured
     app.config.update(
-        DATABASE_URL=os.environ.get("DATABASE_URL", f"sqlite:///{instance / 'kyso.db'}"),
-        REGISTRY_URL=os.environ.get("KYSO_REGISTRY_URL", "http://127.0.0.1:8090"),
+        DATABASE_URL=configured.database_url or f"sqlite:///{instance / 'kyso.db'}",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
-        SESSION_COOKIE_SECURE=os.environ.get("KYSO_SECURE_COOKIES", "1") != "0",
         WTF_CSRF_TIME_LIMIT=None,  # tied to the session instead
         MAX_CONTENT_LENGTH=20 * 1024 * 1024,
         PAGE_SIZE=50,
-        TRUST_ANCHORS=os.environ.get("KYSO_TRUST_ANCHORS"),
-        MANIFEST_KEY=os.environ.get("KYSO_MANIFEST_KEY"),
-        PUBLIC_ORIGIN=os.environ.get("KYSO_PUBLIC_ORIGIN"),
-        AGENT_PORT=int(os.environ.get("KYSO_AGENT_PORT", "47321")),
-        AGENT_INSTALLER_URL=os.environ.get("KYSO_AGENT_INSTALLER_URL"),
-        TRUSTED_PROXIES=int(os.environ.get("KYSO_TRUSTED_PROXIES", "0")),
-        METRICS_ALLOW=os.environ.get("KYSO_METRICS_ALLOW"),
-        DOWNLOADS_DIR=os.environ.get("KYSO_DOWNLOADS_DIR"),
-        SESSION_IDLE_MINUTES=float(os.environ.get("KYSO_SESSION_IDLE_MINUTES", "30")),
-        SESSION_LIFETIME_HOURS=float(os.environ.get("KYSO_SESSION_LIFETIME_HOURS", "12")),
+        **configured.config(),
     )
     if config:
         app.config.update(config)
-    if not 0 < app.config["SESSION_IDLE_MINUTES"] <= 60 * app.config["SESSION_LIFETIME_HOURS"]:
-        raise ValueError(
-            "KYSO_SESSION_IDLE_MINUTES must be positive and at most KYSO_SESSION_LIFETIME_HOURS"
-        )
+    settings.check_sessions(
+        float(app.config["SESSION_IDLE_MINUTES"]), float(app.config["SESSION_LIFETIME_HOURS"])
+    )
     if not app.config.get("SECRET_KEY"):
-        app.config["SECRET_KEY"] = _secret_key(instance)
+        app.config["SECRET_KEY"] = _secret_key(instance, configured.security.secret_key)
     proxies = int(app.config.get("TRUSTED_PROXIES") or 0)
     if proxies:
         # Behind N reverse proxies the client's address (login throttling, the citizen pages'

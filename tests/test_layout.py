@@ -340,3 +340,31 @@ def test_the_import_graph_sees_function_level_and_relative_imports() -> None:
     assert "kyso.platform.signing.batch_views" in graph["kyso.platform.app"]
     assert "flask" in libraries["kyso.platform.web"]
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [frozenset("abc")]
+
+
+# prometheus_client's multiprocess variable: set for the library before it is imported (serve),
+# and read back where the library's multiprocess mode is used. Not a platform setting.
+ENVIRONMENT_READERS = {"platform/settings.py", "platform/ops/serve.py", "platform/ops/metrics.py"}
+
+
+def test_only_the_settings_module_reads_the_environment() -> None:
+    """``kyso.platform.settings`` reads every variable once, for ``create_app`` to check."""
+    readers = set()
+    for path in (ROOT / "platform").rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            reads = (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "os"
+                and node.attr in ("environ", "getenv", "environb", "getenvb")
+            ) or (
+                isinstance(node, ast.ImportFrom)
+                and node.module == "os"
+                and any(a.name in ("environ", "getenv") for a in node.names)
+            )
+            if reads:
+                readers.add(path.relative_to(ROOT).as_posix())
+    assert "platform/settings.py" in readers  # the check sees what it looks for
+    assert readers <= ENVIRONMENT_READERS
+

@@ -6,7 +6,6 @@ too: Flask-WTF ties the token to the visitor's session cookie).
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,12 +35,7 @@ _FORM_FIELDS = (
 
 
 def settings() -> service.Settings:
-    config: dict[str, object] = dict(current_app.config)
-    for key in ("FEEDBACK_DUE_DAYS", "FEEDBACK_MIN_SECONDS"):
-        value = os.environ.get(f"KYSO_{key}")
-        if value and key not in config:
-            config[key] = value
-    return service.Settings.from_config(config)
+    return service.Settings.from_config(current_app.config)
 
 
 def _secret() -> bytes:

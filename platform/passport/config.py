@@ -20,7 +20,6 @@ Each may also be set in the app's config as ``PASSPORT_<NAME>`` (tests do).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,13 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from kyso.platform.i18n import DomainError
-from kyso.platform.passport.hsm import HsmConfig, HsmError, HsmSigner
+from kyso.platform.passport.hsm import (
+    PIN_FILE_VARIABLE,
+    PIN_VARIABLE,
+    HsmConfig,
+    HsmError,
+    HsmSigner,
+)
 from kyso.platform.passport.issuance import DEFAULT_ISSUER, IssuanceContext, platform_signers
 from kyso.platform.passport.verifier import SignerList
 from kyso.platform.signing.certificates import TrustStore, load_trust_store
@@ -37,7 +42,7 @@ __all__ = ["dsc_list", "issuance_context", "issuer_name", "open_signer", "trust_
 
 
 def _setting(settings: Mapping[str, Any], name: str) -> str | None:
-    value = settings.get(f"PASSPORT_{name}") or os.environ.get(f"KYSO_PASSPORT_{name}")
+    value = settings.get(f"PASSPORT_{name}")
     return str(value) if value else None
 
 
@@ -50,7 +55,12 @@ def open_signer(settings: Mapping[str, Any], extensions: dict[str, Any]) -> HsmS
     signer = extensions.get("kyso.passport_signer")
     if signer is None:
         try:
-            signer = HsmSigner(HsmConfig.from_settings(settings, os.environ))
+            secrets = {
+                PIN_VARIABLE: settings.get("PASSPORT_PIN"),
+                PIN_FILE_VARIABLE: settings.get("PASSPORT_PIN_FILE"),
+            }
+            given = {name: str(value) for name, value in secrets.items() if value}
+            signer = HsmSigner(HsmConfig.from_settings(settings, given))
         except HsmError as exc:
             raise DomainError(f"passport.error_{exc.code}", detail=str(exc)) from exc
         extensions["kyso.passport_signer"] = signer

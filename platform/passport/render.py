@@ -17,7 +17,6 @@ The font comes from ``KYSO_PASSPORT_FONT_DIR`` or the Debian package fonts-dejav
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -52,8 +51,7 @@ def qr_png(payload: str, *, scale: int = 4, border: int = 4) -> bytes:
     return buffer.getvalue()
 
 
-def _font_dir() -> Path:
-    configured = os.environ.get("KYSO_PASSPORT_FONT_DIR")
+def _font_dir(configured: str | None = None) -> Path:
     for candidate in ([configured] if configured else []) + list(FONT_DIRS):
         path = Path(candidate)
         if (path / "DejaVuSans.ttf").is_file() and (path / "DejaVuSans-Bold.ttf").is_file():
@@ -112,9 +110,9 @@ def field_values(dcc: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def passport_pdf(document: PassportDocument) -> bytes:
+def passport_pdf(document: PassportDocument, font_dir: str | None = None) -> bytes:
     """The unsigned PDF passport (A4, one page)."""
-    fonts = _font_dir()
+    fonts = _font_dir(font_dir)
     pdf = FPDF(format="A4", unit="mm")
     pdf.set_title("Hộ chiếu vắc xin COVID-19 / COVID-19 vaccine passport")
     pdf.set_author(str(document.dcc["v"][0]["is"]))

@@ -187,7 +187,9 @@ def lookup_pdf() -> Any:
     document = render.PassportDocument(
         passport.dcc, passport.payload, passport.issued_at, passport.expires_at
     )
-    signed = render.sign_pdf(render.passport_pdf(document), signer)
+    signed = render.sign_pdf(
+        render.passport_pdf(document, current_app.config.get("PASSPORT_FONT_DIR")), signer
+    )
     response = Response(signed, mimetype="application/pdf")
     response.headers["Content-Disposition"] = 'attachment; filename="ho-chieu-vac-xin.pdf"'
     response.headers["Cache-Control"] = "no-store"

@@ -296,14 +296,10 @@ def _back(person: Person, feedback: Feedback | None) -> Any:
 def registry_for_app() -> PopulationRegistry:
     """The configured population registry, with a short timeout for a person waiting."""
     config: dict[str, Any] = dict(current_app.config)
-    for key in ("REGISTRY_ADAPTER", "REGISTRY_TIMEOUT", "REGISTRY_CA_BUNDLE"):
-        value = os.environ.get(f"KYSO_{key}")
-        if value and not config.get(key):
-            config[key] = value
     config["REGISTRY_TIMEOUT"] = min(
         float(config.get("REGISTRY_TIMEOUT") or INTERACTIVE_TIMEOUT), INTERACTIVE_TIMEOUT
     )
-    api_key = config.get("REGISTRY_API_KEY") or os.environ.get("KYSO_REGISTRY_API_KEY")
+    api_key = config.get("REGISTRY_API_KEY")
     return load_registry(config, str(api_key) if api_key else None)
 
 
