@@ -368,3 +368,30 @@ def test_only_the_settings_module_reads_the_environment() -> None:
     assert "platform/settings.py" in readers  # the check sees what it looks for
     assert readers <= ENVIRONMENT_READERS
 
+
+def _attribute_users(attribute: str, owner: str | None = None) -> set[str]:
+    """Platform files that use ``x.attribute`` (``x.owner.attribute`` when owner is given) or
+    call a function of that name."""
+    users = set()
+    for path in (ROOT / "platform").rglob("*.py"):
+        if "migrations" in path.parts:
+            continue  # Alembic's environment and scripts: history, as they were written
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Attribute) or node.attr != attribute:
+                continue
+            if owner is None or (
+                isinstance(node.value, ast.Attribute) and node.value.attr == owner
+            ):
+                users.add(path.relative_to(ROOT).as_posix())
+    return users
+
+
+def test_one_database_dialect_helper() -> None:
+    """Which database it is: ``db.backend`` (``is_postgresql``, ``is_sqlite``) alone asks."""
+    assert _attribute_users("name", owner="dialect") == {"platform/db.py"}
+
+
+def test_one_date_parser() -> None:
+    """The dates people type: ``inputs.parse_date``. The reference registry (its own small
+    service) reads its dataset's one fixed format."""
+    assert _attribute_users("strptime") == {"platform/inputs.py", "platform/registry/reference.py"}

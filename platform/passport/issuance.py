@@ -49,6 +49,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from kyso.platform.auth.service import audit
+from kyso.platform.db import is_postgresql
 from kyso.platform.models import (
     BatchMode,
     Dose,
@@ -257,7 +258,7 @@ def _chunk(
     now: datetime,
 ) -> tuple[int, int]:
     """One transaction: claim, verify, sign, store. Returns (entries claimed, entries handled)."""
-    postgres = session.get_bind().dialect.name == "postgresql"
+    postgres = is_postgresql(session)
     claimed = session.execute(
         select(PassportQueueEntry.id, PassportQueueEntry.person_id)
         .where(PassportQueueEntry.state == PassportState.PENDING)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable, Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from sqlalchemy import select
 from kyso.platform.auth.service import audit
 from kyso.platform.corrections import service as corrections
 from kyso.platform.i18n import DomainError, translate
-from kyso.platform.inputs import is_number, parse_number
+from kyso.platform.inputs import is_number, parse_date, parse_number
 from kyso.platform.models import (
     Area,
     Dose,
@@ -256,16 +256,6 @@ def _field_name(name: str, lang: str) -> str:
         return name
 
 
-def _parse_day(text: str) -> date | None:
-    text = text.strip()
-    for pattern in ("%Y-%m-%d", "%d/%m/%Y"):
-        try:
-            return datetime.strptime(text, pattern).date()
-        except ValueError:
-            continue
-    return None
-
-
 def _int(text: str | None) -> int | None:
     text = (text or "").strip()
     return parse_number(text)
@@ -332,7 +322,7 @@ def save_person(person_id: int) -> Any:
     person = _person_or_404(person_id)
     feedback = _feedback(person)
     form = request.form
-    born = _parse_day(form.get("birth_date", ""))
+    born = parse_date(form.get("birth_date", ""))
     try:
         gender = Gender(form.get("gender", ""))
     except ValueError:
@@ -393,7 +383,7 @@ def save_dose(dose_id: int) -> Any:
     feedback = _feedback(person)
     form = request.form
     number = _int(form.get("dose_number"))
-    when = _parse_day(form.get("vaccinated_on", ""))
+    when = parse_date(form.get("vaccinated_on", ""))
     product_id = _int(form.get("product_id"))
     facility_id = _int(form.get("facility_id"))
     if number is None or when is None or product_id is None or facility_id is None:
