@@ -23,9 +23,9 @@ from kyso.agent.config import (
     load_config,
     resolve_module,
 )
-from kyso.agent.console import ConsoleUI
+from kyso.agent.console import ConsoleUI, route_terminal_logging
 from kyso.agent.i18n import tr
-from kyso.agent.logs import setup_logging
+from kyso.agent.logs import log_path, setup_logging
 from kyso.agent.manifest import ReplayGuard
 from kyso.agent.server import PortInUse, ServerThread
 from kyso.agent.service import AgentService
@@ -127,7 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.list_certificates:
             return _list_certificates(token, language)
-        return _serve(config, token, ConsoleUI(language), module, language)
+        ui = ConsoleUI(language, log_file=log_path(config.state_dir))
+        return _serve(config, token, ui, module, language)
     finally:
         token.close()
 
@@ -144,6 +145,9 @@ def _serve(
 ) -> int:
     guard = ReplayGuard(config.state_dir / "used-batches.json")
     setup_logging(config.state_dir)  # the rotating file IT asks for (never a PIN or digest)
+    # Log lines reach the terminal only through the console, which holds them while a
+    # question is open (they would scroll the consent text away).
+    route_terminal_logging(ui)
     thread = ServerThread(config, lambda: AgentService(config, token, ui, guard))
     try:
         port = thread.start()

@@ -52,6 +52,10 @@ MAX_BATCH = 3000  # the protocol's maximum number of digests in one batch
 DEFAULT_MAX_CONNECTIONS = 8
 DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
 DEFAULT_MANIFEST_MAX_LIFETIME_SECONDS = 3600
+# A connection that has not said hello this long after opening is closed (protocol.md 1).
+DEFAULT_HELLO_TIMEOUT_SECONDS = 5.0
+# A connection with no message this long and no request running is closed (protocol.md 1).
+DEFAULT_IDLE_TIMEOUT_SECONDS = 60.0
 LANGUAGES = ("vi", "en")
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
 
@@ -455,6 +459,9 @@ class AgentConfig:
     start_at_login: bool = True
     listen_at_launch: bool = True
     manifest_max_lifetime_seconds: int = DEFAULT_MANIFEST_MAX_LIFETIME_SECONDS
+    # Fixed bounds (not read from the config files); the tests shorten them.
+    hello_timeout_seconds: float = DEFAULT_HELLO_TIMEOUT_SECONDS
+    idle_timeout_seconds: float = DEFAULT_IDLE_TIMEOUT_SECONDS
     state_dir: Path = field(default_factory=default_state_dir)
     machine_config_path: Path | None = None  # the file consulted (it may not exist)
     user_config_path: Path | None = None

@@ -25,6 +25,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 
 from kyso.agent.protocol import MAX_BATCH, ErrorCode, ProtocolError
+from kyso.agent.safetext import first_refused
 from kyso.agent.token.model import Algorithm
 
 MANIFEST_TYPE: Final = "kyso-batch+jwt"
@@ -35,7 +36,6 @@ _BATCH_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 _CODE = re.compile(r"[A-Z0-9]{3,6}(-[A-Z0-9]{3,6}){0,2}")
 _FINGERPRINT = re.compile(r"[0-9a-f]{64}")
 _COMMITMENT = re.compile(r"sha256:[0-9a-f]{64}")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069]")
 _CLAIMS: Final = frozenset(
     {
         "aud",
@@ -167,7 +167,11 @@ def _summary(value: object) -> Summary:
     if not isinstance(value, dict) or set(value) != _SUMMARY:
         raise ValueError("summary")
     facility = value["facility"]
-    if not isinstance(facility, str) or not 0 < len(facility) <= 200 or _CONTROL.search(facility):
+    if (
+        not isinstance(facility, str)
+        or not 0 < len(facility) <= 200
+        or first_refused(facility) is not None
+    ):
         raise ValueError("facility")
     first = date.fromisoformat(value["first_date"])
     last = date.fromisoformat(value["last_date"])

@@ -367,6 +367,9 @@ class PairingManager:
             if self._pending is not None and self._pending.origin == origin:
                 self._pending_taken = True
         url, headers, extensions = self._target(origin)
+        # Asked unencoded, and read raw: a gzip answer inflates a 64 KB read to 64 MB before
+        # MAX_KEY_BYTES could be checked; an encoded answer is refused instead.
+        headers["Accept-Encoding"] = "identity"
         # httpx's timeout bounds each connect and read; a server that dribbles its answer
         # would otherwise choose when its key arrives. The whole fetch has this deadline.
         deadline = time.monotonic() + self._timeout
@@ -385,8 +388,11 @@ class PairingManager:
                     raise PairingError("redirect", origin=origin, location=where)
                 if response.status_code != 200:
                     raise PairingError("status", origin=origin, status=response.status_code)
+                encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+                if encoding != "identity":
+                    raise PairingError("key_invalid", origin=origin)
                 body = bytearray()
-                for chunk in response.iter_bytes():
+                for chunk in response.iter_raw():
                     body += chunk
                     if len(body) > MAX_KEY_BYTES:
                         raise PairingError("too_large", origin=origin, limit=MAX_KEY_BYTES)

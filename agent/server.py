@@ -6,6 +6,9 @@ Security rules enforced here, before the service sees anything (threats 1, 2, 12
 - the ``Host`` header must name a loopback host with our port (DNS rebinding);
 - the ``Origin`` header must equal an allowed origin exactly (cross-site WebSocket hijacking);
 - message size, connection count and pending requests per connection are capped;
+- a connection that says no hello within ``hello_timeout_seconds`` of opening, or sends nothing
+  for ``idle_timeout_seconds`` while none of its requests runs, is closed (4001, 4002), so a
+  local program cannot hold the connection cap and lock the officer's page out (threat 17);
 - only text frames; every failure becomes an error reply on the requesting connection only.
 """
 
@@ -44,6 +47,11 @@ log = logging.getLogger(__name__)
 
 LOOPBACK_HOSTS: Final = ("127.0.0.1", "::1")
 MAX_PENDING_PER_CONNECTION: Final = 4
+# WebSocket close codes (private range, protocol.md 1) and their reasons.
+CLOSE_NO_HELLO: Final = 4001
+REASON_NO_HELLO: Final = "no hello in time"
+CLOSE_IDLE: Final = 4002
+REASON_IDLE: Final = "idle"
 
 
 class PortInUse(Exception):
@@ -129,8 +137,40 @@ class AgentServer:
         conn = Connection(origin, notify=send)
 
         log.info("page connected from %s", origin.origin)
+        loop = asyncio.get_running_loop()
+        hello_deadline = loop.time() + self._config.hello_timeout_seconds
+        last_activity = loop.time()  # last message, or last request finished
+
+        def request_finished(task: asyncio.Task[None]) -> None:
+            nonlocal last_activity
+            pending.discard(task)
+            last_activity = loop.time()
+
         try:
-            async for message in websocket:
+            while True:
+                if conn.version is None:
+                    deadline = hello_deadline
+                else:
+                    deadline = last_activity + self._config.idle_timeout_seconds
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        message = await websocket.recv()
+                except TimeoutError:
+                    if conn.version is None:
+                        log.warning("closed a connection from %s: no hello", origin.origin)
+                        await websocket.close(CLOSE_NO_HELLO, REASON_NO_HELLO)
+                        break
+                    if pending:
+                        # A batch, dialog or list is running: never dropped for silence. The
+                        # idle time counts again from when the last request finishes.
+                        last_activity = loop.time()
+                        continue
+                    if loop.time() < last_activity + self._config.idle_timeout_seconds:
+                        continue  # a request finished meanwhile
+                    log.info("closed an idle connection from %s", origin.origin)
+                    await websocket.close(CLOSE_IDLE, REASON_IDLE)
+                    break
+                last_activity = loop.time()
                 if not isinstance(message, str):
                     await send(ProtocolError(ErrorCode.BAD_MESSAGE, reason="binary").reply())
                     continue
@@ -147,7 +187,7 @@ class AgentServer:
                 else:
                     task = asyncio.create_task(self._service.handle(conn, request, send))
                     pending.add(task)
-                    task.add_done_callback(pending.discard)
+                    task.add_done_callback(request_finished)
         except ConnectionClosed:
             pass
         finally:

@@ -9,6 +9,7 @@ It knows nothing of WebSockets: the server gives it parsed requests and a ``send
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -86,7 +87,12 @@ StateListener = Callable[[AgentStatus], None]
 
 
 class UserInterface(Protocol):
-    """How the service talks to the officer. Every method may be slow; none may raise."""
+    """How the service talks to the officer. Every method may be slow; none may raise.
+
+    A question (``approve_origin``, ``ask_consent_and_pin``) is withdrawn by cancelling its
+    coroutine when the page that caused it disconnects or cancels: the implementation must then
+    close the question unanswered (and may tell the officer why), so other pages are served.
+    """
 
     async def approve_origin(self, origin: str) -> bool:
         """Asks whether this origin may read the certificate list (once per agent run)."""
@@ -101,13 +107,38 @@ class UserInterface(Protocol):
     def batch_finished(self, outcome: BatchOutcome) -> None: ...
 
 
+class CancelSignal(threading.Event):
+    """A ``threading.Event`` (the token worker polls it) that asyncio code can also await."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiter: asyncio.Event | None = None
+
+    def set(self) -> None:
+        super().set()
+        loop, waiter = self._loop, self._waiter
+        if loop is not None and waiter is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(waiter.set)
+
+    async def wait_set(self) -> None:
+        if self._waiter is None:
+            self._waiter = asyncio.Event()
+            self._loop = asyncio.get_running_loop()
+        if self.is_set():
+            return
+        await self._waiter.wait()
+
+
 @dataclass(eq=False)
 class Connection:
     """Per-connection state, owned by the server and passed with every request."""
 
     origin: AllowedOrigin
     version: int | None = None
-    running: dict[str, threading.Event] = field(default_factory=dict)  # sign id -> cancel
+    running: dict[str, CancelSignal] = field(default_factory=dict)  # sign id -> cancel
+    gone: CancelSignal = field(default_factory=CancelSignal)  # set when the page disconnects
     notify: Send | None = None  # sends unsolicited events (the server sets it)
     told_state: AgentState | None = None  # the state this page was last told (hello or event)
 
@@ -286,6 +317,7 @@ class AgentService:
         """A page that goes away cancels its batch; what was delivered stays delivered."""
         if conn in self._pages:
             self._pages.remove(conn)
+        conn.gone.set()  # withdraws a question this page is waiting for
         for cancel in conn.running.values():
             cancel.set()
 
@@ -334,7 +366,8 @@ class AgentService:
         if self._origin_lock.locked() or self.busy:
             raise ProtocolError(ErrorCode.BUSY, request_id)
         async with self._origin_lock:
-            if await self._ui.approve_origin(origin):
+            answered, approved = await _unless(self._ui.approve_origin(origin), conn.gone)
+            if answered and approved:
                 self._approved_origins.add(origin)
                 return
         raise ProtocolError(ErrorCode.ORIGIN_NOT_APPROVED, request_id)
@@ -359,15 +392,20 @@ class AgentService:
         if pin_status.locked:
             self._finished(conn, manifest, 0, ErrorCode.PIN_LOCKED)
             raise ProtocolError(ErrorCode.PIN_LOCKED, request.id, detail={"retries_left": 0})
-        cancel = threading.Event()
+        cancel = CancelSignal()
         conn.running[request.id] = cancel
         try:
             await send(Progress(request.id, Stage.CONSENT, 0, manifest.count))
-            pin = await self._ui.ask_consent_and_pin(
-                ConsentRequest(conn.origin.origin, certificate, manifest, pin_status)
+            # A page that cancels or goes away withdraws its dialog: the officer is not left
+            # with a question nobody waits for, and other pages are not kept BUSY by it.
+            _, pin = await _unless(
+                self._ui.ask_consent_and_pin(
+                    ConsentRequest(conn.origin.origin, certificate, manifest, pin_status)
+                ),
+                cancel,
             )
             if pin is None or cancel.is_set():
-                code = ErrorCode.USER_DECLINED if pin is None else ErrorCode.CANCELLED
+                code = ErrorCode.CANCELLED if cancel.is_set() else ErrorCode.USER_DECLINED
                 self._finished(conn, manifest, 0, code)
                 raise ProtocolError(code, request.id, detail={"signed": 0})
             await send(Progress(request.id, Stage.SIGNING, 0, manifest.count))
@@ -508,6 +546,30 @@ class AgentService:
             return await asyncio.to_thread(fn, *args, **kwargs)
         except tm.TokenError as exc:
             raise _token_error(exc, request_id, 0) from None
+
+
+async def _unless(
+    question: Coroutine[Any, Any, T], withdraw: CancelSignal
+) -> tuple[bool, T | None]:
+    """Awaits the officer's answer unless ``withdraw`` is set first, which cancels the question.
+
+    Returns (True, answer), or (False, None) when the question was withdrawn unanswered.
+    """
+    ask = asyncio.ensure_future(question)
+    stop = asyncio.ensure_future(withdraw.wait_set())
+    try:
+        await asyncio.wait({ask, stop}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        ask.cancel()
+        raise
+    finally:
+        stop.cancel()
+    if ask.done():
+        return True, ask.result()
+    ask.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await ask
+    return False, None
 
 
 def _token_error(exc: tm.TokenError, request_id: str, delivered: int) -> ProtocolError:

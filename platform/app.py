@@ -19,6 +19,7 @@ from flask_wtf.csrf import CSRFProtect
 
 from kyso.platform import settings, web
 from kyso.platform.db import make_engine, make_session_factory
+from kyso.platform.request_json import JSONProvider
 
 csrf = CSRFProtect()
 
@@ -75,6 +76,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
             app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies
         )
 
+    app.json = JSONProvider(app)  # a JSON body nested too deep is a 400, not a 500
     engine = make_engine(app.config["DATABASE_URL"])
     app.extensions["kyso.engine"] = engine
     app.extensions["kyso.sessions"] = make_session_factory(engine)
@@ -94,6 +96,7 @@ def _register_blueprints(app: Flask) -> None:
     from kyso.platform.feedback.views import blueprint as feedback
     from kyso.platform.ops.views import blueprint as ops
     from kyso.platform.passport.views import blueprint as passport
+    from kyso.platform.passport.views import lists as passport_lists
     from kyso.platform.records.views import blueprint as records
     from kyso.platform.signing import batch_views
     from kyso.platform.signing.views import blueprint as signing
@@ -105,6 +108,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(signing)
     app.register_blueprint(records)
     app.register_blueprint(passport)
+    app.register_blueprint(passport_lists)
     app.register_blueprint(stats)
     app.register_blueprint(feedback)
     app.register_blueprint(ops)

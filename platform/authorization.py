@@ -191,6 +191,25 @@ RULES: Final[tuple[Rule, ...]] = (
     public("passport.lookup_qr", GET, "only the passport this session looked up"),
     public("passport.lookup_pdf", GET, "only the passport this session looked up"),
     public("passport.verify_page", BOTH, "QR verifier"),
+    public(
+        "dcc_lists.revocation_index",
+        GET,
+        "signed revocation list for verifiers (404: no passport key configured)",
+        own_404=True,
+    ),
+    public(
+        "dcc_lists.revocation_batch",
+        GET,
+        "one signed revocation batch (404: unknown id)",
+        own_404=True,
+        batch_id="0" * 32,
+    ),
+    public(
+        "dcc_lists.trust_list",
+        GET,
+        "signed signer trust list for verifiers (404: no passport key configured)",
+        own_404=True,
+    ),
     # --- users ------------------------------------------------------------------------------
     only("users.index", GET, LOGGED_IN, note="non-administrators are sent to their profile"),
     only("users.profile", GET, LOGGED_IN),

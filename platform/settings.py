@@ -54,6 +54,8 @@ Variable (default)                 Meaning
 ``KYSO_PASSPORT_CERTIFICATE``      the signer's certificate, when the token holds none
 ``KYSO_PASSPORT_ISSUER``           the issuer name in the passports
 ``KYSO_PASSPORT_DSC_LIST``         other signers' certificates the verifier trusts
+``KYSO_PASSPORT_LIST_ANCHORS``     what the signed trust and revocation lists must be signed
+                                   under (the CSCA, or the list signer's certificate)
 ``KYSO_PASSPORT_FONT_DIR``         where DejaVu Sans is (default the system's font folders)
 =================================  ===========================================================
 
@@ -131,6 +133,7 @@ class PassportSettings:
     certificate: str | None = None
     issuer: str | None = None
     dsc_list: str | None = None
+    list_anchors: str | None = None
     font_dir: str | None = None
 
 
@@ -181,6 +184,7 @@ class Settings:
             "PASSPORT_CERTIFICATE": passport.certificate,
             "PASSPORT_ISSUER": passport.issuer,
             "PASSPORT_DSC_LIST": passport.dsc_list,
+            "PASSPORT_LIST_ANCHORS": passport.list_anchors,
             "PASSPORT_FONT_DIR": passport.font_dir,
         }
 
@@ -283,6 +287,7 @@ def from_environ(environ: Mapping[str, str] | None = None) -> Settings:
             certificate=read.text(f"{k}PASSPORT_CERTIFICATE"),
             issuer=read.text(f"{k}PASSPORT_ISSUER"),
             dsc_list=read.text(f"{k}PASSPORT_DSC_LIST"),
+            list_anchors=read.text(f"{k}PASSPORT_LIST_ANCHORS"),
             font_dir=read.text(f"{k}PASSPORT_FONT_DIR"),
         ),
     )

@@ -2,6 +2,9 @@
 
 - a demo USB token (SoftHSM2) holding an organisation certificate issued by a demo CA, like the
   ones Vietnamese CAs put on USB tokens, and a demo platform manifest key;
+- the central passport key on a SoftHSM2 token of its own ("Kyso Passport Demo", EC P-256),
+  certified as a Document Signer Certificate by a demo CSCA, and the platform configured to
+  use it (the issuer page's "Cấp ngay", the citizen lookup, the signed lists for verifiers);
 - the reference population registry (http://127.0.0.1:8090) with its own dataset;
 - the platform (http://127.0.0.1:8080, SQLite) with demo facilities, accounts and people,
   verified against the registry;
@@ -18,11 +21,13 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID, ObjectIdentifier
 
 from kyso.agent import devpki
 from kyso.agent.token import softhsm
@@ -34,12 +39,78 @@ PIN = "123456"
 ORGANISATION = "Trạm Y tế Phường Bến Nghé"
 
 
+PASSPORT_TOKEN = "Kyso Passport Demo"
+PASSPORT_KEY = "dsc-es256"
+PASSPORT_PIN = "246810"
+# The DCC vaccination extended key usage (hcert specification): the DSC may sign vaccinations.
+EKU_VACCINATION = ObjectIdentifier("1.3.6.1.4.1.1847.2021.1.2")
+
+
+def _passport_dsc(csca: devpki.DevCA, public_key: object) -> x509.Certificate:
+    """The demo Document Signer Certificate: digitalSignature (and nonRepudiation, for the
+    PAdES signature of the PDF passport), the vaccination extended key usage, two years."""
+    now = datetime.now(UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.COUNTRY_NAME, "VN"),
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Cục Y tế dự phòng (demo)"),
+                    x509.NameAttribute(NameOID.COMMON_NAME, "Kyso Demo DSC"),
+                ]
+            )
+        )
+        .issuer_name(csca.certificate.subject)
+        .public_key(public_key)  # type: ignore[arg-type]
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=730))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            devpki.key_usage_extension(("digitalSignature", "nonRepudiation")), critical=True
+        )
+        .add_extension(x509.ExtendedKeyUsage([EKU_VACCINATION]), critical=False)
+        .sign(csca.key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+
+
+def provision_passport_key() -> dict[str, object]:
+    """The central passport key on a token of its own in the demo's SoftHSM2 directory."""
+    csca = devpki.create_ca("Kyso Demo CSCA Viet Nam", organisation="Bộ Y tế (demo)", key_type="EC")
+    token = softhsm.provision(
+        DEMO / "softhsm",
+        label=PASSPORT_TOKEN,
+        user_pin=PASSPORT_PIN,
+        so_pin="13579111",
+        keys=[softhsm.KeySpec(PASSPORT_KEY, "EC", 256)],
+        certificates=(),
+        ca=csca,
+    )
+    key = token.keys[PASSPORT_KEY]
+    softhsm.store_certificate(token, _passport_dsc(csca, key.public_key), key.key_id, PASSPORT_KEY)
+    (DEMO / "demo-csca.pem").write_bytes(csca.certificate.public_bytes(serialization.Encoding.PEM))
+    pin_file = DEMO / "passport-pin"
+    pin_file.write_text(PASSPORT_PIN + "\n", encoding="utf-8")
+    pin_file.chmod(0o600)
+    return {
+        "module": token.module_path,
+        "token_label": PASSPORT_TOKEN,
+        "key_label": PASSPORT_KEY,
+        "pin_file": str(pin_file),
+        "csca": str(DEMO / "demo-csca.pem"),
+    }
+
+
 def provision() -> dict[str, object]:
     """Creates the demo token, keys and config once; later runs reuse them."""
     info_path = DEMO / "demo.json"
     if info_path.exists():
         info: dict[str, object] = json.loads(info_path.read_text(encoding="utf-8"))
         softhsm.activate(Path(str(info["softhsm_conf"])))
+        if "passport" not in info:  # a demo directory made before the passport key existed
+            info["passport"] = provision_passport_key()
+            info_path.write_text(json.dumps(info, indent=2), encoding="utf-8")
         return info
 
     DEMO.mkdir(parents=True, exist_ok=True)
@@ -86,6 +157,7 @@ def provision() -> dict[str, object]:
         "token_label": token.label,
         "certificates": {n: c.fingerprint_sha256 for n, c in token.certificates.items()},
     }
+    info["passport"] = provision_passport_key()
     info_path.write_text(json.dumps(info, indent=2), encoding="utf-8")
     return info
 
@@ -97,10 +169,27 @@ DEMO_OFFICER = "kyduyet.bennghe"  # signs for Trạm Y tế Phường Bến Ngh�
 SIGNING_KEY = "org-rsa"  # the demo officer's registered certificate
 
 
+def passport_env() -> dict[str, str]:
+    """The central passport key's settings (written by ``provision``), PIN from its file."""
+    info = json.loads((DEMO / "demo.json").read_text(encoding="utf-8"))
+    passport = info["passport"]
+    return {
+        "SOFTHSM2_CONF": str(info["softhsm_conf"]),
+        "KYSO_PASSPORT_PKCS11_MODULE": passport["module"],
+        "KYSO_PASSPORT_TOKEN_LABEL": passport["token_label"],
+        "KYSO_PASSPORT_KEY_LABEL": passport["key_label"],
+        "KYSO_PASSPORT_PIN_FILE": passport["pin_file"],
+        "KYSO_PASSPORT_ALGORITHM": "ES256",
+        # Verifiers (kyso-platform dcc verify) check the signed lists against the demo CSCA.
+        "KYSO_PASSPORT_LIST_ANCHORS": passport["csca"],
+    }
+
+
 def platform_env() -> dict[str, str]:
     instance = DEMO / "platform"
     return dict(
         os.environ,
+        **passport_env(),
         DATABASE_URL=f"sqlite:///{instance / 'kyso.db'}",
         KYSO_INSTANCE_PATH=str(instance),
         KYSO_REGISTRY_URL=f"http://127.0.0.1:{REGISTRY_PORT}",
@@ -238,6 +327,9 @@ Kyso demo
   Population registry:  http://127.0.0.1:{REGISTRY_PORT}/   (reference implementation)
   Signing agent:        ws://127.0.0.1:{info["port"]}/     (this terminal)
   USB token (SoftHSM2): {info["token_label"]}   PIN: {info["pin"]}
+  Passport key:         {PASSPORT_TOKEN} (SoftHSM2), configured: log in as cucduphong,
+                        /passports/issuer, "Cấp ngay"; verifiers download the signed lists:
+                        http://127.0.0.1:{PLATFORM_PORT}/.well-known/kyso/dcc/trust-list
   Certificates:         {certificates}
 
 Demo accounts:

@@ -281,7 +281,12 @@ def _is_views(module: str) -> bool:
 
 # The web layer and the entry points: the only platform modules that may use Flask. Everything
 # else (services, models, scopes, rules, clients) is plain Python a CLI or a test calls directly.
-WEB = {"kyso.platform.app", "kyso.platform.web", "kyso.platform.authorization"}
+WEB = {
+    "kyso.platform.app",
+    "kyso.platform.web",
+    "kyso.platform.authorization",
+    "kyso.platform.request_json",  # the app's JSON provider (Flask's)
+}
 ENTRY_POINTS = {
     "kyso.platform.ops.serve",  # the production server (gunicorn's app, its logging)
     "kyso.platform.ops.logs",  # JSON logs carrying the request id
@@ -344,7 +349,13 @@ def test_the_import_graph_sees_function_level_and_relative_imports() -> None:
 
 # prometheus_client's multiprocess variable: set for the library before it is imported (serve),
 # and read back where the library's multiprocess mode is used. Not a platform setting.
-ENVIRONMENT_READERS = {"platform/settings.py", "platform/ops/serve.py", "platform/ops/metrics.py"}
+# The picture decoder's child process gets the PATH alone (passport/pictures.py): not a setting.
+ENVIRONMENT_READERS = {
+    "platform/settings.py",
+    "platform/ops/serve.py",
+    "platform/ops/metrics.py",
+    "platform/passport/pictures.py",
+}
 
 
 def test_only_the_settings_module_reads_the_environment() -> None:

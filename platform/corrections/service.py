@@ -28,20 +28,31 @@ from sqlalchemy.orm import Session
 from kyso.platform.auth.service import audit
 from kyso.platform.i18n import DomainError
 from kyso.platform.models import (
+    CorrectionRequest,
+    CorrectionRequestStatus,
     Dose,
     DoseSignature,
+    Facility,
     Feedback,
     FeedbackStatus,
+    Gender,
     Person,
     RecordVersion,
+    Role,
     User,
     VerificationStatus,
 )
 from kyso.platform.passport.issuance import supersede_for_person
+from kyso.platform.records.rules import InvalidRecord
 from kyso.platform.records.service import (
+    KEPT_BY_OTHERS,
     DoseData,
     PersonData,
+    check_person_data,
+    foreign_signing_units,
+    keeps_person,
     may_record_at,
+    own_doses,
     update_dose,
     update_person,
 )
@@ -202,15 +213,28 @@ def correct_person(
     ip: str | None = None,
     now: datetime | None = None,
     today: date | None = None,
+    consented: frozenset[int] = frozenset(),
 ) -> Correction | None:
-    """Correct a person's data; None when nothing changed (no version, no history)."""
+    """Correct a person's data; None when nothing changed (no version, no history).
+
+    Refused (``records.signed_elsewhere``) when it would supersede the signature of a signing
+    unit outside the user's scope that did not agree: ``submit_person_correction`` makes such
+    a change a request to that unit instead.
+    """
     reason = _clean_reason(reason)
     _check_feedback(feedback, person)
     now = now or datetime.now(UTC)
     before = person_snapshot(person)
     version_before = person.version
     update_person(
-        session, person, data, user, expected_version=expected_version, ip=ip, today=today
+        session,
+        person,
+        data,
+        user,
+        expected_version=expected_version,
+        ip=ip,
+        today=today,
+        consented=consented,
     )
     if person.version == version_before:
         return None
@@ -282,6 +306,17 @@ def history(session: Session, person_id: int) -> list[RecordVersion]:
             .order_by(RecordVersion.id.desc())
         )
     )
+
+
+def visible_history(session: Session, user: User | None, person: Person) -> list[RecordVersion]:
+    """The corrections this user may read: all of them for the unit that keeps the person
+    (``keeps_person``), else only those of the user's own doses (another unit's reasons and
+    fields are not theirs to read)."""
+    versions = history(session, person.id)
+    if keeps_person(session, user, person):
+        return versions
+    own = {dose.id for dose in own_doses(session, user, person)}
+    return [v for v in versions if v.dose_id is not None and v.dose_id in own]
 
 
 # --- verification of one person, now ---------------------------------------------------------
@@ -389,3 +424,262 @@ def may_correct(session: Session, user: User | None, person: Person) -> bool:
 def require_access(session: Session, user: User | None, person: Person) -> None:
     if not may_correct(session, user, person):
         raise DomainError("corrections.not_allowed")
+
+
+# --- changes that would supersede another unit's signature: requests to that unit -------------
+
+
+def _person_data(person: Person, changes: dict[str, Any]) -> PersonData:
+    """The person's current data with ``changes`` (JSON values) applied."""
+    values: dict[str, Any] = {name: getattr(person, name) for name in PERSON_FIELDS}
+    for name, value in changes.items():
+        if name == "birth_date":
+            value = date.fromisoformat(value)
+        elif name == "gender":
+            value = Gender(value)
+        values[name] = value
+    return PersonData(**values)
+
+
+def _own_units(session: Session, user: User | None, person: Person) -> set[int]:
+    return {dose.facility.signing_unit_id for dose in own_doses(session, user, person)}
+
+
+def submit_person_correction(
+    session: Session,
+    person: Person,
+    data: PersonData,
+    user: User | None,
+    *,
+    reason: str,
+    feedback: Feedback | None = None,
+    expected_version: int | None = None,
+    ip: str | None = None,
+    now: datetime | None = None,
+    today: date | None = None,
+) -> Correction | CorrectionRequest | None:
+    """Correct a person's data, or ask the unit whose signature the change would supersede.
+
+    A user who does not keep the person (``keeps_person``) does not see the data in
+    ``KEPT_BY_OTHERS``: a field they leave empty is left as it is. When the change
+    would supersede a current signature of a unit outside the user's scope, nothing is changed:
+    a ``CorrectionRequest`` to that unit is stored (the unit with the lowest id first; each
+    accepting unit passes it on to the next). None when nothing would change.
+    """
+    require_access(session, user, person)
+    reason = _clean_reason(reason)
+    _check_feedback(feedback, person)
+    if expected_version is not None and expected_version != person.version:
+        raise DomainError("records.stale")
+    if not keeps_person(session, user, person):
+        kept = {name: getattr(person, name) for name in KEPT_BY_OTHERS}
+        data = PersonData(
+            **{
+                name: kept[name]
+                if name in kept and getattr(data, name) in (None, "")
+                else getattr(data, name)
+                for name in PERSON_FIELDS
+            }
+        )
+    foreign = foreign_signing_units(session, user, person)
+    if not foreign:
+        return correct_person(
+            session,
+            person,
+            data,
+            user,
+            reason=reason,
+            feedback=feedback,
+            expected_version=expected_version,
+            ip=ip,
+            now=now,
+            today=today,
+        )
+    data = data.cleaned()
+    problems = check_person_data(session, person, data, today, user)
+    if problems:
+        raise InvalidRecord(problems)
+    before = person_snapshot(person)
+    after = {name: _json_value(getattr(data, name)) for name in PERSON_FIELDS}
+    changes = {name: after[name] for name in PERSON_FIELDS if after[name] != before[name]}
+    if not changes:
+        return None
+    return _new_request(
+        session,
+        person,
+        foreign[0],
+        changes=changes,
+        reason=reason,
+        consented=_own_units(session, user, person),
+        requested_by=user,
+        ip=ip,
+        now=now,
+    )
+
+
+def _new_request(
+    session: Session,
+    person: Person,
+    unit_id: int,
+    *,
+    changes: dict[str, Any],
+    reason: str,
+    consented: set[int],
+    requested_by: User | None,
+    ip: str | None,
+    now: datetime | None,
+) -> CorrectionRequest:
+    request = CorrectionRequest(
+        person_id=person.id,
+        signing_unit_id=unit_id,
+        status=CorrectionRequestStatus.PENDING,
+        changes=changes,
+        reason=reason,
+        person_version=person.version,
+        consented_units=sorted(consented),
+        requested_by_id=requested_by.id if requested_by else None,
+        requested_by_facility_id=requested_by.facility_id if requested_by else None,
+        requested_at=now or datetime.now(UTC),
+    )
+    session.add(request)
+    session.flush()
+    audit(
+        session,
+        "corrections.request_create",
+        requested_by,
+        target=f"correction_request:{request.id}",
+        ip=ip,
+        person=person.id,
+        signing_unit=unit_id,
+        fields=sorted(changes),
+    )
+    return request
+
+
+def may_decide(session: Session, user: User | None, request: CorrectionRequest) -> bool:
+    """Staff of a facility of the addressed signing unit, and administrators whose scope
+    holds one of its facilities, accept or reject a request."""
+    if user is None:
+        return True
+    if not user.active or user.role not in (Role.FACILITY_STAFF, Role.ADMINISTRATOR):
+        return False
+    facilities = session.scalars(
+        select(Facility).where(Facility.signing_unit_id == request.signing_unit_id)
+    )
+    return any(may_record_at(session, user, facility) for facility in facilities)
+
+
+def _pending_for(session: Session, user: User | None, request_id: int) -> CorrectionRequest:
+    request = session.get(CorrectionRequest, request_id)
+    if request is None or not may_decide(session, user, request):
+        raise DomainError("corrections.request_not_allowed")
+    if request.status is not CorrectionRequestStatus.PENDING:
+        raise DomainError("corrections.request_decided")
+    return request
+
+
+def requests_for(session: Session, user: User) -> list[CorrectionRequest]:
+    """The pending requests this user may decide, the oldest first (their work list)."""
+    pending = session.scalars(
+        select(CorrectionRequest)
+        .where(CorrectionRequest.status == CorrectionRequestStatus.PENDING)
+        .order_by(CorrectionRequest.id)
+    )
+    return [request for request in pending if may_decide(session, user, request)]
+
+
+def accept_request(
+    session: Session,
+    request_id: int,
+    user: User | None,
+    *,
+    ip: str | None = None,
+    now: datetime | None = None,
+    today: date | None = None,
+) -> Correction | CorrectionRequest | None:
+    """Accept: the change is applied through ``correct_person`` (signatures and passports are
+    superseded, the doses are to be signed again), or, when yet another unit's signature would
+    be superseded, passed on to that unit as a new request. None when it changes nothing now.
+    """
+    request = _pending_for(session, user, request_id)
+    person = request.person
+    now = now or datetime.now(UTC)
+    consented = frozenset(request.consented_units) | {request.signing_unit_id}
+    consented |= _own_units(session, user, person)
+    remaining = [
+        unit
+        for unit in foreign_signing_units(session, user, person, consented)
+        if unit not in consented
+    ]
+    request.status = CorrectionRequestStatus.ACCEPTED
+    request.decided_by_id = user.id if user else None
+    request.decided_at = now
+    result: Correction | CorrectionRequest | None
+    if remaining:
+        requester = session.get(User, request.requested_by_id) if request.requested_by_id else None
+        result = _new_request(
+            session,
+            person,
+            remaining[0],
+            changes=dict(request.changes),
+            reason=request.reason,
+            consented=set(consented),
+            requested_by=requester,
+            ip=ip,
+            now=now,
+        )
+        request.forwarded_to_id = result.id
+    else:
+        result = correct_person(
+            session,
+            person,
+            _person_data(person, request.changes),
+            user,
+            reason=request.reason,
+            ip=ip,
+            now=now,
+            today=today,
+            consented=consented,
+        )
+        if result is not None:
+            request.record_version_id = result.version.id
+    session.flush()
+    audit(
+        session,
+        "corrections.request_accept",
+        user,
+        target=f"correction_request:{request.id}",
+        ip=ip,
+        person=person.id,
+        forwarded_to=request.forwarded_to_id,
+        record_version=request.record_version_id,
+    )
+    return result
+
+
+def reject_request(
+    session: Session,
+    request_id: int,
+    user: User | None,
+    *,
+    reason: str,
+    ip: str | None = None,
+    now: datetime | None = None,
+) -> CorrectionRequest:
+    """Reject with a reason (required): nothing is changed, the reason is kept and audited."""
+    request = _pending_for(session, user, request_id)
+    request.decision_reason = _clean_reason(reason)
+    request.status = CorrectionRequestStatus.REJECTED
+    request.decided_by_id = user.id if user else None
+    request.decided_at = now or datetime.now(UTC)
+    session.flush()
+    audit(
+        session,
+        "corrections.request_reject",
+        user,
+        target=f"correction_request:{request.id}",
+        ip=ip,
+        person=request.person_id,
+        reason=request.decision_reason,
+    )
+    return request

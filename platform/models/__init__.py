@@ -77,6 +77,13 @@ from kyso.platform.models.sessions import AuthSession  # noqa: E402
 
 __all__ += ["AuthSession"]
 
+from kyso.platform.models.corrections import (  # noqa: E402
+    CorrectionRequest,
+    CorrectionRequestStatus,
+)
+
+__all__ += ["CorrectionRequest", "CorrectionRequestStatus"]
+
 # The passport tables' models live with their feature; importing them here registers them in
 # Base.metadata wherever the models are (migrations, schema comparisons, `db revision`).
 import kyso.platform.passport.models  # noqa: E402, F401

@@ -1,4 +1,5 @@
-"""The passport feature's configuration, from the app's settings over environment variables.
+"""The passport feature's configuration, from the app's settings (``kyso.platform.settings``
+reads these variables when the app is made).
 
 ==================================  ===========================================================
 ``KYSO_PASSPORT_PKCS11_MODULE``     the PKCS#11 module of the HSM (SoftHSM2 in development)
@@ -12,6 +13,9 @@
 ``KYSO_PASSPORT_ISSUER``            the DCC ``is`` (default "Ministry of Health of Viet Nam")
 ``KYSO_PASSPORT_DSC_LIST``          (optional) more signer certificates the verifier trusts: a
                                     PEM bundle or the EU gateway's JSON trust list
+``KYSO_PASSPORT_LIST_ANCHORS``      (verifiers) the certificates the signed trust and revocation
+                                    lists must be signed under: the CSCA (PEM), or the list
+                                    signer's own certificate
 ``KYSO_TRUST_ANCHORS``              the facility certificates' trust anchors (as for signing)
 ==================================  ===========================================================
 
@@ -20,10 +24,12 @@ Each may also be set in the app's config as ``PASSPORT_<NAME>`` (tests do).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
 from sqlalchemy.orm import Session
 
 from kyso.platform.i18n import DomainError
@@ -35,10 +41,31 @@ from kyso.platform.passport.hsm import (
     HsmSigner,
 )
 from kyso.platform.passport.issuance import DEFAULT_ISSUER, IssuanceContext, platform_signers
+from kyso.platform.passport.revocation import Signer
+from kyso.platform.passport.revocation import list_signer as make_list_signer
+from kyso.platform.passport.signedlist import ListError, load_anchors
 from kyso.platform.passport.verifier import SignerList
 from kyso.platform.signing.certificates import TrustStore, load_trust_store
 
-__all__ = ["dsc_list", "issuance_context", "issuer_name", "open_signer", "trust_store"]
+__all__ = [
+    "dsc_list",
+    "error_detail",
+    "issuance_context",
+    "issuer_name",
+    "list_anchors",
+    "list_signer",
+    "open_signer",
+    "trust_store",
+]
+
+
+logger = logging.getLogger(__name__)
+
+
+def error_detail(exc: DomainError) -> str:
+    """A DomainError's English text with its technical detail, for the command line."""
+    detail = exc.values.get("detail")
+    return exc.text("en") + (f" ({detail})" if detail else "")
 
 
 def _setting(settings: Mapping[str, Any], name: str) -> str | None:
@@ -62,7 +89,10 @@ def open_signer(settings: Mapping[str, Any], extensions: dict[str, Any]) -> HsmS
             given = {name: str(value) for name, value in secrets.items() if value}
             signer = HsmSigner(HsmConfig.from_settings(settings, given))
         except HsmError as exc:
-            raise DomainError(f"passport.error_{exc.code}", detail=str(exc)) from exc
+            # The page shows the catalogue text only (Vietnamese, or English with the switch);
+            # the technical detail goes to the log and to the CLI (``error_detail``).
+            logger.warning("passport signer unavailable (%s): %s", exc.code, exc)
+            raise DomainError(f"passport.error_{exc.code}", detail=str(exc), **exc.values) from exc
         extensions["kyso.passport_signer"] = signer
     assert isinstance(signer, HsmSigner)
     return signer
@@ -102,3 +132,27 @@ def dsc_list(
         for certificate in SignerList.from_bytes(data).certificates():
             signers.add(certificate)
     return signers
+
+
+def list_signer(settings: Mapping[str, Any], extensions: dict[str, Any]) -> Signer:
+    """Signs the published lists with the central passport key (its HSM), the key whose
+    certificate the CSCA issued: verifiers anchor the lists on the CSCA they already trust."""
+    signer = open_signer(settings, extensions)
+    return make_list_signer(signer.sign, signer.algorithm, signer.certificate_der)
+
+
+def list_anchors(settings: Mapping[str, Any], given: Path | None = None) -> list[x509.Certificate]:
+    """The anchors for signed lists: ``given`` (a PEM file), else ``KYSO_PASSPORT_LIST_ANCHORS``.
+    ``ListError`` when there are none."""
+    configured = given or (
+        Path(value) if (value := _setting(settings, "LIST_ANCHORS")) is not None else None
+    )
+    if configured is None:
+        raise ListError(
+            "no anchor for the signed lists: give --anchor CSCA.pem or set "
+            "KYSO_PASSPORT_LIST_ANCHORS"
+        )
+    try:
+        return load_anchors(configured.read_bytes())
+    except OSError as exc:
+        raise ListError(f"cannot read the list anchors {configured}: {exc.strerror}") from exc

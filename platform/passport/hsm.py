@@ -74,11 +74,13 @@ TOKEN_READ_TRIES = 6
 
 
 class HsmError(RuntimeError):
-    """The central signing key cannot be used. ``code`` names the passport text."""
+    """The central signing key cannot be used. ``code`` names the passport text, ``values``
+    fill it in (staff read the text in their language; the English detail is for the logs)."""
 
-    def __init__(self, code: str, detail: str) -> None:
+    def __init__(self, code: str, detail: str, **values: str) -> None:
         super().__init__(detail)
         self.code = code
+        self.values = values
 
 
 @dataclass(frozen=True)
@@ -111,20 +113,22 @@ class HsmConfig:
                 pin = Path(pin_file).read_text(encoding="utf-8").strip()
             except OSError as exc:
                 raise HsmError(
-                    "hsm_not_configured", f"cannot read the PIN file {pin_file}: {exc}"
+                    "hsm_pin_file", f"cannot read the PIN file {pin_file}: {exc}", path=pin_file
                 ) from exc
         if pin is None:
-            missing.append(f"{PIN_VARIABLE} or {PIN_FILE_VARIABLE}")
+            missing.append(f"{PIN_VARIABLE}/{PIN_FILE_VARIABLE}")
         if missing:
             raise HsmError(
                 "hsm_not_configured",
                 "the passport signing key is not configured: set " + ", ".join(missing),
+                missing=", ".join(missing),
             )
         algorithm = (value("ALGORITHM") or "ES256").upper()
         if algorithm not in ("ES256", "PS256"):
             raise HsmError(
-                "hsm_not_configured",
+                "hsm_algorithm",
                 f"KYSO_PASSPORT_ALGORITHM must be ES256 or PS256, not {algorithm}",
+                value=algorithm,
             )
         assert pin is not None
         return cls(

@@ -18,13 +18,22 @@ each with its text from ``locales/passport.toml``):
 ``schema``     the DCC validates against the combined schema of the release its ``ver`` names
                (1.0.0 … 1.3.3, shipped in ``data/schema-history``; see "Schema versions")
                and holds exactly one of ``v``, ``t``, ``r``
+``valuesets``  the coded fields are codes of the EU value sets, as EU verifiers' business rules
+               require: ``tg``, ``vp``, ``mp``, ``ma``, ``co`` of a vaccination; ``tg``,
+               ``tt``, ``tr``, ``co`` of a test (not the rapid test's ``ma``: that value set
+               is not shipped); ``tg``, ``co`` of a recovery
 ``expiry``     the time of the check lies between ``iat`` and ``exp``
 ``key_usage``  the signer certificate may sign this kind of certificate: when its extended key
                usage extension is present it must name this one (1.3.6.1.4.1.1847.2021.1.1
                test, .2 vaccination, .3 recovery; also read under the early arc
                1.3.6.1.4.1.0.1847…), as the conformance vectors require; a key usage
                extension must allow digitalSignature
+``revocation`` (only with a revocation list) the certificate's ``SIGNATURE``, ``UCI`` and
+               ``COUNTRYCODEUCI`` hashes are not on the list for its ``kid`` (``revocation``)
 =============  ===============================================================================
+
+ES256 means ECDSA on P-256 with SHA-256 (RFC 8152 and the DCC specification): a signer
+certificate with a P-384 (or other) key is refused for ES256 with that reason, never tried.
 
 A certificate is valid when every step passed. A step that cannot run because an earlier one
 failed is left out (``Verification.checks`` holds the steps that ran, in order).
@@ -49,7 +58,6 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-import io
 import json
 import zlib
 from collections.abc import Iterable, Mapping
@@ -62,8 +70,10 @@ import cbor2
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 
+from kyso.platform.passport import pictures
 from kyso.platform.passport.dcc import (
     CWT_EXP,
     CWT_HCERT,
@@ -73,13 +83,23 @@ from kyso.platform.passport.dcc import (
     HEADER_KID,
     PREFIX,
     key_id,
+    parse_cose,
     sig_structure,
 )
 from kyso.platform.passport.hsm import verify_cose_signature
-from kyso.platform.passport.valuesets import historical_schema, schema, schema_versions
+from kyso.platform.passport.revocation import Revocations, revocation_hashes
+from kyso.platform.passport.valuesets import (
+    historical_schema,
+    schema,
+    schema_versions,
+    value_sets,
+)
 
 __all__ = [
     "CHECKS",
+    "OPTIONAL_CHECKS",
+    "TEST_RESULTS",
+    "TEST_TYPES",
     "Check",
     "SignerList",
     "Verification",
@@ -99,13 +119,17 @@ CHECKS: Final = (
     "cwt",
     "signature",
     "schema",
+    "valuesets",
     "expiry",
     "key_usage",
 )
+# Steps that run only when their input is given (``verify(..., revocations=...)``).
+OPTIONAL_CHECKS: Final = ("revocation",)
 COSE_ALGORITHMS: Final[dict[int, str]] = {-7: "ES256", -37: "PS256"}
-CWT_TAG: Final = 61
-COSE_SIGN1_TAG: Final = 18
 MAX_TEXT: Final = 8192  # far above the largest DCC a QR code can hold
+MAX_COSE_BYTES: Final = 64 * 1024  # what the HC1 text may inflate to; a DCC is a few KB
+# The EU gateway's whole trust list is a few MB.
+MAX_SIGNER_LIST_BYTES: Final = 32 * 1024 * 1024
 
 # The DCC types' extended key usages; the early specification (and many issuers' test
 # certificates) wrote them under 1.3.6.1.4.1.0.1847.2021.1: both arcs are read.
@@ -121,6 +145,9 @@ class Check:
     name: str  # one of CHECKS
     ok: bool
     detail: str = ""  # English, technical (the page shows the catalogue text)
+    # For a picture that cannot be read: the catalogue text saying why and what to do.
+    problem: str = field(default="", compare=False)
+    values: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
 
 @dataclass
@@ -135,11 +162,12 @@ class Verification:
     algorithm: str | None = None
     signer: x509.Certificate | None = None
     schema_version: str | None = None  # the release whose schema the DCC was checked against
+    revoked_by: str | None = None  # the hash type under which a revocation list names it
 
     @property
     def valid(self) -> bool:
         names = {c.name for c in self.checks}
-        required = set(CHECKS) - {"qr"}
+        required = set(CHECKS) - {"qr"}  # revocation: when a list was given, it must pass
         return required <= names and all(c.ok for c in self.checks)
 
     def check(self, name: str) -> Check | None:
@@ -148,6 +176,10 @@ class Verification:
     def passed(self, name: str) -> bool:
         found = self.check(name)
         return found is not None and found.ok
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_by is not None
 
     @property
     def failed(self) -> Check | None:
@@ -183,7 +215,22 @@ class SignerList:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SignerList:
-        """A PEM bundle, a DER certificate, or a JSON trust list of ``rawData`` entries."""
+        """A PEM bundle, a DER certificate, or a JSON trust list of ``rawData`` entries.
+
+        ValueError, saying what was expected, for anything else (or more than
+        ``MAX_SIGNER_LIST_BYTES``)."""
+        if len(data) > MAX_SIGNER_LIST_BYTES:
+            raise ValueError(f"a signer list has at most {MAX_SIGNER_LIST_BYTES} bytes")
+        try:
+            return cls._parse(data)
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+            raise ValueError(
+                "not a signer list (a PEM bundle, a DER certificate, or a JSON trust list of "
+                f'{{"kid", "rawData"}} entries): {type(exc).__name__}: {exc}'
+            ) from exc
+
+    @classmethod
+    def _parse(cls, data: bytes) -> SignerList:
         stripped = data.lstrip()
         if stripped.startswith(b"-----BEGIN"):
             return cls(x509.load_pem_x509_certificates(data))
@@ -237,46 +284,77 @@ def _schema_problems(dcc: Mapping[str, Any]) -> tuple[str, list[str]]:
     return version, problems
 
 
-# A phone photo of a QR code needs no more; PIL's own bomb limit (~89 MP) lets 1.7 GB through.
-MAX_QR_PICTURE_PIXELS = 16_000_000
+# The test fields' value sets (eu-dcc-valuesets covid-19-lab-test-type, covid-19-lab-result):
+# two codes each, kept here rather than vendored. The rapid tests' makers (``ma`` of a test) are
+# not checked: that value set changes monthly and is not shipped.
+TEST_TYPES: Final = {"LP6464-4": "NAAT (PCR)", "LP217198-3": "rapid antigen test"}
+TEST_RESULTS: Final = {"260415000": "not detected", "260373001": "detected"}
+
+# field -> the value set it must be a code of (``ValueSets`` attribute), per certificate type.
+_VALUE_SET_FIELDS: Final[dict[str, tuple[tuple[str, str], ...]]] = {
+    "v": (
+        ("tg", "diseases"),
+        ("vp", "prophylaxis"),
+        ("mp", "products"),
+        ("ma", "manufacturers"),
+        ("co", "countries"),
+    ),
+    "t": (("tg", "diseases"), ("tt", "test_types"), ("tr", "test_results"), ("co", "countries")),
+    "r": (("tg", "diseases"), ("co", "countries")),
+}
+
+
+def value_set_problems(dcc: Mapping[str, Any]) -> list[str]:
+    """The coded fields that are not codes of their EU value set, as EU verifiers refuse them
+    (the business rules' "value in valueSets" checks): empty when every code is known."""
+    sets = value_sets()
+    tables: dict[str, Mapping[str, Any]] = {
+        "diseases": sets.diseases,
+        "prophylaxis": sets.prophylaxis,
+        "products": sets.products,
+        "manufacturers": sets.manufacturers,
+        "countries": sets.countries,
+        "test_types": TEST_TYPES,
+        "test_results": TEST_RESULTS,
+    }
+    problems: list[str] = []
+    for kind, fields in _VALUE_SET_FIELDS.items():
+        entries = dcc.get(kind)
+        if not isinstance(entries, list):
+            continue
+        for number, entry in enumerate(entries):
+            if not isinstance(entry, dict):
+                continue
+            for name, table in fields:
+                value = entry.get(name)
+                if value is None:
+                    continue  # a required field missing is the schema's finding
+                if not isinstance(value, str) or value not in tables[table]:
+                    problems.append(f"{kind}/{number}/{name}: {value!r} is not in the value set")
+    return problems
 
 
 def decode_qr_image(data: bytes) -> str:
-    """The text of the one QR code in a PNG/JPEG picture; ValueError when there is none."""
-    import zxingcpp
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        image = Image.open(io.BytesIO(data))  # reads the header only
-        width, height = image.size
-        if width * height > MAX_QR_PICTURE_PIXELS:
-            # A small file can decode to gigabytes: refuse before decoding (public page).
-            raise ValueError(
-                f"the picture is {width}×{height} pixels; send a photo of the QR code of at most "
-                f"{MAX_QR_PICTURE_PIXELS // 1_000_000} megapixels"
-            )
-        image.load()
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"not a picture: {exc}") from exc
-    found = [
-        r
-        for r in zxingcpp.read_barcodes(image)
-        if r.valid and r.format == zxingcpp.BarcodeFormat.QRCode
-    ]
-    if len(found) != 1:
-        raise ValueError(f"expected one QR code in the picture, found {len(found)}")
-    return str(found[0].text)
+    """The text of the one QR code in a PNG/JPEG picture; ``pictures.PictureRefused`` (a
+    ValueError) when there is none, decoded in a bounded child process (see ``pictures``)."""
+    return pictures.read_qr(data)
 
 
-def verify_image(data: bytes, signers: SignerList, at: datetime | None = None) -> Verification:
+def verify_image(
+    data: bytes,
+    signers: SignerList,
+    at: datetime | None = None,
+    *,
+    revocations: Revocations | None = None,
+) -> Verification:
     result = Verification()
     try:
         text = decode_qr_image(data)
-    except ValueError as exc:
-        result._add("qr", False, str(exc))
+    except pictures.PictureRefused as refused:
+        result.checks.append(Check("qr", False, refused.detail, refused.key, refused.values))
         return result
     result._add("qr", True)
-    return verify(text, signers, at, result=result)
+    return verify(text, signers, at, result=result, revocations=revocations)
 
 
 def _jsonable(value: Any) -> Any:
@@ -298,34 +376,6 @@ def _time(value: Any) -> datetime | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return datetime.fromtimestamp(value, UTC)
-
-
-def _parse_cose(data: bytes) -> tuple[bytes, dict[Any, Any], dict[Any, Any], bytes, bytes]:
-    """(protected bytes, protected map, unprotected map, payload, signature) or ValueError."""
-    try:
-        item = cbor2.loads(data)
-    except Exception as exc:  # cbor2 raises several kinds for malformed input
-        raise ValueError(f"not CBOR: {exc}") from exc
-    if isinstance(item, cbor2.CBORTag) and item.tag == CWT_TAG:
-        item = item.value
-    if isinstance(item, cbor2.CBORTag):
-        if item.tag != COSE_SIGN1_TAG:
-            raise ValueError(f"CBOR tag {item.tag} is not COSE_Sign1 (18)")
-        item = item.value
-    if not isinstance(item, list) or len(item) != 4:
-        raise ValueError("a COSE_Sign1 is an array of 4 items")
-    protected, unprotected, payload, signature = item
-    if not isinstance(protected, bytes) or not isinstance(unprotected, dict):
-        raise ValueError("the COSE headers are malformed")
-    if not isinstance(payload, bytes) or not isinstance(signature, bytes):
-        raise ValueError("the COSE payload and signature must be byte strings")
-    try:
-        protected_map = cbor2.loads(protected) if protected else {}
-    except Exception as exc:
-        raise ValueError(f"the protected header is not CBOR: {exc}") from exc
-    if not isinstance(protected_map, dict):
-        raise ValueError("the protected header is not a map")
-    return protected, protected_map, unprotected, payload, signature
 
 
 def _usages(certificate: x509.Certificate) -> tuple[set[str] | None, set[str] | None]:
@@ -365,8 +415,10 @@ def verify(
     at: datetime | None = None,
     *,
     result: Verification | None = None,
+    revocations: Revocations | None = None,
 ) -> Verification:
-    """Runs every step on an ``HC1:`` text; see the module's table."""
+    """Runs every step on an ``HC1:`` text; see the module's table. With ``revocations``, also
+    the ``revocation`` step (the certificate is not on the revocation list)."""
     at = at or datetime.now(UTC)
     if at.tzinfo is None:
         at = at.replace(tzinfo=UTC)  # a clock without a zone is UTC, as CWT times are
@@ -376,8 +428,10 @@ def verify(
     if len(text) > MAX_TEXT:
         result._add("prefix", False, f"longer than {MAX_TEXT} characters: not a DCC")
         return result
-    if not result._add("prefix", text.startswith(PREFIX), "the text does not start with HC1:"):
+    if not text.startswith(PREFIX):
+        result._add("prefix", False, "the text does not start with HC1:")
         return result
+    result._add("prefix", True)
     try:
         compressed = base45.b45decode(text[len(PREFIX) :])
     except (ValueError, KeyError, IndexError) as exc:
@@ -385,13 +439,21 @@ def verify(
         return result
     result._add("base45", True)
     try:
-        cose = zlib.decompress(compressed)
+        inflater = zlib.decompressobj()
+        cose = inflater.decompress(compressed, MAX_COSE_BYTES + 1)
     except zlib.error as exc:
         result._add("zlib", False, f"not zlib data: {exc}")
         return result
+    if len(cose) > MAX_COSE_BYTES:
+        # 8 KB of text can inflate to megabytes for cbor2 to parse: a DCC is a few KB.
+        result._add("zlib", False, f"inflates to more than {MAX_COSE_BYTES} bytes: not a DCC")
+        return result
+    if not inflater.eof:
+        result._add("zlib", False, "not zlib data: the compressed data is incomplete")
+        return result
     result._add("zlib", True)
     try:
-        protected, protected_map, unprotected, payload, signature = _parse_cose(cose)
+        protected, protected_map, unprotected, payload, signature = parse_cose(cose)
     except ValueError as exc:
         result._add("cose", False, str(exc))
         return result
@@ -425,6 +487,8 @@ def verify(
     else:
         result.schema_version, problems = _schema_problems(json_dcc)
         result._add("schema", not problems, "; ".join(problems[:3]))
+        unknown = value_set_problems(json_dcc)
+        result._add("valuesets", not unknown, "; ".join(unknown[:3]))
 
     if result.issued_at is None or result.expires_at is None:
         result._add("expiry", False, "the CWT has no iat or exp")
@@ -438,7 +502,38 @@ def verify(
     if result.signer is not None:
         problem = _key_usage_problem(result.signer, hcert)
         result._add("key_usage", problem is None, problem or "")
+
+    if revocations is not None:
+        _check_revocation(result, revocations, hcert, signature)
     return result
+
+
+def _uci(dcc: Mapping[Any, Any]) -> str | None:
+    for kind in CERTIFICATE_TYPES:
+        entries = dcc.get(kind)
+        if isinstance(entries, list) and entries and isinstance(entries[0], dict):
+            uci = entries[0].get("ci")
+            return uci if isinstance(uci, str) else None
+    return None
+
+
+def _check_revocation(
+    result: Verification, revocations: Revocations, dcc: Mapping[Any, Any], signature: bytes
+) -> None:
+    uci = _uci(dcc)
+    hashes = revocation_hashes(
+        signature=signature, algorithm=result.algorithm, uci=uci, country=result.issuer_country
+    )
+    result.revoked_by = revocations.find(result.kid, hashes, uci)
+    if result.revoked_by is None:
+        result._add("revocation", True)
+        return
+    updated = f" (list of {revocations.updated:%Y-%m-%d %H:%M}Z)" if revocations.updated else ""
+    result._add(
+        "revocation",
+        False,
+        f"revoked: the revocation list names its {result.revoked_by} hash{updated}",
+    )
 
 
 def _check_signature(
@@ -459,6 +554,19 @@ def _check_signature(
         kid = base64.b64encode(result.kid).decode("ascii")
         result._add("signature", False, f"no certificate with kid {kid} in the signer list")
         return
+    if result.algorithm == "ES256":
+        keys = [c.public_key() for c in candidates]
+        curves = {k.curve.name for k in keys if isinstance(k, ec.EllipticCurvePublicKey)}
+        if curves and "secp256r1" not in curves:
+            # ES256 is ECDSA on P-256 with SHA-256 (RFC 8152, DCC specification): a P-384 key
+            # signs ES384, which no DCC verifier accepts. Refused, with the reason.
+            result._add(
+                "signature",
+                False,
+                f"ES256 needs a P-256 key; the signer certificate has a {', '.join(sorted(curves))}"
+                " key (the DCC specification allows no other curve for ES256)",
+            )
+            return
     data = sig_structure(protected, payload)
     for certificate in candidates:
         try:

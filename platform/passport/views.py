@@ -26,7 +26,16 @@ from flask import (
 
 from kyso.platform.i18n import DomainError, translate
 from kyso.platform.models import Role
-from kyso.platform.passport import config, issuance, lookup, render, verifier
+from kyso.platform.passport import (
+    config,
+    issuance,
+    lookup,
+    pictures,
+    render,
+    revocation,
+    trustlist,
+    verifier,
+)
 from kyso.platform.passport.models import Passport
 from kyso.platform.passport.render import FIELDS, field_values
 from kyso.platform.web import current_user, db, language, roles_required
@@ -35,7 +44,6 @@ blueprint = Blueprint("passport", __name__, url_prefix="/passports")
 
 PAGE_RUN_LIMIT = 1000  # the issuer page's button; the end-of-day run is the CLI
 LOOKUP_SECONDS = 600
-MAX_PICTURE = 5 * 1024 * 1024
 
 
 def _fields(dcc: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -205,7 +213,8 @@ def verify_page() -> Any:
         return render_template("passport/verify.html", result=None, fields=None, error=None)
     text = request.form.get("text", "").strip()
     picture = request.files.get("image")
-    data = picture.read(MAX_PICTURE + 1) if picture and picture.filename else b""
+    # One byte more than allowed: the size check refuses a larger file instead of cutting it.
+    data = picture.read(pictures.MAX_PICTURE_BYTES + 1) if picture and picture.filename else b""
     if not text and not data:
         return render_template(
             "passport/verify.html",
@@ -214,10 +223,11 @@ def verify_page() -> Any:
             error=translate("passport.verify_nothing", language()),
         ), 400
     signers = config.dsc_list(db(), current_app.config)
+    revoked = revocation.platform_list(db())
     result = (
-        verifier.verify(text, signers)
+        verifier.verify(text, signers, revocations=revoked)
         if text
-        else verifier.verify_image(data[:MAX_PICTURE], signers)
+        else verifier.verify_image(data, signers, revocations=revoked)
     )
     fields = None
     if result.dcc is not None and result.dcc.get("v") and result.dcc.get("nam"):
@@ -225,4 +235,56 @@ def verify_page() -> Any:
             fields = _fields(result.dcc)
         except (KeyError, IndexError, TypeError):
             fields = None
-    return render_template("passport/verify.html", result=result, fields=fields, error=None)
+    return render_template(
+        "passport/verify.html",
+        result=result,
+        fields=fields,
+        error=None,
+    )
+
+
+# --- signed lists for verifiers (well-known URLs) -------------------------------------------------
+
+lists = Blueprint("dcc_lists", __name__, url_prefix="/.well-known/kyso/dcc")
+LIST_MAX_AGE = 300  # verifiers may cache a list five minutes
+
+
+def _signed(produce: Any) -> Any:
+    """The list ``produce(session, signer)`` makes, as a JWS; 404 with the reason when this
+    platform has no list signer (its passport key is not configured) or no such document."""
+    app = current_app
+    try:
+        signer = config.list_signer(app.config, app.extensions)
+    except DomainError as exc:
+        return Response(exc.text(language()) + "\n", 404, mimetype="text/plain")
+    body = produce(db(), signer)
+    if body is None:
+        return Response(translate("passport.list_no_batch", language()) + "\n", 404)
+    response = Response(body, mimetype="application/jose")
+    response.headers["Cache-Control"] = f"public, max-age={LIST_MAX_AGE}"
+    return response
+
+
+def _publication() -> revocation.Publication:
+    found = current_app.extensions.get("kyso.revocation_publication")
+    if found is None:
+        found = current_app.extensions.setdefault(
+            "kyso.revocation_publication", revocation.Publication(LIST_MAX_AGE)
+        )
+    assert isinstance(found, revocation.Publication)
+    return found
+
+
+@lists.get("/revocation-list")
+def revocation_index() -> Any:
+    return _signed(_publication().index)
+
+
+@lists.get("/revocation-list/<batch_id>")
+def revocation_batch(batch_id: str) -> Any:
+    return _signed(lambda session_, signer: _publication().batch(session_, signer, batch_id))
+
+
+@lists.get("/trust-list")
+def trust_list() -> Any:
+    return _signed(trustlist.signed_trust_list)

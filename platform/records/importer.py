@@ -16,7 +16,9 @@ Vietnamese or English, in any order (``COLUMNS``; ``template_xlsx``/``template_c
 template). Rows of the same person — the same identity number, or the same name and birth date
 when there is no number — become one person. A person already recorded (same identity number;
 or, without a number, same name, birth date and gender with a dose in the importing facility's
-signing unit) gets the new doses; their own data is never changed by an import.
+signing unit) gets the new doses; their own data is never changed by an import. The report never
+tells about people outside the importer's scope: a number recorded only by other signing units
+gets the same report as a number never seen (see ``_find_recorded``).
 
 The whole file is checked first and written in one transaction only when every row is valid:
 otherwise nothing is written and the report lists every problem with its row, column, what is
@@ -59,11 +61,11 @@ from kyso.platform.models import (
     VaccineProduct,
     VerificationStatus,
 )
-from kyso.platform.records import rules
+from kyso.platform.records import csv_limits, rules, xlsx_limits
 from kyso.platform.records.bulk import insert_doses, insert_people
 from kyso.platform.records.names import name_key
 from kyso.platform.records.reference import product_aliases
-from kyso.platform.records.service import may_record_at
+from kyso.platform.records.service import may_record_at, recording_facilities
 from kyso.platform.registry.identity import check_identity
 
 MAX_ROWS = 50_000
@@ -228,6 +230,10 @@ def _reject(report: ImportReport, key: str, **values: Any) -> NoReturn:
 
 def _xlsx_rows(stream: IO[bytes], report: ImportReport) -> Iterator[tuple[int, list[Any]]]:
     try:
+        xlsx_limits.check_xlsx(stream)  # sizes, ratios, cell lengths: before openpyxl reads it
+    except xlsx_limits.XlsxRefused as refused:
+        _reject(report, refused.key, **refused.values)
+    try:
         workbook = openpyxl.load_workbook(stream, read_only=True, data_only=True)
     except (zipfile.BadZipFile, KeyError, OSError, ValueError) as exc:
         _reject(report, "records.import_unreadable_xlsx", detail=type(exc).__name__)
@@ -266,8 +272,12 @@ def _csv_rows(stream: IO[bytes], report: ImportReport) -> Iterator[tuple[int, li
     try:
         delimiter = _delimiter(text.read(64 * 1024))
         text.seek(0)
-        for number, values in enumerate(csv.reader(text, delimiter=delimiter), 1):
+        lines = csv_limits.bounded_lines(text)
+        for number, values in enumerate(csv.reader(lines, delimiter=delimiter), 1):
+            csv_limits.check_width(values)
             yield number, [value if value.strip() else None for value in values]
+    except csv_limits.CsvRefused as refused:
+        _reject(report, refused.key, **refused.values)
     except UnicodeDecodeError:
         _reject(report, "records.import_encoding")
     except csv.Error as exc:
@@ -599,6 +609,8 @@ class _Group:
         default_factory=dict
     )  # dose number -> recorded dose
     person_id: int | None = None  # of the person this import creates
+    # Linked to a person outside the importer's scope: reported as a new person.
+    quiet: bool = False
 
     @property
     def first(self) -> _Row:
@@ -665,20 +677,55 @@ def _check_rows_agree(group: _Group, out: _Reporter) -> None:
 
 
 def _find_recorded(
-    session: Session, groups: list[_Group], facility: Facility, out: _Reporter
+    session: Session, groups: list[_Group], facility: Facility, user: User | None, out: _Reporter
 ) -> None:
-    """Link each group to the person already recorded, if there is exactly one."""
+    """Link each group to the person already recorded, if there is exactly one.
+
+    The report says nothing about people outside the importer's scope (no dose of theirs at a
+    facility the user records for): whether a number is recorded elsewhere, and with which
+    name, birth date or gender, is not the importer's to learn. Such a person gets the new
+    doses only when the identity agrees and the doses fit (``_fits_quietly``); otherwise the
+    import records a person of its own, as it would for a number never seen. Either way the
+    report, dry run or not, is the one an unknown number gives.
+    """
     numbered = {g.first.identity_number: g for g in groups if g.first.identity_number}
     found: dict[str, list[Person]] = {}
     for chunk in _chunks(list(numbered)):
         for person in session.scalars(select(Person).where(Person.identity_number.in_(chunk))):
             found.setdefault(person.identity_number or "", []).append(person)
+    scope = recording_facilities(session, user)
+    facilities: dict[int, set[int]] = {}  # person id -> facilities of their doses
+    first: dict[int, int] = {}  # person id -> facility of their first recorded dose
+    people_ids = [p.id for people in found.values() for p in people]
+    for chunk in _chunks(people_ids):
+        doses_of = (
+            select(Dose.person_id, Dose.facility_id)
+            .where(Dose.person_id.in_(chunk))
+            .order_by(Dose.id)
+        )
+        for person_id, facility_id in session.execute(doses_of):
+            facilities.setdefault(person_id, set()).add(facility_id)
+            first.setdefault(person_id, facility_id)
     for number, people in found.items():
-        if len(people) > 1:
-            for row in numbered[number].rows:
+        numbered_group = numbered[number]
+        ours = [p for p in people if scope is None or facilities.get(p.id, set()) & scope]
+        if len(ours) > 1:
+            for row in numbered_group.rows:
                 out.problem(row, rules.IDENTITY_NUMBER, number, "records.import_person_ambiguous")
+        elif ours:
+            keeps = scope is None or first.get(ours[0].id) in scope
+            _link(numbered_group, ours[0], out, notes=keeps)
         else:
-            _link(numbered[number], people[0], out)
+            same = [
+                p
+                for p in people
+                if all(
+                    numbered_group.value(fld) in (None, getattr(p, fld)) for fld in _PERSON_FIELDS
+                )
+            ]
+            if len(same) == 1:
+                numbered_group.person = same[0]
+                numbered_group.quiet = True
 
     # Without a number only a person this signing unit vaccinated is the same person: a name
     # and a birth date are not unique in a country of a hundred million.
@@ -714,6 +761,23 @@ def _find_recorded(
     for chunk in _chunks(list(linked)):
         for dose in session.scalars(select(Dose).where(Dose.person_id.in_(chunk))):
             linked[dose.person_id].existing[dose.dose_number] = dose
+    for group in groups:
+        if group.quiet and not _fits_quietly(group):
+            group.person, group.quiet, group.existing = None, False, {}
+
+
+def _fits_quietly(group: _Group) -> bool:
+    """Whether the rows add to a person outside the importer's scope without a problem that
+    would tell about their recorded doses: no dose number recorded already, no order problem."""
+    dated = [(n, d.vaccinated_on) for n, d in group.existing.items()]
+    for row in group.rows:
+        if row.dose_number is None or row.vaccinated_on is None:
+            continue
+        if row.dose_number in group.existing:
+            return False
+        if rules.check_dose_order(row.dose_number, row.vaccinated_on, dated):
+            return False
+    return True
 
 
 def _chunks(values: list[Any]) -> Iterator[list[Any]]:
@@ -721,8 +785,12 @@ def _chunks(values: list[Any]) -> Iterator[list[Any]]:
         yield values[start : start + _CHUNK]
 
 
-def _link(group: _Group, person: Person, out: _Reporter) -> None:
-    """The import adds doses to a recorded person; it never edits the person."""
+def _link(group: _Group, person: Person, out: _Reporter, *, notes: bool = True) -> None:
+    """The import adds doses to a recorded person; it never edits the person.
+
+    ``notes`` False: another unit recorded the person first and keeps their phone, address and
+    area (``records.service.keeps_person``); the report does not compare them.
+    """
     differs = [
         fld for fld in _PERSON_FIELDS if group.value(fld) not in (None, getattr(person, fld))
     ]
@@ -737,6 +805,8 @@ def _link(group: _Group, person: Person, out: _Reporter) -> None:
             )
         return
     group.person = person
+    if not notes:
+        return
     for fld, column in _OPTIONAL_FIELDS.items():
         value = group.value(fld)
         if value is not None and value != getattr(person, fld):
@@ -831,8 +901,11 @@ def import_records(
                 problems=len(report.problems),
             )
         return report
-    report.people_created = sum(1 for group, _ in plan if group.person is None)
-    report.people_existing = sum(1 for group, new in plan if group.person is not None and new)
+    # A person outside the importer's scope counts as new to it, as an unknown number would.
+    report.people_created = sum(1 for group, _ in plan if group.person is None or group.quiet)
+    report.people_existing = sum(
+        1 for group, new in plan if group.person is not None and not group.quiet and new
+    )
     report.doses_created = sum(len(new) for _, new in plan)
     if dry_run:
         return report
@@ -850,6 +923,8 @@ def import_records(
         people_existing=report.people_existing,
         doses_created=report.doses_created,
         doses_skipped=report.doses_skipped,
+        # For administrators: people another unit recorded who got doses from this import.
+        people_outside_scope=sum(1 for group, new in plan if group.quiet and new),
     )
     return report
 
@@ -886,7 +961,7 @@ def _plan(
     groups = _group(rows)
     for group in groups:
         _check_rows_agree(group, out)
-    _find_recorded(session, groups, facility, out)
+    _find_recorded(session, groups, facility, user, out)
     return [(group, _new_doses(group, out)) for group in groups]
 
 

@@ -16,12 +16,13 @@ from datetime import date
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from kyso.platform.auth.access import visible_facilities
+from kyso.platform.auth.access import recordable_facilities, visible_facilities
 from kyso.platform.auth.service import audit
 from kyso.platform.i18n import DomainError
 from kyso.platform.models import (
     Area,
     Dose,
+    DoseSignature,
     Facility,
     Gender,
     Person,
@@ -101,6 +102,13 @@ def may_record_at(session: Session, user: User | None, facility: Facility) -> bo
     return session.scalar(scope) is not None
 
 
+def recording_facilities(session: Session, user: User | None) -> set[int] | None:
+    """Ids of the facilities ``may_record_at`` allows this user (None: all, for IT)."""
+    if user is None:
+        return None
+    return set(session.scalars(recordable_facilities(user)))
+
+
 def _require_recording_role(user: User | None) -> None:
     if user is not None and (user.role not in RECORDING_ROLES or not user.active):
         raise DomainError("records.not_allowed")
@@ -112,6 +120,52 @@ def _require_person_access(session: Session, user: User | None, person: Person) 
         return
     if not any(may_record_at(session, user, dose.facility) for dose in person.doses):
         raise DomainError("records.not_allowed")
+
+
+# Person data that stays with the unit that recorded the person first (their first recorded
+# dose): a facility that later records a dose for them knows the identity it typed, not the
+# phone, address or area the other unit keeps.
+KEPT_BY_OTHERS = ("phone", "address", "area_id")
+
+
+def own_doses(session: Session, user: User | None, person: Person) -> list[Dose]:
+    """The person's doses this user may see and correct (IT at the command line: all)."""
+    if user is None:
+        return list(person.doses)
+    return [dose for dose in person.doses if may_record_at(session, user, dose.facility)]
+
+
+def keeps_person(session: Session, user: User | None, person: Person) -> bool:
+    """Whether this user sees the data in ``KEPT_BY_OTHERS``: their scope holds the facility of
+    the person's first recorded dose (or the person has no dose; IT sees everything). A dose
+    added later, by import or by hand, grants only that dose."""
+    if user is None or not person.doses:
+        return True
+    first = min(person.doses, key=lambda dose: dose.id)
+    return may_record_at(session, user, first.facility)
+
+
+def foreign_signing_units(
+    session: Session, user: User | None, person: Person, consented: frozenset[int] = frozenset()
+) -> list[int]:
+    """The signing units outside this user's scope whose current signature on one of the
+    person's doses a change of the person's data would supersede (minus ``consented`` ones)."""
+    if user is None:
+        return []
+    foreign = {
+        dose.id: dose.facility.signing_unit_id
+        for dose in person.doses
+        if not may_record_at(session, user, dose.facility)
+        and dose.facility.signing_unit_id not in consented
+    }
+    if not foreign:
+        return []
+    signed = session.scalars(
+        select(DoseSignature.dose_id).where(
+            DoseSignature.dose_id.in_(foreign), DoseSignature.superseded_at.is_(None)
+        )
+    )
+    return sorted({foreign[dose_id] for dose_id in signed})
 
 
 def _check_version(current: int, expected: int | None) -> None:
@@ -165,6 +219,36 @@ def create_person(
     return person
 
 
+def check_person_data(
+    session: Session,
+    person: Person,
+    data: PersonData,
+    today: date | None = None,
+    user: User | None = None,
+) -> list[Problem]:
+    """What is wrong with ``data`` (cleaned) as this person's new data. A dose outside the
+    user's scope is not described (its number and date are not the user's to learn)."""
+    problems = _person_problems(session, data, today or rules.today_in_vietnam())
+    own = {dose.id for dose in own_doses(session, user, person)}
+    for dose in person.doses:
+        if data.birth_date and dose.vaccinated_on < data.birth_date:
+            if dose.id in own:
+                problems.append(
+                    Problem(
+                        rules.BIRTH_DATE,
+                        "records.birth_after_dose",
+                        {
+                            "number": dose.dose_number,
+                            "date": rules.display_date(dose.vaccinated_on),
+                        },
+                    )
+                )
+            else:
+                problems.append(Problem(rules.BIRTH_DATE, "records.birth_after_other_dose"))
+            break
+    return problems
+
+
 def update_person(
     session: Session,
     person: Person,
@@ -174,28 +258,26 @@ def update_person(
     expected_version: int | None = None,
     ip: str | None = None,
     today: date | None = None,
+    consented: frozenset[int] = frozenset(),
 ) -> Person:
-    """Correct a person's data; an edit that changes nothing changes no version either."""
+    """Correct a person's data; an edit that changes nothing changes no version either.
+
+    An edit that would supersede the signature of a signing unit outside the user's scope is
+    refused unless that unit agreed (``consented``: the correction-request service's accept);
+    the correction service turns such an edit into a request to that unit instead.
+    """
     _require_person_access(session, user, person)
     _check_version(person.version, expected_version)
     data = data.cleaned()
-    problems = _person_problems(session, data, today or rules.today_in_vietnam())
-    for dose in person.doses:
-        if data.birth_date and dose.vaccinated_on < data.birth_date:
-            problems.append(
-                Problem(
-                    rules.BIRTH_DATE,
-                    "records.birth_after_dose",
-                    {"number": dose.dose_number, "date": rules.display_date(dose.vaccinated_on)},
-                )
-            )
-            break
+    problems = check_person_data(session, person, data, today, user)
     if problems:
         raise InvalidRecord(problems)
 
     changed = [f.name for f in fields(data) if getattr(person, f.name) != getattr(data, f.name)]
     if not changed:
         return person
+    if foreign_signing_units(session, user, person, consented):
+        raise DomainError("records.signed_elsewhere")
     for name in changed:
         setattr(person, name, getattr(data, name))
     person.name_key = name_key(person.full_name)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, abort, render_template, request
+from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 
-from kyso.platform.i18n import translate
-from kyso.platform.models import Facility, Role
+from kyso.platform.corrections import service as corrections
+from kyso.platform.i18n import DomainError, translate
+from kyso.platform.models import CorrectionRequest, Facility, Role
 from kyso.platform.records.importer import MAX_ROWS, import_records, template_csv, template_for
 from kyso.platform.records.service import importable_facilities
 from kyso.platform.web import current_user, db, language, roles_required
@@ -73,3 +74,75 @@ def import_template(kind: str) -> Response:
     response = Response(body, mimetype=mimetype)
     response.headers["Content-Disposition"] = f'attachment; filename="{name}.{kind}"'
     return response
+
+
+# --- correction requests addressed to this user's signing unit ---------------------------------
+
+
+@blueprint.get("/requests")
+@roles_required(Role.FACILITY_STAFF, Role.ADMINISTRATOR)
+def requests_page() -> Any:
+    user = current_user()
+    assert user is not None
+    return render_template(
+        "records/requests.html",
+        requests=corrections.requests_for(db(), user),
+        field_name=lambda name: _field_name(name, language()),
+    )
+
+
+@blueprint.post("/requests/<int:request_id>/accept")
+@roles_required(Role.FACILITY_STAFF, Role.ADMINISTRATOR)
+def accept_request(request_id: int) -> Any:
+    lang = language()
+    try:
+        result = corrections.accept_request(
+            db(), request_id, current_user(), ip=request.remote_addr
+        )
+    except DomainError as exc:
+        db().rollback()
+        return _refused(exc)
+    db().commit()
+    key = (
+        "corrections.request_forwarded"
+        if isinstance(result, CorrectionRequest)
+        else "corrections.request_accepted"
+    )
+    flash(translate(key, lang), "success")
+    return redirect(url_for("records.requests_page"))
+
+
+@blueprint.post("/requests/<int:request_id>/reject")
+@roles_required(Role.FACILITY_STAFF, Role.ADMINISTRATOR)
+def reject_request(request_id: int) -> Any:
+    lang = language()
+    try:
+        corrections.reject_request(
+            db(),
+            request_id,
+            current_user(),
+            reason=request.form.get("reason", ""),
+            ip=request.remote_addr,
+        )
+    except DomainError as exc:
+        db().rollback()
+        return _refused(exc)
+    db().commit()
+    flash(translate("corrections.request_rejected", lang), "success")
+    return redirect(url_for("records.requests_page"))
+
+
+def _refused(exc: DomainError) -> Any:
+    lang = language()
+    status = 403 if exc.key == "corrections.request_not_allowed" else 409
+    if exc.key == "corrections.reason_required":
+        status = 400
+    page = render_template(
+        "error.html", title=translate("common.error_title", lang), message=exc.text(lang)
+    )
+    return Response(page, status)
+
+
+def _field_name(name: str, lang: str) -> str:
+    key = {"area_id": "records.column_area"}.get(name, f"records.column_{name}")
+    return translate(key, lang)

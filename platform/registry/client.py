@@ -9,6 +9,7 @@ adapter for the real database implements the same Protocol and is chosen with th
 from __future__ import annotations
 
 import importlib
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
@@ -37,6 +38,10 @@ __all__ = [
 ]
 
 USER_AGENT = "kyso-platform/registry-client"
+# An answer for MAX_BATCH citizens is well under 1 MB: a larger one is not the protocol, and is
+# never held in memory whole. Compressed answers are refused (asked for with identity) so that
+# the limit is on what is kept, not on what arrives.
+MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 
 
 class RegistryError(Exception):
@@ -95,11 +100,16 @@ class HttpPopulationRegistry:
     ) -> None:
         if not 1 <= max_batch <= MAX_BATCH:
             raise ValueError(f"max_batch must be between 1 and {MAX_BATCH}")
-        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        headers = {
+            "User-Agent": USER_AGENT,
+            "Accept": "application/json",
+            "Accept-Encoding": "identity",
+        }
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
         self.base_url = base_url.rstrip("/")
         self.max_batch = max_batch
+        self.timeout = timeout
         # httpx retries only failed connection attempts: a request the registry may have
         # received is never sent twice behind our back.
         self._client = httpx.Client(
@@ -142,8 +152,10 @@ class HttpPopulationRegistry:
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         request_id = str(uuid.uuid4())
         try:
-            response = self._client.request(
-                method, path, headers={"X-Request-ID": request_id}, **kwargs
+            response = self._read(
+                self._client.build_request(
+                    method, path, headers={"X-Request-ID": request_id}, **kwargs
+                )
             )
         except httpx.TimeoutException as exc:
             raise RegistryUnavailable(
@@ -176,6 +188,35 @@ class HttpPopulationRegistry:
                 f"(request {request_id}): {_error_message(response)}"
             )
         return response
+
+    def _read(self, request: httpx.Request) -> httpx.Response:
+        """The response with its body, read up to MAX_RESPONSE_BYTES within the timeout (httpx's
+        timeout bounds each read: a registry dribbling its answer would never stop)."""
+        deadline = time.monotonic() + self.timeout
+        streamed = self._client.send(request, stream=True)
+        try:
+            encoding = streamed.headers.get("content-encoding", "identity").strip().lower()
+            if encoding != "identity":
+                raise RegistryProtocolError(
+                    f"{request.url} answered compressed ({encoding}) although asked not to"
+                )
+            body = bytearray()
+            for chunk in streamed.iter_raw():
+                body += chunk
+                if len(body) > MAX_RESPONSE_BYTES:
+                    raise RegistryProtocolError(
+                        f"{request.url} answered more than {MAX_RESPONSE_BYTES} bytes: "
+                        "not the registry protocol"
+                    )
+                if time.monotonic() > deadline:
+                    raise httpx.ReadTimeout(
+                        "the answer took longer than the timeout", request=request
+                    )
+        finally:
+            streamed.close()
+        return httpx.Response(
+            streamed.status_code, headers=streamed.headers, content=bytes(body), request=request
+        )
 
     @staticmethod
     def _json(response: httpx.Response) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -90,7 +91,7 @@ class ManifestSigner:
             "count": len(digests),
             "digests": commitment(digests),
             "summary": {
-                "facility": summary.facility[:200],
+                "facility": displayable(summary.facility)[:200],
                 "people": summary.people,
                 "doses": summary.doses,
                 "first_date": summary.first_date.isoformat(),
@@ -99,6 +100,32 @@ class ManifestSigner:
             "code": code,
         }
         return jwt.encode(claims, self._key, algorithm="ES256", headers={"typ": MANIFEST_TYPE})
+
+
+# What the agent shows in its consent dialog must read on screen exactly as it is, and the agent
+# refuses a manifest whose summary holds anything else (protocol.md: invisible, bidi, control and
+# format characters, blanks other than U+0020). The platform's texts come from records typed or
+# imported by people, so they are reduced to what the agent accepts before they are signed:
+# letters, digits, punctuation, symbols, combining diacritics and U+0020.
+_SHOWN_CATEGORIES = frozenset({"Lu", "Ll", "Lt", "Lo", "Lm", "Nd", "Nl", "No", "Pc", "Pd", "Ps",
+                               "Pe", "Pi", "Pf", "Po", "Sm", "Sc", "Sk"})  # fmt: skip
+# Letters and marks that show nothing: Hangul fillers, the combining grapheme joiner.
+_INVISIBLE = frozenset({0x115F, 0x1160, 0x3164, 0xFFA0, 0x034F})
+
+
+def displayable(text: str) -> str:
+    """``text`` with every character the agent's consent dialog refuses replaced by a space (a
+    blank of any kind) or dropped, and runs of spaces collapsed."""
+    kept = []
+    for char in unicodedata.normalize("NFC", text):
+        category = unicodedata.category(char)
+        if category in ("Zs", "Zl", "Zp", "Cc"):
+            kept.append(" ")
+        elif ord(char) in _INVISIBLE:
+            continue
+        elif category in _SHOWN_CATEGORIES or (category == "Mn" and 0x0300 <= ord(char) <= 0x036F):
+            kept.append(char)
+    return " ".join("".join(kept).split())
 
 
 def load_signer(path: Path, *, create: bool) -> ManifestSigner:

@@ -284,15 +284,16 @@ def _validate(session: Session, officer: User) -> _Checked:
     return _Checked(facts, dropped, tuple(person_id for _key, person_id in sorted(people)))
 
 
-# Built statements by (officer, role, signing unit): an officer opens the preview again and
-# again, and building this statement costs more CPU than running its result through Python.
-_STATEMENTS: dict[tuple[int, Role, int | None], Select[Any]] = {}
+# Built statements by (officer, role, signing unit, facility): an officer opens the preview
+# again and again, and building this statement costs more CPU than running its result through
+# Python. The facility is part of the key because the scope depends on it (signable_facilities).
+_STATEMENTS: dict[tuple[int, Role, int | None, int | None], Select[Any]] = {}
 _STATEMENTS_MAX = 1024
 
 
 def _validation_statement(officer: User) -> Select[Any]:
     """The statement of ``_validate`` for this officer (scope and selection), built once."""
-    key = (officer.id, officer.role, officer.signing_unit_id)
+    key = (officer.id, officer.role, officer.signing_unit_id, officer.facility_id)
     statement = _STATEMENTS.get(key)
     if statement is not None:
         return statement

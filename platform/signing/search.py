@@ -249,6 +249,13 @@ def check_officer(officer: User) -> None:
 def scope_facility_ids(session: Session, officer: User) -> list[int]:
     """The facilities whose doses the officer signs; an officer without a unit is told so."""
     check_officer(officer)
+    # An account whose facility lies under another signing unit (saved before the user rules
+    # required the unit to cover the facility, or left so by a reorganisation) signs nothing:
+    # signable_facilities is empty for it. Searching and ticking say why; a selection made
+    # before shows its doses dropped as out of scope in the preview.
+    facility = session.get(Facility, officer.facility_id) if officer.facility_id else None
+    if facility is not None and facility.signing_unit_id != officer.signing_unit_id:
+        raise DomainError("signing.unit_not_covering_facility", facility=facility.name)
     return list(session.scalars(signable_facilities(officer)))
 
 

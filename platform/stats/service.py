@@ -31,10 +31,10 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, exists, false, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
-from kyso.platform.auth.access import visible_facilities
+from kyso.platform.auth.access import recordable_facilities, visible_facilities
 from kyso.platform.i18n import DomainError
 from kyso.platform.inputs import parse_number
 from kyso.platform.models import (
@@ -231,6 +231,20 @@ def _dose_scope(scope: Scope, filters: StatsFilters) -> ColumnElement[bool] | No
     return Dose.facility_id.in_(scope.facility_ids())
 
 
+def _not_kept(scope: Scope) -> ColumnElement[bool]:
+    """Whether another unit keeps the person's phone, address and area: the person's first
+    recorded dose is outside the units this user records for (``records.service.keeps_person``);
+    the list and the export show them blank."""
+    if scope.national:
+        return false()
+    first = aliased(Dose)
+    first_id = select(func.min(first.id)).where(first.person_id == Person.id).scalar_subquery()
+    kept = aliased(Dose)
+    return ~exists().where(
+        kept.id == first_id, kept.facility_id.in_(recordable_facilities(scope.user))
+    )
+
+
 def counts(session: Session, scope: Scope, filters: StatsFilters) -> dict[Group, int]:
     """People per group (every group, whatever ``filters.group`` says)."""
     statement = (
@@ -304,7 +318,7 @@ def page(
         else Person.verification_status.in_(statuses)
     )
     statement = (
-        select(Person, Area.name)
+        select(Person, Area.name, _not_kept(scope))
         .outerjoin(Area, Area.id == Person.area_id)
         .where(status_condition, *conditions(session, scope, filters))
         .order_by(Person.id)
@@ -315,7 +329,7 @@ def page(
     rows = list(session.execute(statement))
     more = len(rows) > size
     rows = rows[:size]
-    ids = [person.id for person, _ in rows]
+    ids = [person.id for person, _, _ in rows]
     doses: dict[int, list[DoseRow]] = {}
     if ids:
         dose_statement = (
@@ -349,14 +363,14 @@ def page(
             birth_date=person.birth_date,
             gender=person.gender,
             identity_number=person.identity_number,
-            phone=person.phone,
-            address=person.address,
-            area=area,
+            phone=None if hidden else person.phone,
+            address=None if hidden else person.address,
+            area=None if hidden else area,
             status=person.verification_status,
             detail=person.verification_detail,
             doses=tuple(doses.get(person.id, ())),
         )
-        for person, area in rows
+        for person, area, hidden in rows
     )
     return Page(people, ids[-1] if more and ids else None)
 
@@ -414,6 +428,7 @@ def export_rows(
             product.name,
             Dose.lot,
             facility.name,
+            _not_kept(scope),
         )
         .outerjoin(Area, Area.id == Person.area_id)
         .outerjoin(Dose, dose_join)
@@ -433,9 +448,9 @@ def export_rows(
             birth_date=row[2],
             gender=str(getattr(row[3], "value", row[3])),
             identity_number=row[4],
-            phone=row[5],
-            address=row[6],
-            area=row[7],
+            phone=None if row[15] else row[5],
+            address=None if row[15] else row[6],
+            area=None if row[15] else row[7],
             status=str(getattr(row[8], "value", row[8])),
             detail=row[9],
             dose_number=row[10],

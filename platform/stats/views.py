@@ -32,11 +32,13 @@ from kyso.platform.i18n import DomainError, translate
 from kyso.platform.inputs import is_number, parse_date, parse_number
 from kyso.platform.models import (
     Area,
+    CorrectionRequest,
     Dose,
     Feedback,
     Gender,
     Person,
     Role,
+    SigningUnit,
     User,
     VaccineProduct,
 )
@@ -44,8 +46,11 @@ from kyso.platform.records.rules import InvalidRecord
 from kyso.platform.records.service import (
     DoseData,
     PersonData,
+    foreign_signing_units,
     importable_facilities,
+    keeps_person,
     may_record_at,
+    own_doses,
 )
 from kyso.platform.registry.client import PopulationRegistry, load_registry
 from kyso.platform.registry.status import detail_text, status_hint, status_label, status_text
@@ -208,10 +213,12 @@ def _render_person(person_id: int, kept: dict[str, Any] | None = None, status: i
     user = _user()
     feedback = _feedback(person)
     facilities = {f.id: f for f in importable_facilities(db(), user)}
-    for dose in person.doses:
+    # Only this user's doses: another signing unit's doses are neither shown nor editable.
+    doses = own_doses(db(), user, person)
+    for dose in doses:
         facilities.setdefault(dose.facility_id, dose.facility)
-    editable = {dose.id: may_record_at(db(), user, dose.facility) for dose in person.doses}
-    history = corrections.history(db(), person.id)
+    editable = {dose.id: may_record_at(db(), user, dose.facility) for dose in doses}
+    history = corrections.visible_history(db(), user, person)
     authors = {
         u.id: u.full_name
         for u in db().scalars(
@@ -229,6 +236,9 @@ def _render_person(person_id: int, kept: dict[str, Any] | None = None, status: i
     return render_template(
         "stats/person.html",
         person=person,
+        doses=doses,
+        shared=not keeps_person(db(), user, person),
+        signed_elsewhere=bool(foreign_signing_units(db(), user, person)),
         feedback=feedback,
         status=status_text(person.verification_status, person.verification_detail, lang),
         hint=status_hint(person.verification_status, lang),
@@ -348,7 +358,7 @@ def save_person(person_id: int) -> Any:
         area_id=area_id,
     )
     try:
-        correction = corrections.correct_person(
+        correction = corrections.submit_person_correction(
             db(),
             person,
             data,
@@ -365,6 +375,12 @@ def save_person(person_id: int) -> Any:
     db().commit()
     if correction is None:
         flash(translate("corrections.unchanged", lang), "success")
+        return _back(person, feedback)
+    if isinstance(correction, CorrectionRequest):
+        unit = db().get(SigningUnit, correction.signing_unit_id)
+        flash(
+            translate("corrections.request_sent", lang, unit=unit.name if unit else ""), "success"
+        )
         return _back(person, feedback)
     flash(translate("corrections.saved_person", lang, version=person.version), "success")
     if correction.reverify:

@@ -34,7 +34,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
-from kyso.platform.auth.access import manageable_users, may_manage, user_provinces
+from kyso.platform.auth.access import manageable_users, may_manage, within_province
 from kyso.platform.auth.service import audit, hash_password
 from kyso.platform.auth.sessions import (
     PASSWORD_CHANGED,
@@ -369,10 +369,22 @@ def _shape(session: Session, form: UserForm) -> _Shape:
         facility_id = unit_id = None
     else:  # central issuers work for the Ministry, not for a facility or province
         facility_id = unit_id = province_id = None
-    if facility_id is not None and session.get(Facility, facility_id) is None:
+    facility = session.get(Facility, facility_id) if facility_id is not None else None
+    if facility_id is not None and facility is None:
         raise DomainError("users.facility_unknown")
-    if unit_id is not None and session.get(SigningUnit, unit_id) is None:
+    unit = session.get(SigningUnit, unit_id) if unit_id is not None else None
+    if unit_id is not None and unit is None:
         raise DomainError("users.signing_unit_unknown")
+    if facility is not None and unit is not None and facility.signing_unit_id != unit.id:
+        # An officer signs the doses of their unit's facilities: a facility under another
+        # unit (another province's, say) would let the account reach records nobody meant.
+        covering = session.get(SigningUnit, facility.signing_unit_id)
+        raise DomainError(
+            "users.unit_not_covering_facility",
+            unit=unit.name,
+            facility=facility.name,
+            covering=covering.name if covering is not None else "—",
+        )
     if province_id is not None:
         area = session.get(Area, province_id)
         if area is None or area.level is not AreaLevel.PROVINCE:
@@ -387,16 +399,24 @@ def _language(value: str) -> str:
 
 
 def _check_scope(session: Session, actor: User | None, user: User) -> None:
-    """A provincial administrator keeps every user they create or edit inside their province."""
+    """A provincial administrator keeps every user they create or edit inside their province.
+
+    Every field that is set (facility, signing unit, administered province) must lie in the
+    administrator's province, and the role must be one a province has: a provincial
+    administrator creates neither national administrators nor central issuers (who work for
+    the Ministry).
+    """
     if actor is None:  # the command line: whoever runs it owns the server
         return
-    if actor.role is not Role.ADMINISTRATOR:
+    if actor.role is not Role.ADMINISTRATOR or not actor.active:
         raise DomainError("users.not_allowed")
     if actor.province_id is None:
         return
     if user.role is Role.ADMINISTRATOR and user.province_id is None:
         raise DomainError("users.no_national_admin")
-    if actor.province_id not in user_provinces(user, session):
+    if user.role is Role.CENTRAL_ISSUER:
+        raise DomainError("users.no_central_issuer")
+    if not within_province(user, actor.province_id, session):
         raise DomainError("users.outside_province")
 
 
@@ -597,6 +617,11 @@ def register_certificate(
         raise DomainError("users.certificate_not_allowed")
     if not officer.active:
         raise DomainError("users.certificate_inactive_user")
+    facility = session.get(Facility, officer.facility_id) if officer.facility_id else None
+    if facility is not None and facility.signing_unit_id != officer.signing_unit_id:
+        # An account made before the unit had to cover the facility: it cannot sign, and a
+        # certificate must not be bound to it until an administrator corrects it.
+        raise DomainError("users.certificate_account_inconsistent", facility=facility.name)
     serial = normalise_serial(serial_text)
     _lock_registrations(session)
     current = active_certificate(session, officer)

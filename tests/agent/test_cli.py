@@ -18,6 +18,7 @@ import pytest
 from support.agent_harness import ORIGIN, Page
 from support.platform_keys import ManifestIssuer
 from support.signing import collect, digests, sign_request, verify
+from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from kyso.agent.token.softhsm import ProvisionedToken
@@ -99,9 +100,19 @@ class Terminal:
     def type(self, text: str) -> None:
         os.write(self.fd, text.encode("utf-8"))
 
-    def stop(self) -> int:
+    def stop(self, timeout: float = 20) -> int:
+        """SIGTERM, then SIGKILL if the agent has not exited within ``timeout`` (a failure)."""
         os.kill(self.pid, signal.SIGTERM)
-        _, status = os.waitpid(self.pid, 0)
+        deadline = time.monotonic() + timeout
+        while True:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                os.kill(self.pid, signal.SIGKILL)
+                _, status = os.waitpid(self.pid, 0)
+                break
+            time.sleep(0.1)
         os.close(self.fd)
         return os.waitstatus_to_exitcode(status)
 
@@ -178,3 +189,77 @@ def test_headless_cancel_is_the_default(headless: Any, softhsm: ProvisionedToken
         worker.join(30)
     assert replies[-1]["code"] == "USER_DECLINED"
     terminal.read_until("Đã hủy")
+
+
+def _wait_new(terminal: Terminal, text: str, since: int, timeout: float = 30) -> str:
+    """Waits for ``text`` to appear after position ``since`` of the terminal's output."""
+    deadline = time.monotonic() + timeout
+    while text not in terminal.output[since:]:
+        assert time.monotonic() < deadline, f"{text!r} not shown again:\n{terminal.output[since:]}"
+        terminal.quiet_for(0.1)
+    return terminal.output[since:]
+
+
+def test_headless_prompt_of_a_disconnected_page_is_withdrawn(
+    headless: Any, softhsm: ProvisionedToken
+) -> None:
+    """The page that asked goes away: its prompt closes, the console says so, and the next page
+    is served (it used to stay open, and every other page got BUSY)."""
+    terminal, issuer, port = headless
+    cert = softhsm.certificates["p256"]
+    items = digests(2)
+    request = sign_request(issuer, cert.fingerprint_sha256, "ECDSA_SHA256", items)
+    with connect(f"ws://127.0.0.1:{port}/", origin=ORIGIN) as ws:
+        page = Page(ws)  # type: ignore[arg-type]
+        page.hello()
+        page.send(request)
+        terminal.read_until("[c/K]")
+    terminal.read_until("Câu hỏi trên đã được rút lại")
+    mark = len(terminal.output)
+    replies: list[dict[str, Any]] = []
+    with connect(f"ws://127.0.0.1:{port}/", origin=ORIGIN) as ws:
+        other = Page(ws)  # type: ignore[arg-type]
+        assert other.hello()["state"] == "ready"
+        worker = threading.Thread(target=lambda: replies.extend(other.request(request)))
+        worker.start()
+        _wait_new(terminal, "[c/K]", mark)
+        terminal.type("c\n")
+        _wait_new(terminal, "Nhập mã PIN", mark)
+        terminal.type(softhsm.user_pin + "\n")
+        worker.join(60)
+    assert replies[-1]["type"] == "result"
+    (signature,) = collect(replies)[:1]
+    verify(cert.der, "ECDSA_SHA256", items[0], signature)
+
+
+def test_headless_log_lines_wait_until_the_prompt_is_answered(
+    headless: Any, softhsm: ProvisionedToken
+) -> None:
+    """60 refused handshakes while [c/K] waits: nothing is printed under the question (the
+    consent text stays in view); the lines come after the answer, and are in the log file."""
+    terminal, issuer, port = headless
+    cert = softhsm.certificates["p256"]
+    request = sign_request(issuer, cert.fingerprint_sha256, "ECDSA_SHA256", digests(2))
+    replies: list[dict[str, Any]] = []
+    with connect(f"ws://127.0.0.1:{port}/", origin=ORIGIN) as ws:
+        page = Page(ws)  # type: ignore[arg-type]
+        page.hello()
+        worker = threading.Thread(target=lambda: replies.extend(page.request(request)))
+        worker.start()
+        terminal.read_until("[c/K]")
+        for _ in range(60):
+            with pytest.raises(InvalidStatus):
+                connect(f"ws://127.0.0.1:{port}/", origin="https://evil.example.vn")
+        during = terminal.quiet_for(1.0)
+        assert "refused a handshake" not in during
+        assert terminal.output.rstrip().endswith("[c/K]:")  # the question is still the last line
+        terminal.type("c\n")
+        terminal.read_until("Nhập mã PIN")
+        terminal.type(softhsm.user_pin + "\n")
+        worker.join(60)
+        shown = terminal.read_until("https://evil.example.vn")
+    assert replies[-1]["type"] == "result"
+    after = shown.split("[c/K]", 1)[1]
+    assert "Nhật ký ghi trong lúc chờ câu trả lời (60 dòng" in after
+    terminal.read_until("2/2")
+    assert terminal.output.count("refused a handshake from origin") >= 60

@@ -5,15 +5,20 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import sys
 import time
+import unicodedata
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from support.platform_keys import ManifestIssuer
 
 from kyso.agent.manifest import ReplayGuard, commitment, verify_manifest
 from kyso.agent.protocol import ErrorCode, ProtocolError
+from kyso.agent.safetext import first_refused
 from kyso.agent.token.model import Algorithm
 
 ORIGIN = "https://tiemchung.example.vn"
@@ -148,3 +153,81 @@ def test_replay_guard_survives_a_damaged_file(tmp_path: Path) -> None:
     guard = ReplayGuard(path)
     assert not guard.is_used(ORIGIN, "B-1")
     assert path.with_suffix(".damaged").exists()
+
+
+# --- the summary's characters (what reaches the officer's consent dialog) ---------------------
+
+# Every format character, every blank but U+0020, every line/paragraph separator: hypothesis
+# draws from all of them (none is a short list of "known bad" ones, as the old filter was).
+INVISIBLE_OR_BLANK = st.characters(
+    categories=["Cf", "Zs", "Zl", "Zp", "Cc"], exclude_characters=" "
+)
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(char=INVISIBLE_OR_BLANK, at=st.integers(0, 9))
+def test_summary_refuses_every_format_character_and_lookalike_blank(
+    issuer: ManifestIssuer, char: str, at: int
+) -> None:
+    name = "Trạm Y tế"
+    claims = issuer.claims(FP, "ECDSA_SHA256", DIGESTS)
+    claims["summary"]["facility"] = name[:at] + char + name[at:]
+    assert code(lambda: verify(issuer, issuer.sign_claims(claims))) is ErrorCode.MANIFEST_INVALID
+
+
+def _code_points(*categories: str) -> list[str]:
+    return [
+        chr(cp)
+        for cp in range(sys.maxunicode + 1)
+        if unicodedata.category(chr(cp)) in categories and cp != 0x20
+    ]
+
+
+@pytest.mark.parametrize("category", ["Cf", "Zs", "Zl", "Zp", "Cc", "Cs", "Co"])
+def test_filter_refuses_every_code_point_of_the_category(category: str) -> None:
+    chars = _code_points(category)
+    assert chars  # the category exists in this Python's Unicode database
+    shown = [f"U+{ord(c):04X}" for c in chars if first_refused(f"a{c}b") != 1]
+    assert shown == []
+
+
+@pytest.mark.parametrize(
+    "char",
+    [
+        "\u061c",
+        "\ufeff",
+        "\u2060",
+        "\u200b",
+        "\u00a0",
+        "\u3000",
+        "\u180e",
+        "\u2028",
+        "\u2029",
+        "\u3164",
+        "\u115f",
+        "\u2800",
+        "\ufe0f",
+        "\U000e0041",
+        "\U000e0100",
+    ],
+)
+def test_named_invisible_characters_are_refused(issuer: ManifestIssuer, char: str) -> None:
+    claims = issuer.claims(FP, "ECDSA_SHA256", DIGESTS)
+    claims["summary"]["facility"] = f"Trạm Y tế{char}Phường 1"
+    assert code(lambda: verify(issuer, issuer.sign_claims(claims))) is ErrorCode.MANIFEST_INVALID
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Trạm Y tế Phường Bến Nghé",
+        unicodedata.normalize("NFD", "Trạm Y tế Xã Đắk Lắk (điểm tiêm số 2) – Quận 1, TP.HCM"),
+        "Bệnh viện Đa khoa Tỉnh “Hòa Bình” #3: 100% liều/ngày",
+    ],
+)
+def test_ordinary_vietnamese_names_are_accepted(issuer: ManifestIssuer, name: str) -> None:
+    claims = issuer.claims(FP, "ECDSA_SHA256", DIGESTS)
+    claims["summary"]["facility"] = name
+    assert verify(issuer, issuer.sign_claims(claims)).summary.facility == name

@@ -5,10 +5,12 @@ compared gets pinned."""
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import json
 import ssl
 import threading
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -526,3 +528,26 @@ def test_a_server_that_dribbles_its_key_hits_the_overall_deadline(
         manager.fetch_key(NEW)
     assert info.value.reason == "network"
     assert time.monotonic() - started < 2.5  # the deadline, plus at most one read
+
+
+def test_a_compressed_key_answer_is_refused_without_inflating_it(
+    platform: Platform, memory_keyring: MemoryKeyring
+) -> None:
+    """50 MB of gzip in 50 KB: httpx would inflate each 64 KB read whole before the size check."""
+    bomb = gzip.compress(b"A" * (50 << 20), compresslevel=9)
+    platform.routes[(NEW_HOST, WELL_KNOWN_PATH)] = lambda: (
+        200,
+        {"Content-Type": "application/x-pem-file", "Content-Encoding": "gzip"},
+        bomb,
+    )
+    manager = _manager(AgentConfig(port=0), platform)
+    tracemalloc.start()
+    try:
+        with pytest.raises(PairingError) as info:
+            manager.fetch_key(NEW)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, f"{peak >> 20} MB allocated while fetching"
+    assert info.value.reason == "key_invalid"
+    assert memory_keyring.passwords == {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -192,3 +193,18 @@ def test_fuzz_structured_requests_only_raise_protocol_errors(message: dict[str, 
         reply = json.loads(serialize(exc.reply()))
         assert reply["type"] == "error"
         assert reply["code"] in ErrorCode.__members__
+
+
+def test_protocol_md_states_the_connection_time_bounds() -> None:
+    """The close codes, reasons and bounds the server uses are the ones the contract names."""
+    from kyso.agent import server
+    from kyso.agent.config import DEFAULT_HELLO_TIMEOUT_SECONDS, DEFAULT_IDLE_TIMEOUT_SECONDS
+
+    doc = (Path(__file__).resolve().parents[2] / "protocol.md").read_text(encoding="utf-8")
+    for code, reason in (
+        (server.CLOSE_NO_HELLO, server.REASON_NO_HELLO),
+        (server.CLOSE_IDLE, server.REASON_IDLE),
+    ):
+        assert f"**{code}**, reason `{reason}`" in doc
+    assert f"**{DEFAULT_HELLO_TIMEOUT_SECONDS:g} seconds**" in doc
+    assert f"**{DEFAULT_IDLE_TIMEOUT_SECONDS:g} seconds**" in doc

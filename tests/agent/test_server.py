@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import itertools
 import json
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.agent_harness import RunningAgent, running_agent
+from support.agent_harness import ORIGIN, RunningAgent, ScriptedUI, running_agent, start_agent
 from support.signing import collect, digests, sign_request, verify
 
 from kyso.agent.token.pkcs11_token import Pkcs11Token
@@ -285,3 +286,101 @@ def test_token_pulled_mid_batch_keeps_what_was_delivered(
     assert "Hãy cắm lại USB token" in final["message"]["vi"]
     assert agent.ui.outcomes[-1].error == "TOKEN_REMOVED"
     assert page.hello()["state"] in ("ready", "no_token")  # the agent goes on
+
+
+def test_cancel_withdraws_the_open_dialog(agent: RunningAgent, softhsm: ProvisionedToken) -> None:
+    """protocol.md 2.4: cancel closes the dialog; the officer is not left answering for nobody."""
+    hold = threading.Event()
+    agent.ui.hold = hold  # the officer does not answer
+    try:
+        fp = softhsm.certificates["p256"].fingerprint_sha256
+        page = agent.page()
+        page.hello()
+        page.send(sign_request(agent, fp, "ECDSA_SHA256", digests(2)))
+        assert agent.ui.dialog_open.wait(10)
+        page.send({"type": "cancel", "id": "x1", "target": "s1"})
+        replies = []
+        while not replies or replies[-1].get("id") != "s1" or replies[-1]["type"] != "error":
+            replies.append(page.recv(timeout=5))
+        assert replies[-1]["code"] == "CANCELLED"
+        assert replies[-1]["signed"] == 0
+        assert any(r["type"] == "cancelled" for r in replies)
+        assert not agent.ui.dialog_open.is_set()
+        assert agent.ui.outcomes[-1].error == "CANCELLED"
+        assert agent.page().hello()["state"] == "ready"
+    finally:
+        hold.set()
+
+
+def test_a_page_that_goes_away_withdraws_its_dialog(
+    agent: RunningAgent, softhsm: ProvisionedToken
+) -> None:
+    """Its question is closed at once, so other pages are not kept BUSY by it."""
+    hold = threading.Event()
+    agent.ui.hold = hold
+    try:
+        fp = softhsm.certificates["p256"].fingerprint_sha256
+        page = agent.page()
+        page.hello()
+        page.send(sign_request(agent, fp, "ECDSA_SHA256", digests(2)))
+        assert agent.ui.dialog_open.wait(10)
+        page.close()
+        for _ in range(50):
+            if not agent.ui.dialog_open.is_set():
+                break
+            threading.Event().wait(0.1)
+        assert not agent.ui.dialog_open.is_set()
+        other = agent.page()
+        assert other.hello()["state"] == "ready"
+        agent.ui.hold = None
+        request = sign_request(agent, fp, "ECDSA_SHA256", digests(2), request_id="s2")
+        assert other.request(request)[-1]["type"] == "result"
+        assert [o.error for o in agent.ui.outcomes] == ["CANCELLED", None]
+    finally:
+        hold.set()
+
+
+class _SlowOfficerUI(ScriptedUI):
+    """The origin question stays open until the test releases it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.origin_hold = threading.Event()
+        self.origin_open = threading.Event()
+
+    async def approve_origin(self, origin: str) -> bool:
+        self.origin_requests.append(origin)
+        self.origin_open.set()
+        try:
+            await asyncio.to_thread(self.origin_hold.wait, 30)
+        finally:
+            self.origin_open.clear()
+        return self.approve
+
+
+def test_a_page_that_goes_away_withdraws_its_origin_question(
+    token: Pkcs11Token, tmp_path: Path
+) -> None:
+    ui = _SlowOfficerUI()
+    agent = start_agent(token, tmp_path, ui=ui)
+    try:
+        page = agent.page()
+        page.hello()
+        page.send({"type": "list_certificates", "id": "c1"})
+        assert ui.origin_open.wait(10)
+        page.close()
+        for _ in range(50):
+            if not ui.origin_open.is_set():
+                break
+            threading.Event().wait(0.1)
+        assert not ui.origin_open.is_set()  # withdrawn, not answered
+        other = agent.page()
+        other.hello()
+        other.send({"type": "list_certificates", "id": "c2"})
+        assert ui.origin_open.wait(10)  # asked again (the withdrawn question approved nothing)
+        ui.origin_hold.set()
+        assert other.until_done("c2")[-1]["type"] == "certificates"
+        assert ui.origin_requests == [ORIGIN, ORIGIN]
+    finally:
+        ui.origin_hold.set()
+        agent.stop()

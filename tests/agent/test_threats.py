@@ -474,6 +474,38 @@ def test_t7_console_enter_alone_does_not_approve(
     assert ORIGIN in text
 
 
+def test_t7_console_question_stays_whole_while_other_lines_arrive(
+    softhsm: ProvisionedToken, token: Pkcs11Token
+) -> None:
+    """Log lines wait until the question is answered; anything else printed meanwhile is
+    followed by the whole question again, so the consent text is never scrolled away."""
+    import asyncio
+    import io
+
+    out = io.StringIO()
+    seen: list[str] = []
+
+    def answer(prompt: str) -> str:
+        for n in range(60):
+            ui.log_line(f"refused a handshake #{n}")
+        seen.append(out.getvalue())
+        ui.signing_progress(10, 10)  # another line printed while the question is open
+        return ""
+
+    ui = ConsoleUI("vi", out=out, read_line=answer)
+    assert asyncio.run(ui.ask_consent_and_pin(_consent(softhsm, token, PinStatus()))) is None
+    (during,) = seen
+    assert "refused a handshake" not in during
+    text = out.getvalue()
+    after_progress = text.split("Đang ký: 10/10", 1)[1]
+    assert "Mã xác nhận: K7Q-4MZ" in after_progress  # the consent shown whole again
+    assert "[c/K]" in after_progress
+    held = text.split("Nhật ký ghi trong lúc chờ câu trả lời (60 dòng", 1)[1]
+    assert [f"refused a handshake #{n}" for n in range(60)] == [
+        line for line in held.splitlines() if line.startswith("refused")
+    ]
+
+
 # 8 -------------------------------------------------------------------------------------------
 
 
@@ -761,3 +793,103 @@ def test_t16_other_connection_sees_nothing(agent: RunningAgent, softhsm: Provisi
     assert b.request({"type": "cancel", "id": "x", "target": "s1"})[-1]["code"] == (
         "NOTHING_TO_CANCEL"
     )
+
+
+# 17 ------------------------------------------------------------------------------------------
+
+
+def _closed_with(ws: Any, timeout: float) -> int | None:
+    """The close code the agent sent on ``ws`` within ``timeout`` (None: still open)."""
+    try:
+        while True:
+            ws.recv(timeout=timeout)
+    except TimeoutError:
+        return None
+    except ConnectionClosed as exc:
+        return exc.rcvd.code if exc.rcvd is not None else -1
+
+
+def test_t17_silent_connections_cannot_lock_the_officer_out(agent: RunningAgent) -> None:
+    """A local program opens every allowed connection with the platform's Origin, then says
+    nothing: the officer's page gets in once the hello bound has passed, not never."""
+    bound = agent.config.hello_timeout_seconds
+    silent = [
+        connect(agent.url, origin=ORIGIN, open_timeout=5, legacy=True)  # type: ignore[arg-type]
+        for _ in range(agent.config.max_connections)
+    ]
+    opened = time.monotonic()
+    with pytest.raises(InvalidStatus) as info:
+        agent.page()
+    assert info.value.response.status_code == 503  # the cap is really held
+    page = None
+    statuses: list[int] = []
+    while page is None:
+        assert time.monotonic() - opened < bound + 3, "the officer's page never got in"
+        try:
+            page = agent.page()
+        except InvalidStatus as exc:
+            statuses.append(exc.response.status_code)
+            time.sleep(0.2)
+    assert page.hello()["type"] == "hello"
+    reply = page.request({"type": "list_certificates", "id": "c1"})[-1]
+    assert reply["type"] == "certificates"
+    assert reply["certificates"]
+    assert set(statuses) == {503}
+    assert bound - 0.5 <= time.monotonic() - opened < bound + 3
+    assert [_closed_with(ws, 5) for ws in silent] == [4001] * len(silent)
+    # The officer's own connection is not closed for having said hello once.
+    assert page.hello()["type"] == "hello"
+
+
+def test_t17_hello_bound_counts_from_opening_not_from_the_last_message(
+    token: Pkcs11Token, tmp_path: Path
+) -> None:
+    """Chatter that is not a successful hello does not keep a connection in."""
+    agent = start_agent(token, tmp_path, hello_timeout_seconds=1.0)
+    try:
+        page = agent.page()
+        started = time.monotonic()
+        code = None
+        while code is None and time.monotonic() - started < 5:
+            try:
+                page.send({"type": "list_certificates", "id": "c1"})
+                page.send({"type": "hello", "id": "h1", "versions": [99]})
+            except ConnectionClosed:
+                break
+            code = _closed_with(page.ws, 0.3)
+        if code is None:
+            code = _closed_with(page.ws, 1)
+        assert code == 4001
+        assert time.monotonic() - started < 2.5
+    finally:
+        agent.stop()
+
+
+def test_t17_idle_connections_are_closed_but_never_one_mid_batch(
+    token: Pkcs11Token, softhsm: ProvisionedToken, tmp_path: Path
+) -> None:
+    idle_bound = 1.0
+    agent = start_agent(token, tmp_path, idle_timeout_seconds=idle_bound)
+    try:
+        hold = threading.Event()
+        agent.ui.hold = hold
+        idle, busy = agent.page(), agent.page()
+        idle.hello()
+        busy.hello()
+        fp = softhsm.certificates["p256"].fingerprint_sha256
+        busy.send(sign_request(agent, fp, "ECDSA_SHA256", digests(2)))
+        assert agent.ui.dialog_open.wait(10)
+        started = time.monotonic()
+        assert _closed_with(idle.ws, 5) == 4002
+        assert idle_bound - 0.2 <= time.monotonic() - started < idle_bound + 2
+        # The page whose batch waits for the officer stays, however long the dialog is open.
+        time.sleep(3 * idle_bound)
+        hold.set()
+        assert busy.until_done("s1")[-1]["type"] == "result"
+        # Once its batch is over, that page too is idle and closed after the bound.
+        finished = time.monotonic()
+        assert _closed_with(busy.ws, 5) == 4002
+        assert idle_bound - 0.2 <= time.monotonic() - finished < idle_bound + 2
+    finally:
+        hold.set()
+        agent.stop()

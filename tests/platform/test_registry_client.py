@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import sqlite3
 import sys
@@ -18,6 +19,7 @@ from flask import Flask
 
 from kyso.platform.models import Gender
 from kyso.platform.registry.client import (
+    MAX_RESPONSE_BYTES,
     HttpPopulationRegistry,
     PopulationRegistry,
     RegistryProtocolError,
@@ -396,3 +398,57 @@ def test_load_registry_plugs_in_a_production_adapter(monkeypatch: pytest.MonkeyP
         load_registry({"REGISTRY_ADAPTER": f"{module.__name__}:broken"}, None)
     with pytest.raises(ValueError, match=r"package\.module:factory"):
         load_registry({"REGISTRY_ADAPTER": module.__name__}, None)
+
+
+def test_an_oversized_answer_is_refused_without_holding_it(dataset: Path) -> None:
+    body = json.dumps({"results": "A" * (MAX_RESPONSE_BYTES + 1)}).encode()
+    with (
+        _fake(dataset, _answering("200 OK", body)) as huge,
+        client(huge) as registry,
+        pytest.raises(RegistryProtocolError, match=f"more than {MAX_RESPONSE_BYTES} bytes"),
+    ):
+        registry.lookup([AN.identity_number])
+
+
+def test_a_registry_dribbling_its_answer_times_out(dataset: Path) -> None:
+    """httpx's timeout bounds each read; the whole answer must come within it too."""
+
+    def dribble(_environ: dict[str, Any], start: Callable[..., Any]) -> Iterable[bytes]:
+        start("200 OK", [("Content-Type", "application/json")])
+        for _ in range(30):
+            time.sleep(0.05)
+            yield b" "
+        yield b"{}"
+
+    started = time.monotonic()
+    with (
+        _fake(dataset, dribble) as slow,
+        client(slow, timeout=0.5) as registry,
+        pytest.raises(RegistryUnavailable) as caught,
+    ):
+        registry.lookup([AN.identity_number])
+    assert caught.value.reason == "timeout"
+    assert time.monotonic() - started < 1.4
+
+
+def test_a_compressed_answer_is_refused(dataset: Path) -> None:
+    """Asked for identity: a gzip answer could inflate past the size limit in one chunk."""
+    body = gzip.compress(b'{"results": []}')
+
+    def compressed(_environ: dict[str, Any], start: Callable[..., Any]) -> Iterable[bytes]:
+        start(
+            "200 OK",
+            [
+                ("Content-Type", "application/json"),
+                ("Content-Encoding", "gzip"),
+                ("Content-Length", str(len(body))),
+            ],
+        )
+        return [body]
+
+    with (
+        _fake(dataset, compressed) as zipped,
+        client(zipped) as registry,
+        pytest.raises(RegistryProtocolError, match="compressed"),
+    ):
+        registry.lookup([AN.identity_number])

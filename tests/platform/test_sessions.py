@@ -153,9 +153,15 @@ def test_a_role_or_scope_change_or_disabling_ends_the_users_sessions(
     if change == "role":
         form = _officer_form(org, role="facility_staff", signing_unit_id="")
     elif change == "signing_unit":
-        form = _officer_form(org, signing_unit_id=str(org.unit_district.id))
+        # A district centre's officer: no facility of their own, the unit's facilities to sign.
+        form = _officer_form(org, signing_unit_id=str(org.unit_district.id), facility_id="")
     elif change == "facility":
-        form = _officer_form(org, facility_id=str(org.station_ben_thanh.id))
+        # An officer's unit must sign for their facility: moving facility moves the unit too.
+        form = _officer_form(
+            org,
+            facility_id=str(org.station_ben_thanh.id),
+            signing_unit_id=str(org.unit_district.id),
+        )
     else:
         assert post(client, edit, _officer_form(org, active="")).status_code == 302
         form = _officer_form(org)  # enabled again: the old sessions stay ended

@@ -281,7 +281,7 @@ def test_provincial_administrator_stays_in_their_province(
     )
     refused("users.no_national_admin", role=Role.ADMINISTRATOR)
     refused("users.outside_province", role=Role.ADMINISTRATOR, province_id=org.province.id)
-    refused("users.outside_province", role=Role.CENTRAL_ISSUER)
+    refused("users.no_central_issuer", role=Role.CENTRAL_ISSUER)
     # Inside the province everything works, including a provincial administrator.
     staff, _ = service.create_user(
         session, hanoi.admin, form(role=Role.FACILITY_STAFF, facility_id=hanoi.station.id)
