@@ -255,6 +255,13 @@ RULES: Final[tuple[Rule, ...]] = (
         note="Đăng ký chứng thư số, for officers the administrator manages",
     ),
     only(
+        "users.compromise_certificate",
+        POST,
+        {Actor.PROVINCIAL_ADMIN: PROVINCE_ELSE_404, Actor.NATIONAL_ADMIN: A},
+        target=Target.CERTIFICATE,
+        note="Báo chứng thư số bị lộ, for officers the administrator manages",
+    ),
+    only(
         "users.deactivate_certificate",
         POST,
         {

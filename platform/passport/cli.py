@@ -89,7 +89,7 @@ def _print(result: Verification) -> None:
         text = translate(f"passport.check_{check.name}", "en")
         if check.problem:
             text += f" — {translate(check.problem, 'en', **check.values)}"
-        click.echo(f"{mark} {text}" + (f" ({check.detail})" if check.detail else ""))
+        click.echo(f"{mark} {text}" + (f" — {check.detail}" if check.detail else ""))
     if result.kid is not None:
         click.echo(f"kid {result.kid.hex()}  alg {result.algorithm}")
     if result.signer is not None:
@@ -116,7 +116,7 @@ def _offline_signers(dsc: Path | None, trust_list: str | None, anchors: list[Any
                 SignerList.from_bytes(_read_at_most(dsc, MAX_SIGNER_LIST_BYTES, "--dsc"))
             )
         except ValueError as exc:
-            raise click.ClickException(f"--dsc {dsc}: {exc}") from None
+            raise click.ClickException(f"{exc} (--dsc {dsc})") from None
     if trust_list:
         sources.append(load_trust_list(trust_list, anchors))
     for found in sources:

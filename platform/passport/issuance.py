@@ -77,6 +77,7 @@ from kyso.platform.signing.certificates import (
     CertificateRejected,
     TrustStore,
     check_certificate,
+    compromised_at,
 )
 
 __all__ = [
@@ -502,6 +503,12 @@ def _verified_vaccination(
         raise _Failed(
             "certificate_mismatch",
             "the signature's certificate is not the one registered for this signature",
+            record=record,
+        )
+    if compromised_at(registration, candidate.signed_at):
+        raise _Failed(
+            "certificate_compromised",
+            "the signature was made after the certificate was compromised or revoked",
             record=record,
         )
     try:

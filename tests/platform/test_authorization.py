@@ -25,6 +25,7 @@ from support.platform_db import Databases
 from support.platform_seed import PASSWORD, Seed, add_person
 from support.signing_keys import Pki, make_pki, make_signer
 
+from kyso.agent import devpki
 from kyso.platform.app import create_app
 from kyso.platform.auth.service import hash_password
 from kyso.platform.authorization import RULES, Actor, Outcome, Rule, Scope, Target, rule_for
@@ -145,12 +146,14 @@ def _province(session: Session, code: str, name: str) -> Place:
         name=f"Trung tâm Y tế huyện ({name})",
         kind=SigningUnitKind.DISTRICT_HEALTH_CENTRE,
         province_id=province.id,
+        tax_code=f"{code}00000001",
     )
     own_unit = SigningUnit(
         code=f"SU-{code}-3",
         name=f"Trạm Y tế Xã 3 ({name})",
         kind=SigningUnitKind.FACILITY,
         province_id=province.id,
+        tax_code=f"{code}00000003",
     )
     session.add_all([shared, own_unit])
     session.flush()
@@ -263,7 +266,9 @@ def _seed(session: Session, pki: Pki, instance: Path) -> tuple[dict[Actor, str],
             if scope is Scope.OWN_FACILITY
             else owner
         )
-        signer = make_signer(pki.ca, "p256")
+        # The unit's own certificate (its name as O, its tax code as UID=MST:…).
+        subject = devpki.vn_organisation_subject(unit.name, tax_code=unit.tax_code)
+        signer = make_signer(pki.ca, "p256", subject)
         register_certificate(session, national, owner, signer.serial)
         if target is not owner:
             register_certificate(session, national, target, make_signer(pki.ca, "p256").serial)

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,6 @@ from support.platform_seed import PASSWORD, seed
 from support.signing_data import bulk_people
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from kyso.agent import devpki
 from kyso.agent.token.pkcs11_token import Pkcs11Token
 from kyso.agent.token.softhsm import ProvisionedToken
 from kyso.platform.app import create_app
@@ -41,6 +41,7 @@ from kyso.platform.models import Dose, DoseSignature, User
 from kyso.platform.signing.certificates import load_trust_store
 from kyso.platform.signing.export import export_signed
 from kyso.platform.signing.selection import add_doses
+from kyso.platform.testpki import TestPki
 from kyso.platform.users.service import format_serial, register_certificate
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -84,7 +85,7 @@ def site(
     platform_databases: Databases,
     tmp_path: Path,
     softhsm: ProvisionedToken,
-    softhsm_ca: Any,
+    test_pki: TestPki,
 ) -> Iterator[Site]:
     """The platform on SQLite, served on loopback: verified people (6 with 2 doses each unless
     the test says otherwise), all ticked by the officer whose registered certificate is one of
@@ -101,7 +102,7 @@ def site(
             serialization.NoEncryption(),
         )
     )
-    anchors = devpki.write_pem(tmp_path / "anchors.pem", softhsm_ca.certificate)
+    anchors = test_pki.write_anchors(tmp_path / "anchors.pem")
     app = create_app(
         {
             "DATABASE_URL": platform_databases.sqlite(tmp_path),
@@ -234,6 +235,35 @@ def test_signing_page_agent_not_running_then_wrong_token(
             agent.stop()
     refused = "ERR_CONNECTION_REFUSED"
     assert [p for p in officer.problems if refused not in p] == [], officer.problems
+
+
+@pytest.mark.timeout(120)
+def test_signing_page_refuses_a_revoked_certificate_with_its_date(
+    browser: Any, site: Site, token: Pkcs11Token, tmp_path: Path, test_pki: TestPki
+) -> None:
+    """The CA revoked the token's certificate: the page says so, naming the certificate and
+    the revocation date, and nothing is sent to the token."""
+    expect = playwright_api.expect
+    expect.set_options(timeout=20_000)
+    serial = int(site.serial, 16)
+    revoked_at = datetime(2026, 11, 30, 2, 30, tzinfo=UTC)
+    test_pki.revoke(serial, revoked_at)
+    agent = start_agent(token, tmp_path / "agent", issuer=site.issuer)
+    site.app.config["AGENT_PORT"] = agent.port
+    officer = PlatformPage(browser, site)
+    page = officer.page
+    try:
+        page.goto(f"{site.url}/signing/preview")
+        page.get_by_role("button", name="Ký số").click()
+        error = page.locator("#sign-error")
+        expect(error).to_contain_text("đã bị thu hồi từ 09:30 ngày 30/11/2026 (giờ Việt Nam)")
+        expect(error).to_contain_text("“Trạm Y tế Phường Bến Nghé”")
+        assert agent.ui.consents == []  # nothing was sent to sign
+    finally:
+        test_pki.reinstate(serial)  # the session's other tests share this certificate
+        officer.close()
+        agent.stop()
+    assert officer.problems == [] or all("400" in p for p in officer.problems), officer.problems
 
 
 def _count(text: str) -> int:
