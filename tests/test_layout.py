@@ -195,9 +195,8 @@ def test_the_platform_half_installs_no_qt_and_the_agent_half_no_web_stack() -> N
 
 PACKAGES = {"kyso.agent": ROOT / "agent", "kyso.platform": ROOT / "platform"}
 
-# The one cycle left, owned by the agent's configuration work (config <-> winreg_config): that
-# change removes this entry. Nothing may be added here.
-KNOWN_CYCLES: set[frozenset[str]] = {frozenset({"kyso.agent.config", "kyso.agent.winreg_config"})}
+# No exception: the agent's config <-> winreg_config cycle is gone since its fix was merged.
+KNOWN_CYCLES: set[frozenset[str]] = set()
 
 
 def _modules() -> dict[str, Path]:
