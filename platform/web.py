@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 
 from kyso.platform import i18n
 from kyso.platform.auth import sessions
+from kyso.platform.db import is_transient
 from kyso.platform.i18n import DomainError, translate
 from kyso.platform.models import AuthSession, Role, User
 
@@ -279,7 +280,7 @@ def install(app: Flask) -> None:
         # One log line, no traceback: the operator's monitoring already says why.
         app.logger.error("database unavailable: %s", type(exc).__name__)
         g.database_down = True  # the error page asks nothing more of it
-        return error_answer("common.database_unavailable", 503, retryable=True)
+        return error_answer("common.database_lost", 503, retryable=True)
 
     @app.errorhandler(OperationalError)
     def _operational(exc: OperationalError) -> Response:
@@ -287,7 +288,7 @@ def install(app: Flask) -> None:
 
     @app.errorhandler(DBAPIError)
     def _dbapi(exc: DBAPIError) -> Response:
-        if exc.connection_invalidated:
+        if is_transient(exc):  # lost, refused, terminated, deadlocked: worth a retry
             return _database_unavailable(exc)
         app.logger.exception("database error")
         return error_answer("common.server_error", 500)
