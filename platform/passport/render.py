@@ -116,7 +116,8 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
 def symbol_png(symbol: QrSymbol, *, scale: int = 4, border: int = 4) -> bytes:
     """A 1-bit greyscale PNG of ``symbol``: ``scale`` pixels a module, ``border`` modules of
     quiet zone. Each module row is packed once (Pillow, in C) and repeated ``scale`` times;
-    zlib compresses the repeats to almost nothing."""
+    zlib at level 1 compresses the repeats to almost nothing (about 2 KB for a passport; level
+    6 saved 15 % of that for ten times the time, a fifth of a QR PNG's cost)."""
     size = symbol.size
     side = (size + 2 * border) * scale
     rows = Image.new("1", (side, size), 1)
@@ -138,7 +139,7 @@ def symbol_png(symbol: QrSymbol, *, scale: int = 4, border: int = 4) -> bytes:
     return (
         _PNG_SIGNATURE
         + _png_chunk(b"IHDR", header)
-        + _png_chunk(b"IDAT", zlib.compress(b"".join(lines), 6))
+        + _png_chunk(b"IDAT", zlib.compress(b"".join(lines), 1))
         + _png_chunk(b"IEND", b"")
     )
 
