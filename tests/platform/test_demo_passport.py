@@ -181,3 +181,68 @@ def _assert_signed_and_trusted(pdf: bytes, roots: Path) -> None:
     assert status.trusted
     assert status.bottom_line
     assert signature.signer_cert.subject.native["common_name"] == "Kyso Demo PDF Signer"
+
+
+WARM_START = textwrap.dedent(
+    """
+    import json, os, sys
+    sys.path[:0] = [sys.argv[1] + "/scripts"]
+    import demo
+    from cryptography.hazmat.primitives import serialization
+
+    real = demo.provision_pdf_key
+    demo.provision_pdf_key = lambda module: {}  # a demo-data/ made before the PDF key existed
+    demo.provision()
+    before = json.loads((demo.DEMO / "demo.json").read_text(encoding="utf-8"))["passport"]
+    demo.provision_pdf_key = real
+    demo.provision()  # the next start
+    os.environ.update(demo.passport_env())
+    from kyso.platform.passport import config
+    from kyso.platform.passport.hsm import HsmConfig, HsmSigner
+
+    signing = config.pdf_signing({}, {})
+    dcc = HsmSigner(HsmConfig.from_settings({}, os.environ))
+    print(json.dumps({
+        "before": before,
+        "env": {k: v for k, v in demo.passport_env().items() if k.startswith("KYSO_PASSPORT")},
+        "pdf_certificate": signing.signer.certificate.public_bytes(
+            serialization.Encoding.PEM).decode(),
+        "crls": len(signing.crls),
+        "dsc": dcc.certificate.subject.rfc4514_string(),
+    }))
+    """
+)
+
+
+def test_a_demo_directory_from_before_the_pdf_key_gets_it_on_the_next_start(
+    tmp_path: Path,
+) -> None:
+    env = dict(os.environ, KYSO_DEMO_DIR=str(tmp_path / "demo-data"))
+    for name in [n for n in env if n.startswith("KYSO_PASSPORT_")]:
+        del env[name]
+    done = subprocess.run(
+        [sys.executable, "-c", WARM_START, str(ROOT)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "pdf_key_label" not in result["before"]
+    configured = result["env"]
+    assert configured["KYSO_PASSPORT_PDF_KEY_LABEL"] == "pdf-es256"
+    assert "Kyso Demo DSC" in result["dsc"]  # the DCC key and its certificate stay
+    assert result["crls"] == 1
+    certificate = x509.load_pem_x509_certificate(result["pdf_certificate"].encode())
+    (root,) = x509.load_pem_x509_certificates(
+        Path(configured["KYSO_PASSPORT_PDF_CHAIN"]).read_bytes()
+    )
+    assert certificate.issuer == root.subject
+    certificate.verify_directly_issued_by(root)
+    usages = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert x509.ObjectIdentifier("1.3.6.1.5.5.7.3.36") in usages  # documentSigning
+    key_usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
+    assert key_usage.digital_signature
+    assert key_usage.content_commitment
