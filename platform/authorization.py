@@ -29,10 +29,12 @@ Format of a row::
   ``same_unit`` (another facility signed by the same signing unit), ``other_unit`` (a facility of
   another signing unit in the same province), ``other_province``, and ``self`` (the actor's own
   account, for user routes). For a signing batch the scope is its officer's: ``own_facility``
-  is the actor's own batch.
+  is the actor's own batch. For a correction request the scope is the addressed signing
+  unit's (``corrections.service.may_decide``).
 
 Outcomes: ``ALLOWED`` (the view runs: 2xx, or the view's own redirect or validation answer),
-``FORBIDDEN`` (403 with a page saying why), ``LOGIN`` (a redirect to the login page),
+``FORBIDDEN`` (403 with a page saying why), ``LOGIN`` (a redirect to the login page; on the
+JSON API a JSON 401 saying to log in),
 ``HIDDEN`` (404: the object is not visible, its existence is not confirmed).
 """
 
@@ -77,6 +79,10 @@ class Target(enum.StrEnum):
     CERTIFICATE = "certificate"  # a user's certificate: /users/<user_id>/certificates/<id>
     FEEDBACK = "feedback"
     BATCH = "batch"
+    # A correction request, addressed to a signing unit (``CorrectionRequest.signing_unit_id``);
+    # its scope is the addressed unit's relative to the actor (``own_facility``: the unit of the
+    # actor's facility; ``same_unit``: the same unit, for a person of its other facility).
+    REQUEST = "request"
 
 
 Cell = Outcome | Mapping[Scope, Outcome]
@@ -314,6 +320,28 @@ RULES: Final[tuple[Rule, ...]] = (
             ("stats.save_dose", POST, Target.DOSE),
         )
     ),
+    # --- correction requests: decided by the addressed signing unit (``may_decide``) ------
+    only(
+        "records.requests_page",
+        GET,
+        dict.fromkeys(RECORDERS, A),
+        note="the pending requests the actor may decide",
+    ),
+    *(
+        only(
+            endpoint,
+            POST,
+            {
+                # Staff of a facility of the addressed unit; administrators whose scope holds
+                # one of its facilities. A refusal is a 403 from the view.
+                Actor.FACILITY_STAFF: UNIT_ELSE_403,
+                Actor.PROVINCIAL_ADMIN: PROVINCE_ELSE_403,
+                Actor.NATIONAL_ADMIN: A,
+            },
+            target=Target.REQUEST,
+        )
+        for endpoint in ("records.accept_request", "records.reject_request")
+    ),
     # --- citizen feedback: the inbox of the facility the report is routed to ---------------
     only("feedback.inbox", GET, dict.fromkeys(RECORDERS, A), note="visible facilities"),
     *(
@@ -368,11 +396,11 @@ def install(app: Flask) -> None:
         if rule is None:
             app.logger.error("no authorization rule for %s %s", request.method, endpoint)
             abort(403)
-        from kyso.platform.auth.access import current_user
+        from kyso.platform.web import current_user
 
         gate = rule.gate(actor_of(current_user()))
         if gate is Outcome.LOGIN:
-            from kyso.platform.auth.access import to_login
+            from kyso.platform.web import to_login
 
             return to_login()
         if gate is Outcome.FORBIDDEN:

@@ -1,4 +1,4 @@
-"""Numbers from requests: ids, pages, cursors, form tokens.
+"""Numbers and dates from requests: ids, pages, cursors, form tokens; the dates people type.
 
 ``str.isdigit()`` says yes to "²" and "٣", which ``int()`` refuses (a 500 where the person
 should get the page or a clear message), and says nothing of length (a 20-digit id overflows
@@ -6,6 +6,11 @@ the database's integer). Every number taken from a URL, form or cursor goes thro
 """
 
 from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from werkzeug.routing import IntegerConverter, Map
 
 ID_DIGITS = 9  # below 2**31: every integer column of the schema
 
@@ -17,3 +22,45 @@ def is_number(text: str | None, max_digits: int = ID_DIGITS) -> bool:
 
 def parse_number(text: str | None, max_digits: int = ID_DIGITS) -> int | None:
     return int(text) if text is not None and is_number(text, max_digits) else None
+
+
+def storable(text: str) -> bool:
+    """Whether a text can be compared with stored text: PostgreSQL's text holds no NUL byte
+    (psycopg refuses the query, a 500), so a text with one matches nothing on any backend."""
+    return "\x00" not in text
+
+
+class IdConverter(IntegerConverter):
+    """The URL map's ``<int:...>``: only ids the schema's integer columns can hold.
+
+    Werkzeug's converter takes any number of digits; an id beyond them reached the database
+    (SQLite: OverflowError, PostgreSQL: "integer out of range") as a 500. Out of range, the URL
+    matches no route: the site's 404 page.
+    """
+
+    def __init__(self, map: Map, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max", 2**31 - 1)
+        super().__init__(map, *args, **kwargs)
+
+
+# The ways Vietnamese forms and spreadsheets write a date, day first; ISO for the date inputs.
+# A year always has four digits (``%Y`` takes no fewer): a two-digit year is never guessed.
+DATE_FORMATS = ("%d/%m/%Y", "%d-%m-%Y", "%d.%m.%Y", "%Y-%m-%d", "%Y/%m/%d")
+DATE_MAX_CHARS = 20
+
+
+def parse_date(text: str | None) -> date | None:
+    """A date a person typed (``17/05/1990``, ``17-05-1990``, ``17.05.1990``, ``1990-05-17``),
+    or ``None`` when it is none of those or no real day. The one date parser of the platform's
+    forms, search filters and imports."""
+    if text is None:
+        return None
+    text = text.strip()
+    if not text or len(text) > DATE_MAX_CHARS:
+        return None
+    for pattern in DATE_FORMATS:
+        try:
+            return datetime.strptime(text, pattern).date()
+        except ValueError:
+            continue
+    return None

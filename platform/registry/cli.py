@@ -1,20 +1,21 @@
 """Commands: ``verify-population`` (the job) and ``registry`` (the reference service).
 
 ``verify-population`` exits 0 when every claimed person got a status, 75 (EX_TEMPFAIL) when the
-registry was unavailable for some of them (run it again later, e.g. from cron), and 1 when the
-registry refused the API key or did not speak the protocol.
+registry was unavailable for some of them or the database connection was lost (run it again
+later, e.g. from cron), and 1 when the registry refused the API key or did not speak the
+protocol.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 from flask import Flask
+from sqlalchemy.exc import DBAPIError
 
+from kyso.platform.db import EX_TEMPFAIL, exit_database_unavailable, is_transient
 from kyso.platform.i18n import DomainError
 from kyso.platform.models import VerificationStatus
 from kyso.platform.registry.client import load_registry
@@ -28,7 +29,6 @@ from kyso.platform.registry.reference import (
 from kyso.platform.registry.service import VerificationReport, verify_population
 
 API_KEY_ENV = "KYSO_REGISTRY_API_KEY"
-EX_TEMPFAIL = 75
 
 
 def _summary(report: VerificationReport) -> str:
@@ -41,16 +41,6 @@ def _summary(report: VerificationReport) -> str:
         f"{report.processed} people in {report.batches} batches"
         f" ({counts or 'nobody to verify'}); {report.looked_up} numbers looked up"
     )
-
-
-def _registry_config(app: Flask) -> dict[str, Any]:
-    """The app's REGISTRY_* settings, completed from KYSO_REGISTRY_* environment variables."""
-    config = dict(app.config)
-    for key in ("REGISTRY_ADAPTER", "REGISTRY_TIMEOUT", "REGISTRY_CA_BUNDLE"):
-        value = os.environ.get(f"KYSO_{key}")
-        if value and not config.get(key):
-            config[key] = value
-    return config
 
 
 @click.command("verify-population")
@@ -77,7 +67,8 @@ def verify_population_command(
         if verbose:
             click.echo(f"batch {report.batches}: {_summary(report)}", err=True)
 
-    registry = load_registry(_registry_config(app), os.environ.get(API_KEY_ENV) or None)
+    api_key = app.config.get("REGISTRY_API_KEY")
+    registry = load_registry(app.config, str(api_key) if api_key else None)
     factory = app.extensions["kyso.sessions"]
     try:
         with factory() as session:
@@ -87,6 +78,10 @@ def verify_population_command(
     except DomainError as exc:
         click.echo(f"{exc.text('vi')}\n{exc.text('en')}", err=True)
         sys.exit(1)
+    except DBAPIError as exc:
+        if not is_transient(exc):
+            raise
+        exit_database_unavailable("verify-population", exc)
     finally:
         close = getattr(registry, "close", None)
         if callable(close):
