@@ -197,11 +197,13 @@ WARM_START = textwrap.dedent(
     demo.provision_pdf_key = real
     demo.provision()  # the next start
     os.environ.update(demo.passport_env())
+    from kyso.platform import settings
     from kyso.platform.passport import config
     from kyso.platform.passport.hsm import HsmConfig, HsmSigner
 
-    signing = config.pdf_signing({}, {})
-    dcc = HsmSigner(HsmConfig.from_settings({}, os.environ))
+    configured = settings.from_environ().config()
+    signing = config.pdf_signing(configured, {})
+    dcc = HsmSigner(HsmConfig.from_settings(configured, os.environ))
     print(json.dumps({
         "before": before,
         "env": {k: v for k, v in demo.passport_env().items() if k.startswith("KYSO_PASSPORT")},
