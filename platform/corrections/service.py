@@ -26,6 +26,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from kyso.platform.auth.service import audit
+from kyso.platform.feedback import service as feedback_service
 from kyso.platform.i18n import DomainError
 from kyso.platform.models import (
     CorrectionRequest,
@@ -34,7 +35,6 @@ from kyso.platform.models import (
     DoseSignature,
     Facility,
     Feedback,
-    FeedbackStatus,
     Gender,
     Person,
     RecordVersion,
@@ -177,8 +177,8 @@ def _finish(
         superseded_passports=list(passports),
     )
     session.add(version)
-    if feedback is not None and feedback.status is FeedbackStatus.NEW:
-        feedback.status = FeedbackStatus.PROCESSING
+    if feedback is not None:
+        feedback_service.start_processing(session, feedback, now)
     session.flush()
     audit(
         session,
@@ -304,6 +304,17 @@ def history(session: Session, person_id: int) -> list[RecordVersion]:
             select(RecordVersion)
             .where(RecordVersion.person_id == person_id)
             .order_by(RecordVersion.id.desc())
+        )
+    )
+
+
+def made_for(session: Session, feedback: Feedback) -> list[RecordVersion]:
+    """The corrections made on behalf of this feedback report, the oldest first."""
+    return list(
+        session.scalars(
+            select(RecordVersion)
+            .where(RecordVersion.feedback_id == feedback.id)
+            .order_by(RecordVersion.id)
         )
     )
 

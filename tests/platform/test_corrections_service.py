@@ -19,6 +19,7 @@ from kyso.platform.corrections.service import (
     correct_dose,
     correct_person,
     history,
+    made_for,
     verify_person_now,
 )
 from kyso.platform.i18n import DomainError
@@ -248,6 +249,9 @@ def test_a_correction_names_its_feedback(session: Session, org: Seed) -> None:
     assert correction is not None
     assert correction.version.feedback_id == feedback.id
     assert feedback.status is FeedbackStatus.PROCESSING
+    # Through the feedback service: the report's change of status is dated.
+    assert feedback.updated_at == correction.version.at
+    assert made_for(session, feedback) == [correction.version]
 
 
 def test_stale_form_is_refused(session: Session, org: Seed) -> None:
