@@ -302,10 +302,10 @@ RULES: Final[tuple[Rule, ...]] = (
             target=target,
         )
         for endpoint, methods, target in (
-            ("stats.person_page", GET, Target.PERSON),
-            ("stats.save_person", POST, Target.PERSON),
-            ("stats.verify", POST, Target.PERSON),
-            ("stats.save_dose", POST, Target.DOSE),
+            ("corrections.person_page", GET, Target.PERSON),
+            ("corrections.save_person", POST, Target.PERSON),
+            ("corrections.verify", POST, Target.PERSON),
+            ("corrections.save_dose", POST, Target.DOSE),
         )
     ),
     # --- citizen feedback: the inbox of the facility the report is routed to ---------------
