@@ -25,8 +25,9 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO, TypeVar
+from typing import Any, TextIO, TypeVar
 
+from kyso.agent.expiry import expiry_warning
 from kyso.agent.i18n import tr
 from kyso.agent.service import BatchOutcome, ConsentRequest
 
@@ -55,6 +56,25 @@ def _stdin_fd(stream: TextIO) -> int | None:
         return stream.fileno()
     except (OSError, ValueError, AttributeError):
         return None
+
+
+def _echo_off(fd: int) -> list[Any] | None:
+    """Turns the terminal's echo off; its previous settings (None: not a terminal)."""
+    import termios
+
+    if not os.isatty(fd):
+        return None
+    saved = termios.tcgetattr(fd)
+    hidden = termios.tcgetattr(fd)
+    hidden[3] &= ~termios.ECHO
+    termios.tcsetattr(fd, termios.TCSANOW, hidden)
+    return saved
+
+
+def _echo_restore(fd: int, saved: list[Any]) -> None:
+    import termios
+
+    termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
 class ConsoleUI:
@@ -136,6 +156,9 @@ class ConsoleUI:
         _discard_typeahead(self._stdin)
         reader = self._read_secret if secret else self._read_line
         fd = _stdin_fd(self._stdin) if reader is None else None
+        # Echo goes off before the question shows: a PIN typed the moment it appears (or typed
+        # ahead) is never printed on the terminal.
+        saved = _echo_off(fd) if fd is not None and secret else None
         with self._lock:
             self._screen = [*lines, question]
             if fd is not None:
@@ -145,7 +168,7 @@ class ConsoleUI:
         answer: str | None = None
         try:
             if fd is not None:
-                answer = self._read_fd(fd, withdraw, secret=secret)
+                answer = self._read_fd(fd, withdraw)
             else:
                 fallback = getpass.getpass if secret else input
                 try:
@@ -155,6 +178,10 @@ class ConsoleUI:
                 if withdraw.is_set():
                     answer = None
         finally:
+            if saved is not None and fd is not None:
+                _echo_restore(fd, saved)
+                with self._lock:
+                    self._print(self._out, [""])  # the Enter was not echoed
             with self._lock:
                 self._screen = None
                 held, self._held = self._held, []
@@ -167,34 +194,21 @@ class ConsoleUI:
                     self._print(self._err, [header, *held])
         return answer
 
-    def _read_fd(self, fd: int, withdraw: threading.Event, *, secret: bool) -> str | None:
+    def _read_fd(self, fd: int, withdraw: threading.Event) -> str | None:
         """One line from the terminal, polled so that a withdrawal stops the wait (POSIX)."""
         import select
-        import termios
 
-        saved = None
-        if secret and os.isatty(fd):
-            saved = termios.tcgetattr(fd)
-            hidden = termios.tcgetattr(fd)
-            hidden[3] &= ~termios.ECHO
-            termios.tcsetattr(fd, termios.TCSADRAIN, hidden)
         data = b""
-        try:
-            while b"\n" not in data:
-                if withdraw.is_set():
-                    return None
-                ready, _, _ = select.select([fd], [], [], WITHDRAW_POLL_SECONDS)
-                if not ready:
-                    continue
-                chunk = os.read(fd, 4096)
-                if not chunk:  # end of input: the answer is "no"
-                    break
-                data += chunk
-        finally:
-            if saved is not None:
-                termios.tcsetattr(fd, termios.TCSADRAIN, saved)
-                with self._lock:
-                    self._print(self._out, [""])  # the Enter was not echoed
+        while b"\n" not in data:
+            if withdraw.is_set():
+                return None
+            ready, _, _ = select.select([fd], [], [], WITHDRAW_POLL_SECONDS)
+            if not ready:
+                continue
+            chunk = os.read(fd, 4096)
+            if not chunk:  # end of input: the answer is "no"
+                break
+            data += chunk
         return data.split(b"\n", 1)[0].decode("utf-8", "replace").rstrip("\r")
 
     def _is_yes(self, answer: str | None) -> bool:
@@ -226,6 +240,7 @@ class ConsoleUI:
                 subject=cert.subject,
                 not_after=cert.not_after.date().isoformat(),
             ),
+            *filter(None, [expiry_warning(cert.not_after, self._language)]),
             self._t("consent_count", count=m.count),
             "",
             self._t("consent_summary_title"),

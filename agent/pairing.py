@@ -46,6 +46,7 @@ from kyso.agent.config import (
     load_manifest_key,
     normalise_origin,
 )
+from kyso.agent.errors import AgentError
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ MAX_KEY_BYTES: Final = 16 * 1024
 DEFAULT_TIMEOUT: Final = 10.0
 
 
-class PairingError(Exception):
+class PairingError(AgentError):
     """A pairing step failed; ``text`` (vi/en) tells the officer what happened and what to do."""
 
     def __init__(self, reason: str, **values: object) -> None:
@@ -225,7 +226,11 @@ class PairingManager:
         self._resolve = resolve
         self._timeout = timeout
         self._clock = clock
+        # ``_lock`` guards the lists and is taken by every handshake (``allowed_origin``): it is
+        # never held across a keyring call, which may wait for an unlock prompt or a stuck
+        # daemon. ``_store_lock`` puts the keyring writes in order instead (issue 18).
         self._lock = threading.RLock()
+        self._store_lock = threading.Lock()
         self._listeners: list[PairingListener] = []
         self._pending: PairingRequest | None = None
         self._pending_since = 0.0
@@ -275,13 +280,15 @@ class PairingManager:
         """Removes one of the officer's origins; the administrator's cannot be removed."""
         if origin in self._machine:
             raise PairingError("machine_origin", origin=origin)
-        with self._lock:
-            if origin not in self._user:
-                return
-            remaining = [s for o, (s, _a) in self._user.items() if o != origin]
-            self._store.save(remaining)
-            del self._user[origin]
-            self._paired_now.discard(origin)
+        with self._store_lock:
+            with self._lock:
+                if origin not in self._user:
+                    return
+                remaining = [s for o, (s, _a) in self._user.items() if o != origin]
+            self._store.save(remaining)  # may block: the handshake's lock is free meanwhile
+            with self._lock:
+                self._user.pop(origin, None)
+                self._paired_now.discard(origin)
         log.info("origin %s removed by the user", origin)
 
     # --- requests ----------------------------------------------------------------------------
@@ -449,18 +456,12 @@ class PairingManager:
             raise PairingError("key_invalid", origin=origin)
         stored = StoredOrigin(origin, fetched.pem, datetime.now(UTC).replace(microsecond=0))
         allowed = AllowedOrigin.create(origin, fetched.pem)
-        with self._lock:
-            others = [s for o, (s, _a) in self._user.items() if o != origin]
-            self._store.save([*others, stored])
-            self._user[origin] = (stored, allowed)
-            self._paired_now.add(origin)
-            self._cooldown.pop(origin, None)
-            answered = self._pending is not None and self._pending.origin == origin
-            if answered:
-                self._pending = None
+        with self._store_lock:
+            with self._lock:
+                others = [s for o, (s, _a) in self._user.items() if o != origin]
+            self._store.save([*others, stored])  # may block: the handshake's lock is free
+            self._commit_approval(origin, stored, allowed)
         log.info("origin %s paired, manifest key %s", origin, fetched.fingerprint)
-        if answered:
-            self._notify(None)
         return ApprovedOrigin(
             origin,
             fetched.fingerprint,
@@ -468,3 +469,14 @@ class PairingManager:
             approved_at=stored.approved_at,
             pem=stored.pem,
         )
+
+    def _commit_approval(self, origin: str, stored: StoredOrigin, allowed: AllowedOrigin) -> None:
+        with self._lock:
+            self._user[origin] = (stored, allowed)
+            self._paired_now.add(origin)
+            self._cooldown.pop(origin, None)
+            answered = self._pending is not None and self._pending.origin == origin
+            if answered:
+                self._pending = None
+        if answered:
+            self._notify(None)

@@ -4,7 +4,8 @@ This module is the executable form of ``protocol.md``. It sees only text frames 
 frozen dataclasses; the server feeds it bytes and writes what it returns. Every way a message can
 be wrong is a ``ProtocolError`` with a stable code, never another exception.
 
-Only the standard library (and the token layer's pkcs11-free model) is imported here.
+Only the standard library, the token layer's pkcs11-free model, the catalogue and the agent's
+error base are imported here.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from kyso.agent import i18n
+from kyso.agent.errors import AgentError
 from kyso.agent.token.model import Algorithm, CertificateInfo
 
 PROTOCOL_VERSIONS: Final = (1,)
@@ -28,6 +30,8 @@ _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _FINGERPRINT = re.compile(r"[0-9a-f]{64}")
 # Base64 (RFC 4648 section 4) of exactly 32 bytes: 43 characters and one "=".
 _B64_32 = re.compile(r"[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=")
+_B64_LEN: Final = 44
+_B64_32_ALL = re.compile(r"(?:[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=)*")
 # Fields that name something the agent would load, open, run or type: never accepted.
 FORBIDDEN_FIELDS: Final = frozenset(
     {"pin", "module", "path", "url", "mechanism", "library", "exec", "command", "config"}
@@ -67,7 +71,7 @@ class ErrorCode(enum.StrEnum):
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
 
-class ProtocolError(Exception):
+class ProtocolError(AgentError):
     """A request the agent refuses. ``detail`` becomes extra fields of the error reply."""
 
     def __init__(
@@ -215,16 +219,22 @@ def _sign(data: dict[str, Any], request_id: str, batch_cap: int) -> Sign:
 
 
 def _digests(values: Sequence[object], request_id: str) -> tuple[bytes, ...]:
-    decoded = []
-    fullmatch = _B64_32.fullmatch
-    a2b = binascii.a2b_base64
+    """Decodes the digests after one check of all of them (the hot part of a 3,000 request).
+
+    The usual case, every value a well-formed 44-character string, is checked with one regex
+    over the joined text: half the cost of one match per digest (0.7 against 1.4 ms). Anything
+    else goes through the per-digest loop, which finds the first bad index for the error.
+    """
+    texts = [value for value in values if type(value) is str and len(value) == _B64_LEN]
+    # Every text is 44 characters, so the joined match checks each one in its place.
+    if len(texts) == len(values) and _B64_32_ALL.fullmatch("".join(texts)):
+        return tuple(map(binascii.a2b_base64, texts))
     for index, value in enumerate(values):
-        if not isinstance(value, str) or not fullmatch(value):
+        if not isinstance(value, str) or not _B64_32.fullmatch(value):
             raise ProtocolError(
                 ErrorCode.DIGEST_INVALID, request_id, detail={"index": index}, index=index
             )
-        decoded.append(a2b(value))
-    return tuple(decoded)
+    raise AssertionError("unreachable: the joined check failed, so one digest is bad")
 
 
 # --- replies (agent -> page) -------------------------------------------------------------------
@@ -323,6 +333,22 @@ class Signatures:
             "total": self.total,
         }
 
+    def to_json(self) -> str:
+        """``serialize``'s text for this reply, built without the generic encoder.
+
+        Sent 30 times per batch of 3,000. Base64 needs no JSON escaping and the integers are
+        ints, so only the id goes through the encoder; the text equals what ``json.dumps`` of
+        ``to_wire`` gives (tests/agent/test_protocol.py compares them).
+        """
+        b2a = binascii.b2a_base64
+        body = b'","'.join([b2a(s, newline=False) for s in self.signatures]).decode("ascii")
+        quotes = '"' if self.signatures else ""
+        return (
+            f'{{"type":"signatures","id":{_dumps(self.id)},"offset":{int(self.offset)},'
+            f'"signatures":[{quotes}{body}{quotes}],'
+            f'"signed":{int(self.offset) + len(self.signatures)},"total":{int(self.total)}}}'
+        )
+
 
 @dataclass(frozen=True)
 class SignResult:
@@ -386,9 +412,19 @@ Reply = (
 )
 
 
+def _dumps(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
 def serialize(reply: Reply) -> str:
-    """Every reply is built by the JSON encoder from typed fields: nothing is spliced in."""
-    return json.dumps(reply.to_wire(), ensure_ascii=False, separators=(",", ":"))
+    """Every reply is built by the JSON encoder from typed fields: nothing is spliced in.
+
+    The one exception is a chunk of signatures, the only reply sent per 100 digests: its text
+    is assembled from base64 (which needs no escaping), ints and an encoded id.
+    """
+    if type(reply) is Signatures:
+        return reply.to_json()
+    return _dumps(reply.to_wire())
 
 
 def negotiate(offered: Sequence[int]) -> int | None:

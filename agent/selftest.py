@@ -60,6 +60,7 @@ from kyso.agent.config import (
     load_config,
     resolve_module,
 )
+from kyso.agent.errors import AgentError
 from kyso.agent.i18n import tr
 from kyso.agent.manifest import AUDIENCE, MANIFEST_TYPE, ReplayGuard, commitment
 from kyso.agent.server import PortInUse, ServerThread
@@ -86,7 +87,7 @@ TIMEOUT_SECONDS: Final = 60.0
 _WS_GUID: Final = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455, section 1.3
 
 
-class SelfTestFailed(Exception):
+class SelfTestFailed(AgentError):
     """A step failed: ``detail`` says what happened and what to do; ``code`` is the exit code."""
 
     def __init__(self, step: str, code: int, detail: str) -> None:
@@ -101,13 +102,13 @@ class SelfTestFailed(Exception):
 # ---------------------------------------------------------------------------------------------
 
 
-class HandshakeRefused(Exception):
+class HandshakeRefused(AgentError):
     def __init__(self, status: int) -> None:
         super().__init__(f"HTTP {status}")
         self.status = status
 
 
-class _Closed(Exception):
+class _Closed(AgentError):
     pass
 
 

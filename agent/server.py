@@ -32,6 +32,7 @@ from websockets.http11 import Request, Response
 
 from kyso.agent import i18n
 from kyso.agent.config import AgentConfig
+from kyso.agent.errors import AgentError
 from kyso.agent.protocol import (
     ErrorCode,
     ListCertificates,
@@ -54,7 +55,7 @@ CLOSE_IDLE: Final = 4002
 REASON_IDLE: Final = "idle"
 
 
-class PortInUse(Exception):
+class PortInUse(AgentError):
     """Another program listens on the agent's port. The agent stops rather than move."""
 
     def __init__(self, port: int) -> None:

@@ -48,6 +48,8 @@ from kyso.agent.token.monitor import DEFAULT_INTERVAL, PresenceMonitor, TokenPre
 log = logging.getLogger(__name__)
 
 Send = Callable[[Reply], Coroutine[Any, Any, None]]
+# A command's handler as ``handle`` calls it: (connection, request of its type, send).
+Handler = Callable[["Connection", Any, Send], Coroutine[Any, Any, None]]
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -176,6 +178,12 @@ class AgentService:
         self._listeners_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.status = AgentStatus(AgentState.NO_TOKEN)
+        self._handlers: dict[type[Request], Handler] = {
+            Hello: self._on_hello,
+            ListCertificates: self._on_list_certificates,
+            Sign: self._on_sign,
+            Cancel: self._on_cancel,
+        }
 
     @property
     def busy(self) -> bool:
@@ -263,7 +271,23 @@ class AgentService:
             self._tell(listener, status)
 
     def token_changed(self, presence: TokenPresence) -> None:
-        """A token was inserted or removed (asyncio thread). Listeners and pages are told.
+        """A token was inserted or removed (asyncio thread). Listeners and pages are told."""
+        for conn, event in self.state_changed(presence):
+            assert conn.notify is not None
+            asyncio.get_running_loop().create_task(conn.notify(event))
+
+    # --- one handler per command --------------------------------------------------------------
+    #
+    # ``handle`` checks what holds for every request, then calls the command's handler (one
+    # per request type, ``self._handlers``). The handlers of hello, cancel and state are
+    # synchronous and do no I/O: they take the service's state and return what to send
+    # (tests/agent/test_service.py calls them directly); ``_on_hello`` and ``_on_cancel`` only
+    # send what they return. list_certificates and sign wait for the officer and the token, so
+    # they are coroutines; the sign request's checks (``check_sign``) are synchronous too.
+
+    def state_changed(self, presence: TokenPresence) -> list[tuple[Connection, StateEvent]]:
+        """The ``state`` event: records the presence, tells the listeners, and returns the event
+        each page that said hello must now be sent (only a state it was not told last).
 
         Pages hear only about insertions and removals, never about a batch starting or ending:
         another page's batch is none of their business (threat 16).
@@ -271,47 +295,71 @@ class AgentService:
         self._presence = presence
         self._publish()
         state = self._page_state()
-        for conn in list(self._pages):
+        events = []
+        for conn in self._pages:
             if conn.told_state is not state and conn.notify is not None:
                 conn.told_state = state
-                asyncio.get_running_loop().create_task(conn.notify(StateEvent(state)))
+                events.append((conn, StateEvent(state)))
+        return events
+
+    def hello(
+        self, conn: Connection, request: Hello, token_present: bool | None = None
+    ) -> list[Reply]:
+        """The ``hello`` handler: the reply, then a ``state`` event if the presence the reply
+        was computed from is already out of date. ``token_present`` is what the token said when
+        no hot-plug monitor runs (``_on_hello`` asks it); it is unused otherwise.
+
+        Before the officer approves the origin, nothing but version and state is revealed.
+        """
+        version = _negotiated(request)
+        conn.version = version
+        if self.busy:
+            state = AgentState.BUSY
+        elif self._presence is not None:
+            state = AgentState.READY if self._presence.present else AgentState.NO_TOKEN
+        else:
+            state = AgentState.READY if token_present else AgentState.NO_TOKEN
+        replies: list[Reply] = [HelloReply(request.id, version, state)]
+        # Events only after the hello reply: from now on this page hears of state changes.
+        if conn not in self._pages:
+            self._pages.append(conn)
+        conn.told_state = state
+        if self._presence is not None and (state is AgentState.NO_TOKEN) == self._presence.present:
+            conn.told_state = self._page_state()
+            replies.append(StateEvent(conn.told_state))
+        return replies
+
+    def cancel(self, conn: Connection, request: Cancel) -> Cancelled:
+        """The ``cancel`` handler: stops this page's running batch (or withdraws its dialog)."""
+        cancel = conn.running.get(request.target)
+        if cancel is None:
+            raise ProtocolError(ErrorCode.NOTHING_TO_CANCEL, request.id)
+        cancel.set()
+        return Cancelled(request.id, request.target)
 
     async def handle(self, conn: Connection, request: Request, send: Send) -> None:
         """Answers one request; every failure becomes an error reply on this connection."""
         try:
-            if (
-                self.pairing is not None
-                and self.pairing.allowed_origin(conn.origin.origin) is not conn.origin
-            ):
-                # The officer removed this page (or paired it again with another key) while it
-                # stayed connected: what the handshake allowed no longer holds.
-                self._approved_origins.discard(conn.origin.origin)
-                raise ProtocolError(ErrorCode.ORIGIN_NOT_APPROVED, request.id)
-            if isinstance(request, Hello):
-                reply = await self._hello(conn, request)
-                await send(reply)
-                # Events only after the hello reply; one now if a token came or went meanwhile.
-                if conn not in self._pages:
-                    self._pages.append(conn)
-                conn.told_state = reply.state
-                if self._presence is not None and (reply.state is AgentState.NO_TOKEN) == (
-                    self._presence.present
-                ):
-                    conn.told_state = self._page_state()
-                    await send(StateEvent(conn.told_state))
-            elif conn.version is None:
-                raise ProtocolError(ErrorCode.HELLO_REQUIRED, request.id)
-            elif isinstance(request, ListCertificates):
-                await send(await self._list_certificates(conn, request))
-            elif isinstance(request, Sign):
-                await self._sign(conn, request, send)
-            else:
-                await send(self._cancel(conn, request))
+            self._check_request(conn, request)
+            await self._handlers[type(request)](conn, request, send)
         except ProtocolError as exc:
             await send(exc.reply())
         except Exception:
             log.exception("unexpected error while handling a %s request", type(request).__name__)
             await send(ProtocolError(ErrorCode.INTERNAL_ERROR, request.id).reply())
+
+    def _check_request(self, conn: Connection, request: Request) -> None:
+        """What holds for every request: the page is still allowed, and said hello first."""
+        if (
+            self.pairing is not None
+            and self.pairing.allowed_origin(conn.origin.origin) is not conn.origin
+        ):
+            # The officer removed this page (or paired it again with another key) while it
+            # stayed connected: what the handshake allowed no longer holds.
+            self._approved_origins.discard(conn.origin.origin)
+            raise ProtocolError(ErrorCode.ORIGIN_NOT_APPROVED, request.id)
+        if conn.version is None and not isinstance(request, Hello):
+            raise ProtocolError(ErrorCode.HELLO_REQUIRED, request.id)
 
     def connection_closed(self, conn: Connection) -> None:
         """A page that goes away cancels its batch; what was delivered stays delivered."""
@@ -323,25 +371,13 @@ class AgentService:
 
     # --- hello and certificates --------------------------------------------------------------
 
-    async def _hello(self, conn: Connection, request: Hello) -> HelloReply:
-        version = negotiate(request.versions)
-        if version is None:
-            raise ProtocolError(
-                ErrorCode.VERSION_UNSUPPORTED,
-                request.id,
-                detail={"supported": ",".join(map(str, PROTOCOL_VERSIONS))},
-            )
-        conn.version = version
-        # Before the officer approves the origin, nothing but version and state is revealed.
-        if self.busy:
-            state = AgentState.BUSY
-        elif self._presence is not None:
-            state = AgentState.READY if self._presence.present else AgentState.NO_TOKEN
-        elif await asyncio.to_thread(self._token_present):
-            state = AgentState.READY
-        else:
-            state = AgentState.NO_TOKEN
-        return HelloReply(request.id, version, state)
+    async def _on_hello(self, conn: Connection, request: Hello, send: Send) -> None:
+        _negotiated(request)  # refused before the token is asked anything
+        present = None
+        if not self.busy and self._presence is None:
+            present = await asyncio.to_thread(self._token_present)
+        for reply in self.hello(conn, request, present):
+            await send(reply)
 
     def _token_present(self) -> bool:
         try:
@@ -349,12 +385,15 @@ class AgentService:
         except tm.TokenError:
             return False
 
-    async def _list_certificates(
-        self, conn: Connection, request: ListCertificates
-    ) -> CertificatesReply:
+    async def _on_list_certificates(
+        self, conn: Connection, request: ListCertificates, send: Send
+    ) -> None:
         await self._require_approved(conn, request.id)
         certificates = await self._call_token(request.id, self._token.list_certificates)
-        return CertificatesReply(request.id, tuple(certificates))
+        await send(CertificatesReply(request.id, tuple(certificates)))
+
+    async def _on_cancel(self, conn: Connection, request: Cancel, send: Send) -> None:
+        await send(self.cancel(conn, request))
 
     async def _require_approved(self, conn: Connection, request_id: str) -> None:
         origin = conn.origin.origin
@@ -374,7 +413,7 @@ class AgentService:
 
     # --- signing -----------------------------------------------------------------------------
 
-    async def _sign(self, conn: Connection, request: Sign, send: Send) -> None:
+    async def _on_sign(self, conn: Connection, request: Sign, send: Send) -> None:
         if self._batch_lock.locked() or self._origin_lock.locked():
             raise ProtocolError(ErrorCode.BUSY, request.id)
         try:
@@ -386,7 +425,7 @@ class AgentService:
 
     async def _sign_locked(self, conn: Connection, request: Sign, send: Send) -> None:
         # Everything below up to the dialog is checked before any token operation.
-        manifest = self._check_manifest(conn, request)
+        manifest = self.check_sign(conn, request)
         certificate = await self._find_certificate(request, manifest)
         pin_status = await self._call_token(request.id, self._token.pin_status, certificate.token)
         if pin_status.locked:
@@ -415,7 +454,9 @@ class AgentService:
         self._finished(conn, manifest, signed, None)
         await send(SignResult(request.id, manifest.batch_id, signed))
 
-    def _check_manifest(self, conn: Connection, request: Sign) -> BatchManifest:
+    def check_sign(self, conn: Connection, request: Sign) -> BatchManifest:
+        """The sign request's checks before any token operation (synchronous, no I/O): the
+        manifest's signature, audience and lifetime, that it matches the request, no replay."""
         manifest = verify_manifest(
             request.manifest,
             key=conn.origin.manifest_key,
@@ -518,13 +559,6 @@ class AgentService:
         await sender
         return signed
 
-    def _cancel(self, conn: Connection, request: Cancel) -> Cancelled:
-        cancel = conn.running.get(request.target)
-        if cancel is None:
-            raise ProtocolError(ErrorCode.NOTHING_TO_CANCEL, request.id)
-        cancel.set()
-        return Cancelled(request.id, request.target)
-
     def _finished(
         self, conn: Connection, manifest: BatchManifest, signed: int, error: ErrorCode | None
     ) -> None:
@@ -570,6 +604,17 @@ async def _unless(
     with contextlib.suppress(asyncio.CancelledError):
         await ask
     return False, None
+
+
+def _negotiated(request: Hello) -> int:
+    version = negotiate(request.versions)
+    if version is None:
+        raise ProtocolError(
+            ErrorCode.VERSION_UNSUPPORTED,
+            request.id,
+            detail={"supported": ",".join(map(str, PROTOCOL_VERSIONS))},
+        )
+    return version
 
 
 def _token_error(exc: tm.TokenError, request_id: str, delivered: int) -> ProtocolError:

@@ -35,11 +35,12 @@ from kyso.agent.config import (
     default_user_config_path,
     discover_modules,
 )
+from kyso.agent.errors import AgentError
 
 PORT_RANGE = (1024, 65535)
 
 
-class SettingsError(Exception):
+class SettingsError(AgentError):
     """A setting the officer cannot save; ``text`` (vi/en) says why and what to do."""
 
     def __init__(self, reason: str, **values: object) -> None:

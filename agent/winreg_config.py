@@ -27,7 +27,8 @@ import textwrap
 from collections.abc import Mapping
 from typing import Any, Final, Protocol
 
-from kyso.agent.config import AllowedOrigin, ConfigError, load_manifest_key, normalise_origin
+from kyso.agent.errors import ConfigError
+from kyso.agent.origins import AllowedOrigin, load_manifest_key, normalise_origin
 
 KEY: Final = "Software\\Kyso\\Agent"
 DISPLAY_KEY: Final = f"HKLM\\{KEY}"

@@ -11,20 +11,31 @@ Raw: open a session with the PIN, find the key, `key.sign(...)` in a loop, close
 same digests, interleaved rounds; the medians are compared (and the best rounds, which are
 less sensitive to a noisy machine).
 
-Run: .venv/bin/python bench/agent_throughput.py [--count 3000] [--rounds 7]
+CPU: the agent process's CPU time (all its threads, SoftHSM's signing included) over the raw
+loop's, per round; it hardly moves with the machine's load, where wall times do (the load
+average is printed). ``--profile`` runs cProfile on the agent's asyncio thread and token worker
+during the rounds and prints where their time went.
+
+Run: .venv/bin/python bench/agent_throughput.py [--count 3000] [--rounds 9] [--profile]
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import cProfile
 import hashlib
+import io
 import multiprocessing
+import os
+import pstats
 import statistics
 import sys
 import tempfile
-import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from multiprocessing.connection import Connection
 from multiprocessing.queues import Queue
 from pathlib import Path
 
@@ -63,8 +74,14 @@ def raw_loop(token: softhsm.ProvisionedToken, key_name: str, digests: list[bytes
     return time.perf_counter() - started
 
 
-def serve_agent(directory: str, issuer_pem: bytes, user_pin: str, ready: Queue[int]) -> None:
-    """The agent process: the real server and token layer, the scripted consent of the tests."""
+def serve_agent(
+    directory: str, issuer_pem: bytes, user_pin: str, ready: Queue[int], control: Connection
+) -> None:
+    """The agent process: the real server and token layer, the scripted consent of the tests.
+
+    ``control`` answers "cpu" with the process's CPU time, "profile" by starting cProfile on
+    the asyncio thread and the token worker, and "stats" with what they recorded.
+    """
     from cryptography.hazmat.primitives import serialization
 
     key = serialization.load_pem_private_key(issuer_pem, password=None)
@@ -74,7 +91,31 @@ def serve_agent(directory: str, issuer_pem: bytes, user_pin: str, ready: Queue[i
     agent = start_agent(layer, Path(directory) / "state", issuer=ManifestIssuer(ORIGIN, key))
     agent.ui.pin = user_pin
     ready.put(agent.port)
-    threading.Event().wait()
+    profiles = {"asyncio thread": cProfile.Profile(), "token worker": cProfile.Profile()}
+
+    def on_loop(function: Callable[[], None]) -> None:
+        done: Future[None] = Future()
+        loop = agent.thread._loop  # the bench reaches into the agent; the agent offers no hook
+        assert loop is not None
+        loop.call_soon_threadsafe(lambda: (function(), done.set_result(None)))
+        done.result()
+
+    while True:
+        command = control.recv()
+        if command == "cpu":
+            control.send(time.process_time())
+        elif command == "profile":
+            on_loop(profiles["asyncio thread"].enable)
+            layer._executor.submit(profiles["token worker"].enable).result()
+        elif command == "stats":
+            on_loop(profiles["asyncio thread"].disable)
+            layer._executor.submit(profiles["token worker"].disable).result()
+            out = io.StringIO()
+            for label, profile in profiles.items():
+                out.write(f"===== {label}\n")
+                stats = pstats.Stats(profile, stream=out)
+                stats.sort_stats("tottime").print_stats(18)
+            control.send(out.getvalue())
 
 
 def agent_path(
@@ -114,6 +155,7 @@ def main() -> int:
     )
     parser.add_argument("--count", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="kyso-bench-") as tmp:
@@ -127,33 +169,55 @@ def main() -> int:
         )
         context = multiprocessing.get_context("spawn")
         ready: Queue[int] = context.Queue()
+        control, child_control = context.Pipe()
         child = context.Process(
-            target=serve_agent, args=(tmp, pem, token.user_pin, ready), daemon=True
+            target=serve_agent,
+            args=(tmp, pem, token.user_pin, ready, child_control),
+            daemon=True,
         )
         child.start()
+
+        def agent_cpu() -> float:
+            control.send("cpu")
+            value: float = control.recv()
+            return value
+
         try:
             port = ready.get(timeout=60)
+            if args.profile:
+                control.send("profile")
+            print(f"load average at the start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
             print(f"{args.count} digests, {args.rounds} interleaved rounds, median times")
             print(
                 f"{'key':<10}{'raw loop':>12}{'agent':>12}{'ratio':>9}{'raw/s':>10}{'agent/s':>10}"
+                f"{'cpu ratio':>11}"
             )
             for name, algorithm in (("rsa", "RSA_PKCS1_SHA256"), ("p256", "ECDSA_SHA256")):
                 fingerprint = token.certificates[name].fingerprint_sha256
-                raw, ours = [], []
+                raw, ours, cpu = [], [], []
                 for n in range(args.rounds):
                     digests = [
                         hashlib.sha256(f"{name}-{n}-{i}".encode()).digest()
                         for i in range(args.count)
                     ]
+                    started = time.process_time()
                     raw.append(raw_loop(token, name, digests))
+                    raw_cpu = time.process_time() - started
+                    before = agent_cpu()
                     ours.append(agent_path(port, issuer, fingerprint, algorithm, digests, n))
+                    cpu.append((agent_cpu() - before) / raw_cpu)
                 r, o = statistics.median(raw), statistics.median(ours)
                 print(f"   (best of {args.rounds}: ratio {min(ours) / min(raw):.3f})")
                 label = "RSA-2048" if name == "rsa" else "P-256"
                 print(
                     f"{label:<10}{r:>11.3f}s{o:>11.3f}s{o / r:>8.3f}x"
                     f"{args.count / r:>10.0f}{args.count / o:>10.0f}"
+                    f"{statistics.median(cpu):>10.3f}x"
                 )
+            print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+            if args.profile:
+                control.send("stats")
+                print(control.recv())
         finally:
             child.terminate()
     return 0

@@ -9,6 +9,14 @@ installer/kyso-agent.wxs holds everything static (product, upgrade code, shortcu
 entry, machine settings); this script adds build/msi/files.wxs, one component per file of the
 bundle's _internal folder, in the component group ``BundleFiles``.
 
+The MSI's own texts (the package description, the "newer version installed" message, the
+feature title) come from build/msi/texts.wxi, written here for one language: Vietnamese (LCID
+1066, code page 1258) for the real MSI that the WiX toolset builds on Windows (``--language vi``,
+the default), English (1033, 1252) for wixl's placeholder build, since wixl cannot write code
+page 1258 tables. Windows Installer has no UTF-8 code page it supports officially, so the
+Vietnamese texts are written in the form code page 1258 holds: base letters with their
+circumflex, breve or horn precomposed (â ă ê ô ơ ư đ), tone marks as combining characters.
+
 ``--placeholder``: on Linux there is no Windows bundle (PyInstaller does not cross-compile), so
 a staged tree with the Windows file names and small placeholder files stands in for it. That MSI
 is for inspecting the tables only (tests/installer/test_msi.py); the real MSI is built on the
@@ -23,6 +31,7 @@ import os
 import shutil
 import subprocess
 import sys
+import unicodedata
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
@@ -73,6 +82,85 @@ def stage_placeholder(target: Path) -> Path:
     for catalogue in sorted((ROOT / "agent" / "locales").glob("*.toml")):
         shutil.copy2(catalogue, data / "locales" / catalogue.name)
     return target
+
+
+# (LCID, code page, texts) per language of the MSI's own tables.
+MSI_LANGUAGES: dict[str, tuple[int, int, dict[str, str]]] = {
+    "vi": (
+        1066,
+        1258,
+        {
+            "PackageDescription": "Kyso — công cụ ký số chứng nhận tiêm chủng bằng USB token",
+            "DowngradeMessage": (
+                "Máy này đã có phiên bản Kyso Agent mới hơn, không cần cài bản này."
+                " Nếu muốn cài bản cũ, hãy gỡ bản đang có trước (Cài đặt, mục Ứng dụng)."
+            ),
+            "FeatureTitle": "Công cụ ký số Kyso",
+        },
+    ),
+    "en": (
+        1033,
+        1252,
+        {
+            "PackageDescription": (
+                "Kyso signing agent (USB token signing for vaccination certificates)"
+            ),
+            "DowngradeMessage": (
+                "A newer version of Kyso Agent is already installed; this one is not needed."
+                " To install an older version, uninstall the current one first"
+                " (Settings, Apps)."
+            ),
+            "FeatureTitle": "Kyso Agent",
+        },
+    ),
+}
+# The letters code page 1258 holds precomposed; every other mark stays a combining character.
+_CP1258_MODIFIERS = frozenset("\u0302\u0306\u031b")  # circumflex, breve, horn
+
+
+def cp1258_form(text: str) -> str:
+    """``text`` as code page 1258 writes Vietnamese: NFD, then each base letter recomposed with
+    its circumflex, breve or horn (â, ă, ơ...), tone marks left combining. Encodable in cp1258
+    (ValueError otherwise); NFC of the result is NFC of ``text``."""
+    clusters: list[list[str]] = []  # a base character and its combining marks
+    for char in unicodedata.normalize("NFD", text):
+        if unicodedata.combining(char) and clusters:
+            clusters[-1].append(char)
+        else:
+            clusters.append([char])
+    out: list[str] = []
+    for base, *marks in clusters:
+        modifiers = "".join(m for m in marks if m in _CP1258_MODIFIERS)
+        tones = "".join(m for m in marks if m not in _CP1258_MODIFIERS)
+        composed = unicodedata.normalize("NFC", base + modifiers)
+        # NFD puts a dot below before the circumflex (ậ = a, dot below, circumflex).
+        out.append((composed if len(composed) == 1 else base + modifiers) + tones)
+    result = "".join(out)
+    try:
+        result.encode("cp1258")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"not writable in code page 1258: {text!r}") from exc
+    return result
+
+
+def texts_include(language: str) -> str:
+    """build/msi/texts.wxi: the MSI's language, code page and texts as WiX variables."""
+    lcid, codepage, texts = MSI_LANGUAGES[language]
+    values = {"ProductLanguage": str(lcid), "ProductCodepage": str(codepage), **texts}
+    if codepage == 1258:
+        values = {name: cp1258_form(value) for name, value in values.items()}
+    else:
+        for value in values.values():
+            value.encode(f"cp{codepage}")  # fails the build rather than write "?"
+    lines = ['<?xml version="1.0" encoding="utf-8"?>', "<!-- Written by build_msi.py. -->"]
+    lines.append("<Include>")
+    for name, value in values.items():
+        # A define's value is not XML-unescaped: keep out what would need escaping.
+        if any(char in value for char in '<>&"$'):
+            raise ValueError(f'{name}: no < > & " $ in MSI texts')
+        lines.append(f'  <?define {name} = "{value}" ?>')
+    lines.append("</Include>")
+    return "\n".join(lines) + "\n"
 
 
 def _id(prefix: str, relative: str) -> str:
@@ -138,15 +226,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--fragment-only",
         action="store_true",
-        help="only write build/msi/files.wxs (the WiX toolset builds the MSI on Windows)",
+        help="only write build/msi/files.wxs and texts.wxi (the WiX toolset builds on Windows)",
+    )
+    parser.add_argument(
+        "--language",
+        choices=sorted(MSI_LANGUAGES),
+        help="the MSI's own texts: vi with --fragment-only (WiX), en for wixl (the default)",
     )
     args = parser.parse_args(argv)
+    language = args.language or ("vi" if args.fragment_only else "en")
 
     BUILD.mkdir(parents=True, exist_ok=True)
     bundle = stage_placeholder(BUILD / "stage") if args.placeholder else args.bundle.resolve()
     files = BUILD / "files.wxs"
     files.write_text(fragment(bundle), encoding="utf-8")
     print(f"wrote {files}")
+    texts = BUILD / "texts.wxi"
+    texts.write_text(texts_include(language), encoding="utf-8")
+    print(f"wrote {texts} ({language})")
     if args.fragment_only:
         return 0
     wixl = shutil.which("wixl")
@@ -167,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         f"BundleDir={_relative_to_root(bundle)}",
         "--define",
         f"IconFile={_relative_to_root(ICON)}",
+        "--includedir",
+        str(BUILD),
         "--output",
         str(args.out),
         str(source),

@@ -19,6 +19,7 @@ from flask_wtf.csrf import CSRFProtect
 
 from kyso.platform import settings, web
 from kyso.platform.db import make_engine, make_session_factory
+from kyso.platform.inputs import IdConverter
 from kyso.platform.request_json import JSONProvider
 
 csrf = CSRFProtect()
@@ -48,6 +49,7 @@ def _secret_key(instance: Path, configured: str | None) -> str:
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     configured = settings.from_environ()  # the one read of the environment
     app = Flask(__name__, instance_path=configured.instance_path)
+    app.url_map.converters["int"] = IdConverter  # before any route: ids the schema can hold
     instance = Path(app.instance_path)
     app.extensions["kyso.settings"] = configured
     app.config.update(

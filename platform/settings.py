@@ -33,6 +33,11 @@ Variable (default)                 Meaning
 ``KYSO_AGENT_PORT`` (47321)        the signing agent's localhost port
 ``KYSO_AGENT_INSTALLER_URL``       where officers without a running agent are sent (default the
                                    platform's ``/downloads/kyso-agent.msi``)
+``KYSO_REVOCATION_POLICY`` (hard)  officers' certificates: ``hard`` (refuse when OCSP/CRL cannot
+                                   say), ``soft`` (accept then) or ``off``
+``KYSO_REVOCATION_TIMEOUT`` (5)    seconds for an OCSP/CRL answer
+``KYSO_REVOCATION_CACHE_SECONDS``  how long an answer is kept (300)
+``KYSO_CERTIFICATE_EXPIRY_WARNING_DAYS``  days before expiry the signing pages warn (30)
 **downloads**
 ``KYSO_DOWNLOADS_DIR``             the folder holding ``kyso-agent.msi``
 **registry**
@@ -57,6 +62,10 @@ Variable (default)                 Meaning
 ``KYSO_PASSPORT_LIST_ANCHORS``     what the signed trust and revocation lists must be signed
                                    under (the CSCA, or the list signer's certificate)
 ``KYSO_PASSPORT_FONT_DIR``         where DejaVu Sans is (default the system's font folders)
+``KYSO_PASSPORT_*`` (others)       the PDF passport's signing key, chain, CRLs and time-stamp
+                                   authority (``KYSO_PASSPORT_PDF_*``, ``KYSO_PASSPORT_TSA_*``):
+                                   listed in ``passport/config.py``; each reaches the app as
+                                   ``PASSPORT_<NAME>``
 =================================  ===========================================================
 
 ``kyso-platform serve`` has its own options (``KYSO_BIND``, ``KYSO_WORKERS``,
@@ -75,6 +84,23 @@ DEFAULT_AGENT_PORT = 47321
 DEFAULT_REGISTRY_URL = "http://127.0.0.1:8090"
 DEFAULT_METRICS_ALLOW = "127.0.0.0/8,::1/128"
 PASSPORT_ALGORITHMS = ("ES256", "PS256")
+REVOCATION_POLICIES = ("hard", "soft", "off")
+# The passport variables with a field of their own in PassportSettings.
+_PASSPORT_TYPED = frozenset(
+    {
+        "PKCS11_MODULE",
+        "TOKEN_LABEL",
+        "KEY_LABEL",
+        "PIN",
+        "PIN_FILE",
+        "ALGORITHM",
+        "CERTIFICATE",
+        "ISSUER",
+        "DSC_LIST",
+        "LIST_ANCHORS",
+        "FONT_DIR",
+    }
+)
 
 N = TypeVar("N", int, float)
 
@@ -100,6 +126,10 @@ class SigningSettings:
     public_origin: str | None = None
     agent_port: int = DEFAULT_AGENT_PORT
     agent_installer_url: str | None = None
+    revocation_policy: str = "hard"
+    revocation_timeout: float = 5.0
+    revocation_cache_seconds: float = 300.0
+    certificate_expiry_warning_days: int = 30
 
 
 @dataclass(frozen=True)
@@ -135,6 +165,8 @@ class PassportSettings:
     dsc_list: str | None = None
     list_anchors: str | None = None
     font_dir: str | None = None
+    # Every other KYSO_PASSPORT_<NAME> variable (the PDF signer's, the TSA's), as given.
+    others: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -167,6 +199,10 @@ class Settings:
             "PUBLIC_ORIGIN": signing.public_origin,
             "AGENT_PORT": signing.agent_port,
             "AGENT_INSTALLER_URL": signing.agent_installer_url,
+            "REVOCATION_POLICY": signing.revocation_policy,
+            "REVOCATION_TIMEOUT": signing.revocation_timeout,
+            "REVOCATION_CACHE_SECONDS": signing.revocation_cache_seconds,
+            "CERTIFICATE_EXPIRY_WARNING_DAYS": signing.certificate_expiry_warning_days,
             "DOWNLOADS_DIR": self.downloads.folder,
             "REGISTRY_URL": registry.url,
             "REGISTRY_API_KEY": registry.api_key,
@@ -186,6 +222,7 @@ class Settings:
             "PASSPORT_DSC_LIST": passport.dsc_list,
             "PASSPORT_LIST_ANCHORS": passport.list_anchors,
             "PASSPORT_FONT_DIR": passport.font_dir,
+            **{f"PASSPORT_{name}": value for name, value in passport.others},
         }
 
 
@@ -249,6 +286,12 @@ def from_environ(environ: Mapping[str, str] | None = None) -> Settings:
             f"{k}PASSPORT_ALGORITHM must be ES256 or PS256, not {algorithm!r}: correct it, or "
             "remove it for ES256"
         )
+    policy = (read.text(f"{k}REVOCATION_POLICY") or "hard").lower()
+    if policy not in REVOCATION_POLICIES:
+        raise SettingsError(
+            f"{k}REVOCATION_POLICY must be hard, soft or off, not {policy!r}: correct it, or "
+            "remove it for hard"
+        )
     adapter = read.text(f"{k}REGISTRY_ADAPTER")
     if adapter is not None and not all(adapter.partition(":")[::2]):
         raise SettingsError(
@@ -264,6 +307,14 @@ def from_environ(environ: Mapping[str, str] | None = None) -> Settings:
             public_origin=read.text(f"{k}PUBLIC_ORIGIN"),
             agent_port=read.number(f"{k}AGENT_PORT", DEFAULT_AGENT_PORT, int, 1024, 65535),
             agent_installer_url=read.text(f"{k}AGENT_INSTALLER_URL"),
+            revocation_policy=policy,
+            revocation_timeout=read.number(f"{k}REVOCATION_TIMEOUT", 5.0, float, 0.1, 120.0),
+            revocation_cache_seconds=read.number(
+                f"{k}REVOCATION_CACHE_SECONDS", 300.0, float, 0.0, 86400.0
+            ),
+            certificate_expiry_warning_days=read.number(
+                f"{k}CERTIFICATE_EXPIRY_WARNING_DAYS", 30, int, 0, 365
+            ),
         ),
         downloads=DownloadsSettings(folder=read.text(f"{k}DOWNLOADS_DIR")),
         registry=RegistrySettings(
@@ -289,6 +340,15 @@ def from_environ(environ: Mapping[str, str] | None = None) -> Settings:
             dsc_list=read.text(f"{k}PASSPORT_DSC_LIST"),
             list_anchors=read.text(f"{k}PASSPORT_LIST_ANCHORS"),
             font_dir=read.text(f"{k}PASSPORT_FONT_DIR"),
+            others=tuple(
+                sorted(
+                    (name.removeprefix(f"{k}PASSPORT_"), value)
+                    for name, value in environ.items()
+                    if name.startswith(f"{k}PASSPORT_")
+                    and name.removeprefix(f"{k}PASSPORT_") not in _PASSPORT_TYPED
+                    and value.strip()
+                )
+            ),
         ),
     )
 

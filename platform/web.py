@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 
 from kyso.platform import i18n
 from kyso.platform.auth import sessions
+from kyso.platform.db import is_transient
 from kyso.platform.i18n import DomainError, translate
 from kyso.platform.models import AuthSession, Role, User
 
@@ -244,11 +245,20 @@ def forbidden(exc: DomainError) -> Response:
     return error_page(message, 403)
 
 
+# HTTP refusals without a handler of their own: the catalogue key that says what to do.
+HTTP_ERRORS = {
+    400: "common.bad_request",
+    403: "common.forbidden",
+    405: "common.method_not_allowed",
+    429: "common.too_many_requests",
+}
+
+
 def install(app: Flask) -> None:
     """The request hooks, error handlers, template globals and the language switch."""
     from flask_wtf.csrf import CSRFError
     from sqlalchemy.exc import DBAPIError, OperationalError
-    from werkzeug.exceptions import Forbidden, NotFound, RequestEntityTooLarge
+    from werkzeug.exceptions import Forbidden, HTTPException, NotFound, RequestEntityTooLarge
 
     @app.teardown_appcontext
     def _close_session(_exc: BaseException | None) -> None:
@@ -274,12 +284,24 @@ def install(app: Flask) -> None:
     def _forbidden(_exc: Forbidden) -> Response:
         return error_answer("common.forbidden", 403)
 
+    # Every other refusal (405, 400, 429...) in the site's words too, keeping its headers
+    # (Allow, Retry-After); Werkzeug's English page is neither the site's nor says what to do.
+    @app.errorhandler(HTTPException)
+    def _refused(exc: HTTPException) -> Any:
+        if exc.response is not None or exc.code is None or exc.code >= 500:
+            return exc
+        answer = error_answer(HTTP_ERRORS.get(exc.code, "common.request_refused"), exc.code)
+        for name, value in exc.get_headers():
+            if name.lower() not in ("content-type", "content-length"):
+                answer.headers[name] = value
+        return answer
+
     def _database_unavailable(exc: Exception) -> Response:
         # The database is down or the connection was lost: worth trying again in a moment.
         # One log line, no traceback: the operator's monitoring already says why.
         app.logger.error("database unavailable: %s", type(exc).__name__)
         g.database_down = True  # the error page asks nothing more of it
-        return error_answer("common.database_unavailable", 503, retryable=True)
+        return error_answer("common.database_lost", 503, retryable=True)
 
     @app.errorhandler(OperationalError)
     def _operational(exc: OperationalError) -> Response:
@@ -287,7 +309,7 @@ def install(app: Flask) -> None:
 
     @app.errorhandler(DBAPIError)
     def _dbapi(exc: DBAPIError) -> Response:
-        if exc.connection_invalidated:
+        if is_transient(exc):  # lost, refused, terminated, deadlocked: worth a retry
             return _database_unavailable(exc)
         app.logger.exception("database error")
         return error_answer("common.server_error", 500)

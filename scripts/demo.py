@@ -1,7 +1,9 @@
 """`make demo`: the whole system on its embedded defaults, on this machine.
 
-- a demo USB token (SoftHSM2) holding an organisation certificate issued by a demo CA, like the
-  ones Vietnamese CAs put on USB tokens, and a demo platform manifest key;
+- a test PKI shaped like Vietnam's (kyso.platform.testpki: root CA, issuing CA, OCSP responder,
+  CRLs, time-stamping authority) served on http://127.0.0.1:8091;
+- a demo USB token (SoftHSM2) holding an organisation certificate issued by that issuing CA, like
+  the ones Vietnamese CAs put on USB tokens, and a demo platform manifest key;
 - the central passport key on a SoftHSM2 token of its own ("Kyso Passport Demo", EC P-256),
   certified as a Document Signer Certificate by a demo CSCA, and the platform configured to
   use it (the issuer page's "Cấp ngay", the citizen lookup, the signed lists for verifiers);
@@ -31,12 +33,15 @@ from cryptography.x509.oid import NameOID, ObjectIdentifier
 
 from kyso.agent import devpki
 from kyso.agent.token import softhsm
+from kyso.platform.testpki import TestPki
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = Path(os.environ.get("KYSO_DEMO_DIR", ROOT / "demo-data"))
 ORIGIN = "http://127.0.0.1:8080"  # the platform's address in the demo
 PIN = "123456"
 ORGANISATION = "Trạm Y tế Phường Bến Nghé"
+PKI_PORT = 8091
+PKI_URL = f"http://127.0.0.1:{PKI_PORT}"
 
 
 PASSPORT_TOKEN = "Kyso Passport Demo"
@@ -114,6 +119,8 @@ def provision() -> dict[str, object]:
         return info
 
     DEMO.mkdir(parents=True, exist_ok=True)
+    # The officers' CA: certificates with AIA (OCSP) and CRL distribution points on PKI_PORT.
+    pki = TestPki.open(DEMO / "pki", PKI_URL)
     subject = devpki.vn_organisation_subject(ORGANISATION, tax_code="0312345678")
     keys = [softhsm.KeySpec("org-rsa", "RSA", 2048), softhsm.KeySpec("org-p256", "EC", 256)]
     token = softhsm.provision(
@@ -122,8 +129,9 @@ def provision() -> dict[str, object]:
         user_pin=PIN,
         keys=keys,
         certificates=softhsm.standard_certificates(keys, subject=subject),
+        ca=pki.issuing,
     )
-    (DEMO / "demo-ca.pem").write_bytes(token.ca_pem)
+    (DEMO / "demo-ca.pem").write_bytes(pki.anchors_pem())  # root + issuing CA
     for name, cert in token.certificates.items():
         (DEMO / f"{name}.pem").write_bytes(cert.pem)
 
@@ -262,6 +270,21 @@ def main() -> int:
     env = platform_env()
     children: list[subprocess.Popen[bytes]] = []
     try:
+        pki = subprocess.Popen(  # noqa: S603
+            [
+                sys.executable,
+                "-m",
+                "kyso.platform.testpki",
+                "serve",
+                "--dir",
+                str(DEMO / "pki"),
+                "--port",
+                str(PKI_PORT),
+            ],
+            env=env,
+        )
+        children.append(pki)
+        wait_for_port(PKI_PORT, pki, "the test PKI (OCSP, CRLs, TSA)")
         registry = subprocess.Popen(  # noqa: S603
             platform_command(
                 "registry",
@@ -325,6 +348,7 @@ def banner(info: dict[str, object], accounts: str) -> None:
 Kyso demo
   Platform:             http://127.0.0.1:{PLATFORM_PORT}/   (open it in a browser)
   Population registry:  http://127.0.0.1:{REGISTRY_PORT}/   (reference implementation)
+  Test PKI:             {PKI_URL}/ocsp, /crl/issuing.crl, /tsa   (folder demo-data/pki)
   Signing agent:        ws://127.0.0.1:{info["port"]}/     (this terminal)
   USB token (SoftHSM2): {info["token_label"]}   PIN: {info["pin"]}
   Passport key:         {PASSPORT_TOKEN} (SoftHSM2), configured: log in as cucduphong,
@@ -338,6 +362,8 @@ Demo accounts:
 Sign a first batch in the browser: open http://127.0.0.1:{PLATFORM_PORT}/, log in as
 {DEMO_OFFICER} (password kyso-demo-2022), search, tick, "Xem danh sách", then "Ký số".
 This terminal then shows the consent text and asks for the PIN ({info["pin"]}).
+Revoke the token's certificate (then signing is refused with the revocation date):
+  .venv/bin/python -m kyso.platform.testpki revoke --dir {DEMO / "pki"} SERIAL
 Without a browser, play the page from another terminal:
   .venv/bin/python scripts/demo_client.py --count 30
 Press Ctrl+C to stop everything.

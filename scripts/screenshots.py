@@ -18,9 +18,11 @@ import json
 import os
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtCore import QEventLoop, QTimer
 from PySide6.QtWidgets import (
@@ -38,7 +40,7 @@ from kyso.agent.manifest import BatchManifest, Summary
 from kyso.agent.protocol import ErrorCode
 from kyso.agent.service import BatchOutcome, ConsentRequest
 from kyso.agent.token import softhsm
-from kyso.agent.token.model import Algorithm, PinStatus
+from kyso.agent.token.model import Algorithm, PinStatus, TokenInfo
 from kyso.agent.token.pkcs11_token import Pkcs11Token
 from kyso.agent.ui.app import DesktopApp
 from kyso.agent.ui.dialogs import ConsentDialog, PairingDialog, ProgressDialog
@@ -46,7 +48,7 @@ from kyso.agent.ui.settings import OriginRow, SettingsDialog
 
 ROOT = Path(__file__).resolve().parent.parent
 ORIGIN = "https://tiemchung.hcm.example.vn"
-NAMES = ("main-window", "consent-pin", "progress", "settings")
+NAMES = ("main-window", "consent-pin", "progress", "settings", "driver-waiting")
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,30 @@ def wait_until(condition: object, timeout_ms: int = 10_000) -> None:
     while not condition() and waited < timeout_ms:  # type: ignore[operator]
         wait(50)
         waited += 50
+
+
+class StuckDriver:
+    """The real token behind a slot list that waits until ``release()``: the picture of Start
+    waiting for a USB token driver that does not answer (the tests use a real hanging PKCS#11
+    module, tests/support/hanging_pkcs11.c)."""
+
+    def __init__(self, token: Pkcs11Token) -> None:
+        self._token = token
+        self._released = threading.Event()
+
+    def release(self) -> None:
+        self._released.set()
+
+    def present_tokens(self) -> list[TokenInfo]:
+        self._released.wait()
+        return self._token.present_tokens()
+
+    def refresh_presence(self) -> list[TokenInfo]:
+        self._released.wait()
+        return self._token.refresh_presence()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._token, name)
 
 
 class Gallery:
@@ -110,6 +136,17 @@ class Gallery:
         self.app.controller.record_outcome(
             BatchOutcome(ORIGIN, "B2022-0314-0041", 300, 300, None, datetime.now(UTC))
         )
+        # A second window whose Start waits for a driver that does not answer.
+        self.stuck = StuckDriver(self.token)
+        self.waiting = DesktopApp(
+            AgentConfig(state_dir=workdir / "state-waiting"),
+            self.stuck,  # type: ignore[arg-type]
+            language=language,
+            port=0,
+            use_tray=False,
+        )
+        self.waiting.controller.snapshot = self.app.controller.snapshot  # as read before
+        self.waiting.controller.start()
 
     def windows(self) -> dict[str, QWidget]:
         app, language = self.app, self.language
@@ -130,7 +167,7 @@ class Gallery:
             replace(app.settings_values(), module_locked=False),
             modules,
             rows,
-            lambda origin: None,
+            lambda origin, done: done(None),
             language,
         )
         pairing = PairingDialog(ORIGIN, language)
@@ -149,9 +186,12 @@ class Gallery:
             "settings": settings,
             "pairing": pairing,
             "result": result,
+            "driver-waiting": self.waiting.window,
         }
 
     def close(self) -> None:
+        self.stuck.release()
+        self.waiting.shutdown()
         self.app.shutdown()
         self.token.close()
 

@@ -5,11 +5,12 @@ set -euo pipefail
 
 # Qt (PySide6) needs EGL/xkbcommon/fontconfig even offscreen; Xvfb runs real windows for
 # screenshots; DejaVu fonts cover Vietnamese in the PDF passports; msitools builds the MSI;
-# nginx and systemd-analyze check deploy/ in its tests.
+# nginx and systemd-analyze check deploy/ in its tests; pdfsig, pdftotext (poppler-utils) and
+# certutil (libnss3-tools) check the PDF passports as Poppler-based readers see them.
 packages=(softhsm2 opensc openssl chromium xvfb xauth libegl1 libgl1 libxkbcommon0
   libxkbcommon-x11-0 libxcb-cursor0 libdbus-1-3 libfontconfig1 fonts-dejavu-core msitools
   libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxcb-shape0 libxcb-xkb1
-  libxcb-randr0 libxcb-xinerama0 nginx-light systemd)
+  libxcb-randr0 libxcb-xinerama0 nginx-light systemd poppler-utils libnss3-tools)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -10,4 +10,4 @@ TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-pytest_plugins = ["softhsm_fixtures", "support.memory_keyring"]
+pytest_plugins = ["softhsm_fixtures", "support.memory_keyring", "support.hanging_module"]

@@ -25,6 +25,7 @@ from kyso.agent.token import softhsm as softhsm2
 from kyso.agent.token.model import PinStatus
 from kyso.agent.token.pkcs11_token import Pkcs11Token
 from kyso.agent.token.softhsm import CertSpec, KeySpec, ProvisionedToken
+from kyso.platform import testpki
 
 __all__ = [
     "SO_PIN",
@@ -37,6 +38,7 @@ __all__ = [
     "softhsm",
     "softhsm_ca",
     "softhsm_dir",
+    "test_pki",
     "token",
 ]
 
@@ -97,8 +99,19 @@ def softhsm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def softhsm_ca() -> devpki.DevCA:
-    return devpki.create_ca("Kyso Test Root CA")
+def test_pki(tmp_path_factory: pytest.TempPathFactory) -> Iterator[testpki.TestPki]:
+    """The session's test PKI (root, issuing CA, OCSP responder, CRLs, TSA), served over HTTP on
+    an ephemeral port (``test_pki.base_url``; ``ocsp_url``, ``tsa_url``). Trust bundle:
+    ``test_pki.write_anchors(path)``; revoke: ``test_pki.revoke(serial, at)``."""
+    running = testpki.start(tmp_path_factory.mktemp("pki"))
+    yield running.pki
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def softhsm_ca(test_pki: testpki.TestPki) -> devpki.DevCA:
+    """The officers' CA: the test PKI's issuing CA (AIA to its OCSP responder, CRL DP)."""
+    return test_pki.issuing
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from kyso.agent.errors import AgentError
+
 
 class Algorithm(enum.StrEnum):
     """Signature algorithms the agent offers. Every one signs a 32-byte SHA-256 digest."""
@@ -90,7 +92,7 @@ class TokenStats:
     signatures: int = 0  # C_Sign calls
 
 
-class TokenError(Exception):
+class TokenError(AgentError):
     """Base of every error the token layer raises."""
 
 

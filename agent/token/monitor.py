@@ -58,21 +58,31 @@ class PresenceMonitor:
         self._interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # start() and stop() may run on different threads
+        self._started = False
         self._identity: frozenset[tuple[int, str, str, str]] | None = None
         self._failing = False
         self.presence = TokenPresence()
 
     def start(self) -> TokenPresence:
-        if self._thread is not None:
-            raise RuntimeError("the monitor is already running")
-        self._poll(notify=False)
-        self._thread = threading.Thread(target=self._run, name="kyso-hotplug", daemon=True)
-        self._thread.start()
+        with self._lock:
+            if self._started:
+                raise RuntimeError("the monitor is already running")
+            self._started = True
+        self._poll(notify=False)  # may wait long for a slow or stuck driver: not under the lock
+        with self._lock:
+            # stop() may come from another thread while the first poll waits: then no thread.
+            if not self._stop.is_set():
+                thread = threading.Thread(target=self._run, name="kyso-hotplug", daemon=True)
+                thread.start()
+                self._thread = thread
         return self.presence
 
     def stop(self) -> None:
-        self._stop.set()
-        thread, self._thread = self._thread, None
+        """Stops polling; callable from any thread, also while ``start()`` still polls."""
+        with self._lock:
+            self._stop.set()
+            thread, self._thread = self._thread, None
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=10)
 

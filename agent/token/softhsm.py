@@ -47,8 +47,9 @@ from pkcs11 import Attribute, CertificateType, KeyType, MechanismFlag, ObjectCla
 from pkcs11.util.ec import encode_named_curve_parameters
 
 from kyso.agent import devpki
+from kyso.agent.errors import AgentError
+from kyso.agent.token.library import reinitialize_module
 from kyso.agent.token.model import PinStatus
-from kyso.agent.token.pkcs11_token import reinitialize_module
 
 __all__ = [
     "MODULE_CANDIDATES",
@@ -95,7 +96,7 @@ _FLAG_FINAL_TRY = 0x00020000
 _FLAG_LOCKED = 0x00040000
 
 
-class SoftHSMError(RuntimeError):
+class SoftHSMError(AgentError, RuntimeError):
     """SoftHSM2 is missing or refused to provision a token."""
 
 

@@ -9,7 +9,9 @@ back; ``DesktopApp`` is the Qt side (the ``Presenter``) that owns the dialogs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
 import threading
 from collections.abc import Callable
@@ -34,7 +36,12 @@ from kyso.agent.service import BatchOutcome, ConsentRequest
 from kyso.agent.settings import SettingsError, SettingsStore, UserSettings
 from kyso.agent.token import model as tm
 from kyso.agent.ui.bridge import QtUserInterface, Reply
-from kyso.agent.ui.controller import HOTPLUG_SECONDS, AgentController
+from kyso.agent.ui.controller import (
+    DRIVER_TIMEOUT_SECONDS,
+    HOTPLUG_SECONDS,
+    SHUTDOWN_SECONDS,
+    AgentController,
+)
 from kyso.agent.ui.dialogs import (
     AboutDialog,
     ConsentDialog,
@@ -60,6 +67,7 @@ class DesktopApp(QObject):
     _pairing_requested = Signal(object)  # PairingRequest | None, from the asyncio thread
     # (dialog, FetchedKey | PairingError), from the fetch thread: the dialog that asked for it
     _key_fetched = Signal(object)
+    _keyring_done = Signal(object)  # (done, PairingError | None), from a keyring thread
 
     def __init__(
         self,
@@ -74,6 +82,7 @@ class DesktopApp(QObject):
         hotplug_interval: float = HOTPLUG_SECONDS,
         pairing: PairingManager | None = None,
         settings_store: SettingsStore | None = None,
+        driver_timeout: float = DRIVER_TIMEOUT_SECONDS,
     ) -> None:
         super().__init__()
         self.language = language
@@ -89,6 +98,7 @@ class DesktopApp(QObject):
             port=port,
             hotplug_interval=hotplug_interval,
             pairing=pairing,
+            driver_timeout=driver_timeout,
         )
         self.window = MainWindow(self.controller, language)
         if use_tray is None:
@@ -112,6 +122,8 @@ class DesktopApp(QObject):
         self._fetcher: threading.Thread | None = None
         self._pairing_requested.connect(self.ask_pairing, Qt.ConnectionType.QueuedConnection)
         self._key_fetched.connect(self._show_fetched, Qt.ConnectionType.QueuedConnection)
+        self._keyring_done.connect(self._keyring_finished, Qt.ConnectionType.QueuedConnection)
+        self._keyring_jobs: list[threading.Thread] = []
         self._remove_pairing_listener: Callable[[], None] | None = None
         if pairing is not None:
             self._remove_pairing_listener = pairing.add_pairing_listener(
@@ -120,6 +132,7 @@ class DesktopApp(QObject):
 
         w = self.window
         w.start_stop.connect(self.toggle)
+        w.cancel_start.connect(self.controller.cancel_start)
         w.about_requested.connect(self.show_about)
         w.logs_requested.connect(self.open_logs)
         w.diagnostics_requested.connect(self.copy_diagnostics)
@@ -129,7 +142,9 @@ class DesktopApp(QObject):
     # --- actions ---------------------------------------------------------------------------
 
     def toggle(self) -> None:
-        if self.controller.listening:
+        if self.controller.waiting:
+            self.controller.cancel_start()
+        elif self.controller.listening:
             self.stop()
         else:
             self.controller.start()
@@ -139,6 +154,10 @@ class DesktopApp(QObject):
         self.controller.stop()
 
     def quit(self) -> None:
+        # Gone from the screen at once, even if a stuck driver makes the shutdown wait.
+        self.window.hide()
+        if self.tray is not None:
+            self.tray.hide()
         self.shutdown()
         QApplication.quit()
 
@@ -154,6 +173,8 @@ class DesktopApp(QObject):
             self._fetcher.join(timeout=30)
         if self._pin_reader is not None:
             self._pin_reader.join(timeout=10)
+        for job in self._keyring_jobs:  # a keyring that never answers keeps only its thread
+            job.join(timeout=5)
         if self.tray is not None:
             self.tray.hide()
 
@@ -227,14 +248,42 @@ class DesktopApp(QObject):
             for o in self.controller.config.origins
         ]
 
-    def _remove_origin(self, origin: str) -> str | None:
-        if self.pairing is None:
-            return None
-        try:
-            self.pairing.remove(origin)
-        except PairingError as exc:
-            return exc.text.get(self.language)
-        return None
+    def _remove_origin(self, origin: str, done: Callable[[str | None], None]) -> None:
+        pairing = self.pairing
+        if pairing is None:
+            return
+        self._in_keyring(
+            lambda: pairing.remove(origin),
+            lambda error: done(error.text.get(self.language) if error is not None else None),
+        )
+
+    def _in_keyring(
+        self, job: Callable[[], object], done: Callable[[PairingError | None], None]
+    ) -> None:
+        """Runs a keyring write off the Qt thread; ``done(error)`` runs on the Qt thread.
+
+        A keyring may wait for an unlock prompt or hang: the window keeps answering meanwhile.
+        """
+        emit = self._keyring_done.emit
+
+        def run() -> None:
+            error: PairingError | None = None
+            try:
+                job()
+            except PairingError as exc:
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the app is gone (Quit)
+                emit((done, error))
+
+        thread = threading.Thread(target=run, name="kyso-keyring", daemon=True)
+        self._keyring_jobs = [t for t in self._keyring_jobs if t.is_alive()] + [thread]
+        thread.start()
+
+    def _keyring_finished(
+        self, payload: tuple[Callable[[PairingError | None], None], PairingError | None]
+    ) -> None:
+        done, error = payload
+        done(error)
 
     def show_settings(self) -> SettingsDialog:
         store = self.settings_store
@@ -328,17 +377,18 @@ class DesktopApp(QObject):
             and isinstance(fetched, FetchedKey)
             and fetched.origin == dialog.origin
         ):
-            try:
-                pairing.approve(fetched)
-            except PairingError as exc:
-                self.message = message_dialog(
-                    t("pairing_title", self.language), exc.text.get(self.language), self.language
-                )
-                self.message.show()
+            self._in_keyring(lambda: pairing.approve(fetched), self._approval_saved)
         else:
             pairing.decline(dialog.origin)
         if self.pairing_dialog is dialog:
             self.pairing_dialog = None
+
+    def _approval_saved(self, error: PairingError | None) -> None:
+        if error is not None:
+            self.message = message_dialog(
+                t("pairing_title", self.language), error.text.get(self.language), self.language
+            )
+            self.message.show()
 
     def set_language(self, language: str) -> None:
         self.language = language
@@ -497,10 +547,24 @@ def main(args: argparse.Namespace) -> int:
     desktop.window.show()
     if config.listen_at_launch:
         desktop.controller.start()
+    code = EXIT_OK
     try:
-        return app.exec()
+        code = app.exec()
     finally:
         desktop.shutdown()
         instance.close()
-        if token is not None:
-            token.close()
+    if token is not None and not _close_within(token, SHUTDOWN_SECONDS):
+        # The driver is stuck inside a call: finalising it would wait forever, and so would
+        # the interpreter's exit (it joins the token's worker). Quit means quit.
+        log.error("the USB token driver does not answer: ending without finalising it")
+        logging.shutdown()
+        os._exit(code)
+    return code
+
+
+def _close_within(token: tm.Token, seconds: float) -> bool:
+    """Closes the token layer on a helper thread; False when it has not ended in time."""
+    closer = threading.Thread(target=token.close, name="kyso-token-close", daemon=True)
+    closer.start()
+    closer.join(seconds)
+    return not closer.is_alive()

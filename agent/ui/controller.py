@@ -6,18 +6,26 @@ watched by the core's hot-plug monitor: while listening, the service's own (thro
 listener, called on the asyncio thread); while stopped, a ``PresenceMonitor`` of the
 controller's (called on the monitor's thread). Both reach the Qt thread through a queued signal.
 Qt-only glue: the rules stay in the service.
+
+The Qt thread never waits for the token's driver (issue 18): starting the server (which reads
+the slots once), stopping it and stopping a monitor run on one "control" worker thread, one job
+after another. While a Start waits, the window says it is waiting for the USB token driver and
+offers Cancel; after ``driver_timeout`` seconds it gives up with a message. A start that comes
+back after it was given up is stopped at once, on the worker.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
+import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
 
 from kyso.agent import i18n
 from kyso.agent.config import AgentConfig
@@ -40,6 +48,11 @@ from kyso.agent.token.monitor import DEFAULT_INTERVAL, PresenceMonitor, TokenPre
 log = logging.getLogger(__name__)
 
 HOTPLUG_SECONDS = DEFAULT_INTERVAL  # insertion and removal show within 2 s
+# How long Start waits for the token's driver (its first slot list) before giving up.
+DRIVER_TIMEOUT_SECONDS = 30.0
+# How long Quit waits for the control worker to stop the server; a driver that never answers
+# only keeps its own (daemon) thread, never the window.
+SHUTDOWN_SECONDS = 10.0
 
 
 class TrayState(enum.Enum):
@@ -49,6 +62,51 @@ class TrayState(enum.Enum):
     LISTENING = "listening"
     NO_TOKEN = "no_token"  # listening, but no token is inserted
     SIGNING = "signing"  # a consent dialog or a batch is under way
+    WAITING = "waiting"  # Start waits for the USB token's driver
+
+
+class _ControlWorker:
+    """One daemon thread running jobs in order (a ThreadPoolExecutor's thread is joined at
+    interpreter exit, so a driver stuck forever would keep the process from ending)."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], None], threading.Event] | None] = (
+            queue.SimpleQueue()
+        )
+        self._closed = False
+        self.thread = threading.Thread(target=self._run, name="kyso-control", daemon=True)
+        self.thread.start()
+
+    def submit(self, job: Callable[[], None]) -> threading.Event:
+        """Queues ``job``; the event is set when it has run. RuntimeError once shut down."""
+        if self._closed:
+            raise RuntimeError("the control worker is shut down")
+        done = threading.Event()
+        self._jobs.put((job, done))
+        return done
+
+    def shutdown(self) -> None:
+        """No more jobs; the thread ends after the queued ones."""
+        self._closed = True
+        self._jobs.put(None)
+
+    def _run(self) -> None:
+        while (item := self._jobs.get()) is not None:
+            job, done = item
+            try:
+                job()
+            except Exception:
+                log.exception("a start/stop job failed")
+            finally:
+                done.set()
+
+
+class _Attempt:
+    """One press of Start: the server thread it starts, and whether it was given up."""
+
+    def __init__(self, thread: ServerThread) -> None:
+        self.thread = thread
+        self.abandoned = threading.Event()
 
 
 @dataclass(frozen=True)
@@ -117,7 +175,11 @@ class AgentController(QObject):
     """Start/Stop, the token state and the last batch, for the window and the tray."""
 
     changed = Signal()
-    _snapshot_read = Signal(object)
+    # (watcher generation, TokenSnapshot), from a monitor, the first poll or the asyncio thread
+    _snapshot_read = Signal(object, object)
+    # (_Attempt, port | BaseException), from the control worker
+    _start_done = Signal(object, object)
+    _stop_done = Signal()
 
     def __init__(
         self,
@@ -130,6 +192,7 @@ class AgentController(QObject):
         port: int | None = None,
         hotplug_interval: float = HOTPLUG_SECONDS,
         pairing: PairingManager | None = None,
+        driver_timeout: float = DRIVER_TIMEOUT_SECONDS,
     ) -> None:
         super().__init__()
         self.pairing = pairing
@@ -140,48 +203,84 @@ class AgentController(QObject):
         self._ui = ui
         self._port = port
         self._thread: ServerThread | None = None
+        self._attempt: _Attempt | None = None  # a Start waiting for the driver
         self.listening_port: int | None = None
         self.start_error: Text | None = None
         self.snapshot = TokenSnapshot()
         self.last_outcome: BatchOutcome | None = None
         self.signing = False
+        self.driver_timeout = driver_timeout
         self._hotplug_interval = hotplug_interval
-        self._snapshot_read.connect(self._take_snapshot, Qt.ConnectionType.QueuedConnection)
+        # Every job that may wait for the driver or for a thread, one after another: a Start
+        # runs after the Stop before it, so the port is free again.
+        self._control = _ControlWorker()
+        self._deadline = QTimer(self)
+        self._deadline.setSingleShot(True)
+        self._deadline.timeout.connect(self._give_up)
+        queued = Qt.ConnectionType.QueuedConnection
+        self._snapshot_read.connect(self._take_snapshot, queued)
+        self._start_done.connect(self._started, queued)
+        self._stop_done.connect(self._stopped, queued)
+        self._generation = 0  # snapshots of an older watcher are stale
         self._monitor: PresenceMonitor | None = None
-        self._first_poll: threading.Thread | None = None
         self._remove_listener: Callable[[], None] | None = None
         self._closing = False
         self._watch_while_stopped()
+
+    # --- plumbing --------------------------------------------------------------------------
+
+    @staticmethod
+    def _emitter(signal_emit: Callable[..., None]) -> Callable[..., None]:
+        """A signal's ``emit`` for worker threads: harmless once the controller is gone."""
+
+        def emit(*args: object) -> None:
+            with contextlib.suppress(RuntimeError):  # the C++ object was deleted
+                signal_emit(*args)
+
+        return emit
+
+    def _submit(self, job: Callable[[], None]) -> None:
+        """Runs ``job`` on the control worker; on a daemon thread once that is shut down."""
+        try:
+            self._control.submit(job)
+        except RuntimeError:  # after Quit: nothing waits for it any more
+            threading.Thread(target=job, name="kyso-control-late", daemon=True).start()
 
     # --- the token, listening or not -------------------------------------------------------
 
     def _watch_while_stopped(self) -> None:
         """Runs a monitor of our own (the service's runs only while listening)."""
-        if self.token is None or self._monitor is not None or self._closing:
+        if (
+            self.token is None
+            or self._monitor is not None
+            or self._closing
+            or self._thread is not None
+            or self._attempt is not None
+        ):
             return
-        emit = self._snapshot_read.emit
+        self._generation += 1
+        generation, emit = self._generation, self._emitter(self._snapshot_read.emit)
         monitor = PresenceMonitor(
-            self.token, lambda p: emit(TokenSnapshot.of(p)), interval=self._hotplug_interval
+            self.token,
+            lambda p: emit(generation, TokenSnapshot.of(p)),
+            interval=self._hotplug_interval,
         )
         self._monitor = monitor
 
-        def first_poll() -> None:  # off the Qt thread: listing certificates may take a while
+        def first_poll() -> None:  # off the Qt thread: the driver may take its time, or hang
             try:
-                emit(TokenSnapshot.of(monitor.start()))
+                emit(generation, TokenSnapshot.of(monitor.start()))
             except (tm.TokenError, RuntimeError) as exc:
                 log.warning("cannot watch the token: %s", exc)
 
-        self._first_poll = threading.Thread(target=first_poll, name="kyso-first-poll", daemon=True)
-        self._first_poll.start()
+        threading.Thread(target=first_poll, name="kyso-first-poll", daemon=True).start()
 
     def _stop_watching(self) -> None:
-        # The first poll and the monitor emit on this object: both end before it may go away.
-        first_poll, self._first_poll = self._first_poll, None
-        if first_poll is not None:
-            first_poll.join(timeout=30)
+        """Retires the stopped-state monitor; its thread ends on the control worker."""
+        self._generation += 1  # whatever it still reports is stale
         monitor, self._monitor = self._monitor, None
         if monitor is not None:
-            monitor.stop()
+            self._submit(monitor.stop)
 
     # --- state -----------------------------------------------------------------------------
 
@@ -190,7 +289,14 @@ class AgentController(QObject):
         return self._thread is not None
 
     @property
+    def waiting(self) -> bool:
+        """Start was pressed and waits for the token's driver (Cancel gives up)."""
+        return self._attempt is not None
+
+    @property
     def status(self) -> TrayState:
+        if self.waiting:
+            return TrayState.WAITING
         if not self.listening:
             return TrayState.STOPPED
         if self.signing or self.snapshot.busy:
@@ -207,7 +313,9 @@ class AgentController(QObject):
         assert isinstance(service, DesktopService)
         return service
 
-    def _take_snapshot(self, snapshot: TokenSnapshot) -> None:
+    def _take_snapshot(self, generation: int, snapshot: TokenSnapshot) -> None:
+        if generation != self._generation:
+            return  # from a monitor that was stopped meanwhile
         self.snapshot = snapshot
         self.changed.emit()
 
@@ -222,15 +330,20 @@ class AgentController(QObject):
 
     # --- start / stop ----------------------------------------------------------------------
 
-    def start(self) -> bool:
-        """Starts listening; False (with ``start_error``) when the token layer or port fails."""
-        if self._thread is not None:
-            return True
+    def start(self) -> None:
+        """Starts listening, off the Qt thread; ``changed`` tells how it went.
+
+        ``waiting`` is true until the server listens (``listening``) or fails (``start_error``):
+        when the token layer is missing, the port is taken, the driver does not answer within
+        ``driver_timeout`` seconds, or the officer pressed Cancel.
+        """
+        if self._thread is not None or self._attempt is not None or self._closing:
+            return
         token = self.token
         if token is None:
             self.start_error = self.module_error
             self.changed.emit()
-            return False
+            return
         config, ui, interval, pairing = self.config, self._ui, self._hotplug_interval, self.pairing
         guard = ReplayGuard(config.state_dir / "used-batches.json")
 
@@ -239,44 +352,104 @@ class AgentController(QObject):
                 config, token, ui, guard, hotplug_interval=interval, pairing=pairing
             )
 
-        thread = ServerThread(config, make_service, port=self._port)
+        attempt = _Attempt(ServerThread(config, make_service, port=self._port))
+        self._attempt = attempt
+        self.start_error = None
         self._stop_watching()  # the service's monitor takes over
-        try:
-            self.listening_port = thread.start()
-        except PortInUse as exc:
-            log.warning("port %d is taken", exc.port)
-            self.start_error = exc.text
-        except OSError as exc:
-            log.warning("could not listen: %s", exc)
-            self.start_error = i18n.text(
-                "ui.listen_failed", port=self._port or self.config.port, error=exc.strerror or exc
-            )
-        else:
-            self._thread = thread
+        emit = self._emitter(self._start_done.emit)
+
+        def start_server() -> None:  # control worker: waits for the driver's first answer
+            result: int | BaseException
+            try:
+                result = attempt.thread.start()
+            except Exception as exc:
+                result = exc
+            if isinstance(result, int) and attempt.abandoned.is_set():
+                log.info("the token's driver answered after Start was given up: stopping")
+                attempt.thread.stop()
+                return
+            emit(attempt, result)
+
+        self._submit(start_server)
+        self._deadline.start(max(1, round(self.driver_timeout * 1000)))
+        self.changed.emit()
+
+    def _started(self, attempt: _Attempt, result: int | BaseException) -> None:
+        if attempt is not self._attempt:  # given up meanwhile (Cancel, timeout or Quit)
+            if isinstance(result, int):
+                self._submit(attempt.thread.stop)
+            return
+        self._attempt = None
+        self._deadline.stop()
+        if isinstance(result, int):
+            self._thread = attempt.thread
+            self.listening_port = result
             self.start_error = None
             service = self.service
             assert service is not None
-            emit = self._snapshot_read.emit
+            self._generation += 1
+            generation, emit = self._generation, self._emitter(self._snapshot_read.emit)
             self._remove_listener = service.add_state_listener(
-                lambda status: emit(TokenSnapshot.of(status))
+                lambda status: emit(generation, TokenSnapshot.of(status))
             )
-            self.changed.emit()
-            return True
-        self._watch_while_stopped()
+        else:
+            if isinstance(result, PortInUse):
+                log.warning("port %d is taken", result.port)
+                self.start_error = result.text
+            elif isinstance(result, OSError):
+                log.warning("could not listen: %s", result)
+                self.start_error = i18n.text(
+                    "ui.listen_failed",
+                    port=self._port or self.config.port,
+                    error=result.strerror or result,
+                )
+            else:
+                log.error("could not start: %r", result)
+                self.start_error = i18n.text("ui.start_failed", error=result)
+            self._watch_while_stopped()
         self.changed.emit()
-        return False
+
+    def _abandon(self, error: Text | None) -> bool:
+        attempt, self._attempt = self._attempt, None
+        if attempt is None:
+            return False
+        attempt.abandoned.set()
+        self._deadline.stop()
+        self.start_error = error
+        self.changed.emit()
+        return True
+
+    def cancel_start(self) -> None:
+        """The officer's Cancel while Start waits for the driver."""
+        if self._abandon(i18n.text("ui.driver_cancelled")):
+            log.warning("Start cancelled while waiting for the token's driver")
+
+    def _give_up(self) -> None:
+        seconds = round(self.driver_timeout)
+        if self._abandon(i18n.text("ui.driver_timeout", seconds=seconds)):
+            log.warning("the token's driver did not answer within %d s", seconds)
 
     def stop(self) -> None:
+        """Stops listening: at once for the window, the server thread ends on the worker."""
         thread, self._thread = self._thread, None
         remove, self._remove_listener = self._remove_listener, None
         if remove is not None:
             remove()
+        self._generation += 1  # the service's last reports are stale
         if thread is not None:
-            thread.stop()
-            self._watch_while_stopped()
+            emit = self._emitter(self._stop_done.emit)
+
+            def stop_server() -> None:
+                thread.stop()
+                emit()
+
+            self._submit(stop_server)
         self.listening_port = None
         self.signing = False
         self.changed.emit()
+
+    def _stopped(self) -> None:
+        self._watch_while_stopped()
 
     def cancel_signing(self) -> None:
         """The officer's Cancel during a batch: stops it between two signatures."""
@@ -284,7 +457,19 @@ class AgentController(QObject):
         if service is not None:
             service.cancel_running()
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout: float = SHUTDOWN_SECONDS) -> bool:
+        """Quit: stops everything; True when it all ended within ``timeout`` seconds.
+
+        A driver stuck in a call keeps only its own thread; everything else has ended (or, for
+        a start still waiting for that driver, stops itself when the driver answers).
+        """
         self._closing = True
+        self._abandon(None)
         self.stop()
         self._stop_watching()
+        self._control.shutdown()
+        self._control.thread.join(timeout=timeout)
+        if self._control.thread.is_alive():
+            log.warning("Quit: the token's driver still does not answer; not waiting for it")
+            return False
+        return True

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 )
 
 from kyso.agent import __version__
+from kyso.agent.expiry import expiry_warning
 from kyso.agent.i18n import tr
 from kyso.agent.protocol import ErrorCode
 from kyso.agent.service import BatchOutcome, ConsentRequest
@@ -142,6 +143,9 @@ class ConsentDialog(_GuardedQuestion):
                 name="certificate",
             )
         )
+        warning = expiry_warning(cert.not_after, language)
+        if warning:
+            layout.addWidget(label(warning, name="expiry"))
         layout.addWidget(
             label(t("dialogs.consent_count", language, count=manifest.count), name="count")
         )

@@ -2,7 +2,7 @@
 
 Colour alone is not enough (colour-blind officers, monochrome taskbars), so each state also has
 its own glyph: a square (stopped), a check (listening), an exclamation mark (no token), a pen
-nib dot trail (signing).
+nib dot trail (signing), clock hands (waiting for the token's driver).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ COLOURS = {
     TrayState.LISTENING: QColor("#15803d"),
     TrayState.NO_TOKEN: QColor("#d97706"),
     TrayState.SIGNING: QColor("#1d4ed8"),
+    TrayState.WAITING: QColor("#7c3aed"),
 }
 SIZES = (16, 20, 24, 32, 48, 64, 128)
 
@@ -48,6 +49,9 @@ def status_pixmap(status: TrayState, size: int) -> QPixmap:
     elif status is TrayState.NO_TOKEN:
         painter.drawLine(QPointF(s * 0.5, s * 0.24), QPointF(s * 0.5, s * 0.56))
         painter.drawPoint(QPointF(s * 0.5, s * 0.74))
+    elif status is TrayState.WAITING:
+        painter.drawLine(QPointF(s * 0.5, s * 0.5), QPointF(s * 0.5, s * 0.26))
+        painter.drawLine(QPointF(s * 0.5, s * 0.5), QPointF(s * 0.68, s * 0.62))
     else:
         for x in (0.3, 0.5, 0.7):
             painter.drawPoint(QPointF(s * x, s * 0.5))

@@ -53,8 +53,9 @@ class OriginRow:
     machine: bool  # set by the administrator: not removable here
 
 
-# Removes an officer-approved origin; returns an error text to show, or None when done.
-RemoveOrigin = Callable[[str], str | None]
+# Removes an officer-approved origin off the Qt thread (the keyring may take its time), then
+# calls ``done`` on the Qt thread with an error text to show, or None when it is removed.
+RemoveOrigin = Callable[[str, Callable[[str | None], None]], None]
 
 
 class SettingsDialog(QDialog):
@@ -222,9 +223,17 @@ class SettingsDialog(QDialog):
         row = item.data(Qt.ItemDataRole.UserRole) if item is not None else None
         if not isinstance(row, OriginRow) or row.machine or self._remove_origin is None:
             return
-        error = self._remove_origin(row.origin)
-        if error is not None:
-            self.origin_note.setText(error)
-            self.origin_note.setVisible(True)
-            return
-        self.origin_list.takeItem(self.origin_list.row(item))
+        self.remove_button.setEnabled(False)  # one removal at a time
+        self.origin_list.setEnabled(False)
+
+        def done(error: str | None) -> None:
+            self.origin_list.setEnabled(True)
+            if error is not None:
+                self._selection_changed(self.origin_list.currentItem())
+                self.origin_note.setText(error)
+                self.origin_note.setVisible(True)
+                return
+            self.origin_list.takeItem(self.origin_list.row(item))
+            self._selection_changed(self.origin_list.currentItem())
+
+        self._remove_origin(row.origin, done)

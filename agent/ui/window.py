@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QFont, QShowEvent
 from PySide6.QtWidgets import (
     QGridLayout,
@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from kyso.agent.expiry import expiry_warning
 from kyso.agent.i18n import tr
 from kyso.agent.ui.controller import AgentController, TrayState
 from kyso.agent.ui.icons import status_icon
@@ -32,6 +33,8 @@ WINDOW_MIN_WIDTH = 560
 
 
 def status_text(controller: AgentController, language: str) -> str:
+    if controller.waiting:
+        return t("status_waiting", language)
     if not controller.listening:
         return t("status_stopped", language)
     if controller.signing:
@@ -59,16 +62,21 @@ def certificate_text(controller: AgentController, language: str) -> str:
     usable = snapshot.signing_certificates
     if not usable:
         return t("certificate_none", language)
-    return "\n".join(
-        t(
-            "certificate_line",
-            language,
-            subject=short_subject(cert.subject),
-            kind=f"{cert.key_type}-{cert.key_size}",
-            not_after=cert.not_after.date().isoformat(),
+    lines: list[str] = []
+    for cert in usable:
+        lines.append(
+            t(
+                "certificate_line",
+                language,
+                subject=short_subject(cert.subject),
+                kind=f"{cert.key_type}-{cert.key_size}",
+                not_after=cert.not_after.date().isoformat(),
+            )
         )
-        for cert in usable
-    )
+        warning = expiry_warning(cert.not_after, language)
+        if warning:
+            lines.append(warning)
+    return "\n".join(lines)
 
 
 def last_batch_text(controller: AgentController, language: str) -> str:
@@ -96,6 +104,7 @@ class MainWindow(QWidget):
     """The Start window. Emits what the officer asked for; the app decides what it means."""
 
     start_stop = Signal()
+    cancel_start = Signal()
     settings_requested = Signal()
     logs_requested = Signal()
     diagnostics_requested = Signal()
@@ -131,6 +140,19 @@ class MainWindow(QWidget):
             grid.addWidget(caption, row, 0)
             grid.addWidget(value, row, 1)
             self.captions[name], self.values[name] = caption, value
+        # While Start waits for the token's driver: what is going on, and a way out.
+        self.waiting = QWidget()
+        self.waiting.setObjectName("waiting")
+        self.waiting_text = label(name="waiting_text")
+        self.cancel_button = QPushButton()
+        self.cancel_button.setObjectName("cancel_start")
+        self.cancel_button.setAutoDefault(False)
+        self.cancel_button.clicked.connect(self.cancel_start.emit)
+        waiting_row = QHBoxLayout(self.waiting)
+        waiting_row.setContentsMargins(0, 0, 0, 0)
+        waiting_row.addWidget(self.waiting_text, 1)
+        waiting_row.addWidget(self.cancel_button, 0, Qt.AlignmentFlag.AlignTop)
+        self.waiting.setVisible(False)
         self.error = label(name="error")
         self.error.setStyleSheet("color: #b00020;")
 
@@ -161,6 +183,7 @@ class MainWindow(QWidget):
         layout.addWidget(self.hint)
         layout.addWidget(self.start_button)
         layout.addLayout(grid)
+        layout.addWidget(self.waiting)
         layout.addWidget(self.error)
         layout.addStretch(1)
         layout.addLayout(actions)
@@ -181,11 +204,17 @@ class MainWindow(QWidget):
         self.diagnostics_button.setText(t("copy_diagnostics", language))
         self.about_button.setText(t("menu_about", language))
         self.quit_button.setText(t("menu_quit", language))
+        self.cancel_button.setText(t("cancel", language))
         self.refresh()
 
     def refresh(self) -> None:
         c, language = self.controller, self.language
         self.start_button.setText(t("stop" if c.listening else "start", language))
+        self.start_button.setEnabled(not c.waiting)
+        self.waiting.setVisible(c.waiting)
+        if c.waiting:
+            seconds = round(c.driver_timeout)
+            self.waiting_text.setText(t("driver_waiting_hint", language, seconds=seconds))
         self.values["status"].setText(status_text(c, language))
         self.values["token"].setText(token_text(c, language))
         self.values["certificate"].setText(certificate_text(c, language))
@@ -256,6 +285,7 @@ class Tray(QSystemTrayIcon):
         language = self.window.language
         c = self.controller
         self.start_action.setText(t("stop" if c.listening else "start", language))
+        self.start_action.setEnabled(not c.waiting)
         self.open_action.setText(t("menu_open", language))
         self.settings_action.setText(t("menu_settings", language))
         self.logs_action.setText(t("menu_logs", language))

@@ -54,6 +54,7 @@ class RejectReason(enum.StrEnum):
     CERTIFICATE_NOT_REGISTERED = "certificate_not_registered"  # no longer the officer's
     CHANGED = "changed"  # the dose or person was edited after the batch was prepared
     ALREADY_SIGNED = "already_signed"  # another batch signed this version first
+    CERTIFICATE_REVOKED = "certificate_revoked"  # revoked by the CA, or compromised, by then
 
 
 class SigningBatch(Base):

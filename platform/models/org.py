@@ -82,6 +82,9 @@ class SigningUnit(Base):
     province_id: Mapped[int | None] = mapped_column(ForeignKey("areas.id"), index=True)
     # Batch mode: one token signature per batch over a manifest (the signing issue).
     batch_mode: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The unit's tax code (mã số thuế): its officers' certificates must carry it as
+    # UID=MST:<tax_code> (and the unit's name as O). None: no certificate is accepted yet.
+    tax_code: Mapped[str | None] = mapped_column(String(20))
 
     facilities: Mapped[list[Facility]] = relationship(back_populates="signing_unit")
 
@@ -168,6 +171,10 @@ class SigningCertificate(Base):
     registered_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     deactivated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     deactivated_reason: Mapped[str | None] = mapped_column(String(200))
+    # The token is compromised from this time (an administrator's date, or the CA's revocation
+    # date when the platform learns it): signatures made from then on are not trusted.
+    compromised_from: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    compromised_source: Mapped[str | None] = mapped_column(String(16))  # "administrator", "ca"
 
     user: Mapped[User] = relationship(back_populates="certificates", foreign_keys=[user_id])
     registered_by: Mapped[User] = relationship(foreign_keys=[registered_by_id])

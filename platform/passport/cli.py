@@ -7,7 +7,9 @@
                                              --anchor csca.pem; --revocation URL|DIR)
     kyso-platform dcc revocation export DIR [--hash-type T] [--chunk N]
 
-Several ``issue-passports`` may run at once (on several machines) against PostgreSQL.
+Several ``issue-passports`` may run at once (on several machines) against PostgreSQL. A chunk
+that meets a lost database connection is tried again (3 times); then the command stops with a
+one-line message and exit code 75 (EX_TEMPFAIL: run it again later), keeping what committed.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from typing import Any
 
 import click
 from flask import Flask
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
+from kyso.platform.db import exit_database_unavailable, is_transient
 from kyso.platform.i18n import DomainError, translate
 from kyso.platform.passport import config
 from kyso.platform.passport.issuance import issue_passports, retry_failed, worker_name
@@ -61,9 +64,14 @@ def issue_passports_command(app: Flask, limit: int | None, chunk: int) -> None:
         context = config.issuance_context(app.config, app.instance_path, signer, chunk=chunk)
     except DomainError as exc:
         raise click.ClickException(config.error_detail(exc)) from None
-    summary = issue_passports(
-        app.extensions["kyso.sessions"], context, worker=worker_name(), limit=limit
-    )
+    try:
+        summary = issue_passports(
+            app.extensions["kyso.sessions"], context, worker=worker_name(), limit=limit
+        )
+    except DBAPIError as exc:
+        if not is_transient(exc):
+            raise
+        exit_database_unavailable("issue-passports", exc)
     click.echo(
         f"run {summary.run_id} ({context.algorithm}): {summary.issued} passports issued, "
         f"{summary.covered} entries already covered, {summary.failed} failed "
@@ -89,7 +97,7 @@ def _print(result: Verification) -> None:
         text = translate(f"passport.check_{check.name}", "en")
         if check.problem:
             text += f" — {translate(check.problem, 'en', **check.values)}"
-        click.echo(f"{mark} {text}" + (f" ({check.detail})" if check.detail else ""))
+        click.echo(f"{mark} {text}" + (f" — {check.detail}" if check.detail else ""))
     if result.kid is not None:
         click.echo(f"kid {result.kid.hex()}  alg {result.algorithm}")
     if result.signer is not None:
@@ -116,7 +124,7 @@ def _offline_signers(dsc: Path | None, trust_list: str | None, anchors: list[Any
                 SignerList.from_bytes(_read_at_most(dsc, MAX_SIGNER_LIST_BYTES, "--dsc"))
             )
         except ValueError as exc:
-            raise click.ClickException(f"--dsc {dsc}: {exc}") from None
+            raise click.ClickException(f"{exc} (--dsc {dsc})") from None
     if trust_list:
         sources.append(load_trust_list(trust_list, anchors))
     for found in sources:

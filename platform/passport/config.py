@@ -16,6 +16,21 @@ reads these variables when the app is made).
 ``KYSO_PASSPORT_LIST_ANCHORS``      (verifiers) the certificates the signed trust and revocation
                                     lists must be signed under: the CSCA (PEM), or the list
                                     signer's own certificate
+``KYSO_PASSPORT_PDF_KEY_LABEL``     the PDF passport's document-signing key, another key than
+                                    the DCC signer's (its certificate: emailProtection or
+                                    documentSigning, no DCC usage)
+``KYSO_PASSPORT_PDF_TOKEN_LABEL``   (optional) its token, when not the DCC signer's
+``KYSO_PASSPORT_PDF_ALGORITHM``     (optional) ``ES256`` (default) or ``PS256``
+``KYSO_PASSPORT_PDF_CERTIFICATE``   (optional) its certificate file, when the token holds none
+``KYSO_PASSPORT_PDF_CHAIN``         (optional) PEM: its certificate's issuers up to the root,
+                                    embedded in every PDF (validation data)
+``KYSO_PASSPORT_PDF_CRLS``          (optional) CRL files (DER or PEM, separated by ``:``) of
+                                    those issuers, embedded in every PDF; re-read when changed
+``KYSO_PASSPORT_TSA_URL``           (optional) the RFC 3161 time-stamping authority: every
+                                    PDF is then PAdES B-LTA (signature and document time-stamps)
+``KYSO_PASSPORT_TSA_ROOTS``         (with the TSA) PEM: the TSA certificate's trust roots
+``KYSO_PASSPORT_PDF_FETCH_REVOCATION`` ``1``: fetch revocation data not in the CRL files (the
+                                    TSA's) from the certificates' CRL/OCSP addresses
 ``KYSO_TRUST_ANCHORS``              the facility certificates' trust anchors (as for signing)
 ==================================  ===========================================================
 
@@ -25,6 +40,7 @@ Each may also be set in the app's config as ``PASSPORT_<NAME>`` (tests do).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -41,6 +57,7 @@ from kyso.platform.passport.hsm import (
     HsmSigner,
 )
 from kyso.platform.passport.issuance import DEFAULT_ISSUER, IssuanceContext, platform_signers
+from kyso.platform.passport.render import PdfSigning
 from kyso.platform.passport.revocation import Signer
 from kyso.platform.passport.revocation import list_signer as make_list_signer
 from kyso.platform.passport.signedlist import ListError, load_anchors
@@ -55,6 +72,7 @@ __all__ = [
     "list_anchors",
     "list_signer",
     "open_signer",
+    "pdf_signing",
     "trust_store",
 ]
 
@@ -66,6 +84,16 @@ def error_detail(exc: DomainError) -> str:
     """A DomainError's English text with its technical detail, for the command line."""
     detail = exc.values.get("detail")
     return exc.text("en") + (f" ({detail})" if detail else "")
+
+
+def _pin(settings: Mapping[str, Any]) -> dict[str, str]:
+    """The PIN or its file, as ``HsmConfig`` takes them (read from the environment, like every
+    setting, by ``kyso.platform.settings``)."""
+    secrets = {
+        PIN_VARIABLE: settings.get("PASSPORT_PIN"),
+        PIN_FILE_VARIABLE: settings.get("PASSPORT_PIN_FILE"),
+    }
+    return {name: str(value) for name, value in secrets.items() if value}
 
 
 def _setting(settings: Mapping[str, Any], name: str) -> str | None:
@@ -82,12 +110,7 @@ def open_signer(settings: Mapping[str, Any], extensions: dict[str, Any]) -> HsmS
     signer = extensions.get("kyso.passport_signer")
     if signer is None:
         try:
-            secrets = {
-                PIN_VARIABLE: settings.get("PASSPORT_PIN"),
-                PIN_FILE_VARIABLE: settings.get("PASSPORT_PIN_FILE"),
-            }
-            given = {name: str(value) for name, value in secrets.items() if value}
-            signer = HsmSigner(HsmConfig.from_settings(settings, given))
+            signer = HsmSigner(HsmConfig.from_settings(settings, _pin(settings)))
         except HsmError as exc:
             # The page shows the catalogue text only (Vietnamese, or English with the switch);
             # the technical detail goes to the log and to the CLI (``error_detail``).
@@ -96,6 +119,67 @@ def open_signer(settings: Mapping[str, Any], extensions: dict[str, Any]) -> HsmS
         extensions["kyso.passport_signer"] = signer
     assert isinstance(signer, HsmSigner)
     return signer
+
+
+def _load_crl(data: bytes) -> x509.CertificateRevocationList:
+    if data.lstrip().startswith(b"-----BEGIN"):
+        return x509.load_pem_x509_crl(data)
+    return x509.load_der_x509_crl(data)
+
+
+def pdf_signing(settings: Mapping[str, Any], extensions: dict[str, Any]) -> PdfSigning:
+    """How PDF passports are signed: the document-signing key (opened once per process), its
+    chain, CRLs (read again when a file changes) and TSA."""
+    signer = extensions.get("kyso.passport_pdf_signer")
+    if signer is None:
+        try:
+            signer = HsmSigner(HsmConfig.for_documents(settings, _pin(settings)))
+        except HsmError as exc:
+            raise DomainError(f"passport.error_{exc.code}", detail=str(exc)) from exc
+        extensions["kyso.passport_pdf_signer"] = signer
+    assert isinstance(signer, HsmSigner)
+    chain_path = _setting(settings, "PDF_CHAIN")
+    crl_paths = [p for p in (_setting(settings, "PDF_CRLS") or "").split(os.pathsep) if p]
+    tsa = _setting(settings, "TSA_URL")
+    tsa_roots_path = _setting(settings, "TSA_ROOTS")
+    fetch = _setting(settings, "PDF_FETCH_REVOCATION") in ("1", "true", "yes", "True")
+    files = [p for p in (chain_path, tsa_roots_path, *crl_paths) if p]
+    try:
+        stamp = tuple(Path(p).stat().st_mtime_ns for p in files)
+    except OSError as exc:
+        raise DomainError(
+            "passport.error_hsm_certificate", detail=f"cannot read the PDF validation data: {exc}"
+        ) from exc
+    key = (signer, tuple(files), stamp, tsa, fetch)
+    cached = extensions.get("kyso.passport_pdf_signing")
+    if cached is not None and cached[0] == key:
+        signing = cached[1]
+        assert isinstance(signing, PdfSigning)
+        return signing
+    try:
+        chain = (
+            tuple(x509.load_pem_x509_certificates(Path(chain_path).read_bytes()))
+            if (chain_path)
+            else ()
+        )
+        crls = tuple(_load_crl(Path(p).read_bytes()) for p in crl_paths)
+        tsa_roots = (
+            tuple(x509.load_pem_x509_certificates(Path(tsa_roots_path).read_bytes()))
+            if tsa_roots_path
+            else ()
+        )
+    except (OSError, ValueError) as exc:
+        raise DomainError(
+            "passport.error_hsm_certificate", detail=f"cannot read the PDF validation data: {exc}"
+        ) from exc
+    timestamper: Any = None
+    if tsa:
+        from pyhanko.sign.timestamps import HTTPTimeStamper
+
+        timestamper = HTTPTimeStamper(tsa, timeout=10)
+    signing = PdfSigning(signer, chain, crls, timestamper, tsa_roots, fetch)
+    extensions["kyso.passport_pdf_signing"] = (key, signing)
+    return signing
 
 
 def trust_store(settings: Mapping[str, Any], instance_path: str) -> TrustStore:

@@ -22,8 +22,12 @@ within a process signing is serial, and the issuance scales with worker processe
 module was re-initialised or logged out underneath (another component of the process using the
 same module), the session is reopened once and the call retried.
 
-``pdf_signer`` gives pyHanko's PKCS#11 signer on the same key for the PAdES signature of the
-PDF passport.
+The PDF passport is signed by a key of its own, never by the DCC signer
+(``HsmConfig.for_documents``, ``KYSO_PASSPORT_PDF_*``): a Document Signer Certificate's only
+extended key usage is the DCC one, which PDF readers (Poppler, NSS) do not accept for a
+document signature. The document key's certificate must allow emailProtection or
+documentSigning (or name no extended key usage) and must not carry the DCC key usages;
+``pdf_signer`` gives pyHanko's PKCS#11 signer on it for the PAdES signature.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ __all__ = [
     "HsmConfig",
     "HsmError",
     "HsmSigner",
+    "check_document_certificate",
     "verify_cose_signature",
 ]
 
@@ -72,6 +77,18 @@ _RETRYABLE: Final = (
 
 TOKEN_READ_TRIES = 6
 
+# Extended key usages PDF readers accept on a document signature: emailProtection (NSS, so
+# Poppler/Evince/Okular, and Adobe), documentSigning (RFC 9336), Adobe's authentic documents.
+EKU_EMAIL_PROTECTION: Final = x509.ObjectIdentifier("1.3.6.1.5.5.7.3.4")
+EKU_DOCUMENT_SIGNING: Final = x509.ObjectIdentifier("1.3.6.1.5.5.7.3.36")
+EKU_ADOBE_AUTHENTIC_DOCUMENTS: Final = x509.ObjectIdentifier("1.2.840.113583.1.1.5")
+DOCUMENT_EKUS: Final = frozenset(
+    {EKU_EMAIL_PROTECTION, EKU_DOCUMENT_SIGNING, EKU_ADOBE_AUTHENTIC_DOCUMENTS}
+)
+# The DCC Document Signer usages (eHealth network, Guidelines on DCC certificate governance):
+# a certificate carrying them is a DSC and signs no PDF.
+DCC_EKU_PREFIX: Final = "1.3.6.1.4.1.1847.2021.1."
+
 
 class HsmError(RuntimeError):
     """The central signing key cannot be used. ``code`` names the passport text, ``values``
@@ -91,20 +108,41 @@ class HsmConfig:
     pin: str = field(repr=False)
     algorithm: str = "ES256"
     certificate_path: str | None = None
+    # "dcc": the DCC signer (COSE); "document": the PDF passport's document-signing key.
+    purpose: str = "dcc"
 
     @classmethod
-    def from_settings(cls, settings: Mapping[str, Any], environ: Mapping[str, str]) -> HsmConfig:
+    def for_documents(cls, settings: Mapping[str, Any], environ: Mapping[str, str]) -> HsmConfig:
+        """The PDF passport's document-signing key: ``KYSO_PASSPORT_PDF_KEY_LABEL`` (required),
+        ``KYSO_PASSPORT_PDF_TOKEN_LABEL`` (default: the DCC signer's token),
+        ``KYSO_PASSPORT_PDF_ALGORITHM`` (ES256, default, or PS256) and
+        ``KYSO_PASSPORT_PDF_CERTIFICATE``; module and PIN as for the DCC signer."""
+        return cls.from_settings(settings, environ, prefix="PDF_")
+
+    @classmethod
+    def from_settings(
+        cls, settings: Mapping[str, Any], environ: Mapping[str, str], *, prefix: str = ""
+    ) -> HsmConfig:
         """From ``PASSPORT_*`` settings (``KYSO_PASSPORT_*`` variables); the PIN only from
-        ``KYSO_PASSPORT_PIN`` or the file ``KYSO_PASSPORT_PIN_FILE`` names."""
+        ``KYSO_PASSPORT_PIN`` or the file ``KYSO_PASSPORT_PIN_FILE`` names. ``prefix`` "PDF_":
+        the key's own settings are ``PASSPORT_PDF_*`` (the token's falls back to the DCC one)."""
 
         def value(name: str) -> str | None:
             configured = settings.get(f"PASSPORT_{name}") or environ.get(f"KYSO_PASSPORT_{name}")
             return str(configured) if configured else None
 
+        def own(name: str) -> str | None:
+            return value(prefix + name)
+
+        token_label = own("TOKEN_LABEL") or value("TOKEN_LABEL")
         missing = [
             f"KYSO_PASSPORT_{name}"
-            for name in ("PKCS11_MODULE", "TOKEN_LABEL", "KEY_LABEL")
-            if value(name) is None
+            for name, configured in (
+                ("PKCS11_MODULE", value("PKCS11_MODULE")),
+                ("TOKEN_LABEL", token_label),
+                (prefix + "KEY_LABEL", own("KEY_LABEL")),
+            )
+            if configured is None
         ]
         pin = environ.get(PIN_VARIABLE)
         pin_file = environ.get(PIN_FILE_VARIABLE)
@@ -123,22 +161,33 @@ class HsmConfig:
                 "the passport signing key is not configured: set " + ", ".join(missing),
                 missing=", ".join(missing),
             )
-        algorithm = (value("ALGORITHM") or "ES256").upper()
+        algorithm = (own("ALGORITHM") or "ES256").upper()
         if algorithm not in ("ES256", "PS256"):
             raise HsmError(
                 "hsm_algorithm",
-                f"KYSO_PASSPORT_ALGORITHM must be ES256 or PS256, not {algorithm}",
+                f"KYSO_PASSPORT_{prefix}ALGORITHM must be ES256 or PS256, not {algorithm}",
                 value=algorithm,
             )
         assert pin is not None
-        return cls(
+        config = cls(
             module=str(value("PKCS11_MODULE")),
-            token_label=str(value("TOKEN_LABEL")),
-            key_label=str(value("KEY_LABEL")),
+            token_label=str(token_label),
+            key_label=str(own("KEY_LABEL")),
             pin=pin,
             algorithm=algorithm,
-            certificate_path=value("CERTIFICATE"),
+            certificate_path=own("CERTIFICATE"),
+            purpose="document" if prefix else "dcc",
         )
+        if prefix and (config.token_label, config.key_label) == (
+            value("TOKEN_LABEL"),
+            value("KEY_LABEL"),
+        ):
+            raise HsmError(
+                "hsm_not_configured",
+                "the PDF passport needs a document-signing key of its own: set "
+                "KYSO_PASSPORT_PDF_KEY_LABEL to another key than KYSO_PASSPORT_KEY_LABEL",
+            )
+        return config
 
 
 def _load_certificate(data: bytes) -> x509.Certificate:
@@ -167,6 +216,37 @@ def verify_cose_signature(
         raise InvalidSignature(f"{algorithm} does not fit the certificate's key")
 
 
+def check_document_certificate(certificate: x509.Certificate, key_label: str) -> None:
+    """Raises ``HsmError`` unless ``certificate`` may sign PDF documents: an extended key usage
+    readers accept (or none), no DCC usage, digitalSignature or nonRepudiation."""
+    try:
+        usages = set(certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    except x509.ExtensionNotFound:
+        usages = set()
+    dcc = sorted(u.dotted_string for u in usages if u.dotted_string.startswith(DCC_EKU_PREFIX))
+    if dcc:
+        raise HsmError(
+            "hsm_certificate",
+            f"the certificate of {key_label!r} is a DCC signer certificate ({', '.join(dcc)}): "
+            "the PDF needs a document-signing certificate of its own",
+        )
+    if usages and not usages & DOCUMENT_EKUS:
+        raise HsmError(
+            "hsm_certificate",
+            f"the certificate of {key_label!r} allows neither emailProtection nor "
+            "documentSigning: PDF readers would not trust its signature",
+        )
+    try:
+        key_usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return
+    if not (key_usage.digital_signature or key_usage.content_commitment):
+        raise HsmError(
+            "hsm_certificate",
+            f"the certificate of {key_label!r} allows neither digitalSignature nor nonRepudiation",
+        )
+
+
 # python-pkcs11 initialises a module with C_Initialize(NULL): the module may then assume that
 # no two threads call it at once (SoftHSM2 crashes if they do). Every call into a module goes
 # through that module's lock; a process signs on one thread at a time, and several processes
@@ -193,6 +273,7 @@ class HsmSigner:
         self._sessions: list[Any] = []
         self._pdf_signer: Any = None
         self._pdf_generation = -1
+        self._pdf_chain: tuple[x509.Certificate, ...] = ()
         with self.lock:
             try:
                 self._lib = pkcs11.lib(config.module)
@@ -328,6 +409,8 @@ class HsmSigner:
             "secp256r1"
         ):
             raise HsmError("hsm_certificate", "ES256 needs a P-256 key")
+        if self.config.purpose == "document":
+            check_document_certificate(self.certificate, self.config.key_label)
         probe = b"kyso passport signer probe"
         try:
             verify_cose_signature(public_key, self.algorithm, probe, self.sign(probe))
@@ -340,23 +423,33 @@ class HsmSigner:
 
     # --- PDF -------------------------------------------------------------------------------------
 
-    def pdf_signer(self) -> Any:
-        """pyHanko's PKCS#11 signer on the central key, on a session of its own (PAdES).
+    def pdf_signer(self, chain: tuple[x509.Certificate, ...] = ()) -> Any:
+        """pyHanko's PKCS#11 signer on this key, on a session of its own (PAdES); ``chain``:
+        the certificate's issuers, carried in the signature.
 
         pyHanko signs from a worker thread of its own: hold ``lock`` while it signs."""
         from asn1crypto import x509 as asn1_x509
         from pyhanko.sign.pkcs11 import PKCS11Signer
 
         with self.lock:
-            if self._pdf_signer is not None and self._pdf_generation == self._generation:
+            if (
+                self._pdf_signer is not None
+                and self._pdf_generation == self._generation
+                and self._pdf_chain == chain
+            ):
                 return self._pdf_signer
             session = self._token().open()
             self._sessions.append(session)
         self._pdf_generation = self._generation
+        self._pdf_chain = chain
         self._pdf_signer = PKCS11Signer(
             session,
             key_label=self.config.key_label,
             signing_cert=asn1_x509.Certificate.load(self.certificate_der),
+            ca_chain=[
+                asn1_x509.Certificate.load(c.public_bytes(serialization.Encoding.DER))
+                for c in chain
+            ],
             prefer_pss=self.algorithm == "PS256",
             # CKM_ECDSA over a digest pyHanko computes: modules (SoftHSM2 among them) that
             # lack CKM_ECDSA_SHA256 sign with it too.

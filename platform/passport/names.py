@@ -13,7 +13,12 @@ ICAO Doc 9303 Part 3, section 6 (transliteration of names for the machine-readab
 - upper case; runs of fillers collapse to one and none is left at either end.
 
 A Vietnamese name is written family name first: ``Nguyễn Văn An`` is surname ``Nguyễn`` and
-given names ``Văn An`` (``fnt`` ``NGUYEN``, ``gnt`` ``VAN<AN``). A one-word name is a surname.
+given names ``Văn An`` (``fnt`` ``NGUYEN``, ``gnt`` ``VAN<AN``), as the Ministry's own sample
+splits ``Nguyễn`` + ``Bảo Duy``. A one-word name is a surname. Some family names have two
+words (``COMPOUND_FAMILY_NAMES``: ``Tôn Thất``, ``Âu Dương``, ...): they stay whole, so
+``Tôn Thất Thuyết`` is ``Tôn Thất`` + ``Thuyết`` (``TON<THAT`` / ``THUYET``), when at least one
+word is left for the given name. The records keep the name as written; only the split is
+decided here, and the PDF shows the family and given names as the DCC holds them.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import re
 import unicodedata
 from typing import Final, NamedTuple
 
-__all__ = ["MAX_LENGTH", "SplitName", "icao", "split_name"]
+__all__ = ["COMPOUND_FAMILY_NAMES", "MAX_LENGTH", "SplitName", "icao", "split_name"]
 
 MAX_LENGTH: Final = 80  # the schema's maxLength of fn, fnt, gn, gnt
 
@@ -64,6 +69,26 @@ _SPECIAL: Final[dict[str, str]] = {
     "å": "AA",
 }
 
+# Vietnamese family names of two (or more) words: the Nguyễn royal lineages (Tôn Thất, Tôn Nữ,
+# Công Tằng Tôn Nữ) and the Chinese-origin compound surnames in use in Viet Nam. Compared
+# without regard to case, in NFC.
+COMPOUND_FAMILY_NAMES: Final = (
+    "Công Tằng Tôn Nữ",
+    "Tôn Thất",
+    "Tôn Nữ",
+    "Âu Dương",
+    "Hoàng Phủ",
+    "Tư Mã",
+    "Gia Cát",
+    "Thượng Quan",
+    "Đông Phương",
+    "Công Tôn",
+)
+_COMPOUND: Final = tuple(
+    tuple(unicodedata.normalize("NFC", name).casefold().split())
+    for name in sorted(COMPOUND_FAMILY_NAMES, key=lambda n: -len(n.split()))
+)
+
 _SEPARATORS: Final = re.compile(r"[\s\-‐‑‒–—]+")
 _FILLERS: Final = re.compile(r"<{2,}")
 
@@ -99,4 +124,10 @@ def split_name(full_name: str) -> SplitName:
     words = " ".join(unicodedata.normalize("NFC", full_name).split()).split(" ")
     if not words or not words[0]:
         raise ValueError("a name needs at least one word")
-    return SplitName(words[0][:MAX_LENGTH], " ".join(words[1:])[:MAX_LENGTH])
+    folded = tuple(word.casefold() for word in words)
+    family = 1
+    for compound in _COMPOUND:
+        if len(words) > len(compound) and folded[: len(compound)] == compound:
+            family = len(compound)
+            break
+    return SplitName(" ".join(words[:family])[:MAX_LENGTH], " ".join(words[family:])[:MAX_LENGTH])

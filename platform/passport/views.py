@@ -188,16 +188,15 @@ def lookup_pdf() -> Any:
         return _expired()
     app = current_app
     try:
-        signer = config.open_signer(app.config, app.extensions)
+        signing = config.pdf_signing(app.config, app.extensions)
     except DomainError as exc:
         flash(exc.text(language()), "error")
         return redirect(url_for("passport.lookup_result"))
     document = render.PassportDocument(
         passport.dcc, passport.payload, passport.issued_at, passport.expires_at
     )
-    signed = render.sign_pdf(
-        render.passport_pdf(document, current_app.config.get("PASSPORT_FONT_DIR")), signer
-    )
+    font_dir = current_app.config.get("PASSPORT_FONT_DIR")
+    signed = render.signed_passport_pdf(document, signing, font_dir=font_dir)
     response = Response(signed, mimetype="application/pdf")
     response.headers["Content-Disposition"] = 'attachment; filename="ho-chieu-vac-xin.pdf"'
     response.headers["Cache-Control"] = "no-store"

@@ -185,6 +185,7 @@ def ensure_demo_organisation(session: Session) -> list[DemoAccount]:
                 kind=SigningUnitKind(entry["kind"]),
                 province_id=area_by_code[entry["province"]].id,
                 batch_mode=bool(entry.get("batch_mode", False)),
+                tax_code=entry.get("tax_code"),
             )
             session.add(unit)
             units[unit.code] = unit

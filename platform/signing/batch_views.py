@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import (
     Blueprint,
-    Flask,
     abort,
     current_app,
     jsonify,
@@ -25,11 +24,10 @@ from flask import (
 
 from kyso.platform.i18n import DomainError
 from kyso.platform.models import BatchStatus, Role, User
-from kyso.platform.signing import batches
-from kyso.platform.signing.certificates import load_trust_store
-from kyso.platform.signing.manifest import ManifestSigner, load_signer
+from kyso.platform.signing import batches, revocation
 from kyso.platform.signing.page_texts import sign_page_texts
 from kyso.platform.signing.texts import count_text
+from kyso.platform.signing.wiring import manifest_signer, signing_context
 from kyso.platform.users.service import active_certificate
 from kyso.platform.web import current_user, db, language, roles_required
 
@@ -65,30 +63,12 @@ def _b64(value: Any, *, limit: int = 16384) -> bytes:
         raise DomainError("batches.bad_request") from None
 
 
-def manifest_signer(app: Flask) -> ManifestSigner:
-    signer = app.extensions.get("kyso.manifest_signer")
-    if signer is None:
-        configured = app.config.get("MANIFEST_KEY")
-        path = Path(configured) if configured else Path(app.instance_path) / "manifest-key.pem"
-        signer = load_signer(path, create=not configured)
-        app.extensions["kyso.manifest_signer"] = signer
-    return signer
-
-
-def signing_context() -> batches.SigningContext:
-    app = current_app
-    trust = app.extensions.get("kyso.trust_store")
-    if trust is None:
-        configured = app.config.get("TRUST_ANCHORS")
-        path = Path(configured) if configured else Path(app.instance_path) / "trust-anchors.pem"
-        if not path.exists():
-            raise DomainError("batches.no_trust_anchors", path=str(path))
-        trust = load_trust_store(path)
-        app.extensions["kyso.trust_store"] = trust
-    origin = app.config.get("PUBLIC_ORIGIN") or request.host_url.rstrip("/")
-    return batches.SigningContext(
-        trust=trust, manifest_signer=manifest_signer(app), origin=str(origin)
-    )
+def _undo_unless_kept(session: Any, exc: DomainError) -> None:
+    """Rolls back a refused request, unless the refusal recorded something (a revocation)."""
+    if getattr(exc, "persist", False):
+        session.commit()
+    else:
+        session.rollback()
 
 
 def sign_config(officer: User, mode: str, batch_id: str | None = None) -> dict[str, Any]:
@@ -121,6 +101,7 @@ def check_certificate() -> Any:
         der = _b64(_body().get("der"))
         checked = batches.inspect_certificate(session, _officer(), der, signing_context())
     except DomainError as exc:
+        _undo_unless_kept(session, exc)
         return _error(exc)
     return jsonify(
         ok=True,
@@ -142,7 +123,7 @@ def prepare_batch() -> Any:
         der = _b64(_body().get("der"))
         prepared = batches.prepare(session, officer, der, signing_context())
     except DomainError as exc:
-        session.rollback()
+        _undo_unless_kept(session, exc)
         return _error(exc)
     session.commit()
     return jsonify(
@@ -189,7 +170,7 @@ def post_signatures(batch_id: str) -> Any:
             raise DomainError("batches.bad_request")
         signatures = [_b64(s, limit=1024) for s in raw]
         progress = batches.accept_signatures(
-            session, _officer(), batch_id, attempt, offset, signatures
+            session, _officer(), batch_id, attempt, offset, signatures, context=signing_context()
         )
     except DomainError as exc:
         session.rollback()
@@ -237,9 +218,13 @@ def _progress_json(progress: batches.Progress, lang: str) -> dict[str, Any]:
 @blueprint.get("/signing/batches")
 @roles_required(Role.SIGNING_OFFICER)
 def batch_list() -> Any:
+    session = db()
+    listed = batches.recent_batches(session, _officer())
+    session.commit()  # batches found finished are completed
     return render_template(
         "signing/batches.html",
-        batches=batches.recent_batches(db(), _officer()),
+        batches=listed,
+        flagged=revocation.flagged(session, [b.id for b in listed]),
         count_text=count_text,
         lang=language(),
     )
@@ -249,10 +234,12 @@ def batch_list() -> Any:
 @roles_required(Role.SIGNING_OFFICER)
 def batch_result(batch_id: str) -> Any:
     officer = _officer()
+    session = db()
     try:
-        outcome = batches.result(db(), officer, batch_id)
+        outcome = batches.result(session, officer, batch_id)
     except DomainError:
         abort(404)
+    session.commit()  # a batch found finished is completed
     batch = outcome.batch
     resumable = batch.status is BatchStatus.OPEN and batch.pending > 0
     return render_template(
@@ -275,10 +262,20 @@ def manifest_key() -> Any:
 
 
 def signing_page_config() -> dict[str, Any]:
-    """Template globals (a context processor): the preview page ("Xem danh sách") carries the
-    Sign button."""
+    """Template globals (a context processor, registered by ``create_app``)."""
+    values: dict[str, Any] = {}
+    if request.endpoint not in ("signing.search", "signing.preview"):
+        return values
+    user = current_user()
+    if user is None or user.role is not Role.SIGNING_OFFICER:
+        return values
+    # The preview page ("Xem danh sách") carries the Sign button.
     if request.endpoint == "signing.preview":
-        user = current_user()
-        if user is not None and user.role is Role.SIGNING_OFFICER:
-            return {"sign_config": sign_config(user, "prepare")}
-    return {}
+        values["sign_config"] = sign_config(user, "prepare")
+    # The signing pages warn of the registered certificate's coming expiry.
+    values["certificate_expiry"] = revocation.expiry_warning(
+        active_certificate(db(), user),
+        datetime.now(UTC),
+        int(current_app.config.get("CERTIFICATE_EXPIRY_WARNING_DAYS", 30)),
+    )
+    return values

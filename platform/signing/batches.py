@@ -74,10 +74,12 @@ from kyso.platform.models import (
     VaccineProduct,
 )
 from kyso.platform.signing import cms, documents
+from kyso.platform.signing import revocation as revocations
 from kyso.platform.signing.certificates import CheckedCertificate, TrustStore, check_certificate
 from kyso.platform.signing.manifest import ManifestSigner, Summary, verification_code
 from kyso.platform.signing.preview import Dropped, validated_selection
 from kyso.platform.signing.selection import MAX_DOSES, MAX_PEOPLE
+from kyso.platform.signing.validation import RevocationChecker
 from kyso.platform.users.service import active_certificate
 
 # How long the agent may take to start a batch after it was handed a manifest.
@@ -92,6 +94,8 @@ class SigningContext:
     manifest_signer: ManifestSigner
     origin: str  # the signing page's origin, exactly as the browser sends it
     manifest_lifetime: timedelta = MANIFEST_LIFETIME
+    # Revocation (OCSP/CRL) policy and cache; None checks no revocation (offline tests).
+    revocation: RevocationChecker | None = None
 
 
 @dataclass(frozen=True)
@@ -174,6 +178,7 @@ def inspect_certificate(
 ) -> CheckedCertificate:
     """The checks of ``prepare`` on a certificate read from the token, without preparing."""
     registration = active_certificate(session, officer)
+    _check_for_unit(session, officer, registration, der, context, datetime.now(UTC))
     return check_certificate(
         der,
         registered_serial=registration.serial_hex if registration else None,
@@ -421,8 +426,12 @@ def accept_signatures(
     offset: int,
     signatures: Sequence[bytes],
     now: datetime | None = None,
+    context: SigningContext | None = None,
 ) -> Progress:
-    """Verify and store one chunk of the agent's signatures for an attempt."""
+    """Verify and store one chunk of the agent's signatures for an attempt.
+
+    With a ``context`` the certificate's revocation is checked again (one cached OCSP answer
+    serves every chunk): a revoked certificate's signatures are rejected."""
     now = now or datetime.now(UTC)
     batch = _own_batch(session, officer, batch_id, lock=True)
     attempt = session.get(SigningAttempt, attempt_id)
@@ -435,7 +444,15 @@ def accept_signatures(
     assert registration is not None
     assert registration.der is not None
     certificate = x509.load_der_x509_certificate(registration.der)
-    problem = _certificate_problem(session, officer, batch, certificate, now)
+    problem = _certificate_problem(session, officer, batch, certificate, now) or (
+        revocations.revocation_reason(
+            session,
+            registration,
+            trust=context.trust if context else None,
+            revocation=context.revocation if context else None,
+            at=now,
+        )
+    )
     # The CMS carries the signer certificate; the chain up to the anchor goes into the export.
     chain: tuple[x509.Certificate, ...] = ()
 
@@ -455,6 +472,9 @@ def accept_signatures(
             now,
         )
     session.flush()  # the counters were kept on the locked batch row as records were decided
+    # The last record decided closes the batch in the same transaction: a page that never gets
+    # to post ``complete`` (the platform down longer than its retries) leaves no batch open.
+    _finish_if_done(session, batch, officer, now)
     return _progress(batch, rejections)
 
 
@@ -823,7 +843,13 @@ def complete(
 
 
 def result(session: Session, officer: User, batch_id: str) -> BatchResult:
+    """The batch and its rejected records; an open batch with nothing pending is completed
+    first (a batch left open by an interrupted page or an older version). The caller commits."""
     batch = _own_batch(session, officer, batch_id)
+    if batch.status is BatchStatus.OPEN and batch.pending == 0:
+        batch = _own_batch(session, officer, batch_id, lock=True)
+        _recount(session, batch)
+        _finish_if_done(session, batch, officer, datetime.now(UTC))
     rows = session.execute(
         select(
             SigningBatchItem.position,
@@ -858,7 +884,9 @@ def result(session: Session, officer: User, batch_id: str) -> BatchResult:
 
 
 def recent_batches(session: Session, officer: User, limit: int = 20) -> list[SigningBatch]:
-    return list(
+    """The officer's latest batches; those left open with nothing pending are completed on the
+    way (idempotently, under the batch's lock). The caller commits."""
+    found = list(
         session.scalars(
             select(SigningBatch)
             .where(SigningBatch.officer_id == officer.id)
@@ -866,6 +894,13 @@ def recent_batches(session: Session, officer: User, limit: int = 20) -> list[Sig
             .limit(limit)
         )
     )
+    now = datetime.now(UTC)
+    for listed in found:
+        if listed.status is BatchStatus.OPEN and listed.pending == 0:
+            batch = _own_batch(session, officer, listed.id, lock=True)
+            _recount(session, batch)
+            _finish_if_done(session, batch, officer, now)
+    return found
 
 
 def _finish_if_done(session: Session, batch: SigningBatch, officer: User, now: datetime) -> None:
@@ -919,6 +954,7 @@ def _check_officer_certificate(
     session: Session, officer: User, der: bytes, context: SigningContext, now: datetime
 ) -> tuple[SigningCertificate, CheckedCertificate]:
     registration = active_certificate(session, officer)
+    _check_for_unit(session, officer, registration, der, context, now)
     checked = check_certificate(
         der,
         registered_serial=registration.serial_hex if registration else None,
@@ -937,6 +973,29 @@ def _check_officer_certificate(
     elif registration.fingerprint_sha256 != checked.fingerprint:
         raise DomainError("batches.certificate_differs", serial=registration.serial_hex)
     return registration, checked
+
+
+def _check_for_unit(
+    session: Session,
+    officer: User,
+    registration: SigningCertificate | None,
+    der: bytes,
+    context: SigningContext,
+    now: datetime,
+) -> None:
+    """Revocation, organisation binding and compromise (``revocation.check_for_unit``)."""
+    if registration is None:
+        return  # check_certificate says the officer has no registered certificate
+    unit = _officer_unit(session, officer)
+    revocations.check_for_unit(
+        session,
+        registration,
+        der,
+        unit,
+        trust=context.trust,
+        revocation=context.revocation,
+        at=now,
+    )
 
 
 def _certificate_problem(

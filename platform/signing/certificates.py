@@ -5,12 +5,13 @@ Before a batch is prepared (and again when it is exported) the certificate must 
 1. a parseable X.509 certificate (``MALFORMED``);
 2. the one registered for the officer: same serial, compared as integers (``NOT_REGISTERED``
    when none is registered, ``SERIAL_MISMATCH``);
-3. issued through a chain that ends at one of the configured trust anchors (``UNTRUSTED``):
-   each link's signature verified with the issuer's key (``verify_directly_issued_by``, which
-   also compares the names), each issuer a CA (basicConstraints cA, keyCertSign when it has a
-   key usage, pathLenConstraint respected) and valid at the time of the check, no certificate
-   signed with MD5 or SHA-1;
-4. valid at that time (``NOT_YET_VALID``, ``EXPIRED``);
+3. issued through a path that ends at one of the configured trust anchors (``UNTRUSTED``),
+   validated by pyhanko-certvalidator (``validation.validate_path``: RFC 5280 path building and
+   validation, no certificate signed with MD5 or SHA-1);
+4. valid at that time (``NOT_YET_VALID``, ``EXPIRED``), and, given a ``RevocationChecker``, not
+   revoked (``REVOKED``, with the date) by the OCSP responder of its AIA or its CRL; under the
+   ``hard`` policy a certificate whose responder cannot be reached is refused for now
+   (``REVOCATION_UNAVAILABLE``);
 5. for signing: key usage with digitalSignature or nonRepudiation (``NO_SIGNING_USAGE``; a
    certificate without the extension is refused too, as the agent does);
 6. with a key the protocol can use (``UNSUPPORTED_KEY``): RSA of 2048 bits or more signs
@@ -22,13 +23,18 @@ technical reason in English for logs.
 
 Trust anchors come from a PEM bundle (``load_trust_store``): its self-signed certificates are
 the anchors, the others intermediates that may complete a chain (tokens usually hold only the
-officer's certificate). Revocation (CRL/OCSP) is not checked here.
+officer's certificate).
+
+``organisation_problem`` is the binding of a certificate to the signing unit it signs for
+(``WRONG_ORGANISATION``): the subject's tax code (``UID=MST:…``) and organisation (``O``) must be
+the unit's.
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
@@ -37,11 +43,13 @@ from typing import Any, Final
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from kyso.platform.i18n import DomainError
+from kyso.platform.models import SigningCertificate
+from kyso.platform.signing.validation import PathRefused, RevocationChecker, validate_path
 
 __all__ = [
     "CertificateRejected",
@@ -51,14 +59,14 @@ __all__ = [
     "chain_pem",
     "check_certificate",
     "load_trust_store",
+    "organisation_of",
+    "organisation_problem",
     "signing_algorithm",
 ]
 
 MIN_RSA_BITS: Final = 2048
 SUPPORTED_CURVES: Final = ("secp256r1", "secp384r1")
-MAX_CHAIN_LENGTH: Final = 6  # issuers above the officer's certificate, anchor included
 VIETNAM_TIME: Final = timezone(timedelta(hours=7), "ICT")
-_WEAK_HASHES: Final = (hashes.MD5, hashes.SHA1)
 
 
 class Problem(enum.StrEnum):
@@ -70,6 +78,9 @@ class Problem(enum.StrEnum):
     NO_SIGNING_USAGE = "no_signing_usage"
     UNSUPPORTED_KEY = "unsupported_key"
     MALFORMED = "malformed"
+    REVOKED = "revoked"
+    REVOCATION_UNAVAILABLE = "revocation_unavailable"
+    WRONG_ORGANISATION = "wrong_organisation"
 
 
 class CertificateRejected(DomainError):
@@ -79,6 +90,9 @@ class CertificateRejected(DomainError):
         super().__init__(f"certcheck.{problem.value}", **values)
         self.problem = problem
         self.detail = detail  # English, technical: for logs and the audit trail
+        # Set when the refusal recorded something to keep (the CA's revocation of a
+        # registered certificate): the caller commits instead of rolling back.
+        self.persist = False
 
     def __str__(self) -> str:
         return f"{self.problem.value}: {self.detail}"
@@ -199,80 +213,10 @@ def _extension(certificate: x509.Certificate, kind: type[Any]) -> Any:
         return None
 
 
-def _weak_signature(certificate: x509.Certificate) -> bool:
-    try:
-        algorithm = certificate.signature_hash_algorithm
-    except UnsupportedAlgorithm:
-        return True
-    return isinstance(algorithm, _WEAK_HASHES)
-
-
 def _name(certificate: x509.Certificate) -> str:
     common_names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     value = common_names[0].value if common_names else None
     return str(value) if value else certificate.subject.rfc4514_string()
-
-
-def _issuer_problem(issuer: x509.Certificate, intermediates_below: int, at: datetime) -> str | None:
-    """Why ``issuer`` cannot issue here (None when it can)."""
-    constraints = _extension(issuer, x509.BasicConstraints)
-    if constraints is None or not constraints.ca:
-        return f"issuer {_name(issuer)!r} is not a CA (basicConstraints cA is not set)"
-    if constraints.path_length is not None and intermediates_below > constraints.path_length:
-        return (
-            f"issuer {_name(issuer)!r} allows {constraints.path_length} intermediate CAs "
-            f"below it, the chain has {intermediates_below}"
-        )
-    usage = _extension(issuer, x509.KeyUsage)
-    if usage is not None and not usage.key_cert_sign:
-        return f"issuer {_name(issuer)!r} may not sign certificates (no keyCertSign)"
-    if not issuer.not_valid_before_utc <= at <= issuer.not_valid_after_utc:
-        return (
-            f"issuer {_name(issuer)!r} is valid from {issuer.not_valid_before_utc:%Y-%m-%d} "
-            f"to {issuer.not_valid_after_utc:%Y-%m-%d}, not at {at:%Y-%m-%d %H:%M}Z"
-        )
-    return None
-
-
-def _chain(
-    certificate: x509.Certificate, trust: TrustStore, at: datetime
-) -> tuple[x509.Certificate, ...]:
-    """The issuers from ``certificate`` up to an anchor, or ValueError saying why not."""
-    reasons: list[str] = []
-
-    def climb(current: x509.Certificate, above: tuple[x509.Certificate, ...]) -> tuple[Any, ...]:
-        if len(above) >= MAX_CHAIN_LENGTH:
-            reasons.append(f"no anchor within {MAX_CHAIN_LENGTH} issuers")
-            return ()
-        candidates = trust.issuers_of(current)
-        if not candidates:
-            reasons.append(f"no trusted or known issuer named {current.issuer.rfc4514_string()}")
-        for issuer in candidates:
-            if issuer in above:
-                continue  # a loop
-            try:
-                current.verify_directly_issued_by(issuer)
-            except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
-                reasons.append(f"{_name(current)!r} is not signed by {_name(issuer)!r}")
-                continue
-            if _weak_signature(current):
-                reasons.append(f"{_name(current)!r} is signed with a weak hash (MD5 or SHA-1)")
-                continue
-            problem = _issuer_problem(issuer, len(above), at)
-            if problem is not None:
-                reasons.append(problem)
-                continue
-            if trust.is_anchor(issuer):
-                return (*above, issuer)
-            found = climb(issuer, (*above, issuer))
-            if found:
-                return found
-        return ()
-
-    found = climb(certificate, ())
-    if not found:
-        raise ValueError("; ".join(dict.fromkeys(reasons)) or "no chain to a trust anchor")
-    return found
 
 
 def _utc(at: datetime) -> datetime:
@@ -282,12 +226,17 @@ def _utc(at: datetime) -> datetime:
 
 
 def check_certificate(
-    der: bytes, *, registered_serial: str | None, trust: TrustStore, at: datetime
+    der: bytes,
+    *,
+    registered_serial: str | None,
+    trust: TrustStore,
+    at: datetime,
+    revocation: RevocationChecker | None = None,
 ) -> CheckedCertificate:
     """Checks the certificate ``der`` for signing at ``at``; raises ``CertificateRejected``.
 
     ``registered_serial`` is the officer's active registration (upper-case hex), None when
-    they have none.
+    they have none. ``revocation`` checks the revocation status (None: not checked).
     """
     at = _utc(at)
     try:
@@ -316,14 +265,33 @@ def check_certificate(
             registered=_registered_pairs(registered_serial),
         )
 
-    try:
-        chain = _chain(certificate, trust, at)
-    except ValueError as exc:
-        raise CertificateRejected(
-            Problem.UNTRUSTED, str(exc), serial=shown, issuer=_issuer_name(certificate)
-        ) from None
-
     not_before, not_after = certificate.not_valid_before_utc, certificate.not_valid_after_utc
+    try:
+        chain = validate_path(certificate, trust.anchors, trust.intermediates, at, revocation)
+    except PathRefused as refused:
+        if refused.kind == "revoked":
+            revoked_at = refused.revoked_at or at
+            raise CertificateRejected(
+                Problem.REVOKED,
+                refused.detail,
+                serial=shown,
+                subject=_name(certificate),
+                issuer=_issuer_name(certificate),
+                revoked_at=revoked_at.astimezone(VIETNAM_TIME),
+            ) from None
+        if refused.kind == "revocation_unavailable":
+            raise CertificateRejected(
+                Problem.REVOCATION_UNAVAILABLE,
+                refused.detail,
+                serial=shown,
+                issuer=_issuer_name(certificate),
+            ) from None
+        if refused.kind not in ("expired", "not_yet_valid"):
+            raise CertificateRejected(
+                Problem.UNTRUSTED, refused.detail, serial=shown, issuer=_issuer_name(certificate)
+            ) from None
+        chain = ()  # the validity checks below say which
+
     if at < not_before:
         raise CertificateRejected(
             Problem.NOT_YET_VALID,
@@ -388,3 +356,62 @@ def _issuer_name(certificate: x509.Certificate) -> str:
 def chain_pem(chain: Sequence[x509.Certificate]) -> bytes:
     """The chain as PEM (the export's chain.pem)."""
     return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
+
+
+# ---- organisation binding ------------------------------------------------------------------
+
+
+def _normalised(text: str) -> str:
+    return " ".join(unicodedata.normalize("NFC", text).casefold().split())
+
+
+def organisation_of(certificate: x509.Certificate) -> tuple[str | None, str | None]:
+    """The subject's organisation (``O``) and tax code (the digits of ``UID=MST:…``)."""
+    organisations = certificate.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+    organisation = str(organisations[0].value) if organisations else None
+    tax_code = None
+    for attribute in certificate.subject.get_attributes_for_oid(NameOID.USER_ID):
+        value = str(attribute.value).strip()
+        if value.upper().startswith("MST:"):
+            tax_code = value[4:].strip()
+            break
+    return organisation, tax_code
+
+
+def organisation_problem(
+    certificate: x509.Certificate, unit_name: str, unit_tax_code: str | None
+) -> CertificateRejected | None:
+    """Why ``certificate`` may not sign for the unit (None when it may): its ``UID=MST:`` must be
+    the unit's tax code and its ``O`` the unit's name (compared without case and extra spaces).
+    A unit without a tax code accepts no certificate until an administrator records it."""
+    organisation, tax_code = organisation_of(certificate)
+    if (
+        unit_tax_code
+        and tax_code == unit_tax_code.strip()
+        and organisation is not None
+        and _normalised(organisation) == _normalised(unit_name)
+    ):
+        return None
+    return CertificateRejected(
+        Problem.WRONG_ORGANISATION,
+        f"subject O={organisation!r} MST={tax_code!r}, unit {unit_name!r} MST={unit_tax_code!r}",
+        serial=_pairs(certificate.serial_number),
+        organisation=organisation or "—",
+        tax_code=tax_code or "—",
+        unit=unit_name,
+        unit_tax_code=unit_tax_code or "—",
+    )
+
+
+def compromised_at(registration: SigningCertificate, at: datetime) -> bool:
+    """Is the registration compromised at ``at``? (Here, below ``signing.revocation`` which
+    marks registrations compromised, so that passport issuance can ask without an import
+    cycle: revocation supersedes passports.)"""
+    since = registration.compromised_from
+    if since is None:
+        return False
+
+    def utc(value: datetime) -> datetime:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    return utc(since) <= utc(at)

@@ -10,6 +10,7 @@ from flask import Flask
 from kyso.platform.i18n import DomainError
 from kyso.platform.signing.certificates import load_trust_store
 from kyso.platform.signing.export import export_signed
+from kyso.platform.signing.revocation import set_unit_tax_code
 
 
 @click.command("export-signed")
@@ -36,4 +37,20 @@ def export_signed_command(app: Flask, batch_id: str, directory: Path) -> None:
     )
 
 
-commands = [export_signed_command]
+@click.command("unit-tax-code")
+@click.argument("unit_code")
+@click.argument("tax_code")
+@click.pass_obj
+def unit_tax_code_command(app: Flask, unit_code: str, tax_code: str) -> None:
+    """Record a signing unit's tax code (MST): its officers' certificates must carry it."""
+    factory = app.extensions["kyso.sessions"]
+    with factory() as session:
+        try:
+            unit = set_unit_tax_code(session, unit_code, tax_code)
+        except DomainError as exc:
+            raise click.ClickException(exc.text("en")) from None
+        session.commit()
+        click.echo(f"{unit.code} ({unit.name}): tax code {unit.tax_code}")
+
+
+commands = [export_signed_command, unit_tax_code_command]

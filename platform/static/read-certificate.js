@@ -75,6 +75,10 @@ function showError(error) {
 
 function use(certificate) {
   serialInput.value = certificate.serial;
+  // The certificate itself goes with the serial: the platform checks it at registration
+  // (trusted, valid, not revoked, the unit's).
+  const derInput = document.querySelector("form input[name=certificate]");
+  if (derInput && certificate.der) derInput.value = certificate.der;
   serialInput.dispatchEvent(new Event("input", { bubbles: true }));
   statusEl.textContent = fill("read_filled", { serial: certificate.serial });
   serialInput.focus();

@@ -24,14 +24,16 @@ from __future__ import annotations
 import re
 import secrets
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from typing import Any, Generic, TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import ColumnElement, Select, func, or_, select
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from sqlalchemy import ColumnElement, Select, false, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from kyso.platform.auth.access import manageable_users, may_manage, within_province
@@ -44,6 +46,7 @@ from kyso.platform.auth.sessions import (
 )
 from kyso.platform.db import serialize_on
 from kyso.platform.i18n import LANGUAGES, DomainError, translate
+from kyso.platform.inputs import storable
 from kyso.platform.models import (
     Area,
     AreaLevel,
@@ -55,6 +58,7 @@ from kyso.platform.models import (
     User,
 )
 from kyso.platform.models.org import utcnow
+from kyso.platform.signing.certificates import CheckedCertificate
 
 T = TypeVar("T")
 
@@ -256,7 +260,9 @@ def list_users(
     if query.active is not None:
         stmt = stmt.where(User.active.is_(query.active))
     text = " ".join(query.text.split())[:120]
-    if text:
+    if not storable(text):
+        stmt = stmt.where(false())  # no stored name or code holds a NUL byte
+    elif text:
         pattern = _like(text)
         facility_ids = select(Facility.id).where(
             or_(
@@ -604,12 +610,20 @@ def register_certificate(
     officer: User,
     serial_text: str,
     ip: str | None = None,
+    *,
+    certificate: bytes | None = None,
+    verify: Callable[[bytes, str, SigningUnit | None], CheckedCertificate] | None = None,
 ) -> SigningCertificate:
     """Registers the serial as the officer's active certificate ("Đăng ký chứng thư số").
 
     The previous active certificate is deactivated ("replaced"); registering the serial that is
     already active changes nothing and returns it. A serial active for another officer is
     refused (the attempt is audited; the caller may commit it).
+
+    With the ``certificate`` itself (DER, read from the token or its .cer file) the serial may
+    be left empty; ``verify`` (``signing.revocation.check_registration`` bound to the trust
+    anchors and revocation policy) checks it now: trusted, valid, not revoked, the officer's
+    unit's. A refusal is audited. Without it, these checks happen at the first batch.
     """
     if officer.role is not Role.SIGNING_OFFICER:
         raise DomainError("users.certificate_officers_only")
@@ -622,10 +636,42 @@ def register_certificate(
         # An account made before the unit had to cover the facility: it cannot sign, and a
         # certificate must not be bound to it until an administrator corrects it.
         raise DomainError("users.certificate_account_inconsistent", facility=facility.name)
-    serial = normalise_serial(serial_text)
+    checked = None
+    if certificate is not None:
+        try:
+            parsed = x509.load_der_x509_certificate(certificate)
+        except ValueError:
+            raise DomainError("users.certificate_file_invalid") from None
+        serial = format(parsed.serial_number, "X")
+        if serial_text.strip() and normalise_serial(serial_text) != serial:
+            raise DomainError(
+                "users.certificate_file_other_serial",
+                serial=format_serial(normalise_serial(serial_text)),
+                file_serial=format_serial(serial),
+            )
+        assert verify is not None, "a certificate is checked with verify"
+        try:
+            checked = verify(certificate, serial, officer.signing_unit)
+        except DomainError as exc:
+            audit(
+                session,
+                "certificate.register_refused",
+                actor,
+                target=officer.username,
+                ip=ip,
+                serial=serial,
+                reason=getattr(getattr(exc, "problem", None), "value", exc.key),
+            )
+            raise
+    else:
+        serial = normalise_serial(serial_text)
     _lock_registrations(session)
     current = active_certificate(session, officer)
     if current is not None and current.serial_hex == serial:
+        if checked is not None and current.der is None:
+            current.der, current.fingerprint_sha256 = checked.der, checked.fingerprint
+            current.subject, current.issuer = checked.subject, checked.issuer
+            current.not_before, current.not_after = checked.not_before, checked.not_after
         return current
     elsewhere = session.scalar(
         select(SigningCertificate.id).where(
@@ -649,10 +695,17 @@ def register_certificate(
         current.deactivated_at = utcnow()
         current.deactivated_reason = REASON_REPLACED
         session.flush()  # the one-active index must see the old row switched off first
-    certificate = SigningCertificate(
+    registration = SigningCertificate(
         user_id=officer.id, serial_hex=serial, registered_by_id=actor.id
     )
-    session.add(certificate)
+    if checked is not None:
+        registration.der = checked.der
+        registration.fingerprint_sha256 = checked.fingerprint
+        registration.subject = checked.subject
+        registration.issuer = checked.issuer
+        registration.not_before = checked.not_before
+        registration.not_after = checked.not_after
+    session.add(registration)
     session.flush()
     audit(
         session,
@@ -662,8 +715,21 @@ def register_certificate(
         ip=ip,
         serial=serial,
         replaced=current.serial_hex if current is not None else None,
+        **({"checked": True} if checked is not None else {}),
     )
-    return certificate
+    return registration
+
+
+def read_certificate_file(data: bytes) -> bytes:
+    """The DER of a certificate file as CAs hand them out (.cer/.crt: DER or PEM)."""
+    try:
+        if data.lstrip().startswith(b"-----BEGIN"):
+            loaded = x509.load_pem_x509_certificate(data)
+        else:
+            loaded = x509.load_der_x509_certificate(data)
+    except ValueError:
+        raise DomainError("users.certificate_file_invalid") from None
+    return loaded.public_bytes(serialization.Encoding.DER)
 
 
 def deactivate_certificate(

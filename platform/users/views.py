@@ -7,6 +7,8 @@ nothing about other provinces' accounts, not even that an id exists.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from datetime import date, datetime
 from typing import Any
 
@@ -27,6 +29,8 @@ from kyso.platform.auth.access import may_manage
 from kyso.platform.i18n import DomainError, catalogue, translate
 from kyso.platform.inputs import is_number
 from kyso.platform.models import Role, User
+from kyso.platform.signing import revocation
+from kyso.platform.signing.wiring import registration_check
 from kyso.platform.users import service
 from kyso.platform.web import (
     begin_session,
@@ -327,6 +331,21 @@ def reset_password(user_id: int) -> Any:
 # Certificates
 
 
+def _certificate_upload() -> bytes | None:
+    """The certificate itself, when the form carries it: its .cer file, or the DER the page
+    read from the token (base64)."""
+    upload = request.files.get("certificate_file")
+    if upload is not None and upload.filename:
+        return service.read_certificate_file(upload.read(64 * 1024))
+    encoded = request.form.get("certificate", "").strip()
+    if encoded:
+        try:
+            return service.read_certificate_file(base64.b64decode(encoded, validate=True))
+        except (binascii.Error, ValueError):
+            raise DomainError("users.certificate_file_invalid") from None
+    return None
+
+
 @blueprint.route("/<int:user_id>/certificate", methods=["GET", "POST"])
 @roles_required(Role.ADMINISTRATOR)
 def certificate(user_id: int) -> Any:
@@ -341,7 +360,16 @@ def certificate(user_id: int) -> Any:
         serial_text = request.form.get("serial", "")
         before = service.active_certificate(db(), officer)
         try:
-            registered = service.register_certificate(db(), _me(), officer, serial_text, ip=_ip())
+            der = _certificate_upload()
+            registered = service.register_certificate(
+                db(),
+                _me(),
+                officer,
+                serial_text,
+                ip=_ip(),
+                certificate=der,
+                verify=registration_check() if der is not None else None,
+            )
         except DomainError as exc:
             # Only the audit record of a refused attempt is pending: keep it.
             db().commit()
@@ -376,6 +404,36 @@ def certificate(user_id: int) -> Any:
         error=error,
     )
     return page, 400 if error else 200
+
+
+@blueprint.post("/<int:user_id>/certificates/<int:certificate_id>/compromised")
+@roles_required(Role.ADMINISTRATOR)
+def compromise_certificate(user_id: int, certificate_id: int) -> Any:
+    """Báo chứng thư số bị lộ: the token is compromised from a date (signatures made since are
+    superseded, their batches flagged, their doses to be signed again)."""
+    officer = _managed(user_id)
+    back = url_for("users.certificate", user_id=officer.id)
+    try:
+        found = service.find_certificate(db(), officer, certificate_id)
+        since = revocation.parse_since(request.form.get("since", ""))
+        result = revocation.mark_compromised(
+            db(), found, since, source=revocation.SOURCE_ADMINISTRATOR, actor=_me(), ip=_ip()
+        )
+    except DomainError as exc:
+        db().rollback()
+        flash(exc.text(language()), "error")
+        return redirect(back)
+    db().commit()
+    flash(
+        _(
+            "revocation.marked",
+            serial=service.format_serial(found.serial_hex),
+            signatures=result.signatures,
+            people=result.people,
+        ),
+        "success",
+    )
+    return redirect(back)
 
 
 @blueprint.post("/<int:user_id>/certificates/<int:certificate_id>/deactivate")

@@ -23,7 +23,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from kyso.agent import config as cfg
-from kyso.agent import i18n
+from kyso.agent import i18n, module_path
+from kyso.agent import modules as agent_modules
 from kyso.agent.config import (
     AgentConfig,
     AllowedOrigin,
@@ -1026,9 +1027,11 @@ def test_module_table_is_well_formed() -> None:
         assert entry.name
         assert entry.paths
         for template in entry.paths:
-            expanded = cfg._expand(template, WIN_ENV)
+            expanded = agent_modules._expand(template, WIN_ENV)
             assert "%" not in expanded
-            assert cfg._windows_allowed(ntpath.normpath(expanded), cfg._windows_roots(WIN_ENV))
+            assert module_path._windows_allowed(
+                ntpath.normpath(expanded), module_path._windows_roots(WIN_ENV)
+            )
     for section in ("linux", "macos"):
         for entry in table[section]:
             assert entry.paths

@@ -19,6 +19,7 @@ from kyso.agent.protocol import (
     ListCertificates,
     ProtocolError,
     Sign,
+    Signatures,
     negotiate,
     parse_request,
     serialize,
@@ -99,6 +100,38 @@ def test_non_canonical_base64_is_refused() -> None:
     assert code_of(sign_message(digests=[good.rstrip("=")])) is ErrorCode.DIGEST_INVALID
     assert code_of(sign_message(digests=[good[:-2] + "B="])) is ErrorCode.DIGEST_INVALID
     assert code_of(sign_message(digests=[good.replace("A", "-")])) is ErrorCode.DIGEST_INVALID
+
+
+def test_digests_that_join_well_but_split_badly_are_refused_at_their_index() -> None:
+    """The joined check of all digests must not let two wrong lengths make up for each other."""
+    good = base64.b64encode(DIGEST).decode()
+    short, long = good[:-1], "=" + good  # 43 + 45 characters that join into two good ones
+    message = sign_message(digests=[good, short, long, good])
+    with pytest.raises(ProtocolError) as info:
+        parse_request(json.dumps(message))
+    assert info.value.code is ErrorCode.DIGEST_INVALID
+    assert info.value.detail == {"index": 1}
+    ok = sign_message(digests=[good, base64.b64encode(bytes(32)).decode()])
+    parsed = parse_request(json.dumps(ok))
+    assert isinstance(parsed, Sign)
+    assert parsed.digests == (DIGEST, bytes(32))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    request_id=st.from_regex(r"[A-Za-z0-9_-]{1,64}", fullmatch=True),
+    offset=st.integers(min_value=0, max_value=3000),
+    signatures=st.lists(st.binary(min_size=0, max_size=600), max_size=120),
+    total=st.integers(min_value=0, max_value=3000),
+)
+def test_a_chunk_of_signatures_is_the_json_encoders_text(
+    request_id: str, offset: int, signatures: list[bytes], total: int
+) -> None:
+    """The chunk's own encoder (the hot reply) writes exactly what the JSON encoder would."""
+    chunk = Signatures(request_id, offset, tuple(signatures), total)
+    generic = json.dumps(chunk.to_wire(), ensure_ascii=False, separators=(",", ":"))
+    assert chunk.to_json() == generic
+    assert serialize(chunk) == generic
 
 
 @pytest.mark.parametrize("algorithm", ["MD5", "SHA1", "NONE", "RSA_X_509", "ECDSA_SHA512", 1])

@@ -7,10 +7,14 @@ what the silent installation and the upgrades rely on.
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
 import sys
+import unicodedata
 from pathlib import Path
+from types import ModuleType
+from xml.etree import ElementTree
 
 import pytest
 
@@ -139,3 +143,93 @@ def test_the_wix_source_marks_the_properties_secure() -> None:
     source = (ROOT / "installer" / "kyso-agent.wxs").read_text(encoding="utf-8")
     for prop in ("PLATFORM_ORIGIN", "PLATFORM_KEY", "PKCS11_MODULE"):
         assert f'<Property Id="{prop}" Secure="yes" />' in source
+
+
+# --- the MSI's own texts: Vietnamese for the real (WiX) build, English for wixl's -----------
+
+
+@pytest.fixture(scope="module")
+def build_msi() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("build_msi", ROOT / "installer" / "build_msi.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_wixls_placeholder_msi_speaks_english_in_code_page_1252(
+    msi: Path, build_msi: ModuleType
+) -> None:
+    lcid, codepage, texts = build_msi.MSI_LANGUAGES["en"]
+    assert (lcid, codepage) == (1033, 1252)
+    summary = subprocess.run(
+        ["msiinfo", "suminfo", str(msi)], check=True, capture_output=True, text=True
+    ).stdout
+    assert "Template: x64;1033" in summary
+    assert f"Subject: {texts['PackageDescription']}\n" in summary
+    (condition,) = table(msi, "LaunchCondition")
+    assert condition["Description"] == texts["DowngradeMessage"]  # as written, no entities
+    assert [row["Title"] for row in table(msi, "Feature")] == [texts["FeatureTitle"]]
+
+
+def test_the_real_msi_speaks_vietnamese_in_code_page_1258(
+    build_msi: ModuleType, tmp_path: Path
+) -> None:
+    """What candle gets on the Windows runner (--fragment-only writes texts.wxi in Vietnamese),
+    checked through wixl's preprocessor: the language, the code pages and the texts."""
+    (tmp_path / "texts.wxi").write_text(build_msi.texts_include("vi"), encoding="utf-8")
+    done = subprocess.run(
+        [
+            "wixl",
+            "-E",
+            "-I",
+            str(tmp_path),
+            "-D",
+            "Version=1.0.0",
+            "-D",
+            "BundleDir=x",
+            "-D",
+            "IconFile=x.ico",
+            str(ROOT / "installer" / "kyso-agent.wxs"),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    wix = "{http://schemas.microsoft.com/wix/2006/wi}"
+    product = ElementTree.fromstring(done.stdout).find(f"{wix}Product")
+    assert product is not None
+    package, upgrade, feature = (
+        product.find(f"{wix}{name}") for name in ("Package", "MajorUpgrade", "Feature")
+    )
+    assert package is not None
+    assert upgrade is not None
+    assert feature is not None
+    assert product.get("Language") == "1066"
+    assert product.get("Codepage") == "1258"
+    assert package.get("SummaryCodepage") == "1258"
+    written = {
+        "PackageDescription": package.get("Description", ""),
+        "DowngradeMessage": upgrade.get("DowngradeErrorMessage", ""),
+        "FeatureTitle": feature.get("Title", ""),
+    }
+    _lcid, _codepage, texts = build_msi.MSI_LANGUAGES["vi"]
+    assert set(written) == set(texts)
+    for name, text in texts.items():
+        value = written[name]
+        assert unicodedata.normalize("NFC", value) == unicodedata.normalize("NFC", text), name
+        assert value.encode("cp1258").decode("cp1258") == value, name  # every character fits
+    assert unicodedata.normalize("NFC", written["FeatureTitle"]) == "Công cụ ký số Kyso"
+
+
+def test_every_vietnamese_letter_fits_code_page_1258(build_msi: ModuleType) -> None:
+    vowels = "aăâeêioôơuưy"
+    tones = ["", "\u0300", "\u0301", "\u0303", "\u0309", "\u0323"]
+    letters = [unicodedata.normalize("NFC", v + t) for v in vowels for t in tones]
+    text = "".join(letters) + "đ" + "".join(letters).upper() + "Đ"
+    written = build_msi.cp1258_form(text)
+    assert written.encode("cp1258")
+    assert unicodedata.normalize("NFC", written) == text
+    with pytest.raises(ValueError, match="1258"):
+        build_msi.cp1258_form("Kyso ✓")

@@ -30,12 +30,12 @@ from support.platform_seed import PASSWORD, Seed, add_person, seed
 from support.signing_data import bulk_people
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from kyso.agent import devpki
 from kyso.agent.token.pkcs11_token import Pkcs11Token
 from kyso.agent.token.softhsm import ProvisionedToken
 from kyso.platform.app import create_app
 from kyso.platform.models import VerificationStatus
 from kyso.platform.signing.manifest import ManifestSigner
+from kyso.platform.testpki import TestPki
 from kyso.platform.users.service import register_certificate
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -66,7 +66,7 @@ def site(
     platform_databases: Databases,
     tmp_path: Path,
     softhsm: ProvisionedToken,
-    softhsm_ca: devpki.DevCA,
+    test_pki: TestPki,
 ) -> Iterator[Site]:
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed")
@@ -80,7 +80,7 @@ def site(
             "DATABASE_URL": url,
             "SECRET_KEY": "browser-test",
             "SESSION_COOKIE_SECURE": False,
-            "TRUST_ANCHORS": str(devpki.write_pem(tmp_path / "ca.pem", softhsm_ca.certificate)),
+            "TRUST_ANCHORS": str(test_pki.write_anchors(tmp_path / "ca.pem")),
         }
     )
     app.instance_path = str(tmp_path / "instance")

@@ -93,14 +93,14 @@ def test_a_lost_database_is_the_apis_json_and_the_sites_page_without_a_traceback
     assert api.status_code == 503
     assert api.is_json
     body = api.get_json()
-    assert body["error"] == "common.database_unavailable"
-    assert body["message"] == translate("common.database_unavailable", "vi")
+    assert body["error"] == "common.database_lost"
+    assert body["message"] == translate("common.database_lost", "vi")
     assert body["retryable"] is True
 
     page = browser.get("/signing/")
     assert page.status_code == 503
     assert 'class="topbar"' in _text(page)
-    assert translate("common.database_unavailable", "vi") in _text(page)
+    assert translate("common.database_lost", "vi") in _text(page)
     assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
     assert any("database unavailable" in r.getMessage() for r in caplog.records)
     down.extensions["kyso.engine"].dispose()

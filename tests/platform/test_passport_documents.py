@@ -218,7 +218,7 @@ def test_the_verifier_refuses_what_it_must(
 
 
 def test_the_pdf_shows_the_fields_in_both_languages_and_validates(
-    central_signer: HsmSigner, passport_keys: PassportKeys
+    central_signer: HsmSigner, passport_keys: PassportKeys, pdf_signing: render.PdfSigning
 ) -> None:
     certificate, encoded = _issued(central_signer)
     document = render.PassportDocument(
@@ -232,20 +232,21 @@ def test_the_pdf_shows_the_fields_in_both_languages_and_validates(
     text = "".join(values) + "".join(vi + en for vi, en in render.FIELDS)
     assert [c for c in set(text) if ord(c) not in cmap] == []
 
-    signed = render.sign_pdf(render.passport_pdf(document), central_signer)
+    signed = render.sign_pdf(render.passport_pdf(document), pdf_signing)
     assert b"/FontFile2" in signed  # the font is embedded
     reader = PdfFileReader(io.BytesIO(signed))
     (signature,) = reader.embedded_signatures
     assert signature.sig_object["/SubFilter"] == "/ETSI.CAdES.detached"  # PAdES
+    # Signed by the document-signing key, which chains to its own root (not the CSCA).
     anchor = asn1_x509.Certificate.load(
-        passport_keys.csca.certificate.public_bytes(serialization.Encoding.DER)
+        passport_keys.document_ca.certificate.public_bytes(serialization.Encoding.DER)
     )
     status = validate_pdf_signature(signature, ValidationContext(trust_roots=[anchor]))
     assert status.intact
     assert status.valid
     assert status.trusted
     assert status.bottom_line
-    assert status.signing_cert.subject.native["common_name"].startswith("Kyso Test DSC")
+    assert status.signing_cert.subject.native["common_name"] == "Kyso Test PDF Signer"
     # Nothing added after the signature: the whole file is covered.
     assert signature.coverage.name == "ENTIRE_FILE"
 

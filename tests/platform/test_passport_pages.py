@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from pyhanko.pdf_utils.reader import PdfFileReader
 from sqlalchemy.orm import Session
 from support.cms_pki import Officer, Pki
 from support.passport_data import sign_people
@@ -33,6 +34,8 @@ def configured(
         PASSPORT_PKCS11_MODULE=environment["KYSO_PASSPORT_PKCS11_MODULE"],
         PASSPORT_TOKEN_LABEL=environment["KYSO_PASSPORT_TOKEN_LABEL"],
         PASSPORT_KEY_LABEL=environment["KYSO_PASSPORT_KEY_LABEL"],
+        PASSPORT_PDF_KEY_LABEL=environment["KYSO_PASSPORT_PDF_KEY_LABEL"],
+        **passport_keys.write_document_files(tmp_path / "pdf"),
         TRUST_ANCHORS=str(
             facility_pki.write_anchors(tmp_path / "anchors.pem", with_intermediate=True)
         ),
@@ -123,6 +126,9 @@ def test_a_citizen_downloads_qr_and_signed_pdf(
     assert pdf.status_code == 200
     assert pdf.data.startswith(b"%PDF")
     assert b"/ETSI.CAdES.detached" in pdf.data
+    # Signed by the document-signing key, not by the DCC signer.
+    (signature,) = PdfFileReader(io.BytesIO(pdf.data)).embedded_signatures
+    assert signature.signer_cert.subject.native["common_name"] == "Kyso Test PDF Signer"
 
     # The verify page accepts the downloaded QR picture and shows the content.
     token = csrf_token(client, "/passports/verify")

@@ -172,7 +172,7 @@ def test_untrusted_ca(pki: Pki) -> None:
     error = rejected(Problem.UNTRUSTED, stranger.certificate, pki.trust())
     assert "issued by “Stranger Root CA”" in error.text("en")
     assert "do “Stranger Root CA” cấp" in error.text("vi")
-    assert "no trusted or known issuer" in error.detail
+    assert "no issuer matching" in error.detail
 
 
 def test_intermediate_must_be_known(pki: Pki) -> None:
@@ -188,7 +188,7 @@ def test_issuer_name_alone_is_not_enough(pki: Pki) -> None:
     impostor = issue_ca(impostor_root, "Kyso Test Issuing CA")  # the real intermediate's name
     forged = pki.officer("P256", issuer=impostor, chain=(impostor.certificate,))
     error = rejected(Problem.UNTRUSTED, forged.certificate, pki.trust())
-    assert "is not signed by" in error.detail
+    assert "no issuer matching" in error.detail
     # Even with the impostor intermediate in the store, its own issuer is not the anchor.
     trust = TrustStore([pki.root.certificate], [pki.intermediate.certificate, impostor.certificate])
     rejected(Problem.UNTRUSTED, forged.certificate, trust)
@@ -198,15 +198,15 @@ def test_issuer_name_alone_is_not_enough(pki: Pki) -> None:
     ("options", "detail"),
     [
         ({"ca": False}, "not a CA"),
-        ({"key_usage": ("digitalSignature", "cRLSign")}, "keyCertSign"),
+        ({"key_usage": ("digitalSignature", "cRLSign")}, "is not allowed to sign certificates"),
         (
             {
                 "not_before": NOW - timedelta(days=800),
                 "not_after": NOW - timedelta(days=1),
             },
-            "is valid from",
+            "intermediate certificate 1 expired",
         ),
-        ({"not_before": NOW + timedelta(days=1)}, "is valid from"),
+        ({"not_before": NOW + timedelta(days=1)}, "intermediate certificate 1 is not valid until"),
     ],
     ids=["not-a-ca", "no-keycertsign", "expired-ca", "future-ca"],
 )
@@ -225,7 +225,7 @@ def test_path_length_of_the_root_is_respected() -> None:
     officer = Pki(root=root, intermediate=intermediate).officer("P256")
     trust = TrustStore([root.certificate], [intermediate.certificate])
     error = rejected(Problem.UNTRUSTED, officer.certificate, trust)
-    assert "allows 0 intermediate CAs" in error.detail
+    assert "exceeds the maximum path length" in error.detail
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")

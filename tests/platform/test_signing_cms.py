@@ -41,6 +41,7 @@ from kyso.platform.signing.cms import (
     verify_detached,
     verify_signature,
 )
+from kyso.platform.testpki import TestPki
 
 OPENSSL = shutil.which("openssl")
 SIGNING_TIME = datetime(2026, 3, 14, 9, 26, 53, tzinfo=UTC)
@@ -500,7 +501,7 @@ def test_3000_signatures_verified_and_assembled_under_400_ms(
 def test_softhsm_signatures_assemble_into_verifiable_cms(
     token: Pkcs11Token,
     softhsm: ProvisionedToken,
-    softhsm_ca: devpki.DevCA,
+    test_pki: TestPki,
     name: str,
     algorithm: str,
     tmp_path: Path,
@@ -538,7 +539,12 @@ def test_softhsm_signatures_assemble_into_verifiable_cms(
     ):
         p7s = assembler.accept(attrs.der, signature)
         assert verify_detached(p7s, document) == provisioned.certificate
-        result = openssl_verify(tmp_path / str(i), p7s, document, (softhsm_ca.certificate,))
+        result = openssl_verify(
+            tmp_path / str(i),
+            p7s,
+            document,
+            (test_pki.root.certificate, test_pki.issuing.certificate),
+        )
         assert result.returncode == 0, result.stderr
     # A signature of one record does not pass for the next.
     with pytest.raises(SignatureInvalid):

@@ -3,7 +3,8 @@
     from support.passport_fixtures import *  # noqa: F403
 
 ``passport_keys`` (the central keys on SoftHSM2), ``central_signer`` (an ``HsmSigner`` per
-algorithm, shared), ``facility_pki`` and ``facility_officer`` (the officer key signing the
+algorithm, shared), ``pdf_signing`` (the PDF passport's document-signing key, its root and
+CRL), ``facility_pki`` and ``facility_officer`` (the officer key signing the
 records), ``issuance`` (an ``IssuanceContext`` for ES256), ``issue`` (runs the issuance on the
 test's database).
 """
@@ -20,6 +21,7 @@ from flask import Flask
 from kyso.agent.token.softhsm import ProvisionedToken
 from kyso.platform.passport.hsm import HsmSigner
 from kyso.platform.passport.issuance import IssuanceContext, RunSummary, issue_passports
+from kyso.platform.passport.render import PdfSigning
 from support.cms_pki import Officer, Pki, create_pki
 from support.passport_hsm import PassportKeys, passport_keys_in
 
@@ -30,6 +32,7 @@ __all__ = [
     "issuance",
     "issue",
     "passport_keys",
+    "pdf_signing",
 ]
 
 _SIGNERS: dict[tuple[Path, str], HsmSigner] = {}
@@ -44,6 +47,20 @@ def passport_keys(softhsm_dir: Path, softhsm: ProvisionedToken) -> PassportKeys:
 @pytest.fixture(params=["ES256", "PS256"])
 def central_signer(request: pytest.FixtureRequest, passport_keys: PassportKeys) -> HsmSigner:
     return signer_for(passport_keys, request.param)
+
+
+@pytest.fixture
+def pdf_signing(passport_keys: PassportKeys) -> PdfSigning:
+    return pdf_signing_for(passport_keys)
+
+
+def pdf_signing_for(keys: PassportKeys, timestamper: Any = None) -> PdfSigning:
+    key = (keys.token.token_dir, "document")
+    if key not in _SIGNERS:
+        _SIGNERS[key] = HsmSigner(keys.document_config())
+    return PdfSigning(
+        _SIGNERS[key], (keys.document_ca.certificate,), (keys.document_crl,), timestamper
+    )
 
 
 def signer_for(keys: PassportKeys, algorithm: str) -> HsmSigner:

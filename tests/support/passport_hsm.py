@@ -5,8 +5,14 @@ A token "Kyso Passport" in the session's SoftHSM2 directory holds two keys gener
 certifies each as a Document Signer Certificate with the DCC vaccination extended key usage,
 stored on the token under the key's CKA_ID, as an HSM holds a DSC next to its key.
 
+The PDF passport has a key of its own on the same token, ``pdf-es256`` (EC P-256), certified
+by a test document-signing root ("Kyso Test Root (documents)") with the extended key usages
+PDF readers accept (emailProtection, documentSigning), a CRL distribution point and a CRL
+(``PassportKeys.document_crl``) for the validation data of PAdES B-LT.
+
     keys = provision_passport_token(directory, csca)
     signer = HsmSigner(keys.config("ES256"))
+    pdf_signer = HsmSigner(keys.document_config())
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID, ObjectIdentifier
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
 from kyso.agent import devpki
 from kyso.agent.token import softhsm as softhsm2
@@ -30,6 +36,8 @@ TOKEN_LABEL = "Kyso Passport"
 PIN = "246810"
 SO_PIN = "13579111"
 KEY_LABELS = {"ES256": "dsc-es256", "PS256": "dsc-ps256"}
+DOCUMENT_KEY_LABEL = "pdf-es256"
+DOCUMENT_CRL_URL = "http://crl.kyso.test/documents.crl"
 
 EKU_TEST = ObjectIdentifier("1.3.6.1.4.1.1847.2021.1.1")
 EKU_VACCINATION = ObjectIdentifier("1.3.6.1.4.1.1847.2021.1.2")
@@ -86,11 +94,113 @@ def issue_dsc(
     return builder.sign(csca.key, hashes.SHA256())
 
 
+def create_document_ca() -> devpki.DevCA:
+    """A test root for the PDF passport's document-signing certificate (EC P-256)."""
+    return devpki.create_ca(
+        "Kyso Test Root (documents)", organisation="Bộ Y tế (test only)", key_type="EC"
+    )
+
+
+def issue_document_certificate(
+    ca: devpki.DevCA,
+    public_key: Any,
+    *,
+    name: str = "Kyso Test PDF Signer",
+    eku: tuple[ObjectIdentifier, ...] | None = (
+        ExtendedKeyUsageOID.EMAIL_PROTECTION,
+        ObjectIdentifier("1.3.6.1.5.5.7.3.36"),  # documentSigning (RFC 9336)
+    ),
+    not_before: datetime | None = None,
+    not_after: datetime | None = None,
+) -> x509.Certificate:
+    """The document-signing certificate of the PDF passports (CRL distribution point set)."""
+    now = datetime.now(UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.COUNTRY_NAME, "VN"),
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Cục Y tế dự phòng (test only)"),
+                    x509.NameAttribute(NameOID.COMMON_NAME, name),
+                ]
+            )
+        )
+        .issuer_name(ca.certificate.subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before or now - timedelta(days=1))
+        .not_valid_after(not_after or now + timedelta(days=730))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            devpki.key_usage_extension(("digitalSignature", "nonRepudiation")), critical=True
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),  # type: ignore[arg-type]
+            critical=False,
+        )
+        .add_extension(
+            x509.CRLDistributionPoints(
+                [
+                    x509.DistributionPoint(
+                        [x509.UniformResourceIdentifier(DOCUMENT_CRL_URL)], None, None, None
+                    )
+                ]
+            ),
+            critical=False,
+        )
+    )
+    if eku:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(list(eku)), critical=False)
+    return builder.sign(ca.key, hashes.SHA256())
+
+
+def issue_crl(ca: devpki.DevCA, *, days: int = 7) -> x509.CertificateRevocationList:
+    """An empty CRL of ``ca`` valid ``days`` days."""
+    now = datetime.now(UTC)
+    return (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca.certificate.subject)
+        .last_update(now - timedelta(minutes=5))
+        .next_update(now + timedelta(days=days))
+        .add_extension(x509.CRLNumber(1), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),  # type: ignore[arg-type]
+            critical=False,
+        )
+        .sign(ca.key, hashes.SHA256())
+    )
+
+
 @dataclass(frozen=True)
 class PassportKeys:
     token: ProvisionedToken
     csca: devpki.DevCA
     certificates: dict[str, x509.Certificate]  # by algorithm
+    document_ca: devpki.DevCA
+    document_certificate: x509.Certificate
+    document_crl: x509.CertificateRevocationList
+
+    def document_config(self, **overrides: Any) -> HsmConfig:
+        values: dict[str, Any] = {
+            "module": self.token.module_path,
+            "token_label": TOKEN_LABEL,
+            "key_label": DOCUMENT_KEY_LABEL,
+            "pin": PIN,
+            "algorithm": "ES256",
+            "purpose": "document",
+        }
+        values.update(overrides)
+        return HsmConfig(**values)
+
+    def write_document_files(self, directory: Path) -> dict[str, str]:
+        """The document root (PEM) and CRL (DER) as files; their ``PASSPORT_PDF_*`` settings."""
+        directory.mkdir(parents=True, exist_ok=True)
+        chain = devpki.write_pem(directory / "pdf-chain.pem", self.document_ca.certificate)
+        crl = directory / "pdf-root.crl"
+        crl.write_bytes(self.document_crl.public_bytes(serialization.Encoding.DER))
+        return {"PASSPORT_PDF_CHAIN": str(chain), "PASSPORT_PDF_CRLS": str(crl)}
 
     def config(self, algorithm: str = "ES256", **overrides: Any) -> HsmConfig:
         values: dict[str, Any] = {
@@ -112,6 +222,7 @@ class PassportKeys:
             "KYSO_PASSPORT_KEY_LABEL": KEY_LABELS[algorithm],
             "KYSO_PASSPORT_ALGORITHM": algorithm,
             "KYSO_PASSPORT_PIN": PIN,
+            "KYSO_PASSPORT_PDF_KEY_LABEL": DOCUMENT_KEY_LABEL,
         }
 
     def dsc_pem(self) -> bytes:
@@ -127,7 +238,11 @@ def provision_passport_token(directory: Path, csca: devpki.DevCA | None = None) 
         label=TOKEN_LABEL,
         user_pin=PIN,
         so_pin=SO_PIN,
-        keys=(KeySpec(KEY_LABELS["ES256"], "EC", 256), KeySpec(KEY_LABELS["PS256"], "RSA", 2048)),
+        keys=(
+            KeySpec(KEY_LABELS["ES256"], "EC", 256),
+            KeySpec(KEY_LABELS["PS256"], "RSA", 2048),
+            KeySpec(DOCUMENT_KEY_LABEL, "EC", 256),
+        ),
         certificates=(),
         ca=csca,
     )
@@ -137,7 +252,18 @@ def provision_passport_token(directory: Path, csca: devpki.DevCA | None = None) 
         certificate = issue_dsc(csca, key.public_key, name=f"Kyso Test DSC {algorithm}")
         softhsm2.store_certificate(token, certificate, key.key_id, label)
         certificates[algorithm] = certificate
-    return PassportKeys(token, csca, certificates)
+    document_ca = create_document_ca()
+    document_key = token.keys[DOCUMENT_KEY_LABEL]
+    document_certificate = issue_document_certificate(document_ca, document_key.public_key)
+    softhsm2.store_certificate(token, document_certificate, document_key.key_id, DOCUMENT_KEY_LABEL)
+    return PassportKeys(
+        token,
+        csca,
+        certificates,
+        document_ca,
+        document_certificate,
+        issue_crl(document_ca),
+    )
 
 
 def software_dsc(

@@ -75,12 +75,14 @@ def seed(session: Session) -> Seed:
         name="Trạm Y tế Phường Bến Nghé",
         kind=SigningUnitKind.FACILITY,
         province_id=province.id,
+        tax_code="0312345678",  # what the test certificates carry (UID=MST:0312345678)
     )
     unit_district = SigningUnit(
         code="SU-79-760",
         name="Trung tâm Y tế Quận 1",
         kind=SigningUnitKind.DISTRICT_HEALTH_CENTRE,
         province_id=province.id,
+        tax_code="0312345600",
     )
     session.add_all([unit_ben_nghe, unit_district])
     session.flush()

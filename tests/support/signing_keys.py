@@ -48,14 +48,16 @@ class Pki:
     stranger: Signer  # a key of nobody's registered certificate
 
 
-def make_signer(ca: devpki.DevCA, kind: str, **kw: object) -> Signer:
+def make_signer(
+    ca: devpki.DevCA, kind: str, subject: x509.Name | None = None, **kw: object
+) -> Signer:
     key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
     key = (
         rsa.generate_private_key(public_exponent=65537, key_size=2048)
         if kind == "rsa"
         else ec.generate_private_key(ec.SECP256R1())
     )
-    return Signer(key, ca.issue(key.public_key(), SUBJECT, **kw))  # type: ignore[arg-type]
+    return Signer(key, ca.issue(key.public_key(), subject or SUBJECT, **kw))  # type: ignore[arg-type]
 
 
 def make_pki(directory: Path) -> Pki:

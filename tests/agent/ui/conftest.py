@@ -10,12 +10,14 @@ from collections.abc import Callable
 from datetime import date
 
 import pytest
+from pytestqt.qtbot import QtBot
 
 from kyso.agent.manifest import BatchManifest, Summary
 from kyso.agent.service import ConsentRequest
 from kyso.agent.token.model import Algorithm, CertificateInfo, PinStatus
 from kyso.agent.token.pkcs11_token import Pkcs11Token
 from kyso.agent.token.softhsm import ProvisionedToken
+from kyso.agent.ui.controller import AgentController
 
 ORIGIN = "https://tiemchung.example.vn"
 
@@ -61,3 +63,11 @@ def consent_request(
         )
 
     return make
+
+
+def start_and_wait(qtbot: QtBot, controller: AgentController, timeout: int = 15_000) -> bool:
+    """Presses Start (which returns at once) and waits until it listens or fails; True if it
+    listens."""
+    controller.start()
+    qtbot.waitUntil(lambda: not controller.waiting, timeout=timeout)
+    return controller.listening

@@ -29,7 +29,7 @@ from kyso.agent.token.softhsm import ProvisionedToken, user_logged_in
 from kyso.agent.ui.app import DesktopApp
 from kyso.agent.ui.dialogs import ConsentDialog, OriginDialog
 
-from .conftest import ORIGIN
+from .conftest import ORIGIN, start_and_wait
 
 T = TypeVar("T")
 
@@ -65,7 +65,7 @@ def desktop(qtbot: QtBot, token: Pkcs11Token, tmp_path: Path) -> Iterator[Deskto
     app = DesktopApp(config, token, language="vi", port=0, use_tray=False)
     qtbot.addWidget(app.window)
     app.window.show()
-    assert app.controller.start()
+    assert start_and_wait(qtbot, app.controller)
     desktop = Desktop(app, issuer)
     yield desktop
     app.shutdown()

@@ -24,7 +24,7 @@ from kyso.agent.token.pkcs11_token import Pkcs11Token
 from kyso.agent.ui.app import DesktopApp
 from kyso.agent.ui.dialogs import PairingDialog
 
-from .conftest import ORIGIN
+from .conftest import ORIGIN, start_and_wait
 
 NEW_ORIGIN = "https://tiemchung.hcm.example.vn"
 
@@ -70,7 +70,7 @@ def desktop(
 def test_a_new_origin_asks_to_pair_and_a_fetch_failure_is_explained(
     qtbot: QtBot, desktop: DesktopApp
 ) -> None:
-    assert desktop.controller.start()
+    assert start_and_wait(qtbot, desktop.controller)
     url = f"ws://127.0.0.1:{desktop.controller.listening_port}/"
     with pytest.raises(InvalidStatus) as refused:
         connect(url, origin=NEW_ORIGIN, open_timeout=5)  # type: ignore[arg-type]
@@ -179,7 +179,7 @@ def test_a_late_key_never_lands_in_another_pages_dialog(
     )
     qtbot.addWidget(app.window)
     try:
-        assert app.controller.start()
+        assert start_and_wait(qtbot, app.controller)
         url = f"ws://127.0.0.1:{app.controller.listening_port}/"
         with pytest.raises(InvalidStatus):
             connect(url, origin=first, open_timeout=5)

@@ -51,6 +51,7 @@ def test_no_clipped_text(tmp_path: Path, scale: str, font_dpi: str, language: st
         "settings",
         "pairing",
         "result",
+        "driver-waiting",
     }
     # ... and no label, button, field or box needs more room than it has.
     assert report == {name: [] for name in report}, report
@@ -81,7 +82,13 @@ def test_screenshots_regenerate_under_xvfb(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     shots = json.loads(done.stdout.strip().splitlines()[-1])
-    assert [name for name, *_ in shots] == ["main-window", "consent-pin", "progress", "settings"]
+    assert [name for name, *_ in shots] == [
+        "main-window",
+        "consent-pin",
+        "progress",
+        "settings",
+        "driver-waiting",
+    ]
     for name, path, width, height in shots:
         image = QImage(path)
         assert Path(path).stat().st_size > 2000, name

@@ -24,6 +24,8 @@ from kyso.agent.ui.icons import status_pixmap
 from kyso.agent.ui.single_instance import SingleInstance, activate_running, instance_name
 from kyso.agent.ui.widgets import short_subject
 
+from .conftest import start_and_wait
+
 LABEL = "Kyso Desk"
 PROVISION = """
 import sys
@@ -76,6 +78,7 @@ def test_start_and_stop(qtbot: QtBot, desktop: DesktopApp) -> None:
     assert value(desktop, "status").startswith("Đã dừng")
     assert desktop.controller.status is TrayState.STOPPED
     qtbot.mouseClick(window.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: desktop.controller.listening, timeout=10_000)
     port = desktop.controller.listening_port
     assert port is not None
     assert window.start_button.text() == "Dừng"
@@ -98,7 +101,7 @@ def test_port_taken_is_explained(qtbot: QtBot, token: Pkcs11Token, tmp_path: Pat
         )
         qtbot.addWidget(app.window)
         try:
-            assert not app.controller.start()
+            assert not start_and_wait(qtbot, app.controller)
             assert app.window.error.isVisibleTo(app.window)
             assert str(port) in app.window.error.text()
             assert app.window.start_button.text() == "Bắt đầu"
@@ -148,7 +151,7 @@ def test_hotplug_while_listening(
     qtbot: QtBot, lonely_desktop: DesktopApp, lonely: ProvisionedToken, tmp_path: Path
 ) -> None:
     desktop = lonely_desktop
-    assert desktop.controller.start()
+    assert start_and_wait(qtbot, desktop.controller)
     _hotplug(qtbot, desktop, lonely, tmp_path)
     assert desktop.controller.status is TrayState.LISTENING
 
@@ -164,7 +167,7 @@ def test_hotplug_while_stopped(
 
 def test_no_token_state(qtbot: QtBot, lonely_desktop: DesktopApp, lonely: ProvisionedToken) -> None:
     desktop = lonely_desktop
-    assert desktop.controller.start()
+    assert start_and_wait(qtbot, desktop.controller)
     qtbot.waitUntil(lambda: desktop.controller.status is TrayState.LISTENING, timeout=5000)
     softhsm2.delete_token(lonely)
     qtbot.waitUntil(lambda: desktop.controller.status is TrayState.NO_TOKEN, timeout=2000)
@@ -184,7 +187,7 @@ def test_no_driver(qtbot: QtBot, tmp_path: Path) -> None:
     qtbot.addWidget(app.window)
     try:
         assert value(app, "token") == error.vi
-        assert not app.controller.start()
+        assert not start_and_wait(qtbot, app.controller)
         assert app.window.error.text() == error.vi
     finally:
         app.shutdown()
