@@ -94,6 +94,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 def _register_blueprints(app: Flask) -> None:
     from kyso.platform import downloads
     from kyso.platform.auth.views import blueprint as auth
+    from kyso.platform.corrections.views import blueprint as corrections
     from kyso.platform.feedback.views import blueprint as feedback
     from kyso.platform.ops.views import blueprint as ops
     from kyso.platform.passport.views import blueprint as passport
@@ -111,6 +112,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(passport)
     app.register_blueprint(passport_lists)
     app.register_blueprint(stats)
+    app.register_blueprint(corrections)
     app.register_blueprint(feedback)
     app.register_blueprint(ops)
     app.register_blueprint(batch_views.blueprint)

@@ -1,4 +1,5 @@
-"""The signing page "Ký duyệt chứng nhận tiêm": search, tick, review (signing itself comes next).
+"""The signing page "Ký duyệt chứng nhận tiêm": search, tick, review; the batch itself is
+signed through ``batch_views``.
 
 Everything works without JavaScript: the search is a GET form, selection changes are POST forms
 (CSRF-protected) that redirect back to the page they came from. ``static/signing.js`` only
