@@ -8,6 +8,7 @@ fit a 360-px phone; the login form keeps the typed username after a wrong passwo
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +34,13 @@ class Site:
     app: Flask
     person_id: int
     admin_id: int
+    officer_id: int
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -52,6 +60,7 @@ def site(
             "SECRET_KEY": "browser-test",
             "SESSION_COOKIE_SECURE": False,
             "REGISTRY_URL": "http://127.0.0.1:9",
+            "AGENT_PORT": _closed_port(),  # no signing agent runs on this PC
         }
     )
     app.instance_path = str(tmp_path / "instance")
@@ -66,7 +75,7 @@ def site(
             first_dose=date(2022, 3, 1),
         )
         session.commit()
-        ids = (person.id, org.admin.id)
+        ids = (person.id, org.admin.id, org.officer.id)
     server: BaseWSGIServer = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -101,7 +110,13 @@ def _pages(site: Site) -> dict[str | None, list[str]]:
             "/records/requests",
         ],
         "cucduphong": ["/passports/issuer"],
-        "admin": ["/users/", "/users/new", f"/users/{site.admin_id}", "/users/audit"],
+        "admin": [
+            "/users/",
+            "/users/new",
+            f"/users/{site.admin_id}",
+            f"/users/{site.officer_id}/certificate",
+            "/users/audit",
+        ],
     }
 
 
@@ -190,3 +205,22 @@ def test_citizen_pages_fit_a_phone_and_have_an_icon(site: Site) -> None:
         assert icon.headers["content-type"].startswith("image/svg+xml")
         browser.close()
     assert not [line for line in icons if not line.startswith("200 ")], icons
+
+
+@pytest.mark.timeout(120)
+def test_certificate_page_without_the_agent_names_its_own_button(site: Site) -> None:
+    # before issue 17 it said to press "Ký số" (not on this page) and linked a missing file
+    expect = playwright_api.expect
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(locale="vi-VN")
+        _login(page, site.url, "admin")
+        page.goto(f"{site.url}/users/{site.officer_id}/certificate")
+        page.get_by_role("button", name="Đọc chứng thư số từ USB token").click()
+        error = page.locator("#read-certificate-error")
+        expect(error).to_contain_text("Không kết nối được với phần mềm ký Kyso Agent")
+        expect(error).to_contain_text("bấm “Đọc chứng thư số từ USB token” lại")
+        expect(error).not_to_contain_text("Ký số")
+        installer = error.get_by_role("link", name="Tải bộ cài Kyso Agent")
+        expect(installer).to_have_attribute("href", "/downloads/kyso-agent.msi")
+        browser.close()
