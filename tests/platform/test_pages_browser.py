@@ -95,7 +95,13 @@ def _login(page: playwright_api.Page, url: str, username: str) -> None:
     page.wait_for_load_state()
 
 
-CITIZEN_PAGES = ["/login", "/feedback/", "/feedback/status", "/passports/lookup", "/passports/verify"]
+CITIZEN_PAGES = [
+    "/login",
+    "/feedback/",
+    "/feedback/status",
+    "/passports/lookup",
+    "/passports/verify",
+]
 
 
 def _pages(site: Site) -> dict[str | None, list[str]]:
