@@ -82,6 +82,8 @@ def _change_message(change: service.SelectionChange, lang: str) -> str:
         parts.append(translate("signing.removed", lang, count=count_text(change.removed, lang)))
     if not parts:
         parts.append(translate("signing.unchanged", lang))
+    if change.more_left:
+        parts.append(translate("signing.first_more_left", lang))
     if change.skipped_unverified:
         count = count_text(change.skipped_unverified, lang, at_least=change.skipped_capped)
         parts.append(translate("signing.skipped_unverified", lang, count=count))
@@ -259,7 +261,9 @@ def remove_from_selection() -> Any:
 def select_search() -> Any:
     """Tick all ("chọn tất cả") of the search whose filters the form carries."""
     try:
-        change = service.add_search(db(), _officer(), _filters_from(request.form))
+        change = service.add_search(
+            db(), _officer(), _filters_from(request.form), first=request.form.get("first") == "1"
+        )
     except DomainError as exc:
         return _respond(None, exc, url_for("signing.search"))
     return _respond(change, None, url_for("signing.search"))
