@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,8 +19,12 @@ from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from support.cms_pki import Officer
+from support.cms_pki import Pki as CmsPki
+from support.passport_data import sign_people
+from support.passport_fixtures import *  # noqa: F403
 from support.platform_client import csrf_token, login
-from support.platform_seed import PASSWORD, Seed
+from support.platform_seed import PASSWORD, Seed, add_person
 from support.signing_data import bulk_people
 from support.signing_keys import Pki, make_pki
 
@@ -169,3 +174,25 @@ def test_registry_lookups_are_timed_and_their_failures_counted(client: FlaskClie
     assert value(after, errors, kind="connection") - value(before, errors, kind="connection") == 1
     count = "kyso_registry_request_duration_seconds_count"
     assert value(after, count) - value(before, count) == 1
+
+
+def test_issued_passports_are_counted_once_their_chunk_commits(
+    client: FlaskClient,
+    session: Session,
+    org: Seed,
+    facility_pki: CmsPki,
+    facility_officer: Officer,
+    issue: Callable[..., Any],
+) -> None:
+    people = [
+        add_person(session, org, f"Hồ Thị Mẫu {i}", identity_number=f"07919000{i:04d}").id
+        for i in range(3)
+    ]
+    session.commit()
+    sign_people(session, org, facility_pki, facility_officer, people)
+    before = read_metrics(client)
+    summary = issue()
+    after = read_metrics(client)
+    assert summary.issued == 3
+    name = "kyso_passports_issued_total"
+    assert value(after, name) - value(before, name) == 3
