@@ -73,6 +73,7 @@ from kyso.platform.models import (
     User,
     VaccineProduct,
 )
+from kyso.platform.ops.metrics import BATCHES, SIGNATURES_STORED, count_on_commit
 from kyso.platform.signing import cms, documents
 from kyso.platform.signing import revocation as revocations
 from kyso.platform.signing.certificates import CheckedCertificate, TrustStore, check_certificate
@@ -302,6 +303,7 @@ def prepare(
         mode=mode.value,
         certificate=checked.serial_hex,
     )
+    count_on_commit(session, BATCHES, event="prepared")
     return Prepared(batch_id, len(items), people, attempt, tuple(dropped))
 
 
@@ -608,6 +610,7 @@ def _store_all_pending_signed(
         )
     )
     batch.signed += len(inserted)  # one item per dose in a batch
+    count_on_commit(session, SIGNATURES_STORED, len(inserted))
     return lost
 
 
@@ -714,6 +717,7 @@ def _store_signed(
                 ],
             )
         batch.signed += len(stored)
+        count_on_commit(session, SIGNATURES_STORED, len(stored))
     _store_rejected(session, batch, lost, now)
 
 
@@ -915,6 +919,7 @@ def _finish_if_done(session: Session, batch: SigningBatch, officer: User, now: d
             signed=batch.signed,
             rejected=batch.rejected,
         )
+        count_on_commit(session, BATCHES, event="completed")
 
 
 def _recount(session: Session, batch: SigningBatch) -> None:
