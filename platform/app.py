@@ -80,6 +80,12 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         REVOCATION_POLICY=os.environ.get("KYSO_REVOCATION_POLICY", "hard"),
         REVOCATION_TIMEOUT=float(os.environ.get("KYSO_REVOCATION_TIMEOUT", "5")),
         REVOCATION_CACHE_SECONDS=float(os.environ.get("KYSO_REVOCATION_CACHE_SECONDS", "300")),
+        # RFC 3161 time-stamps of stored signatures (platform/signing/timestamps.py): the TSA,
+        # the policy when it cannot answer (hard, soft), timeout and concurrent requests.
+        TSA_URL=os.environ.get("KYSO_TSA_URL", ""),
+        TSA_POLICY=os.environ.get("KYSO_TSA_POLICY", "hard"),
+        TSA_TIMEOUT=float(os.environ.get("KYSO_TSA_TIMEOUT", "10")),
+        TSA_CONNECTIONS=int(os.environ.get("KYSO_TSA_CONNECTIONS", "8")),
         CERTIFICATE_EXPIRY_WARNING_DAYS=int(
             os.environ.get("KYSO_CERTIFICATE_EXPIRY_WARNING_DAYS", "30")
         ),

@@ -36,6 +36,7 @@ from kyso.platform.signing.certificates import CheckedCertificate, load_trust_st
 from kyso.platform.signing.manifest import ManifestSigner, load_signer
 from kyso.platform.signing.page_texts import sign_page_texts
 from kyso.platform.signing.texts import count_text
+from kyso.platform.signing.timestamps import timestamper
 from kyso.platform.signing.validation import revocation_checker
 from kyso.platform.users.service import active_certificate
 
@@ -95,8 +96,14 @@ def signing_context() -> batches.SigningContext:
     checker = app.extensions.get("kyso.revocation")
     if checker is None:
         checker = app.extensions["kyso.revocation"] = revocation_checker(app.config)
+    if "kyso.timestamper" not in app.extensions:
+        app.extensions["kyso.timestamper"] = timestamper(app.config)
     return batches.SigningContext(
-        trust=trust, manifest_signer=manifest_signer(app), origin=str(origin), revocation=checker
+        trust=trust,
+        manifest_signer=manifest_signer(app),
+        origin=str(origin),
+        revocation=checker,
+        timestamper=app.extensions["kyso.timestamper"],
     )
 
 

