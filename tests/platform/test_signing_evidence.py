@@ -7,9 +7,12 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from asn1crypto import cms as asn1_cms
+from click.testing import CliRunner, Result
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -17,6 +20,7 @@ from support.platform_seed import Seed
 from support.signing_data import bulk_people
 from support.signing_keys import Signer, make_signer
 
+from kyso.platform.cli import main
 from kyso.platform.i18n import DomainError
 from kyso.platform.models import Dose, ItemState, SigningBatchItem, SigningEvidence
 from kyso.platform.signing import batches, cms
@@ -182,3 +186,56 @@ def test_tsa_down_hard_policy_stores_nothing_soft_stores_cades_bes(
         select(SigningBatchItem.cms).where(SigningBatchItem.batch_id == prepared.batch_id)
     ).all()
     assert all(blob is not None and timestamp_token(blob) is None for blob in blobs)
+
+
+def _verify(directory: Path, *args: str, env: dict[str, str]) -> Result:
+    return CliRunner().invoke(main, ["verify-signed", str(directory), *args], env=env)
+
+
+def test_verify_signed_offline_after_expiry_thanks_to_the_time_stamp(
+    session: Session, org: Seed, test_pki: TestPki, tmp_path: Path, database_url: str
+) -> None:
+    now = datetime.now(UTC)
+    expires = now + timedelta(hours=2)
+    signer = make_signer(test_pki.issuing, "rsa", not_after=expires)
+    batch_id = _sign_batch(
+        session, org, signer, _context(test_pki, Timestamper(test_pki.tsa_url)), people=2
+    )
+    out = tmp_path / "export"
+    export_signed(session, batch_id, out, TrustStore.from_pem(test_pki.anchors_pem()))
+    env = {
+        "DATABASE_URL": database_url,
+        "KYSO_SECRET_KEY": "test",
+        "KYSO_INSTANCE_PATH": str(tmp_path / "instance"),
+    }
+    later = (expires + timedelta(days=30)).isoformat()
+
+    # Offline: the PKI's server is not asked again (OCSP and TSA from the export).
+    hits = dict(test_pki.hits)
+    done = _verify(out, "--at", later, env=env)
+    assert done.exit_code == 0, done.output
+    assert dict(test_pki.hits) == hits
+    lines = done.output.splitlines()
+    assert len([line for line in lines if line.startswith("OK")]) == 4
+    assert "time-stamped" in lines[0]
+    assert lines[-1] == "4 files: 4 OK, 0 failed"
+
+    # The same signatures without their time-stamps cannot pass after the expiry.
+    bare = tmp_path / "bare"
+    shutil.copytree(out, bare)
+    for path in bare.glob("*.p7s"):
+        content_info = asn1_cms.ContentInfo.load(path.read_bytes())
+        del content_info["content"]["signer_infos"][0]["unsigned_attrs"]
+        path.write_bytes(content_info.dump(force=True))
+    expired = _verify(bare, "--at", later, env=env)
+    assert expired.exit_code != 0
+    assert expired.output.splitlines()[-1] == "4 files: 0 OK, 4 failed"
+    assert _verify(bare, env=env).exit_code == 0  # while the certificate is valid, they pass
+
+    # A changed record fails, with the others still checked.
+    changed = sorted(out.glob("dose-*.json"))[0]
+    changed.write_bytes(changed.read_bytes().replace(b'"', b"'", 1))
+    tampered = _verify(out, "--at", later, env=env)
+    assert tampered.exit_code != 0
+    assert f"FAIL  {changed.with_suffix('.p7s').name}" in tampered.output
+    assert tampered.output.splitlines()[-1] == "4 files: 3 OK, 1 failed"
