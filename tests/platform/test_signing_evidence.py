@@ -4,16 +4,24 @@ TSA, the OCSP answers stored with the batch, the export checked by tools nobody 
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from asn1crypto import cms as asn1_cms
+from asn1crypto import ocsp as asn1_ocsp
+from asn1crypto import x509 as asn1_x509
 from click.testing import CliRunner, Result
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from pyhanko.sign.validation.generic_cms import async_validate_detached_cms
+from pyhanko_certvalidator import ValidationContext
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from support.platform_seed import Seed
@@ -81,9 +89,9 @@ def _sign_batch(
     return prepared.batch_id
 
 
-def _run(*args: str | Path) -> subprocess.CompletedProcess[str]:
+def _run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(a) for a in args], capture_output=True, text=True, check=False, timeout=60
+        [str(a) for a in args], capture_output=True, text=True, check=False, timeout=60, cwd=cwd
     )
 
 
@@ -239,3 +247,85 @@ def test_verify_signed_offline_after_expiry_thanks_to_the_time_stamp(
     assert tampered.exit_code != 0
     assert f"FAIL  {changed.with_suffix('.p7s').name}" in tampered.output
     assert tampered.output.splitlines()[-1] == "4 files: 3 OK, 1 failed"
+
+
+def _pyhanko_status(directory: Path, name: str) -> Any:
+    """pyHanko's own CMS validation of ``name.p7s`` over ``name.json``: trust from the
+    export's chain.pem, revocation from its evidence/ only (no fetching)."""
+    chain = [
+        asn1_x509.Certificate.load(c.public_bytes(serialization.Encoding.DER))
+        for c in x509.load_pem_x509_certificates((directory / "chain.pem").read_bytes())
+    ]
+    context = ValidationContext(
+        trust_roots=[c for c in chain if c.self_signed],
+        other_certs=[c for c in chain if not c.self_signed],
+        ocsps=[
+            asn1_ocsp.OCSPResponse.load(p.read_bytes())
+            for p in (directory / "evidence").glob("ocsp-*.der")
+        ],
+        allow_fetching=False,
+        revocation_mode="soft-fail",
+    )
+    signed_data = asn1_cms.ContentInfo.load((directory / f"{name}.p7s").read_bytes())["content"]
+    return asyncio.run(
+        async_validate_detached_cms(
+            (directory / f"{name}.json").read_bytes(),
+            signed_data,
+            signer_validation_context=context,
+        )
+    )
+
+
+@pytest.mark.skipif(shutil.which("sha256sum") is None, reason="sha256sum is not installed")
+def test_batch_mode_is_time_stamped_and_sha256sums_checks_every_record(
+    session: Session, org: Seed, test_pki: TestPki, tmp_path: Path
+) -> None:
+    org.unit_ben_nghe.batch_mode = True
+    session.commit()
+    signer = make_signer(test_pki.issuing, "p256")
+    tsa = Timestamper(test_pki.tsa_url)
+    batch_id = _sign_batch(session, org, signer, _context(test_pki, tsa), people=3, chunk=1)
+    assert tsa.requests == 1  # the one batch signature
+    out = tmp_path / "export"
+    export_signed(session, batch_id, out, TrustStore.from_pem(test_pki.anchors_pem()))
+
+    status = _pyhanko_status(out, f"batch-{batch_id}")
+    assert status.intact
+    assert status.valid
+    assert status.trusted
+    assert status.timestamp_validity is not None
+    assert status.timestamp_validity.intact
+    assert status.timestamp_validity.trusted
+    assert status.bottom_line
+
+    records = sorted(out.glob("dose-*.json"))
+    assert len(records) == 6
+    summed = _run("sha256sum", "-c", "SHA256SUMS", cwd=out)
+    assert summed.returncode == 0, summed.stdout + summed.stderr
+    assert summed.stdout.count(": OK") == 6
+    records[0].write_bytes(records[0].read_bytes() + b" ")
+    assert _run("sha256sum", "-c", "SHA256SUMS", cwd=out).returncode != 0
+
+
+def test_pyhanko_reports_per_record_signatures_intact_trusted_and_time_stamped(
+    session: Session, org: Seed, test_pki: TestPki, tmp_path: Path
+) -> None:
+    signer = make_signer(test_pki.issuing, "rsa")
+    batch_id = _sign_batch(
+        session, org, signer, _context(test_pki, Timestamper(test_pki.tsa_url)), people=1
+    )
+    out = tmp_path / "export"
+    export_signed(session, batch_id, out, TrustStore.from_pem(test_pki.anchors_pem()))
+    names = sorted(p.stem for p in out.glob("dose-*.p7s"))
+    assert len(names) == 2
+    for name in names:
+        status = _pyhanko_status(out, name)
+        details = status.pretty_print_details()
+        assert status.intact, details
+        assert status.valid, details
+        assert status.trusted, details
+        assert status.timestamp_validity is not None
+        assert status.timestamp_validity.trusted
+    # pyHanko is not a rubber stamp: another record's content fails its signature.
+    (out / f"{names[0]}.json").write_bytes((out / f"{names[1]}.json").read_bytes())
+    assert not _pyhanko_status(out, names[0]).intact
