@@ -129,16 +129,33 @@ class Timestamper:
         self.policy = TimestampPolicy(policy)
         self.timeout = timeout
         self.connections = connections
-        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._http: httpx.Client | None = None
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.requests = 0  # tokens asked for (tests and bench)
         self.seconds = 0.0  # wall time spent waiting for the TSA (bench)
 
     def _client(self) -> httpx.Client:
-        client: httpx.Client | None = getattr(self._local, "client", None)
-        if client is None:
-            client = httpx.Client(timeout=self.timeout)
-            self._local.client = client
-        return client
+        """One client (thread-safe) for the process: its pool keeps up to ``connections``
+        connections alive between chunks, and its threads are started once."""
+        with self._lock:
+            if self._http is None:
+                limits = httpx.Limits(
+                    max_connections=self.connections, max_keepalive_connections=self.connections
+                )
+                self._http = httpx.Client(timeout=self.timeout, limits=limits)
+                self._pool = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=self.connections, thread_name_prefix="kyso-tsa"
+                )
+            return self._http
+
+    def close(self) -> None:
+        with self._lock:
+            if self._http is not None:
+                self._http.close()
+            if self._pool is not None:
+                self._pool.shutdown(wait=False)
+            self._http, self._pool = None, None
 
     def stamp(self, signature: bytes) -> bytes:
         """A verified-shape token over SHA-256 of ``signature``; raises ``TimestampFailed``."""
@@ -186,9 +203,9 @@ class Timestamper:
         try:
             if len(signatures) <= 1:
                 return [self.stamp(s) for s in signatures]
-            workers = min(self.connections, len(signatures))
-            with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-                return list(pool.map(self.stamp, signatures))
+            self._client()
+            assert self._pool is not None
+            return list(self._pool.map(self.stamp, signatures))
         finally:
             self.requests += len(signatures)
             self.seconds += time.perf_counter() - started
