@@ -7,6 +7,7 @@ they say so; views and CLI commands own the transaction.
 
 from __future__ import annotations
 
+import enum
 import logging
 import sys
 import time
@@ -15,7 +16,7 @@ from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar
 
 from sqlalchemy import MetaData, create_engine, event, func, select
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -78,8 +79,25 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         session.close()
 
 
-def is_postgresql(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
+class Backend(enum.StrEnum):
+    """The databases the platform runs on."""
+
+    SQLITE = "sqlite"
+    POSTGRESQL = "postgresql"
+
+
+def backend(bind: Session | Engine | Connection) -> Backend:
+    """Which database ``bind`` talks to: the one place that asks SQLAlchemy's dialect."""
+    target = bind.get_bind() if isinstance(bind, Session) else bind
+    return Backend(target.dialect.name)
+
+
+def is_postgresql(bind: Session | Engine | Connection) -> bool:
+    return backend(bind) is Backend.POSTGRESQL
+
+
+def is_sqlite(bind: Session | Engine | Connection) -> bool:
+    return backend(bind) is Backend.SQLITE
 
 
 def serialize_on(session: Session, *keys: str) -> None:
