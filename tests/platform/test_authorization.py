@@ -21,9 +21,10 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
+from support.platform_client import logged_in, module_signing_app
 from support.platform_db import Databases
 from support.platform_seed import PASSWORD, Seed, add_person
-from support.signing_keys import Pki, make_pki, make_signer
+from support.signing_keys import Pki, make_signer
 
 from kyso.agent import devpki
 from kyso.platform.app import create_app
@@ -357,17 +358,6 @@ def _csrf(client: FlaskClient) -> str:
     return found.group(1)
 
 
-def _login(app: Flask, username: str, address: str = "127.0.0.1") -> FlaskClient:
-    client = app.test_client()
-    client.environ_base["REMOTE_ADDR"] = address
-    response = client.post(
-        "/login",
-        data={"username": username, "password": PASSWORD, "csrf_token": _csrf(client)},
-    )
-    assert response.status_code == 302, f"{username} could not log in"
-    return client
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def world(
     request: pytest.FixtureRequest,
@@ -375,26 +365,8 @@ def world(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[World]:
     root = tmp_path_factory.mktemp(f"authz-{request.param}")
-    url = (
-        platform_databases.sqlite(root)
-        if request.param == "sqlite"
-        else platform_databases.postgresql()
-    )
-    pki = make_pki(root)
+    app, _, pki = module_signing_app(request.param, platform_databases, root, ORIGIN)
     instance = root / "instance"
-    app = create_app(
-        {
-            "DATABASE_URL": url,
-            "SECRET_KEY": "test-secret",
-            "TESTING": True,
-            "SESSION_COOKIE_SECURE": False,
-            "REGISTRY_URL": "http://127.0.0.1:9",
-            "TRUST_ANCHORS": str(pki.anchors),
-            "MANIFEST_KEY": str(instance / "manifest-key.pem"),
-            "PUBLIC_ORIGIN": ORIGIN,
-        }
-    )
-    app.instance_path = str(instance)
     with app.extensions["kyso.sessions"]() as session:
         usernames, ids = _seed(session, pki, instance)
     result = World(app, ids, usernames=usernames)
@@ -402,7 +374,7 @@ def world(
     result.clients[Actor.ANONYMOUS] = anonymous
     result.tokens[Actor.ANONYMOUS] = _csrf(anonymous)
     for actor, username in usernames.items():
-        client = _login(app, username)
+        client = logged_in(app, username)
         result.clients[actor] = client
         result.tokens[actor] = _csrf(client)
     yield result
@@ -487,7 +459,7 @@ def test_outcome(world: World, rule: Rule, method: str, actor: Actor, scope: Sco
         if actor is Actor.ANONYMOUS:
             client = world.app.test_client()
         else:
-            client = _login(world.app, world.usernames[actor], address="192.0.2.200")
+            client = logged_in(world.app, world.usernames[actor], address="192.0.2.200")
         token = _csrf(client)
     else:
         client = world.clients[actor]

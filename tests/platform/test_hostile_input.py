@@ -33,9 +33,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.platform_client import logged_in, module_signing_app
 from support.platform_db import Databases
 from support.platform_seed import PASSWORD, add_person, seed
-from support.signing_keys import make_pki, make_signer
+from support.signing_keys import make_signer
 from werkzeug.routing import IntegerConverter
 
 from kyso.platform.app import create_app
@@ -82,16 +83,6 @@ def _csrf(client: FlaskClient, path: str = "/login") -> str:
     return found.group(1)
 
 
-def _login(app: Flask, username: str) -> FlaskClient:
-    client = app.test_client()
-    client.environ_base["REMOTE_ADDR"] = "127.0.0.1"
-    response = client.post(
-        "/login", data={"username": username, "password": PASSWORD, "csrf_token": _csrf(client)}
-    )
-    assert response.status_code == 302, f"{username} could not log in"
-    return client
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def site(
     request: pytest.FixtureRequest,
@@ -99,26 +90,8 @@ def site(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Site]:
     root = tmp_path_factory.mktemp(f"hostile-{request.param}")
-    url = (
-        platform_databases.sqlite(root)
-        if request.param == "sqlite"
-        else platform_databases.postgresql()
-    )
-    pki = make_pki(root)
+    app, url, pki = module_signing_app(request.param, platform_databases, root, ORIGIN)
     instance = root / "instance"
-    app = create_app(
-        {
-            "DATABASE_URL": url,
-            "SECRET_KEY": "test-secret",
-            "TESTING": True,
-            "SESSION_COOKIE_SECURE": False,
-            "REGISTRY_URL": "http://127.0.0.1:9",
-            "TRUST_ANCHORS": str(pki.anchors),
-            "MANIFEST_KEY": str(instance / "manifest-key.pem"),
-            "PUBLIC_ORIGIN": ORIGIN,
-        }
-    )
-    app.instance_path = str(instance)
     result = Site(app, url)
     with app.extensions["kyso.sessions"]() as session:
         org = seed(session)
@@ -149,7 +122,7 @@ def site(
     result.clients["anonymous"] = anonymous
     result.tokens["anonymous"] = _csrf(anonymous)
     for name, username in users.items():
-        client = _login(app, username)
+        client = logged_in(app, username)
         result.clients[name] = client
         result.tokens[name] = _csrf(client)
     yield result
