@@ -23,7 +23,7 @@ import enum
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
 from sqlalchemy import (
@@ -49,6 +49,7 @@ from sqlalchemy.types import NullType
 
 from kyso.platform.auth.access import signable_facilities
 from kyso.platform.db import is_postgresql
+from kyso.platform.formatting import DateInputError, day, parse_day
 from kyso.platform.i18n import DomainError
 from kyso.platform.inputs import is_number
 from kyso.platform.models import (
@@ -115,13 +116,14 @@ class SearchFilters:
 
 
 def _parse_date(text: str) -> date:
-    text = text.strip()
-    for pattern in ("%Y-%m-%d", "%d/%m/%Y", "%d-%m-%Y", "%d.%m.%Y"):
-        try:
-            return datetime.strptime(text, pattern).date()
-        except ValueError:
-            continue
-    raise ValueError(text)
+    # One reading of typed dates for the whole platform (dd/mm/yyyy, a real day, a 4-digit year).
+    try:
+        found = parse_day(text)
+    except DateInputError:
+        raise ValueError(text) from None
+    if found is None:
+        raise ValueError(text)
+    return found
 
 
 def parse_filters(args: Mapping[str, str]) -> tuple[SearchFilters, list[DomainError]]:
@@ -287,8 +289,8 @@ def validate(filters: SearchFilters) -> None:
     if filters.date_from and filters.date_to and filters.date_from > filters.date_to:
         raise DomainError(
             "signing.date_order",
-            date_from=filters.date_from.strftime("%d/%m/%Y"),
-            date_to=filters.date_to.strftime("%d/%m/%Y"),
+            date_from=day(filters.date_from),
+            date_to=day(filters.date_to),
         )
 
 

@@ -26,6 +26,7 @@ from flask import (
 )
 from sqlalchemy import select
 
+from kyso.platform import formatting
 from kyso.platform.app import db, language
 from kyso.platform.auth.access import current_user, roles_required
 from kyso.platform.auth.service import audit
@@ -277,13 +278,11 @@ def _field_name(name: str, lang: str) -> str:
 
 
 def _parse_day(text: str) -> date | None:
-    text = text.strip()
-    for pattern in ("%Y-%m-%d", "%d/%m/%Y"):
-        try:
-            return datetime.strptime(text, pattern).date()
-        except ValueError:
-            continue
-    return None
+    # dd/mm/yyyy typed (the browser's date picker followed its own locale), a real day.
+    try:
+        return formatting.parse_day(text)
+    except formatting.DateInputError:
+        return None
 
 
 def _int(text: str | None) -> int | None:

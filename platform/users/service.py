@@ -44,7 +44,7 @@ from kyso.platform.auth.sessions import (
     end_sessions_after_change,
     end_user_sessions,
 )
-from kyso.platform.db import serialize_on
+from kyso.platform.db import serialize_on, vietnamese
 from kyso.platform.i18n import LANGUAGES, DomainError, translate
 from kyso.platform.models import (
     Area,
@@ -286,7 +286,7 @@ def list_users(
     number = _page_number(page, total, size)
     users = session.scalars(
         stmt.options(selectinload(User.facility), selectinload(User.signing_unit))
-        .order_by(User.full_name, User.id)
+        .order_by(vietnamese(session, User.full_name), User.id)
         .limit(size)
         .offset((number - 1) * size)
     ).all()
@@ -308,7 +308,7 @@ def list_users(
 
 
 def facility_choices(session: Session, actor: User) -> list[Facility]:
-    stmt = select(Facility).order_by(Facility.name)
+    stmt = select(Facility).order_by(vietnamese(session, Facility.name))
     if actor.province_id is not None:
         stmt = stmt.join(Area, Facility.area_id == Area.id).where(
             Area.province_id == actor.province_id
@@ -317,7 +317,7 @@ def facility_choices(session: Session, actor: User) -> list[Facility]:
 
 
 def signing_unit_choices(session: Session, actor: User) -> list[SigningUnit]:
-    stmt = select(SigningUnit).order_by(SigningUnit.name)
+    stmt = select(SigningUnit).order_by(vietnamese(session, SigningUnit.name))
     if actor.province_id is not None:
         stmt = stmt.where(SigningUnit.province_id == actor.province_id)
     return list(session.scalars(stmt))

@@ -25,6 +25,7 @@ from flask import (
 )
 from werkzeug.wrappers import Response
 
+from kyso.platform import formatting
 from kyso.platform.app import db, language
 from kyso.platform.auth.access import (
     begin_session,
@@ -85,8 +86,7 @@ def _helpers() -> dict[str, Any]:
     lang = language()
 
     def local_time(moment: datetime | None) -> str:
-        shown = service.to_vietnam_time(moment)
-        return shown.strftime("%d/%m/%Y %H:%M:%S") if shown else "—"
+        return formatting.moment(moment, seconds=True)
 
     def role_label(role: Role) -> str:
         return translate(f"users.role_{role.value}", lang)
@@ -473,13 +473,9 @@ def deactivate_certificate(user_id: int, certificate_id: int) -> Any:
 
 
 def _date_arg(name: str) -> date | None:
-    raw = request.args.get(name, "").strip()
-    if not raw:
-        return None
-    try:
-        return date.fromisoformat(raw)
-    except ValueError:
-        raise DomainError("users.audit_date_invalid", value=raw[:20]) from None
+    # dd/mm/yyyy typed in a text field: the browser's locale never decides the order.
+    field = translate(f"users.audit_{name}", language())
+    return formatting.parse_day(request.args.get(name, ""), field)
 
 
 @blueprint.get("/audit")
