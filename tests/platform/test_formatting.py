@@ -108,7 +108,7 @@ def test_audit_dates_are_typed_day_month_year(
 def test_users_are_listed_in_vietnamese_alphabetical_order(
     client: FlaskClient, session: Session, org: Seed
 ) -> None:
-    """D comes before Đ: Dương, then Đặng, then Đoàn (before: Đặng and Đoàn came first)."""
+    """D comes before Đ, tones second: Dương, Đặng, Đoàn (before: Đoàn came before Đặng)."""
     from kyso.platform.auth.service import hash_password
 
     password = hash_password(PASSWORD)
