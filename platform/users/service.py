@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives import serialization
 from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
+from kyso.platform import formatting
 from kyso.platform.auth.access import manageable_users, may_manage, within_province
 from kyso.platform.auth.service import audit, hash_password
 from kyso.platform.auth.sessions import (
@@ -45,7 +46,7 @@ from kyso.platform.auth.sessions import (
     end_user_sessions,
 )
 from kyso.platform.db import serialize_on, vietnamese
-from kyso.platform.i18n import LANGUAGES, DomainError, translate
+from kyso.platform.i18n import LANGUAGES, DomainError, catalogue, translate
 from kyso.platform.models import (
     Area,
     AreaLevel,
@@ -850,6 +851,19 @@ def audit_events(
         AuditRow(e, actors.get(e.user_id) if e.user_id else None, _detail(e.detail)) for e in events
     ]
     return Page(rows, total, number, size)
+
+
+def audit_summary(event: AuditEvent, language: str) -> str | None:
+    """The event in one sentence ("Đã ký lô 237 mũi, từ chối 0 mũi"), where the catalogue
+    has one for its action (``users.summary_<action>``); None shows the raw detail instead."""
+    key = "users.summary_" + event.action.replace(".", "_")
+    if key not in catalogue():
+        return None
+    values: dict[str, Any] = {"target": event.target or "—"}
+    for name, value in (event.detail or {}).items():
+        counted = isinstance(value, int) and not isinstance(value, bool)
+        values[name] = formatting.number(value, language) if counted else value
+    return translate(key, language, **values)
 
 
 def _detail(detail: dict[str, Any] | None) -> list[tuple[str, str]]:

@@ -109,6 +109,7 @@ def _helpers() -> dict[str, Any]:
         "role_label": role_label,
         "reason_text": reason_text,
         "action_label": action_label,
+        "audit_summary": lambda event: service.audit_summary(event, lang),
         "format_serial": service.format_serial,
         "roles": list(Role),
         "deactivation_reasons": service.DEACTIVATION_REASONS,

@@ -131,3 +131,29 @@ def test_users_are_listed_in_vietnamese_alphabetical_order(
     page = text(client.get("/users/"))
     positions = [page.index(name) for name in ("Dương Minh Tuấn", "Đặng Thị Lan", "Đoàn Văn Phản")]
     assert positions == sorted(positions), positions
+
+
+def test_the_audit_log_says_what_happened_in_words(
+    client: FlaskClient, session: Session, org: Seed
+) -> None:
+    """ "Ký xong lô" and "Đã ký lô 1.860 mũi, từ chối 0 mũi", not signing.batch_completed and
+    "signed: 1860 rejected: 0" (before: the raw action name and detail were shown)."""
+    session.add(
+        AuditEvent(
+            at=datetime(2024, 1, 2, 10, 0, tzinfo=UTC),
+            user_id=org.officer.id,
+            action="signing.batch_completed",
+            target="KB240102AUDIT",
+            detail={"signed": 1860, "rejected": 0},
+        )
+    )
+    session.commit()
+    login(client, "admin")
+    page = text(client.get("/users/audit"))
+    assert "Ký xong lô" in page
+    assert "Đã ký lô 1.860 mũi, từ chối 0 mũi" in page
+    assert "signing.batch_completed" not in page.split("<tbody>")[1]
+    assert "signed:" not in page
+    client.get("/lang/en")
+    english = text(client.get("/users/audit"))
+    assert "Signed a batch of 1,860 doses, 0 refused" in english
