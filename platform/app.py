@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 
 from kyso.platform import i18n
 from kyso.platform.db import make_engine, make_session_factory
+from kyso.platform.inputs import IdConverter
 from kyso.platform.request_json import JSONProvider
 
 csrf = CSRFProtect()
@@ -47,6 +48,13 @@ CONTENT_SECURITY_POLICY = (
 )
 
 HSTS = "max-age=31536000; includeSubDomains"
+# HTTP refusals without a handler of their own: the catalogue key that says what to do.
+_HTTP_ERRORS = {
+    400: "common.bad_request",
+    403: "common.forbidden",
+    405: "common.method_not_allowed",
+    429: "common.too_many_requests",
+}
 
 
 def _secret_key(instance: Path) -> str:
@@ -64,6 +72,7 @@ def _secret_key(instance: Path) -> str:
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app = Flask(__name__, instance_path=os.environ.get("KYSO_INSTANCE_PATH"))
+    app.url_map.converters["int"] = IdConverter  # before any route: ids the schema can hold
     instance = Path(app.instance_path)
     app.config.update(
         DATABASE_URL=os.environ.get("DATABASE_URL", f"sqlite:///{instance / 'kyso.db'}"),
@@ -176,7 +185,7 @@ def _register_hooks(app: Flask) -> None:
             session_.close()
 
     from flask_wtf.csrf import CSRFError
-    from werkzeug.exceptions import NotFound, RequestEntityTooLarge
+    from werkzeug.exceptions import HTTPException, NotFound, RequestEntityTooLarge
 
     def _error_page(key: str, status: int, **values: Any) -> tuple[str, int]:
         from flask import render_template
@@ -209,6 +218,26 @@ def _register_hooks(app: Flask) -> None:
     @app.errorhandler(NotFound)
     def _not_found(_exc: NotFound) -> tuple[str, int]:
         return _error_page("common.not_found", 404)
+
+    # Every other refusal (403 from the authorization table, 405, 400, 429...) in the site's
+    # words too; Werkzeug's English page is neither the site's nor says what to do.
+    @app.errorhandler(HTTPException)
+    def _refused(exc: HTTPException) -> Any:
+        if exc.response is not None or exc.code is None or exc.code >= 500:
+            return exc
+        key = _HTTP_ERRORS.get(exc.code, "common.request_refused")
+        headers = [
+            (name, value)
+            for name, value in exc.get_headers()
+            if name.lower() not in ("content-type", "content-length")
+        ]
+        if request.path.startswith("/signing/api/"):
+            from flask import jsonify
+
+            message = i18n.translate(key, language())
+            return jsonify(error=key, message=message), exc.code, headers
+        page, status = _error_page(key, exc.code)
+        return page, status, headers
 
     from kyso.platform.auth.access import load_session, write_session_cookie
 

@@ -29,7 +29,8 @@ Format of a row::
   ``same_unit`` (another facility signed by the same signing unit), ``other_unit`` (a facility of
   another signing unit in the same province), ``other_province``, and ``self`` (the actor's own
   account, for user routes). For a signing batch the scope is its officer's: ``own_facility``
-  is the actor's own batch.
+  is the actor's own batch. For a correction request the scope is the addressed signing
+  unit's (``corrections.service.may_decide``).
 
 Outcomes: ``ALLOWED`` (the view runs: 2xx, or the view's own redirect or validation answer),
 ``FORBIDDEN`` (403 with a page saying why), ``LOGIN`` (a redirect to the login page),
@@ -77,6 +78,10 @@ class Target(enum.StrEnum):
     CERTIFICATE = "certificate"  # a user's certificate: /users/<user_id>/certificates/<id>
     FEEDBACK = "feedback"
     BATCH = "batch"
+    # A correction request, addressed to a signing unit (``CorrectionRequest.signing_unit_id``);
+    # its scope is the addressed unit's relative to the actor (``own_facility``: the unit of the
+    # actor's facility; ``same_unit``: the same unit, for a person of its other facility).
+    REQUEST = "request"
 
 
 Cell = Outcome | Mapping[Scope, Outcome]
@@ -313,6 +318,28 @@ RULES: Final[tuple[Rule, ...]] = (
             ("stats.verify", POST, Target.PERSON),
             ("stats.save_dose", POST, Target.DOSE),
         )
+    ),
+    # --- correction requests: decided by the addressed signing unit (``may_decide``) ------
+    only(
+        "records.requests_page",
+        GET,
+        dict.fromkeys(RECORDERS, A),
+        note="the pending requests the actor may decide",
+    ),
+    *(
+        only(
+            endpoint,
+            POST,
+            {
+                # Staff of a facility of the addressed unit; administrators whose scope holds
+                # one of its facilities. A refusal is a 403 from the view.
+                Actor.FACILITY_STAFF: UNIT_ELSE_403,
+                Actor.PROVINCIAL_ADMIN: PROVINCE_ELSE_403,
+                Actor.NATIONAL_ADMIN: A,
+            },
+            target=Target.REQUEST,
+        )
+        for endpoint in ("records.accept_request", "records.reject_request")
     ),
     # --- citizen feedback: the inbox of the facility the report is routed to ---------------
     only("feedback.inbox", GET, dict.fromkeys(RECORDERS, A), note="visible facilities"),

@@ -7,13 +7,21 @@ they say so; views and CLI commands own the transaction.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 from sqlalchemy import MetaData, create_engine, event, func, select
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # Stable constraint names, so that Alembic migrations are the same on SQLite and PostgreSQL.
 NAMING = {
@@ -105,3 +113,75 @@ def serialize_on(session: Session, *keys: str) -> None:
     if is_postgresql(session):
         for key in sorted(set(keys)):
             session.execute(select(func.pg_advisory_xact_lock(func.hashtext(key))))
+
+
+# SQLSTATE classes of a failure that says nothing about the work: the connection was lost or
+# refused (08), the transaction lost a serialization or deadlock contest (40), the server is
+# short of resources (53), or it was shut down or the backend terminated (57P01-57P03).
+_TRANSIENT_SQLSTATES = ("08", "40", "53", "57P")
+# EX_TEMPFAIL (sysexits.h): the documented "try again later" exit code of the platform's jobs.
+EX_TEMPFAIL = 75
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A database error that trying the same work again later may not meet."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if isinstance(sqlstate, str) and sqlstate:
+        return sqlstate.startswith(_TRANSIENT_SQLSTATES)
+    if isinstance(exc, OperationalError):
+        # psycopg on a connection already closed (no SQLSTATE); SQLite's busy writer.
+        text = str(exc.orig).lower()
+        return "connection" in text or "database is locked" in text
+    return False
+
+
+def with_retries(
+    work: Callable[[], T],
+    *,
+    retries: int = 3,
+    pause: float = 0.5,
+    what: str = "database work",
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """``work()``, run again up to ``retries`` times after a transient database error.
+
+    ``work`` must be one whole transaction (it opens its own session and commits), so that a
+    second run starts from what was committed. Any other error, or the last transient one, is
+    raised as it is.
+    """
+    attempt = 0
+    while True:
+        try:
+            return work()
+        except DBAPIError as exc:
+            if attempt >= retries or not is_transient(exc):
+                raise
+            attempt += 1
+            log.warning(
+                "%s: transient database error, try %d of %d: %s",
+                what,
+                attempt,
+                retries,
+                str(exc.orig).strip().splitlines()[0] if exc.orig else exc,
+            )
+            sleep(pause * attempt)
+
+
+def exit_database_unavailable(job: str, exc: DBAPIError) -> NoReturn:
+    """A command-line job's end on a transient database error: what happened and what to do
+    (one line per language, no traceback), and exit code 75 (EX_TEMPFAIL)."""
+    import click
+
+    from kyso.platform.i18n import translate
+
+    first = str(exc.orig or exc).strip().splitlines()
+    detail = first[0][:200] if first else type(exc).__name__
+    for language in ("vi", "en"):
+        click.echo(
+            translate("common.database_unavailable", language, job=job, detail=detail), err=True
+        )
+    sys.exit(EX_TEMPFAIL)

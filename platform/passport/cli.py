@@ -7,7 +7,9 @@
                                              --anchor csca.pem; --revocation URL|DIR)
     kyso-platform dcc revocation export DIR [--hash-type T] [--chunk N]
 
-Several ``issue-passports`` may run at once (on several machines) against PostgreSQL.
+Several ``issue-passports`` may run at once (on several machines) against PostgreSQL. A chunk
+that meets a lost database connection is tried again (3 times); then the command stops with a
+one-line message and exit code 75 (EX_TEMPFAIL: run it again later), keeping what committed.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from typing import Any
 
 import click
 from flask import Flask
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
+from kyso.platform.db import exit_database_unavailable, is_transient
 from kyso.platform.i18n import DomainError, translate
 from kyso.platform.passport import config
 from kyso.platform.passport.issuance import issue_passports, retry_failed, worker_name
@@ -61,9 +64,14 @@ def issue_passports_command(app: Flask, limit: int | None, chunk: int) -> None:
         context = config.issuance_context(app.config, app.instance_path, signer, chunk=chunk)
     except DomainError as exc:
         raise click.ClickException(config.error_detail(exc)) from None
-    summary = issue_passports(
-        app.extensions["kyso.sessions"], context, worker=worker_name(), limit=limit
-    )
+    try:
+        summary = issue_passports(
+            app.extensions["kyso.sessions"], context, worker=worker_name(), limit=limit
+        )
+    except DBAPIError as exc:
+        if not is_transient(exc):
+            raise
+        exit_database_unavailable("issue-passports", exc)
     click.echo(
         f"run {summary.run_id} ({context.algorithm}): {summary.issued} passports issued, "
         f"{summary.covered} entries already covered, {summary.failed} failed "

@@ -30,6 +30,7 @@ Rules (each has a test in tests/platform/test_passport_issuance.py):
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import os
@@ -45,10 +46,11 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from kyso.platform.auth.service import audit
+from kyso.platform.db import is_transient, with_retries
 from kyso.platform.models import (
     BatchMode,
     Dose,
@@ -105,6 +107,8 @@ class IssuanceContext:
     certificate_der: bytes  # the central key's certificate
     issuer: str = DEFAULT_ISSUER
     chunk: int = CHUNK
+    retries: int = 3  # a chunk is run again this many times after a transient database error
+    retry_pause: float = 0.5  # seconds, times the try's number
 
 
 @dataclass
@@ -117,6 +121,19 @@ class RunSummary:
     status: RunStatus = RunStatus.RUNNING
     message: str | None = None
     errors: list[tuple[int, str]] = field(default_factory=list)  # (queue id, code)
+
+    def plus(self, chunk: RunSummary) -> RunSummary:
+        """These counts with a chunk's added (the run's figures once that chunk commits)."""
+        return RunSummary(
+            self.run_id,
+            claimed=self.claimed + chunk.claimed,
+            issued=self.issued + chunk.issued,
+            covered=self.covered + chunk.covered,
+            failed=self.failed + chunk.failed,
+            status=self.status,
+            message=self.message,
+            errors=self.errors + chunk.errors,
+        )
 
 
 class _Failed(Exception):
@@ -205,13 +222,27 @@ def issue_passports(
 
     encoder = dcc.Encoder(context.sign, context.algorithm, context.certificate_der)
     idle_rounds = 0
+
+    def one_chunk(size: int) -> tuple[int, int, RunSummary]:
+        # The chunk's counts reach the run's figures only with the chunk's own commit: a chunk
+        # rolled back (a lost connection, a killed worker) counts for nothing.
+        counts = RunSummary(summary.run_id)
+        with factory() as session:
+            claimed, handled = _chunk(session, context, encoder, kid, counts, size, clock())
+            _save_counts(session, summary.plus(counts))
+            session.commit()
+        return claimed, handled, counts
+
     try:
         while limit is None or summary.claimed < limit:
             size = context.chunk if limit is None else min(context.chunk, limit - summary.claimed)
-            with factory() as session:
-                claimed, handled = _chunk(session, context, encoder, kid, summary, size, clock())
-                _save_counts(session, summary)
-                session.commit()
+            claimed, handled, counts = with_retries(
+                functools.partial(one_chunk, size),
+                retries=context.retries,
+                pause=context.retry_pause,
+                what=f"issuance run {summary.run_id}",
+            )
+            summary = summary.plus(counts)
             if claimed == 0:
                 break
             if handled == 0:
@@ -225,9 +256,15 @@ def issue_passports(
     except Exception as exc:
         summary.status = RunStatus.STOPPED
         summary.message = f"{type(exc).__name__}: {exc}"[:2000]
-        with factory() as session:
-            _save_counts(session, summary, finished=clock())
-            session.commit()
+        try:
+            with factory() as session:
+                _save_counts(session, summary, finished=clock())
+                session.commit()
+        except DBAPIError as lost:
+            if not is_transient(lost):
+                raise
+            # The database is still away: the run stays "running" with the counts of its
+            # committed chunks, and the caller hears about the first error.
         raise
     summary.status = RunStatus.FINISHED
     with factory() as session:

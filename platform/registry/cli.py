@@ -1,8 +1,9 @@
 """Commands: ``verify-population`` (the job) and ``registry`` (the reference service).
 
 ``verify-population`` exits 0 when every claimed person got a status, 75 (EX_TEMPFAIL) when the
-registry was unavailable for some of them (run it again later, e.g. from cron), and 1 when the
-registry refused the API key or did not speak the protocol.
+registry was unavailable for some of them or the database connection was lost (run it again
+later, e.g. from cron), and 1 when the registry refused the API key or did not speak the
+protocol.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from typing import Any
 
 import click
 from flask import Flask
+from sqlalchemy.exc import DBAPIError
 
+from kyso.platform.db import EX_TEMPFAIL, exit_database_unavailable, is_transient
 from kyso.platform.i18n import DomainError
 from kyso.platform.models import VerificationStatus
 from kyso.platform.registry.client import load_registry
@@ -28,7 +31,6 @@ from kyso.platform.registry.reference import (
 from kyso.platform.registry.service import VerificationReport, verify_population
 
 API_KEY_ENV = "KYSO_REGISTRY_API_KEY"
-EX_TEMPFAIL = 75
 
 
 def _summary(report: VerificationReport) -> str:
@@ -87,6 +89,10 @@ def verify_population_command(
     except DomainError as exc:
         click.echo(f"{exc.text('vi')}\n{exc.text('en')}", err=True)
         sys.exit(1)
+    except DBAPIError as exc:
+        if not is_transient(exc):
+            raise
+        exit_database_unavailable("verify-population", exc)
     finally:
         close = getattr(registry, "close", None)
         if callable(close):

@@ -11,6 +11,7 @@ looked up twice and a crash loses at most one batch.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,10 +19,12 @@ from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
 from sqlalchemy import and_, inspect, or_, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import History
 
 from kyso.platform.auth.service import audit
+from kyso.platform.db import is_transient
 from kyso.platform.i18n import DomainError
 from kyso.platform.models import Gender, Person, VerificationStatus
 from kyso.platform.records.names import name_key
@@ -109,6 +112,8 @@ def verify_population(
     limit: int | None = None,
     max_unavailable_batches: int = 3,
     progress: Callable[[VerificationReport], None] | None = None,
+    retries: int = 3,
+    retry_pause: float = 0.5,
 ) -> VerificationReport:
     """Verify people who are PENDING or UNAVAILABLE, one committed batch at a time.
 
@@ -116,7 +121,9 @@ def verify_population(
     should have nothing pending. After ``max_unavailable_batches`` batches in a row that the
     registry could not answer, the run stops: the rest stay as they are and the next run
     continues. Raises DomainError when the registry refuses the API key or does not speak the
-    protocol, after rolling back the batch in hand.
+    protocol, after rolling back the batch in hand. A batch that meets a transient database
+    error (a lost connection) is rolled back and tried again up to ``retries`` times; then the
+    error is raised (the CLI's "try again later").
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
@@ -125,16 +132,30 @@ def verify_population(
     started = now or datetime.now(UTC)
     report = VerificationReport(started_at=started)
     unavailable_in_a_row = 0
+    tries = 0
     try:
         while limit is None or report.processed < limit:
             size = batch_size if limit is None else min(batch_size, limit - report.processed)
-            people = _claim(session, size, started)
-            if not people:
+            counts, looked_up = Counter(report.counts), report.looked_up
+            try:
+                people = _claim(session, size, started)
+                if not people:
+                    session.rollback()
+                    break
+                when = now or datetime.now(UTC)
+                failure = _verify_batch(session, registry, people, when, report)
+                session.commit()
+            except DBAPIError as exc:
                 session.rollback()
-                break
-            when = now or datetime.now(UTC)
-            failure = _verify_batch(session, registry, people, when, report)
-            session.commit()
+                if not is_transient(exc) or tries >= retries:
+                    raise
+                # Nothing of the batch committed: it counts for nothing and is claimed again.
+                report.counts, report.looked_up = counts, looked_up
+                tries += 1
+                log.warning("verify-population: database error, try %d of %d", tries, retries)
+                time.sleep(retry_pause * tries)
+                continue
+            tries = 0
             report.batches += 1
             if progress is not None:
                 progress(report)

@@ -267,11 +267,13 @@ def _progress_json(progress: batches.Progress, lang: str) -> dict[str, Any]:
 @blueprint.get("/signing/batches")
 @roles_required(Role.SIGNING_OFFICER)
 def batch_list() -> Any:
-    listed = batches.recent_batches(db(), _officer())
+    session = db()
+    listed = batches.recent_batches(session, _officer())
+    session.commit()  # batches found finished are completed
     return render_template(
         "signing/batches.html",
         batches=listed,
-        flagged=revocation.flagged(db(), [b.id for b in listed]),
+        flagged=revocation.flagged(session, [b.id for b in listed]),
         count_text=count_text,
         lang=language(),
     )
@@ -281,10 +283,12 @@ def batch_list() -> Any:
 @roles_required(Role.SIGNING_OFFICER)
 def batch_result(batch_id: str) -> Any:
     officer = _officer()
+    session = db()
     try:
-        outcome = batches.result(db(), officer, batch_id)
+        outcome = batches.result(session, officer, batch_id)
     except DomainError:
         abort(404)
+    session.commit()  # a batch found finished is completed
     batch = outcome.batch
     resumable = batch.status is BatchStatus.OPEN and batch.pending > 0
     return render_template(

@@ -472,6 +472,9 @@ def accept_signatures(
             now,
         )
     session.flush()  # the counters were kept on the locked batch row as records were decided
+    # The last record decided closes the batch in the same transaction: a page that never gets
+    # to post ``complete`` (the platform down longer than its retries) leaves no batch open.
+    _finish_if_done(session, batch, officer, now)
     return _progress(batch, rejections)
 
 
@@ -840,7 +843,13 @@ def complete(
 
 
 def result(session: Session, officer: User, batch_id: str) -> BatchResult:
+    """The batch and its rejected records; an open batch with nothing pending is completed
+    first (a batch left open by an interrupted page or an older version). The caller commits."""
     batch = _own_batch(session, officer, batch_id)
+    if batch.status is BatchStatus.OPEN and batch.pending == 0:
+        batch = _own_batch(session, officer, batch_id, lock=True)
+        _recount(session, batch)
+        _finish_if_done(session, batch, officer, datetime.now(UTC))
     rows = session.execute(
         select(
             SigningBatchItem.position,
@@ -875,7 +884,9 @@ def result(session: Session, officer: User, batch_id: str) -> BatchResult:
 
 
 def recent_batches(session: Session, officer: User, limit: int = 20) -> list[SigningBatch]:
-    return list(
+    """The officer's latest batches; those left open with nothing pending are completed on the
+    way (idempotently, under the batch's lock). The caller commits."""
+    found = list(
         session.scalars(
             select(SigningBatch)
             .where(SigningBatch.officer_id == officer.id)
@@ -883,6 +894,13 @@ def recent_batches(session: Session, officer: User, limit: int = 20) -> list[Sig
             .limit(limit)
         )
     )
+    now = datetime.now(UTC)
+    for listed in found:
+        if listed.status is BatchStatus.OPEN and listed.pending == 0:
+            batch = _own_batch(session, officer, listed.id, lock=True)
+            _recount(session, batch)
+            _finish_if_done(session, batch, officer, now)
+    return found
 
 
 def _finish_if_done(session: Session, batch: SigningBatch, officer: User, now: datetime) -> None:

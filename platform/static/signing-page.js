@@ -211,6 +211,130 @@ async function apiRetrying(path, body) {
 
 const batchPath = (batch, tail) => `/batches/${encodeURIComponent(batch)}${tail}`;
 
+// --- signatures received and not yet on the platform ---------------------------------------
+
+/**
+ * Every chunk of signatures the agent delivered is kept in this browser (IndexedDB, per batch,
+ * attempt and offset) until the platform has stored it. When the platform is unreachable longer
+ * than a post's retries, the signatures wait here, and are posted when it is back (on this
+ * page, or when the batch's page is opened again) before the agent is asked for anything more:
+ * a long outage never makes the officer sign the same records twice. Without IndexedDB
+ * (disabled by policy) they are kept in memory for as long as the page stays open.
+ */
+const HELD_DATABASE = "kyso-signing";
+const HELD_STORE = "held";
+const HELD_RETRY_MS = 3000;
+
+function heldRequest(request) {
+  return new Promise((resolve, reject) => {
+    request.onsuccess = () => resolve(request.result);
+    request.onerror = () => reject(request.error);
+  });
+}
+
+class HeldSignatures {
+  constructor() {
+    this.memory = new Map(); // "attempt offset" -> {batch, attempt, offset, signatures}
+    this.database = this.open();
+  }
+
+  async open() {
+    try {
+      const request = indexedDB.open(HELD_DATABASE, 1);
+      request.onupgradeneeded = () => {
+        const store = request.result.createObjectStore(HELD_STORE, {
+          keyPath: ["attempt", "offset"],
+        });
+        store.createIndex("batch", "batch");
+      };
+      return await heldRequest(request);
+    } catch {
+      return null;
+    }
+  }
+
+  async store(mode, work) {
+    const database = await this.database;
+    if (!database) return undefined;
+    try {
+      const transaction = database.transaction(HELD_STORE, mode);
+      const result = await heldRequest(work(transaction.objectStore(HELD_STORE)));
+      await new Promise((resolve, reject) => {
+        transaction.oncomplete = resolve;
+        transaction.onerror = () => reject(transaction.error);
+        transaction.onabort = () => reject(transaction.error);
+      });
+      return result;
+    } catch (error) {
+      console.warn("kyso: the browser's storage refused the signatures:", error);
+      return undefined;
+    }
+  }
+
+  async put(batch, attempt, offset, signatures) {
+    const chunk = { batch, attempt, offset, signatures };
+    this.memory.set(`${attempt} ${offset}`, chunk);
+    await this.store("readwrite", (store) => store.put(chunk));
+  }
+
+  async remove(attempt, offset) {
+    this.memory.delete(`${attempt} ${offset}`);
+    await this.store("readwrite", (store) => store.delete([attempt, offset]));
+  }
+
+  /** The batch's held chunks, by attempt and offset. */
+  async list(batch) {
+    const found = new Map();
+    const stored = (await this.store("readonly", (s) => s.index("batch").getAll(batch))) || [];
+    for (const chunk of stored) found.set(`${chunk.attempt} ${chunk.offset}`, chunk);
+    for (const [key, chunk] of this.memory) if (chunk.batch === batch) found.set(key, chunk);
+    const number = (chunk) => Number(String(chunk.attempt).split(".").pop());
+    return [...found.values()].sort((a, b) => number(a) - number(b) || a.offset - b.offset);
+  }
+}
+
+const held = new HeldSignatures();
+const countOf = (chunks) => chunks.reduce((sum, chunk) => sum + chunk.signatures.length, 0);
+
+/**
+ * Posts the batch's held signatures. The platform refusing a chunk (4xx) is final: that chunk
+ * is dropped and reported. Unreachable (network, 5xx): with ``wait`` the page says so and tries
+ * again every few seconds until the platform has them all; without, it returns what is held.
+ */
+async function deliverHeld(batch, { wait = false } = {}) {
+  const refused = [];
+  for (;;) {
+    const chunks = await held.list(batch);
+    if (!chunks.length) return { refused, held: 0 };
+    let unreachable = null;
+    for (const chunk of chunks) {
+      try {
+        await api(batchPath(batch, "/signatures"), {
+          attempt: chunk.attempt,
+          offset: chunk.offset,
+          signatures: chunk.signatures,
+        });
+      } catch (error) {
+        if (error instanceof ApiError && !error.retryable) {
+          refused.push({ count: chunk.signatures.length, error });
+        } else {
+          unreachable = error;
+          break;
+        }
+      }
+      await held.remove(chunk.attempt, chunk.offset);
+    }
+    if (!unreachable) continue; // all posted: one more look confirms nothing is left
+    const count = countOf(await held.list(batch));
+    if (!wait) return { refused, held: count, error: unreachable };
+    clearError();
+    els.error.append(paragraph(fill("held_waiting", { count, reason: describe(unreachable) })));
+    els.error.hidden = false;
+    status(fill("held_retrying", { count }));
+    await sleep(HELD_RETRY_MS);
+  }
+}
+
 /** The API takes at most this many signatures in one post (MAX_SIGNATURES_PER_POST). */
 const MAX_PER_POST = 500;
 
@@ -226,6 +350,7 @@ class ChunkPoster {
     this.total = total;
     this.received = 0;
     this.saved = 0;
+    this.refused = 0; // signatures the platform refused to take (a 4xx answer)
     this.failed = [];
     this.waiting = []; // chunks not posted yet: {offset, signatures}, in offset order
     this.running = null; // the posting loop, while it runs
@@ -233,7 +358,9 @@ class ChunkPoster {
 
   add(offset, signatures) {
     this.received = Math.max(this.received, offset + signatures.length);
-    this.waiting.push({ offset, signatures });
+    // Kept in the browser first: the platform may be away longer than the post's retries.
+    const keeping = held.put(this.batch, this.attemptId, offset, signatures);
+    this.waiting.push({ offset, signatures, keeping });
     if (!this.running) this.running = this.run().finally(() => (this.running = null));
   }
 
@@ -241,19 +368,22 @@ class ChunkPoster {
   next() {
     const first = this.waiting.shift();
     const signatures = first.signatures.slice();
+    const parts = [first];
     while (
       this.waiting.length &&
       this.waiting[0].offset === first.offset + signatures.length &&
       signatures.length + this.waiting[0].signatures.length <= MAX_PER_POST
     ) {
-      signatures.push(...this.waiting.shift().signatures);
+      const part = this.waiting.shift();
+      signatures.push(...part.signatures);
+      parts.push(part);
     }
-    return { offset: first.offset, signatures };
+    return { offset: first.offset, signatures, parts };
   }
 
   async run() {
     while (this.waiting.length) {
-      const { offset, signatures } = this.next();
+      const { offset, signatures, parts } = this.next();
       try {
         await apiRetrying(batchPath(this.batch, "/signatures"), {
           attempt: this.attemptId,
@@ -262,7 +392,17 @@ class ChunkPoster {
         });
         this.saved += signatures.length;
       } catch (error) {
+        // Unreachable: the chunks stay held (deliverHeld posts them later). Refused: final.
         this.failed.push({ offset, count: signatures.length, error });
+        if (error instanceof ApiError && !error.retryable) {
+          this.refused += signatures.length;
+        } else {
+          continue;
+        }
+      }
+      for (const part of parts) {
+        await part.keeping;
+        await held.remove(this.attemptId, part.offset);
       }
     }
   }
@@ -386,9 +526,16 @@ async function runAttempt(client, attempt) {
   }
   let reason = null;
   if (failure) reason = describe(failure, poster.received);
-  if (poster.failed.length) {
-    const lost = poster.failed.reduce((sum, f) => sum + f.count, 0);
-    const why = describe(poster.failed[0].error);
+  const refused = poster.failed.filter((f) => f.error instanceof ApiError && !f.error.retryable);
+  if (poster.failed.length > refused.length) {
+    // The platform was away longer than the retries: what the agent signed waits here.
+    const delivered = await deliverHeld(state.batch, { wait: true });
+    refused.push(...delivered.refused);
+    clearError();
+  }
+  if (refused.length) {
+    const lost = refused.reduce((sum, f) => sum + f.count, 0);
+    const why = describe(refused[0].error);
     reason = [reason, fill("save_failed", { count: lost, reason: why })].filter(Boolean).join(" ");
   }
   await complete(reason);
@@ -408,6 +555,7 @@ async function onSign() {
     if (hello.state === "no_token") throw new PageError(T.no_token);
     status(T.reading_certificates);
     const certificate = pickCertificate(await client.listCertificates());
+    if (state.batch) await deliverOrStop(state.batch);
     const attempt = await attemptFor(certificate);
     state.attempt = attempt;
     await runAttempt(client, attempt);
@@ -419,6 +567,31 @@ async function onSign() {
     state.running = false;
     els.button.disabled = false;
   }
+}
+
+/** Signatures held from an earlier try go to the platform before anything is signed again. */
+async function deliverOrStop(batch) {
+  const delivered = await deliverHeld(batch);
+  if (delivered.held) {
+    throw new PageError(
+      fill("held_waiting", { count: delivered.held, reason: describe(delivered.error) }),
+    );
+  }
+}
+
+/** The batch's page, opened with signatures held in this browser: they are posted first. */
+async function deliverOnOpen(batch) {
+  const chunks = await held.list(batch);
+  if (!chunks.length) return;
+  els.button.disabled = true;
+  status(fill("held_found", { count: countOf(chunks) }));
+  const delivered = await deliverHeld(batch, { wait: true });
+  let reason = null;
+  if (delivered.refused.length) {
+    const lost = delivered.refused.reduce((sum, f) => sum + f.count, 0);
+    reason = fill("save_failed", { count: lost, reason: describe(delivered.refused[0].error) });
+  }
+  await complete(reason);
 }
 
 async function onCancel() {
@@ -450,6 +623,9 @@ function start() {
   els.cancel.addEventListener("click", onCancel);
   els.button.disabled = config.within_limits === false;
   els.button.dataset.ready = "1";
+  if (config.mode === "resume" && config.batch) {
+    deliverOnOpen(config.batch).catch(showError);
+  }
 }
 
 start();

@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session, aliased
 
 from kyso.platform.auth.access import recordable_facilities, visible_facilities
 from kyso.platform.i18n import DomainError
-from kyso.platform.inputs import parse_number
+from kyso.platform.inputs import parse_number, storable
 from kyso.platform.models import (
     Area,
     AreaLevel,
@@ -167,7 +167,11 @@ def parse_filters(
     facility_id = _parse_int(args.get("facility"))
     code = (args.get("facility_code") or "").strip()[:32]
     if facility_id is None and code:
-        facility_id = session.scalar(select(Facility.id).where(Facility.code == code))
+        facility_id = (
+            session.scalar(select(Facility.id).where(Facility.code == code))
+            if storable(code)
+            else None
+        )
         if facility_id is None:
             problems.append(DomainError("stats.facility_unknown", code=code))
     if facility_id is not None and not _facility_in_scope(session, scope, facility_id):
@@ -176,7 +180,11 @@ def parse_filters(
     area_id = _parse_int(args.get("area"))
     area_code = (args.get("area_code") or "").strip()[:16]
     if area_id is None and area_code:
-        area_id = session.scalar(select(Area.id).where(Area.code == area_code))
+        area_id = (
+            session.scalar(select(Area.id).where(Area.code == area_code))
+            if storable(area_code)
+            else None
+        )
         if area_id is None:
             problems.append(DomainError("stats.area_unknown", code=area_code))
     if area_id is not None and not _area_in_scope(session, scope, area_id):

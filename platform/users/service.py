@@ -33,7 +33,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from sqlalchemy import ColumnElement, Select, func, or_, select
+from sqlalchemy import ColumnElement, Select, false, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from kyso.platform import formatting
@@ -47,6 +47,7 @@ from kyso.platform.auth.sessions import (
 )
 from kyso.platform.db import serialize_on, vietnamese
 from kyso.platform.i18n import LANGUAGES, DomainError, catalogue, translate
+from kyso.platform.inputs import storable
 from kyso.platform.models import (
     Area,
     AreaLevel,
@@ -260,7 +261,9 @@ def list_users(
     if query.active is not None:
         stmt = stmt.where(User.active.is_(query.active))
     text = " ".join(query.text.split())[:120]
-    if text:
+    if not storable(text):
+        stmt = stmt.where(false())  # no stored name or code holds a NUL byte
+    elif text:
         pattern = _like(text)
         facility_ids = select(Facility.id).where(
             or_(

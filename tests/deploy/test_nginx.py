@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -20,7 +21,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from flask import request
 from werkzeug.serving import make_server
 
 from kyso.platform.app import create_app
@@ -78,9 +78,18 @@ def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str
         }
     )
 
-    @app.get("/_test/address")
-    def _address() -> str:  # what the platform believes the client's address is
-        return request.remote_addr or ""
+    # What the platform believes the client's address is: read after the app's ProxyFix (every
+    # Flask route is in the authorization table, so this answers below the routing).
+    proxy = app.wsgi_app
+    inner = proxy.app  # type: ignore[attr-defined]
+
+    def address(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("PATH_INFO") == "/_test/address":
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [environ.get("REMOTE_ADDR", "").encode()]
+        return inner(environ, start_response)
+
+    proxy.app = address  # type: ignore[attr-defined]
 
     server = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -33,6 +33,8 @@ from kyso.platform.feedback.service import FeedbackForm, issue_form_token, submi
 from kyso.platform.models import (
     Area,
     AreaLevel,
+    CorrectionRequest,
+    CorrectionRequestStatus,
     Facility,
     FacilityType,
     Feedback,
@@ -314,6 +316,29 @@ def _seed(session: Session, pki: Pki, instance: Path) -> tuple[dict[Actor, str],
         ids[(Target.CERTIFICATE, scope)] = {"user_id": target.id, "certificate_id": certificate.id}
         ids[(Target.FEEDBACK, scope)] = {"feedback_id": feedback.id}
         ids[(Target.BATCH, scope)] = {"batch_id": prepared.batch_id}
+        # A pending correction request addressed to this scope's signing unit, about a person
+        # of its own (accepting it changes only that person's phone).
+        asked = add_person(
+            session,
+            seed_view,
+            f"Trần Thị Yêu Cầu {number}",
+            facility=facility,
+            doses=1,
+            identity_number=f"0791901000{number:02d}",
+            phone=f"09200000{number:02d}",
+        )
+        correction_request = CorrectionRequest(
+            person_id=asked.id,
+            signing_unit_id=unit.id,
+            status=CorrectionRequestStatus.PENDING,
+            changes={"phone": f"09300000{number:02d}"},
+            reason="Người dân báo số điện thoại mới.",
+            person_version=asked.version,
+            consented_units=[],
+        )
+        session.add(correction_request)
+        session.flush()
+        ids[(Target.REQUEST, scope)] = {"request_id": correction_request.id}
     for actor, user in actors.items():
         ids[(Target.USER, Scope.SELF, actor)] = {"user_id": user.id}
         registered = active_certificate(session, user)
@@ -499,3 +524,156 @@ def test_the_dataset_spans_the_scopes(world: World) -> None:
             assert {d.facility_id for d in person.doses} == {feedback.facility_id}
             facilities.add(feedback.facility_id)
         assert len(facilities) == 4
+
+
+# --- ids in the form body (not in the URL): outside the actor's scope ---------------------------
+
+
+def _facility_and_unit(world: World, scope: Scope) -> tuple[int, int]:
+    from kyso.platform.models import Dose
+
+    with world.app.extensions["kyso.sessions"]() as session:
+        dose = session.get(Dose, world.ids[(Target.DOSE, scope)]["dose_id"])
+        assert dose is not None
+        facility = session.get(Facility, dose.facility_id)
+        assert facility is not None
+        return facility.id, facility.signing_unit_id
+
+
+def _post(world: World, actor: Actor, url: str, form: dict[str, Any]) -> Any:
+    return world.clients[actor].post(url, data={"csrf_token": world.tokens[actor], **form})
+
+
+@pytest.mark.parametrize(
+    ("role", "facility_scope", "unit_scope"),
+    [
+        ("facility_staff", Scope.OTHER_PROVINCE, None),
+        ("signing_officer", Scope.OWN_FACILITY, Scope.OTHER_PROVINCE),
+        ("signing_officer", Scope.OTHER_PROVINCE, Scope.OTHER_PROVINCE),
+    ],
+)
+def test_a_provincial_admin_cannot_create_a_user_in_another_province(
+    world: World, role: str, facility_scope: Scope, unit_scope: Scope | None
+) -> None:
+    facility_id, _ = _facility_and_unit(world, facility_scope)
+    unit_id = _facility_and_unit(world, unit_scope)[1] if unit_scope else None
+    username = f"ngoaitinh.{role}.{facility_scope.value}.{unit_scope}".replace("_", "")[:60]
+    response = _post(
+        world,
+        Actor.PROVINCIAL_ADMIN,
+        "/users/new",
+        {
+            "username": username,
+            "full_name": "Người Ngoài Tỉnh",
+            "role": role,
+            "facility_id": str(facility_id),
+            "signing_unit_id": str(unit_id or ""),
+            "language": "vi",
+            "active": "1",
+        },
+    )
+    assert response.status_code == 400
+    with world.app.extensions["kyso.sessions"]() as session:
+        from sqlalchemy import select
+
+        assert session.scalar(select(User).where(User.username == username)) is None
+
+
+def test_a_provincial_admin_cannot_move_a_user_to_another_province(world: World) -> None:
+    target_id = world.ids[(Target.USER, Scope.OWN_FACILITY)]["user_id"]
+    facility_id, unit_id = _facility_and_unit(world, Scope.OTHER_PROVINCE)
+    with world.app.extensions["kyso.sessions"]() as session:
+        before = session.get(User, target_id)
+        assert before is not None
+        kept = (before.facility_id, before.signing_unit_id, before.full_name)
+    for facility, unit in ((facility_id, unit_id), (kept[0], unit_id), (facility_id, kept[1])):
+        response = _post(
+            world,
+            Actor.PROVINCIAL_ADMIN,
+            f"/users/{target_id}/edit",
+            {
+                "full_name": "Đã Chuyển Tỉnh",
+                "role": "signing_officer",
+                "facility_id": str(facility),
+                "signing_unit_id": str(unit),
+                "language": "vi",
+                "active": "1",
+            },
+        )
+        assert response.status_code == 400, (facility, unit)
+    with world.app.extensions["kyso.sessions"]() as session:
+        after = session.get(User, target_id)
+        assert after is not None
+        assert (after.facility_id, after.signing_unit_id, after.full_name) == kept
+
+
+def _selection(world: World) -> set[int]:
+    from sqlalchemy import select
+
+    from kyso.platform.models import SigningSelection
+
+    with world.app.extensions["kyso.sessions"]() as session:
+        officer = session.scalar(
+            select(User).where(User.username == world.usernames[Actor.SIGNING_OFFICER])
+        )
+        assert officer is not None
+        return set(
+            session.scalars(
+                select(SigningSelection.dose_id).where(SigningSelection.user_id == officer.id)
+            )
+        )
+
+
+@pytest.mark.parametrize("scope", [Scope.OTHER_UNIT, Scope.OTHER_PROVINCE])
+def test_an_officer_cannot_select_doses_outside_their_unit(world: World, scope: Scope) -> None:
+    before = _selection(world)
+    person_id = world.ids[(Target.PERSON, scope)]["person_id"]
+    dose_id = world.ids[(Target.DOSE, scope)]["dose_id"]
+    officer = Actor.SIGNING_OFFICER
+    _post(world, officer, "/signing/selection/person", {"person_id": str(person_id), "op": "add"})
+    _post(world, officer, "/signing/selection", {"dose": str(dose_id)})
+    _post(
+        world,
+        officer,
+        "/signing/selection",
+        {"shown": f"{dose_id}:{person_id}:1", "person": str(person_id), "action": "page_all"},
+    )
+    after = _selection(world)
+    assert after == before
+    assert dose_id not in after
+
+
+@pytest.mark.parametrize(
+    ("actor", "scope"),
+    [
+        (Actor.FACILITY_STAFF, Scope.OTHER_UNIT),
+        (Actor.FACILITY_STAFF, Scope.OTHER_PROVINCE),
+        (Actor.PROVINCIAL_ADMIN, Scope.OTHER_PROVINCE),
+    ],
+)
+def test_a_dose_cannot_be_moved_to_a_facility_outside_scope(
+    world: World, actor: Actor, scope: Scope
+) -> None:
+    from kyso.platform.models import Dose
+
+    dose_id = world.ids[(Target.DOSE, Scope.SAME_UNIT)]["dose_id"]
+    facility_id, _ = _facility_and_unit(world, scope)
+    with world.app.extensions["kyso.sessions"]() as session:
+        dose = session.get(Dose, dose_id)
+        assert dose is not None
+        kept = (dose.facility_id, dose.version)
+        form = {
+            "dose_number": str(dose.dose_number),
+            "vaccinated_on": dose.vaccinated_on.isoformat(),
+            "product_id": str(dose.product_id),
+            "lot": dose.lot,
+            "facility_id": str(facility_id),
+            "reason": "Chuyển mũi tiêm sang cơ sở khác.",
+            "version": str(dose.version),
+        }
+    response = _post(world, actor, f"/stats/doses/{dose_id}", form)
+    assert response.status_code in (200, 400, 403, 409), response.status_code
+    with world.app.extensions["kyso.sessions"]() as session:
+        dose = session.get(Dose, dose_id)
+        assert dose is not None
+        assert (dose.facility_id, dose.version) == kept

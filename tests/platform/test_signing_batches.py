@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 from support.platform_seed import Seed, add_person
 from support.signing_data import bulk_people
@@ -26,6 +26,7 @@ from kyso.agent import devpki
 from kyso.agent.manifest import commitment, verify_manifest
 from kyso.platform.i18n import DomainError
 from kyso.platform.models import (
+    AuditEvent,
     BatchMode,
     BatchStatus,
     Dose,
@@ -448,3 +449,94 @@ def test_the_database_settles_a_race_that_passed_the_checks(
     assert (item.state, item.reason) == (ItemState.REJECTED, RejectReason.ALREADY_SIGNED)
     assert (batch.signed, batch.rejected) == (0, 1)
     assert session.scalar(select(func.count()).select_from(PassportQueueEntry)) == 0
+
+
+def _completions(session: Session, batch_id: str) -> int:
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(AuditEvent)
+            .where(AuditEvent.action == "signing.batch_completed", AuditEvent.target == batch_id)
+        )
+        or 0
+    )
+
+
+def test_the_last_chunk_stored_completes_the_batch_without_the_page(
+    session: Session, org: Seed, context: batches.SigningContext, pki: Pki
+) -> None:
+    """Issue 19, 1: the page never got to post ``complete`` (the platform was down longer than
+    its retries after the last chunk was stored); the batch must not stay open for good.
+    Fails before the fix (status stayed open, completed_at empty, no completion audited)."""
+    prepared = _prepare(session, org, context, pki.rsa, people=3, doses=2)
+    signatures = _sign_all(pki.rsa, prepared.attempt)
+    batches.accept_signatures(
+        session, org.officer, prepared.batch_id, prepared.attempt.id, 0, signatures[:4]
+    )
+    session.commit()
+    batch = session.get(SigningBatch, prepared.batch_id)
+    assert batch is not None
+    assert batch.status is BatchStatus.OPEN
+    last = batches.accept_signatures(
+        session, org.officer, prepared.batch_id, prepared.attempt.id, 4, signatures[4:]
+    )
+    session.commit()
+    assert (last.status, last.pending) == (BatchStatus.COMPLETED, 0)
+    session.expire_all()
+    batch = session.get(SigningBatch, prepared.batch_id)
+    assert batch is not None
+    assert batch.status is BatchStatus.COMPLETED
+    assert batch.completed_at is not None
+    assert _completions(session, prepared.batch_id) == 1
+    # The page's late ``complete`` and a replayed last chunk change nothing and audit nothing.
+    assert batches.complete(session, org.officer, prepared.batch_id).status is (
+        BatchStatus.COMPLETED
+    )
+    batches.accept_signatures(
+        session, org.officer, prepared.batch_id, prepared.attempt.id, 4, signatures[4:]
+    )
+    session.commit()
+    assert _completions(session, prepared.batch_id) == 1
+
+
+def test_a_batch_left_open_with_nothing_pending_is_completed_when_listed_or_opened(
+    session: Session, org: Seed, context: batches.SigningContext, pki: Pki
+) -> None:
+    """Issue 19, 1: a batch an older version left open with 0 pending is completed when its
+    list or its page is read, once. Fails before the fix (both left it open)."""
+    ids = []
+    for _ in range(2):
+        prepared = _prepare(session, org, context, pki.rsa, people=2, doses=1)
+        batches.accept_signatures(
+            session,
+            org.officer,
+            prepared.batch_id,
+            prepared.attempt.id,
+            0,
+            _sign_all(pki.rsa, prepared.attempt),
+        )
+        session.commit()
+        ids.append(prepared.batch_id)
+    # As an older version left them: open, nothing pending, no completion audited.
+    for batch_id in ids:
+        batch = session.get(SigningBatch, batch_id)
+        assert batch is not None
+        batch.status, batch.completed_at = BatchStatus.OPEN, None
+    session.execute(delete(AuditEvent).where(AuditEvent.action == "signing.batch_completed"))
+    session.commit()
+
+    opened = batches.result(session, org.officer, ids[0])
+    session.commit()
+    assert opened.batch.status is BatchStatus.COMPLETED
+    listed = {b.id: b.status for b in batches.recent_batches(session, org.officer)}
+    session.commit()
+    assert listed[ids[0]] is listed[ids[1]] is BatchStatus.COMPLETED
+    batches.recent_batches(session, org.officer)
+    batches.result(session, org.officer, ids[1])
+    session.commit()
+    session.expire_all()
+    for batch_id in ids:
+        batch = session.get(SigningBatch, batch_id)
+        assert batch is not None
+        assert batch.completed_at is not None
+        assert _completions(session, batch_id) == 1

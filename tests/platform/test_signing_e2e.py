@@ -24,7 +24,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy import select
+from sqlalchemy import func, select
 from support.agent_harness import ScriptedUI, start_agent
 from support.chromium import CHROMIUM, CHROMIUM_ARGS
 from support.openssl_cms import verify_export
@@ -37,7 +37,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from kyso.agent.token.pkcs11_token import Pkcs11Token
 from kyso.agent.token.softhsm import ProvisionedToken
 from kyso.platform.app import create_app
-from kyso.platform.models import Dose, DoseSignature, User
+from kyso.platform.models import Dose, DoseSignature, SigningAttempt, SigningBatch, User
 from kyso.platform.signing.certificates import load_trust_store
 from kyso.platform.signing.export import export_signed
 from kyso.platform.signing.selection import add_doses
@@ -507,3 +507,50 @@ def test_tab_closed_mid_batch_then_resumed_from_the_batch_list(
     with site.app.extensions["kyso.sessions"]() as session:
         signatures = session.scalars(select(DoseSignature.dose_id)).all()
         assert len(signatures) == len(set(signatures)) == site.doses
+
+
+@pytest.mark.timeout(180)
+def test_platform_away_longer_than_the_retries_costs_no_second_signing(
+    browser: Any, site: Site, token: Pkcs11Token, tmp_path: Path
+) -> None:
+    """Issue 19, 5: the platform stops taking signatures (the connection refused) for longer
+    than the page's retries. The signatures the agent made stay in the browser (IndexedDB), the
+    officer is told, and they are posted when the platform is back, even from the batch's page
+    opened again later: one consent, one attempt, nothing signed twice on the token. Fails on
+    the old code (the page dropped them and the batch needed a second signing)."""
+    expect = playwright_api.expect
+    expect.set_options(timeout=30_000)
+    agent = start_agent(token, tmp_path / "agent", issuer=site.issuer)
+    site.app.config["AGENT_PORT"] = agent.port
+    officer = PlatformPage(browser, site)
+    page = officer.page
+    posts = "**/signing/api/batches/*/signatures"
+    try:
+        page.goto(f"{site.url}/signing/preview")
+        page.route(posts, lambda route: route.abort("connectionrefused"))
+        page.get_by_role("button", name="Ký số").click()
+        error = page.locator("#sign-error")
+        expect(error).to_contain_text(f"Hệ thống chưa nhận được {site.doses} chữ ký đã ký")
+        expect(error).to_contain_text("không cần ký lại")
+        assert agent.ui.outcomes[-1].signed == site.doses
+        with site.app.extensions["kyso.sessions"]() as session:
+            batch_id = session.scalars(select(SigningBatch.id)).one()
+            assert session.scalar(select(func.count()).select_from(DoseSignature)) == 0
+
+        # The officer leaves and opens the batch's page later; the platform is still away.
+        page.goto(f"{site.url}/signing/batches/{batch_id}")
+        expect(error).to_contain_text(f"Hệ thống chưa nhận được {site.doses} chữ ký đã ký")
+        page.unroute(posts)  # the platform is back
+        expect(page.locator("#batch-pending")).to_have_text("0")
+        expect(page.locator("#batch-signed")).to_have_text(str(site.doses))
+        expect(page.locator("#batch-status")).to_have_attribute("data-status", "completed")
+    finally:
+        officer.close()
+        agent.stop()
+    assert len(agent.ui.consents) == 1  # one PIN, one signing on the token
+    refused = "ERR_CONNECTION_REFUSED"
+    assert [p for p in officer.problems if refused not in p] == [], officer.problems
+    with site.app.extensions["kyso.sessions"]() as session:
+        signatures = session.scalars(select(DoseSignature.dose_id)).all()
+        assert len(signatures) == len(set(signatures)) == site.doses
+        assert session.scalar(select(func.count()).select_from(SigningAttempt)) == 1
