@@ -73,6 +73,16 @@ def moment(value: datetime | None, *, seconds: bool = False) -> str:
     return str(format_datetime(vietnam_time(value), pattern, locale=_locale(DEFAULT_LANGUAGE)))
 
 
+def serial(serial_hex: str | None) -> str:
+    """A certificate serial as people read it aloud and compare it with the token: upper-case
+    hex in pairs ("0A 1B 2C"), however it was stored or typed."""
+    if not serial_hex:
+        return "—"
+    digits = "".join(serial_hex.split()).replace(":", "").upper()
+    padded = digits if len(digits) % 2 == 0 else "0" + digits
+    return " ".join(padded[i : i + 2] for i in range(0, len(padded), 2))
+
+
 # ---------------------------------------------------------------------------------------------
 # Typed dates: dd/mm/yyyy text fields, never the browser's locale-dependent date picker
 
@@ -166,6 +176,7 @@ def register(app: Any) -> None:
         number=_number,
         day=day,
         day_input=day_input,
+        serial=serial,
         moment=moment,
         moment_seconds=lambda value: moment(value, seconds=True),
     )

@@ -147,8 +147,7 @@ def normalise_serial(text: str) -> str:
 
 def format_serial(serial_hex: str) -> str:
     """For reading aloud and comparing with the token: even-length hex in pairs."""
-    padded = serial_hex if len(serial_hex) % 2 == 0 else "0" + serial_hex
-    return " ".join(padded[i : i + 2] for i in range(0, len(padded), 2))
+    return formatting.serial(serial_hex)
 
 
 def generate_password() -> str:

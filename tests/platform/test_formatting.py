@@ -57,6 +57,9 @@ def test_signed_batches_are_listed_in_vietnam_time(
     assert row, page
     assert row.group(1) == "09/04/2021 03:30"
     assert "1.860" in page
+    # The batch's certificate serial in the one format of every page: pairs, upper case.
+    result = text(client.get("/signing/batches/KB210408TESTUTC"))
+    assert '<span class="muted">0A 1B</span>' in result
 
 
 def _certificate(session: Session, org: Seed) -> int:
@@ -66,7 +69,7 @@ def _certificate(session: Session, org: Seed) -> int:
         user_id=org.officer.id,
         subject="CN=Lê Thị Hồng",
         issuer="CN=Test CA",
-        serial_hex="0A1B",
+        serial_hex="A1B",
         fingerprint_sha256="11" * 32,
         not_before=datetime(2021, 1, 1, tzinfo=UTC),
         not_after=datetime(2031, 1, 1, tzinfo=UTC),
