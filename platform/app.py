@@ -1,24 +1,9 @@
-"""The Flask application factory.
+"""The Flask application factory: the composition root (it imports the features; nothing
+imports it but the command line and the tests).
 
-Configuration comes from the mapping passed in (tests) over environment variables:
-``DATABASE_URL`` (default: SQLite in the instance folder), ``KYSO_SECRET_KEY`` (default: a
-random key kept in the instance folder), ``KYSO_REGISTRY_URL`` (the population registry),
-``KYSO_SECURE_COOKIES`` (set to 0 only for plain-http development; otherwise the cookies are
-Secure and responses carry HSTS).
-
-Sessions (``kyso.platform.auth.sessions``): ``KYSO_SESSION_IDLE_MINUTES`` (30) and
-``KYSO_SESSION_LIFETIME_HOURS`` (12), the idle and absolute limits of a logged-in session.
-
-Signing: ``KYSO_TRUST_ANCHORS`` (PEM bundle of the CA certificates officers' certificates must
-chain to; default ``trust-anchors.pem`` in the instance folder), ``KYSO_MANIFEST_KEY`` (the
-batch-manifest EC P-256 private key, PEM; default ``manifest-key.pem`` in the instance folder,
-created on first use), ``KYSO_PUBLIC_ORIGIN`` (the origin the browser sees, when a proxy stands in
-front; default: the request's), ``KYSO_AGENT_PORT`` (47321) and ``KYSO_AGENT_INSTALLER_URL``
-(where the page sends officers whose agent is not running), ``KYSO_TRUSTED_PROXIES`` (how many
-reverse proxies stand in front and set X-Forwarded-For; default 0).
-
-Operations: ``KYSO_METRICS_ALLOW`` (networks that may read ``/metrics``; default the loopback);
-``kyso-platform serve`` reads ``KYSO_BIND``, ``KYSO_WORKERS``, ``KYSO_THREADS`` (ops/serve.py).
+Settings: every environment variable the platform reads, with its default and meaning, is listed
+in ``kyso.platform.settings`` (platform/settings.py), the one module that reads them; they are
+read and checked once here. The mapping passed to :func:`create_app` (tests) overrides them.
 """
 
 from __future__ import annotations
@@ -29,11 +14,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, g, request, session
+from flask import Flask, Response, request
 from flask_wtf.csrf import CSRFProtect
-from sqlalchemy.orm import Session
 
-from kyso.platform import i18n
+from kyso.platform import settings, web
 from kyso.platform.db import make_engine, make_session_factory
 from kyso.platform.inputs import IdConverter
 from kyso.platform.request_json import JSONProvider
@@ -48,17 +32,9 @@ CONTENT_SECURITY_POLICY = (
 )
 
 HSTS = "max-age=31536000; includeSubDomains"
-# HTTP refusals without a handler of their own: the catalogue key that says what to do.
-_HTTP_ERRORS = {
-    400: "common.bad_request",
-    403: "common.forbidden",
-    405: "common.method_not_allowed",
-    429: "common.too_many_requests",
-}
 
 
-def _secret_key(instance: Path) -> str:
-    configured = os.environ.get("KYSO_SECRET_KEY")
+def _secret_key(instance: Path, configured: str | None) -> str:
     if configured:
         return configured
     path = instance / "secret_key"
@@ -71,44 +47,27 @@ def _secret_key(instance: Path) -> str:
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
-    app = Flask(__name__, instance_path=os.environ.get("KYSO_INSTANCE_PATH"))
+    configured = settings.from_environ()  # the one read of the environment
+    app = Flask(__name__, instance_path=configured.instance_path)
     app.url_map.converters["int"] = IdConverter  # before any route: ids the schema can hold
     instance = Path(app.instance_path)
+    app.extensions["kyso.settings"] = configured
     app.config.update(
-        DATABASE_URL=os.environ.get("DATABASE_URL", f"sqlite:///{instance / 'kyso.db'}"),
-        REGISTRY_URL=os.environ.get("KYSO_REGISTRY_URL", "http://127.0.0.1:8090"),
+        DATABASE_URL=configured.database_url or f"sqlite:///{instance / 'kyso.db'}",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
-        SESSION_COOKIE_SECURE=os.environ.get("KYSO_SECURE_COOKIES", "1") != "0",
         WTF_CSRF_TIME_LIMIT=None,  # tied to the session instead
         MAX_CONTENT_LENGTH=20 * 1024 * 1024,
         PAGE_SIZE=50,
-        TRUST_ANCHORS=os.environ.get("KYSO_TRUST_ANCHORS"),
-        # Officers' certificates: revocation policy (hard, soft, off), OCSP/CRL timeout and
-        # cache (platform/signing/validation.py); the expiry warning's notice in days.
-        REVOCATION_POLICY=os.environ.get("KYSO_REVOCATION_POLICY", "hard"),
-        REVOCATION_TIMEOUT=float(os.environ.get("KYSO_REVOCATION_TIMEOUT", "5")),
-        REVOCATION_CACHE_SECONDS=float(os.environ.get("KYSO_REVOCATION_CACHE_SECONDS", "300")),
-        CERTIFICATE_EXPIRY_WARNING_DAYS=int(
-            os.environ.get("KYSO_CERTIFICATE_EXPIRY_WARNING_DAYS", "30")
-        ),
-        MANIFEST_KEY=os.environ.get("KYSO_MANIFEST_KEY"),
-        PUBLIC_ORIGIN=os.environ.get("KYSO_PUBLIC_ORIGIN"),
-        AGENT_PORT=int(os.environ.get("KYSO_AGENT_PORT", "47321")),
-        AGENT_INSTALLER_URL=os.environ.get("KYSO_AGENT_INSTALLER_URL"),
-        TRUSTED_PROXIES=int(os.environ.get("KYSO_TRUSTED_PROXIES", "0")),
-        METRICS_ALLOW=os.environ.get("KYSO_METRICS_ALLOW"),
-        SESSION_IDLE_MINUTES=float(os.environ.get("KYSO_SESSION_IDLE_MINUTES", "30")),
-        SESSION_LIFETIME_HOURS=float(os.environ.get("KYSO_SESSION_LIFETIME_HOURS", "12")),
+        **configured.config(),
     )
     if config:
         app.config.update(config)
-    if not 0 < app.config["SESSION_IDLE_MINUTES"] <= 60 * app.config["SESSION_LIFETIME_HOURS"]:
-        raise ValueError(
-            "KYSO_SESSION_IDLE_MINUTES must be positive and at most KYSO_SESSION_LIFETIME_HOURS"
-        )
+    settings.check_sessions(
+        float(app.config["SESSION_IDLE_MINUTES"]), float(app.config["SESSION_LIFETIME_HOURS"])
+    )
     if not app.config.get("SECRET_KEY"):
-        app.config["SECRET_KEY"] = _secret_key(instance)
+        app.config["SECRET_KEY"] = _secret_key(instance, configured.security.secret_key)
     proxies = int(app.config.get("TRUSTED_PROXIES") or 0)
     if proxies:
         # Behind N reverse proxies the client's address (login throttling, the citizen pages'
@@ -136,24 +95,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     return app
 
 
-def db() -> Session:
-    """The request's database session (views only; services receive it as an argument)."""
-    from flask import current_app
-
-    if "db" not in g:
-        g.db = current_app.extensions["kyso.sessions"]()
-    session_: Session = g.db
-    return session_
-
-
-def language() -> str:
-    chosen = session.get("lang")
-    if chosen in i18n.LANGUAGES:
-        return str(chosen)
-    return i18n.DEFAULT_LANGUAGE
-
-
 def _register_blueprints(app: Flask) -> None:
+    from kyso.platform import downloads
     from kyso.platform.auth.views import blueprint as auth
     from kyso.platform.feedback.views import blueprint as feedback
     from kyso.platform.ops.views import blueprint as ops
@@ -174,79 +117,13 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(stats)
     app.register_blueprint(feedback)
     app.register_blueprint(ops)
-    batch_views.register(app)
+    app.register_blueprint(batch_views.blueprint)
+    app.register_blueprint(downloads.blueprint)  # the agent's MSI (installer_url's default)
+    app.context_processor(batch_views.signing_page_config)
 
 
 def _register_hooks(app: Flask) -> None:
-    @app.teardown_appcontext
-    def _close_session(_exc: BaseException | None) -> None:
-        session_ = g.pop("db", None)
-        if session_ is not None:
-            session_.close()
-
-    from flask_wtf.csrf import CSRFError
-    from werkzeug.exceptions import HTTPException, NotFound, RequestEntityTooLarge
-
-    def _error_page(key: str, status: int, **values: Any) -> tuple[str, int]:
-        from flask import render_template
-
-        lang = language()
-        return (
-            render_template(
-                "error.html",
-                title=i18n.translate("common.error_title", lang),
-                message=i18n.translate(key, lang, **values),
-            ),
-            status,
-        )
-
-    # Flask's default error pages are English and say nothing of what to do.
-    @app.errorhandler(CSRFError)
-    def _csrf_failed(_exc: CSRFError) -> Any:
-        if request.path.startswith("/signing/api/"):
-            from flask import jsonify
-
-            message = i18n.translate("common.csrf_failed", language())
-            return jsonify(error="common.csrf_failed", message=message), 400
-        return _error_page("common.csrf_failed", 400)
-
-    @app.errorhandler(RequestEntityTooLarge)
-    def _too_large(_exc: RequestEntityTooLarge) -> tuple[str, int]:
-        limit = int(app.config["MAX_CONTENT_LENGTH"]) // (1024 * 1024)
-        return _error_page("common.too_large", 413, megabytes=limit)
-
-    @app.errorhandler(NotFound)
-    def _not_found(_exc: NotFound) -> tuple[str, int]:
-        return _error_page("common.not_found", 404)
-
-    # Every other refusal (403 from the authorization table, 405, 400, 429...) in the site's
-    # words too; Werkzeug's English page is neither the site's nor says what to do.
-    @app.errorhandler(HTTPException)
-    def _refused(exc: HTTPException) -> Any:
-        if exc.response is not None or exc.code is None or exc.code >= 500:
-            return exc
-        key = _HTTP_ERRORS.get(exc.code, "common.request_refused")
-        headers = [
-            (name, value)
-            for name, value in exc.get_headers()
-            if name.lower() not in ("content-type", "content-length")
-        ]
-        if request.path.startswith("/signing/api/"):
-            from flask import jsonify
-
-            message = i18n.translate(key, language())
-            return jsonify(error=key, message=message), exc.code, headers
-        page, status = _error_page(key, exc.code)
-        return page, status, headers
-
-    from kyso.platform.auth.access import load_session, write_session_cookie
-
-    @app.before_request
-    def _session() -> None:
-        if request.endpoint != "static":
-            load_session()
-
-    app.after_request(write_session_cookie)
+    web.install(app)  # sessions, error pages, template globals, the language switch
 
     @app.after_request
     def _security_headers(response: Response) -> Response:
@@ -262,26 +139,3 @@ def _register_hooks(app: Flask) -> None:
         if request.endpoint != "static" and not response.cache_control.public:
             response.headers["Cache-Control"] = "no-store"
         return response
-
-    @app.context_processor
-    def _template_globals() -> dict[str, Any]:
-        lang = language()
-
-        def _(key: str, **values: Any) -> str:
-            return i18n.translate(key, lang, **values)
-
-        from kyso.platform.auth.access import current_user
-
-        return {"_": _, "lang": lang, "current_user": current_user()}
-
-    @app.get("/lang/<code>")
-    def _switch_language(code: str) -> Any:
-        from flask import redirect
-
-        if code in i18n.LANGUAGES:
-            session["lang"] = code
-        target = request.referrer or "/"
-        # Only back to our own pages.
-        if not target.startswith(request.host_url):
-            target = "/"
-        return redirect(target)

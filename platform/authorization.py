@@ -33,7 +33,8 @@ Format of a row::
   unit's (``corrections.service.may_decide``).
 
 Outcomes: ``ALLOWED`` (the view runs: 2xx, or the view's own redirect or validation answer),
-``FORBIDDEN`` (403 with a page saying why), ``LOGIN`` (a redirect to the login page),
+``FORBIDDEN`` (403 with a page saying why), ``LOGIN`` (a redirect to the login page; on the
+JSON API a JSON 401 saying to log in),
 ``HIDDEN`` (404: the object is not visible, its existence is not confirmed).
 """
 
@@ -395,11 +396,11 @@ def install(app: Flask) -> None:
         if rule is None:
             app.logger.error("no authorization rule for %s %s", request.method, endpoint)
             abort(403)
-        from kyso.platform.auth.access import current_user
+        from kyso.platform.web import current_user
 
         gate = rule.gate(actor_of(current_user()))
         if gate is Outcome.LOGIN:
-            from kyso.platform.auth.access import to_login
+            from kyso.platform.web import to_login
 
             return to_login()
         if gate is Outcome.FORBIDDEN:

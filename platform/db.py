@@ -7,6 +7,7 @@ they say so; views and CLI commands own the transaction.
 
 from __future__ import annotations
 
+import enum
 import logging
 import sys
 import time
@@ -15,7 +16,7 @@ from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar
 
 from sqlalchemy import MetaData, create_engine, event, func, select
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -80,6 +81,27 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         session.close()
 
 
+class Backend(enum.StrEnum):
+    """The databases the platform runs on."""
+
+    SQLITE = "sqlite"
+    POSTGRESQL = "postgresql"
+
+
+def backend(bind: Session | Engine | Connection) -> Backend:
+    """Which database ``bind`` talks to: the one place that asks SQLAlchemy's dialect."""
+    target = bind.get_bind() if isinstance(bind, Session) else bind
+    return Backend(target.dialect.name)
+
+
+def is_postgresql(bind: Session | Engine | Connection) -> bool:
+    return backend(bind) is Backend.POSTGRESQL
+
+
+def is_sqlite(bind: Session | Engine | Connection) -> bool:
+    return backend(bind) is Backend.SQLITE
+
+
 SQLITE_VIETNAMESE = "vi"
 # PostgreSQL's ICU collation for Vietnamese (Debian's and the official packages are built with
 # ICU): d < đ, a < ă < â, tones second: the order of the platform's own sort key.
@@ -96,10 +118,6 @@ def _compare_vietnamese(left: str, right: str) -> int:
 def vietnamese(session: Session, column: Any) -> Any:
     """``column`` in Vietnamese alphabetical order (Dương before Đặng), for ORDER BY."""
     return column.collate(POSTGRESQL_VIETNAMESE if is_postgresql(session) else SQLITE_VIETNAMESE)
-
-
-def is_postgresql(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
 
 
 def serialize_on(session: Session, *keys: str) -> None:

@@ -8,14 +8,13 @@ part of the platform's code, so it is served from ``KYSO_DOWNLOADS_DIR`` (config
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Flask, current_app, render_template, send_from_directory
+from flask import Blueprint, current_app, render_template, send_from_directory
 
-from kyso.platform.app import language
 from kyso.platform.i18n import translate
+from kyso.platform.web import language
 
 INSTALLER = "kyso-agent.msi"
 MSI_MIMETYPE = "application/x-msi"
@@ -41,8 +40,3 @@ def agent_installer() -> Any:
         message=translate("downloads.installer_missing", lang),
     )
     return page, 404
-
-
-def register(app: Flask) -> None:
-    app.config.setdefault("DOWNLOADS_DIR", os.environ.get("KYSO_DOWNLOADS_DIR"))
-    app.register_blueprint(blueprint)

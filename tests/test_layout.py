@@ -189,3 +189,226 @@ def test_the_platform_half_installs_no_qt_and_the_agent_half_no_web_stack() -> N
     assert {"pyside6-essentials", "shiboken6", "keyring", "websockets"} & platform_side == set()
     web_stack = {"flask", "sqlalchemy", "psycopg", "pyhanko", "openpyxl", "pillow", "fpdf2"}
     assert web_stack & agent_side == set()
+
+
+# --- The import graph: layers a newcomer can see (issue 13) ---------------------------------
+
+PACKAGES = {"kyso.agent": ROOT / "agent", "kyso.platform": ROOT / "platform"}
+
+# No exception: the agent's config <-> winreg_config cycle is gone since its fix was merged.
+KNOWN_CYCLES: set[frozenset[str]] = set()
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for package, folder in PACKAGES.items():
+        for path in folder.rglob("*.py"):
+            if "migrations" in path.relative_to(folder).parts:
+                continue  # Alembic's scripts, loaded by Alembic
+            parts = [p for p in path.relative_to(folder).with_suffix("").parts if p != "__init__"]
+            found[".".join([package, *parts])] = path
+    return found
+
+
+def _import_graph() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """Every import, at module level or inside a function: the project's modules each module
+    imports, and the top-level outside libraries it imports."""
+    modules = _modules()
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    libraries: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        for node in ast.walk(tree):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parent = package[: len(package) - (node.level - 1)]
+                    base = ".".join([*parent, *([base] if base else [])])
+                targets = [base, *(f"{base}.{alias.name}" for alias in node.names)]
+            for target in targets:
+                if not target.startswith("kyso."):
+                    libraries[name].add(target.split(".")[0])
+                    continue
+                while target and target not in modules:
+                    target = target.rpartition(".")[0]
+                if target and target != name:
+                    graph[name].add(target)
+    return graph, libraries
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[frozenset[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[frozenset[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for other in graph[node]:
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            component = set()
+            while True:
+                member = stack.pop()
+                component.add(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(frozenset(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def _is_views(module: str) -> bool:
+    """A views module: a feature's pages or API (``*.views``, ``*_views``, the downloads)."""
+    last = module.rpartition(".")[2]
+    return last == "views" or last.endswith("_views") or module == "kyso.platform.downloads"
+
+
+# The web layer and the entry points: the only platform modules that may use Flask. Everything
+# else (services, models, scopes, rules, clients) is plain Python a CLI or a test calls directly.
+WEB = {
+    "kyso.platform.app",
+    "kyso.platform.web",
+    "kyso.platform.authorization",
+    "kyso.platform.request_json",  # the app's JSON provider (Flask's)
+    "kyso.platform.signing.wiring",  # trust anchors, manifest key, revocation from app config
+}
+ENTRY_POINTS = {
+    "kyso.platform.ops.serve",  # the production server (gunicorn's app, its logging)
+    "kyso.platform.ops.logs",  # JSON logs carrying the request id
+    "kyso.platform.registry.reference",  # the reference registry: its own small WSGI app
+    "kyso.platform.testpki",  # the test and demo PKI: its own small HTTP service
+    "kyso.platform.records.demo",  # the demo-data tool (also writes the reference registry's data)
+}
+WEB_LIBRARIES = {"flask", "flask_wtf", "werkzeug"}
+
+
+def _is_web(module: str) -> bool:
+    last = module.rpartition(".")[2]
+    return module in WEB or module in ENTRY_POINTS or _is_views(module) or last == "cli"
+
+
+def test_no_import_cycles() -> None:
+    cycles = [sorted(c) for c in _cycles(_import_graph()[0]) if c not in KNOWN_CYCLES]
+    assert cycles == []
+
+
+def test_services_and_models_import_no_flask_and_no_views() -> None:
+    graph, libraries = _import_graph()
+    offenders = []
+    for module in sorted(graph):
+        if not module.startswith("kyso.platform.") or _is_web(module):
+            continue
+        offenders += [f"{module} -> {lib}" for lib in sorted(libraries[module] & WEB_LIBRARIES)]
+        offenders += [f"{module} -> {dep}" for dep in sorted(graph[module]) if _is_web(dep)]
+    assert offenders == []
+
+
+def test_nothing_imports_the_composition_root() -> None:
+    graph, _ = _import_graph()
+    importers = {m for m, deps in graph.items() if "kyso.platform.app" in deps}
+    assert importers <= {"kyso.platform.cli"}  # the command line builds the app
+
+
+def test_a_views_module_never_imports_another_features_views() -> None:
+    graph, _ = _import_graph()
+    offenders = []
+    for module, deps in sorted(graph.items()):
+        if not _is_views(module):
+            continue
+        feature = module.split(".")[2]
+        offenders += [
+            f"{module} -> {dep}"
+            for dep in sorted(deps)
+            if _is_views(dep) and dep.split(".")[2] != feature
+        ]
+    assert offenders == []
+
+
+def test_the_import_graph_sees_function_level_and_relative_imports() -> None:
+    """The checks above would pass vacuously if the graph missed imports."""
+    graph, libraries = _import_graph()
+    assert "kyso.platform.web" in graph["kyso.platform.authorization"]  # inside install()
+    assert "kyso.platform.signing.batch_views" in graph["kyso.platform.app"]
+    assert "flask" in libraries["kyso.platform.web"]
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [frozenset("abc")]
+
+
+# prometheus_client's multiprocess variable: set for the library before it is imported (serve),
+# and read back where the library's multiprocess mode is used. Not a platform setting.
+# The picture decoder's child process gets the PATH alone (passport/pictures.py): not a setting.
+ENVIRONMENT_READERS = {
+    "platform/settings.py",
+    "platform/ops/serve.py",
+    "platform/ops/metrics.py",
+    "platform/passport/pictures.py",
+}
+
+
+def test_only_the_settings_module_reads_the_environment() -> None:
+    """``kyso.platform.settings`` reads every variable once, for ``create_app`` to check."""
+    readers = set()
+    for path in (ROOT / "platform").rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            reads = (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "os"
+                and node.attr in ("environ", "getenv", "environb", "getenvb")
+            ) or (
+                isinstance(node, ast.ImportFrom)
+                and node.module == "os"
+                and any(a.name in ("environ", "getenv") for a in node.names)
+            )
+            if reads:
+                readers.add(path.relative_to(ROOT).as_posix())
+    assert "platform/settings.py" in readers  # the check sees what it looks for
+    assert readers <= ENVIRONMENT_READERS
+
+
+def _attribute_users(attribute: str, owner: str | None = None) -> set[str]:
+    """Platform files that use ``x.attribute`` (``x.owner.attribute`` when owner is given) or
+    call a function of that name."""
+    users = set()
+    for path in (ROOT / "platform").rglob("*.py"):
+        if "migrations" in path.parts:
+            continue  # Alembic's environment and scripts: history, as they were written
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Attribute) or node.attr != attribute:
+                continue
+            if owner is None or (
+                isinstance(node.value, ast.Attribute) and node.value.attr == owner
+            ):
+                users.add(path.relative_to(ROOT).as_posix())
+    return users
+
+
+def test_one_database_dialect_helper() -> None:
+    """Which database it is: ``db.backend`` (``is_postgresql``, ``is_sqlite``) alone asks."""
+    assert _attribute_users("name", owner="dialect") == {"platform/db.py"}
+
+
+def test_one_date_parser() -> None:
+    """The dates people type: ``inputs.parse_date``. The reference registry (its own small
+    service) reads its dataset's one fixed format."""
+    # signing/revocation.parse_since reads a date *and time* (a datetime-local input).
+    assert _attribute_users("strptime") == {
+        "platform/inputs.py",
+        "platform/registry/reference.py",
+        "platform/signing/revocation.py",
+    }

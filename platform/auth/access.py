@@ -1,155 +1,15 @@
-"""Who is logged in, what they may open, and which records they may see or sign.
+"""Which records and users a user may see, sign or manage: plain SQL scopes, no Flask.
 
-Every query of records goes through these scopes: nobody sees or signs outside them.
+Every query of records goes through these scopes: nobody sees or signs outside them. Services
+call them with the user; who is logged in is the web layer's business (``kyso.platform.web``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
-from functools import wraps
-from typing import Any, ParamSpec, TypeVar
-
-from flask import Response, abort, current_app, flash, g, redirect, request, url_for
 from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import Session, aliased
 
-from kyso.platform.auth import sessions
-from kyso.platform.i18n import translate
-from kyso.platform.models import Area, AuthSession, Facility, Role, SigningUnit, User
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-# The session token's cookie: its own, apart from Flask's signed cookie (which keeps only the
-# CSRF token, the language and the citizen pages' short-lived state).
-AUTH_COOKIE = "kyso_auth"
-
-
-def session_policy() -> sessions.SessionPolicy:
-    config = current_app.config
-    return sessions.SessionPolicy(
-        idle=timedelta(minutes=float(config["SESSION_IDLE_MINUTES"])),
-        lifetime=timedelta(hours=float(config["SESSION_LIFETIME_HOURS"])),
-    )
-
-
-def now() -> datetime:
-    """The time the session rules use: ``CLOCK`` in the configuration (a callable returning an
-    aware datetime, for tests), else the system's."""
-    clock: Callable[[], datetime] | None = current_app.config.get("CLOCK")
-    return clock() if clock is not None else datetime.now(UTC)
-
-
-def current_user() -> User | None:
-    """The user of the request's session, if it is valid and the account active."""
-    if "user" not in g:
-        from kyso.platform.app import db
-
-        g.user = None
-        g.auth_session = None
-        token = request.cookies.get(AUTH_COOKIE)
-        if token:
-            found = sessions.resume_session(db(), token, session_policy(), now())
-            user = db().get(User, found.user_id) if found is not None else None
-            if found is not None and user is not None and user.active:
-                g.user = user
-                g.auth_session = found
-            else:
-                g.auth_cookie = ""  # ended or expired: the response removes the cookie
-                g.auth_ended = True
-    result: User | None = g.user
-    return result
-
-
-def load_session() -> None:
-    """Before each request: whose session it is, and its last-seen time (at most once a minute,
-    committed at once: the view has not written anything yet)."""
-    from kyso.platform.app import db
-
-    current_user()
-    found: AuthSession | None = g.auth_session
-    if found is not None and sessions.touch(db(), found, session_policy(), now()):
-        db().commit()
-
-
-def begin_session(user: User) -> None:
-    """A new session for ``user`` (login, or after their password change): a new token, so a
-    token known before (fixation, a copied cookie) is worth nothing. The caller commits."""
-    from kyso.platform.app import db
-
-    end_current_session(sessions.LOGOUT)
-    g.auth_cookie = sessions.start_session(db(), user, session_policy(), now(), request.remote_addr)
-    g.user = user
-
-
-def end_current_session(reason: str) -> None:
-    """Ends the request's session (logout) and removes its cookie. The caller commits."""
-    from kyso.platform.app import db
-
-    current_user()
-    found: AuthSession | None = g.auth_session
-    if found is not None:
-        sessions.end_session(db(), found, reason, now())
-    g.auth_session = None
-    g.user = None
-    g.auth_cookie = ""
-
-
-def write_session_cookie(response: Response) -> Response:
-    """After each request: sets the new session's cookie, or removes an ended one."""
-    token: str | None = g.get("auth_cookie")
-    if token is None:
-        return response
-    secure = bool(current_app.config.get("SESSION_COOKIE_SECURE"))
-    if token:
-        response.set_cookie(
-            AUTH_COOKIE, token, path="/", secure=secure, httponly=True, samesite="Lax"
-        )
-    else:
-        response.delete_cookie(AUTH_COOKIE, path="/", secure=secure, httponly=True, samesite="Lax")
-    return response
-
-
-def to_login() -> Any:
-    """To the login page, and back here after it; says so when a session has just ended."""
-    if g.get("auth_ended"):
-        from kyso.platform.app import language
-
-        config = current_app.config
-        idle, hours = config["SESSION_IDLE_MINUTES"], config["SESSION_LIFETIME_HOURS"]
-        flash(
-            translate("auth.session_ended", language(), idle=f"{idle:g}", hours=f"{hours:g}"),
-            "info",
-        )
-    return redirect(url_for("auth.login", next=request.full_path))
-
-
-def login_required(view: Callable[P, R]) -> Callable[P, R | Any]:
-    @wraps(view)
-    def wrapped(*args: P.args, **kwargs: P.kwargs) -> R | Any:
-        if current_user() is None:
-            return to_login()
-        return view(*args, **kwargs)
-
-    return wrapped
-
-
-def roles_required(*roles: Role) -> Callable[[Callable[P, R]], Callable[P, R | Any]]:
-    def decorate(view: Callable[P, R]) -> Callable[P, R | Any]:
-        @wraps(view)
-        def wrapped(*args: P.args, **kwargs: P.kwargs) -> R | Any:
-            user = current_user()
-            if user is None:
-                return to_login()
-            if user.role not in roles:
-                abort(403)
-            return view(*args, **kwargs)
-
-        return wrapped
-
-    return decorate
+from kyso.platform.models import Area, Facility, Role, SigningUnit, User
 
 
 def signable_facilities(user: User) -> Select[tuple[int]]:

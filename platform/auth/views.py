@@ -7,11 +7,10 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, redirect, render_template, request, session, url_for
 
-from kyso.platform.app import db, language
 from kyso.platform.auth import service, sessions
-from kyso.platform.auth.access import begin_session, current_user, end_current_session
 from kyso.platform.i18n import DomainError
 from kyso.platform.models import Role
+from kyso.platform.web import begin_session, current_user, db, end_current_session, language
 
 blueprint = Blueprint("auth", __name__)
 

@@ -51,7 +51,7 @@ from kyso.platform import throttle
 from kyso.platform.auth.access import visible_facilities
 from kyso.platform.auth.service import audit
 from kyso.platform.i18n import DomainError
-from kyso.platform.inputs import is_number
+from kyso.platform.inputs import is_number, parse_date
 from kyso.platform.models import (
     Dose,
     Feedback,
@@ -218,16 +218,6 @@ class InvalidFeedback(DomainError):
         first = next(iter(problems.values()))
         super().__init__(first.key, **first.values)
         self.problems = problems
-
-
-def parse_date(text: str) -> date | None:
-    text = text.strip()
-    for pattern in ("%d/%m/%Y", "%Y-%m-%d", "%d-%m-%Y", "%d.%m.%Y"):
-        try:
-            return datetime.strptime(text, pattern).date()
-        except ValueError:
-            continue
-    return None
 
 
 def clean(form: FeedbackForm, today: date | None = None) -> CleanForm:

@@ -6,21 +6,18 @@ too: Flask-WTF ties the token to the visitor's session cookie).
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 
-from kyso.platform.app import db, language
-from kyso.platform.auth.access import current_user, roles_required
 from kyso.platform.feedback import service
 from kyso.platform.i18n import DomainError, translate
 from kyso.platform.models import FeedbackStatus, RecordVersion, Role, User
 from kyso.platform.records.rules import VIETNAM
-from kyso.platform.stats.views import forbidden
 from kyso.platform.throttle import Throttled
+from kyso.platform.web import current_user, db, forbidden, language, roles_required
 
 blueprint = Blueprint("feedback", __name__, url_prefix="/feedback")
 
@@ -38,12 +35,7 @@ _FORM_FIELDS = (
 
 
 def settings() -> service.Settings:
-    config: dict[str, object] = dict(current_app.config)
-    for key in ("FEEDBACK_DUE_DAYS", "FEEDBACK_MIN_SECONDS"):
-        value = os.environ.get(f"KYSO_{key}")
-        if value and key not in config:
-            config[key] = value
-    return service.Settings.from_config(config)
+    return service.Settings.from_config(current_app.config)
 
 
 def _secret() -> bytes:

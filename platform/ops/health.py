@@ -15,6 +15,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
+from kyso.platform.db import backend
+
 
 @dataclass(frozen=True)
 class Check:
@@ -45,7 +47,7 @@ def run_check(name: str, probe: Callable[[], str]) -> Check:
 def database(engine: Engine) -> str:
     with engine.connect() as connection:
         connection.execute(text("SELECT 1"))
-    return engine.dialect.name
+    return backend(engine).value
 
 
 def registry(config: Mapping[str, Any], api_key: str | None) -> str:

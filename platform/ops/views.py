@@ -10,7 +10,6 @@ sent a well-formed one, a new one otherwise; the JSON logs carry the same id.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 import time
 import uuid
@@ -19,11 +18,11 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from kyso.platform.ops import health, metrics
+from kyso.platform.settings import DEFAULT_METRICS_ALLOW
 
 blueprint = Blueprint("ops", __name__)
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
-DEFAULT_METRICS_ALLOW = "127.0.0.0/8,::1/128"
 
 
 @blueprint.before_app_request
@@ -56,11 +55,11 @@ def healthz() -> Any:
 @blueprint.get("/readyz")
 def readyz() -> Any:
     config = current_app.config
-    api_key = config.get("REGISTRY_API_KEY") or os.environ.get("KYSO_REGISTRY_API_KEY")
+    api_key = config.get("REGISTRY_API_KEY")
     engine = current_app.extensions["kyso.engine"]
 
     open_signer = None
-    if config.get("PASSPORT_PKCS11_MODULE") or os.environ.get("KYSO_PASSPORT_PKCS11_MODULE"):
+    if config.get("PASSPORT_PKCS11_MODULE"):
         from kyso.platform.passport.config import open_signer as open_passport_signer
 
         def open_signer() -> Any:

@@ -1,4 +1,5 @@
-"""The passport feature's configuration, from the app's settings over environment variables.
+"""The passport feature's configuration, from the app's settings (``kyso.platform.settings``
+reads these variables when the app is made).
 
 ==================================  ===========================================================
 ``KYSO_PASSPORT_PKCS11_MODULE``     the PKCS#11 module of the HSM (SoftHSM2 in development)
@@ -48,7 +49,13 @@ from cryptography import x509
 from sqlalchemy.orm import Session
 
 from kyso.platform.i18n import DomainError
-from kyso.platform.passport.hsm import HsmConfig, HsmError, HsmSigner
+from kyso.platform.passport.hsm import (
+    PIN_FILE_VARIABLE,
+    PIN_VARIABLE,
+    HsmConfig,
+    HsmError,
+    HsmSigner,
+)
 from kyso.platform.passport.issuance import DEFAULT_ISSUER, IssuanceContext, platform_signers
 from kyso.platform.passport.render import PdfSigning
 from kyso.platform.passport.revocation import Signer
@@ -79,8 +86,18 @@ def error_detail(exc: DomainError) -> str:
     return exc.text("en") + (f" ({detail})" if detail else "")
 
 
+def _pin(settings: Mapping[str, Any]) -> dict[str, str]:
+    """The PIN or its file, as ``HsmConfig`` takes them (read from the environment, like every
+    setting, by ``kyso.platform.settings``)."""
+    secrets = {
+        PIN_VARIABLE: settings.get("PASSPORT_PIN"),
+        PIN_FILE_VARIABLE: settings.get("PASSPORT_PIN_FILE"),
+    }
+    return {name: str(value) for name, value in secrets.items() if value}
+
+
 def _setting(settings: Mapping[str, Any], name: str) -> str | None:
-    value = settings.get(f"PASSPORT_{name}") or os.environ.get(f"KYSO_PASSPORT_{name}")
+    value = settings.get(f"PASSPORT_{name}")
     return str(value) if value else None
 
 
@@ -93,7 +110,7 @@ def open_signer(settings: Mapping[str, Any], extensions: dict[str, Any]) -> HsmS
     signer = extensions.get("kyso.passport_signer")
     if signer is None:
         try:
-            signer = HsmSigner(HsmConfig.from_settings(settings, os.environ))
+            signer = HsmSigner(HsmConfig.from_settings(settings, _pin(settings)))
         except HsmError as exc:
             # The page shows the catalogue text only (Vietnamese, or English with the switch);
             # the technical detail goes to the log and to the CLI (``error_detail``).
@@ -116,7 +133,7 @@ def pdf_signing(settings: Mapping[str, Any], extensions: dict[str, Any]) -> PdfS
     signer = extensions.get("kyso.passport_pdf_signer")
     if signer is None:
         try:
-            signer = HsmSigner(HsmConfig.for_documents(settings, os.environ))
+            signer = HsmSigner(HsmConfig.for_documents(settings, _pin(settings)))
         except HsmError as exc:
             raise DomainError(f"passport.error_{exc.code}", detail=str(exc)) from exc
         extensions["kyso.passport_pdf_signer"] = signer

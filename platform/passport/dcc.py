@@ -65,6 +65,7 @@ ALGORITHMS: Final[dict[str, int]] = {"ES256": -7, "PS256": -37}
 CWT_ISS, CWT_IAT, CWT_EXP, CWT_HCERT = 1, 6, 4, -260
 HEADER_ALG, HEADER_KID = 1, 4
 COSE_SIGN1_TAG: Final = 18
+CWT_TAG: Final = 61
 
 
 @dataclass(frozen=True)
@@ -226,3 +227,31 @@ class Encoder:
             cbor2.dumps(cbor2.CBORTag(COSE_SIGN1_TAG, [self.protected, {}, payload, signature]))
         )
         return Encoded(hc1(cose), cose, issued_at, expires_at)
+
+
+def parse_cose(data: bytes) -> tuple[bytes, dict[Any, Any], dict[Any, Any], bytes, bytes]:
+    """(protected bytes, protected map, unprotected map, payload, signature) or ValueError."""
+    try:
+        item = cbor2.loads(data)
+    except Exception as exc:  # cbor2 raises several kinds for malformed input
+        raise ValueError(f"not CBOR: {exc}") from exc
+    if isinstance(item, cbor2.CBORTag) and item.tag == CWT_TAG:
+        item = item.value
+    if isinstance(item, cbor2.CBORTag):
+        if item.tag != COSE_SIGN1_TAG:
+            raise ValueError(f"CBOR tag {item.tag} is not COSE_Sign1 (18)")
+        item = item.value
+    if not isinstance(item, list) or len(item) != 4:
+        raise ValueError("a COSE_Sign1 is an array of 4 items")
+    protected, unprotected, payload, signature = item
+    if not isinstance(protected, bytes) or not isinstance(unprotected, dict):
+        raise ValueError("the COSE headers are malformed")
+    if not isinstance(payload, bytes) or not isinstance(signature, bytes):
+        raise ValueError("the COSE payload and signature must be byte strings")
+    try:
+        protected_map = cbor2.loads(protected) if protected else {}
+    except Exception as exc:
+        raise ValueError(f"the protected header is not CBOR: {exc}") from exc
+    if not isinstance(protected_map, dict):
+        raise ValueError("the protected header is not a map")
+    return protected, protected_map, unprotected, payload, signature

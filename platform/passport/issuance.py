@@ -50,7 +50,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from kyso.platform.auth.service import audit
-from kyso.platform.db import is_transient, with_retries
+from kyso.platform.db import is_postgresql, is_transient, with_retries
 from kyso.platform.models import (
     BatchMode,
     Dose,
@@ -78,8 +78,8 @@ from kyso.platform.signing.certificates import (
     CertificateRejected,
     TrustStore,
     check_certificate,
+    compromised_at,
 )
-from kyso.platform.signing.revocation import compromised_at
 
 __all__ = [
     "DEFAULT_ISSUER",
@@ -295,7 +295,7 @@ def _chunk(
     now: datetime,
 ) -> tuple[int, int]:
     """One transaction: claim, verify, sign, store. Returns (entries claimed, entries handled)."""
-    postgres = session.get_bind().dialect.name == "postgresql"
+    postgres = is_postgresql(session)
     claimed = session.execute(
         select(PassportQueueEntry.id, PassportQueueEntry.person_id)
         .where(PassportQueueEntry.state == PassportState.PENDING)

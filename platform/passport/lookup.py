@@ -12,7 +12,7 @@ min(2^k s, 60 s) after the latest failure, so that a stranger cannot lock a citi
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from sqlalchemy import select
@@ -20,10 +20,11 @@ from sqlalchemy.orm import Session
 
 from kyso.platform import throttle
 from kyso.platform.i18n import DomainError
+from kyso.platform.inputs import parse_date
 from kyso.platform.models import Person
 from kyso.platform.passport.models import Passport
 
-__all__ = ["WINDOW", "find_passport", "parse_birth_date"]
+__all__ = ["WINDOW", "find_passport"]
 
 WINDOW: Final = timedelta(minutes=15)
 MAX_PER_ADDRESS: Final = 10
@@ -45,16 +46,6 @@ POLICY: Final = throttle.Policy(
 )
 
 
-def parse_birth_date(text: str) -> date | None:
-    text = text.strip()
-    for pattern in ("%d/%m/%Y", "%Y-%m-%d", "%d-%m-%Y"):
-        try:
-            return datetime.strptime(text, pattern).date()
-        except ValueError:
-            continue
-    return None
-
-
 def find_passport(
     session: Session,
     *,
@@ -70,7 +61,7 @@ def find_passport(
     now = now or datetime.now(UTC)
     number = _DIGITS.sub("", identity_number)
     last4 = _DIGITS.sub("", phone_last4)
-    born = parse_birth_date(birth_date)
+    born = parse_date(birth_date)
     if len(number) not in (9, 12) or len(last4) != 4 or born is None:
         raise DomainError("passport.lookup_bad_input")
     attempt = throttle.attempt(session, POLICY, subject=number, ip=ip, now=now)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import io
-import os
 import struct
 import threading
 import zlib
@@ -145,8 +144,7 @@ def qr_png(payload: str, *, scale: int = 4, border: int = 4) -> bytes:
     return symbol_png(_recent_symbol(payload), scale=scale, border=border)
 
 
-def _font_dir() -> Path:
-    configured = os.environ.get("KYSO_PASSPORT_FONT_DIR")
+def _font_dir(configured: str | None = None) -> Path:
     for candidate in ([configured] if configured else []) + list(FONT_DIRS):
         path = Path(candidate)
         if (path / "DejaVuSans.ttf").is_file() and (path / "DejaVuSans-Bold.ttf").is_file():
@@ -226,8 +224,8 @@ FOOTER: Final = (
 QR_BORDER: Final = 2  # modules of quiet zone around the QR code in the PDF
 
 
-def _page_fonts() -> dict[str, pdfpage.PageFont]:
-    fonts = _font_dir()
+def _page_fonts(font_dir: str | None = None) -> dict[str, pdfpage.PageFont]:
+    fonts = _font_dir(font_dir)
     return {
         "": pdfpage.page_font(fonts / "DejaVuSans.ttf", "KYSOAA"),
         "B": pdfpage.page_font(fonts / "DejaVuSans-Bold.ttf", "KYSOAB"),
@@ -243,9 +241,9 @@ def _qr_rows(symbol: QrSymbol, border: int) -> tuple[int, bytes]:
     return side, picture.tobytes()
 
 
-def passport_page(document: PassportDocument) -> pdfpage.Page:
+def passport_page(document: PassportDocument, font_dir: str | None = None) -> pdfpage.Page:
     """The A4 page: header, the 11 fields (labels Vietnamese then English), QR, dates, note."""
-    page = pdfpage.Page(_page_fonts())
+    page = pdfpage.Page(_page_fonts(font_dir))
     left, width = page.MARGIN, page.width
 
     page.set_font("B", 11)
@@ -301,18 +299,22 @@ def _info(document: PassportDocument) -> dict[str, str]:
     }
 
 
-def passport_pdf(document: PassportDocument) -> bytes:
+def passport_pdf(document: PassportDocument, font_dir: str | None = None) -> bytes:
     """The unsigned PDF passport (A4, one page)."""
     buffer = io.BytesIO()
-    passport_page(document).writer(_info(document)).write(buffer)
+    passport_page(document, font_dir).writer(_info(document)).write(buffer)
     return buffer.getvalue()
 
 
 def signed_passport_pdf(
-    document: PassportDocument, signing: PdfSigning, *, reason: str | None = None
+    document: PassportDocument,
+    signing: PdfSigning,
+    *,
+    reason: str | None = None,
+    font_dir: str | None = None,
 ) -> bytes:
     """The PDF passport, PAdES-signed in the writer that built it (no second parse)."""
-    return _sign(passport_page(document).writer(_info(document)), signing, reason)
+    return _sign(passport_page(document, font_dir).writer(_info(document)), signing, reason)
 
 
 @dataclass(frozen=True)

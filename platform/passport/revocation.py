@@ -50,7 +50,7 @@ from cryptography import x509
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from kyso.platform.passport.dcc import COUNTRY, CWT_ISS, HEADER_KID, PREFIX
+from kyso.platform.passport.dcc import COUNTRY, CWT_ISS, HEADER_KID, PREFIX, parse_cose
 from kyso.platform.passport.models import Passport
 from kyso.platform.passport.signedlist import ListError, read_source, sign_list, verify_list
 
@@ -121,8 +121,6 @@ class Revoked:
 
 def revoked_passports(session: Session, now: datetime | None = None) -> list[Revoked]:
     """Every superseded passport that has not expired, oldest revocation first."""
-    from kyso.platform.passport.verifier import parse_cose
-
     now = now or datetime.now(UTC)
     rows = session.execute(
         select(

@@ -83,6 +83,7 @@ from kyso.platform.passport.dcc import (
     HEADER_KID,
     PREFIX,
     key_id,
+    parse_cose,
     sig_structure,
 )
 from kyso.platform.passport.hsm import verify_cose_signature
@@ -125,8 +126,6 @@ CHECKS: Final = (
 # Steps that run only when their input is given (``verify(..., revocations=...)``).
 OPTIONAL_CHECKS: Final = ("revocation",)
 COSE_ALGORITHMS: Final[dict[int, str]] = {-7: "ES256", -37: "PS256"}
-CWT_TAG: Final = 61
-COSE_SIGN1_TAG: Final = 18
 MAX_TEXT: Final = 8192  # far above the largest DCC a QR code can hold
 MAX_COSE_BYTES: Final = 64 * 1024  # what the HC1 text may inflate to; a DCC is a few KB
 # The EU gateway's whole trust list is a few MB.
@@ -377,34 +376,6 @@ def _time(value: Any) -> datetime | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return datetime.fromtimestamp(value, UTC)
-
-
-def parse_cose(data: bytes) -> tuple[bytes, dict[Any, Any], dict[Any, Any], bytes, bytes]:
-    """(protected bytes, protected map, unprotected map, payload, signature) or ValueError."""
-    try:
-        item = cbor2.loads(data)
-    except Exception as exc:  # cbor2 raises several kinds for malformed input
-        raise ValueError(f"not CBOR: {exc}") from exc
-    if isinstance(item, cbor2.CBORTag) and item.tag == CWT_TAG:
-        item = item.value
-    if isinstance(item, cbor2.CBORTag):
-        if item.tag != COSE_SIGN1_TAG:
-            raise ValueError(f"CBOR tag {item.tag} is not COSE_Sign1 (18)")
-        item = item.value
-    if not isinstance(item, list) or len(item) != 4:
-        raise ValueError("a COSE_Sign1 is an array of 4 items")
-    protected, unprotected, payload, signature = item
-    if not isinstance(protected, bytes) or not isinstance(unprotected, dict):
-        raise ValueError("the COSE headers are malformed")
-    if not isinstance(payload, bytes) or not isinstance(signature, bytes):
-        raise ValueError("the COSE payload and signature must be byte strings")
-    try:
-        protected_map = cbor2.loads(protected) if protected else {}
-    except Exception as exc:
-        raise ValueError(f"the protected header is not CBOR: {exc}") from exc
-    if not isinstance(protected_map, dict):
-        raise ValueError("the protected header is not a map")
-    return protected, protected_map, unprotected, payload, signature
 
 
 def _usages(certificate: x509.Certificate) -> tuple[set[str] | None, set[str] | None]:

@@ -24,8 +24,6 @@ from flask import (
     url_for,
 )
 
-from kyso.platform.app import db, language
-from kyso.platform.auth.access import current_user, roles_required
 from kyso.platform.i18n import DomainError, translate
 from kyso.platform.models import Role
 from kyso.platform.passport import (
@@ -40,6 +38,7 @@ from kyso.platform.passport import (
 )
 from kyso.platform.passport.models import Passport
 from kyso.platform.passport.render import FIELDS, field_values
+from kyso.platform.web import current_user, db, language, roles_required
 
 blueprint = Blueprint("passport", __name__, url_prefix="/passports")
 
@@ -196,7 +195,8 @@ def lookup_pdf() -> Any:
     document = render.PassportDocument(
         passport.dcc, passport.payload, passport.issued_at, passport.expires_at
     )
-    signed = render.signed_passport_pdf(document, signing)
+    font_dir = current_app.config.get("PASSPORT_FONT_DIR")
+    signed = render.signed_passport_pdf(document, signing, font_dir=font_dir)
     response = Response(signed, mimetype="application/pdf")
     response.headers["Content-Disposition"] = 'attachment; filename="ho-chieu-vac-xin.pdf"'
     response.headers["Cache-Control"] = "no-store"

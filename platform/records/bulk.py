@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Table, func, select, text
 from sqlalchemy.orm import Session
 
+from kyso.platform.db import is_postgresql
 from kyso.platform.models import Dose, Person, VerificationStatus
 from kyso.platform.models.org import utcnow
 from kyso.platform.records.names import name_key
@@ -29,8 +30,7 @@ def reserve_ids(session: Session, table: Table, count: int) -> list[int]:
     """``count`` new primary-key values for ``table`` (column ``id``), in this transaction."""
     if count == 0:
         return []
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
+    if is_postgresql(session):
         rows = session.execute(
             text(
                 "SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :n)"
@@ -38,12 +38,10 @@ def reserve_ids(session: Session, table: Table, count: int) -> list[int]:
             {"table": table.name, "n": count},
         )
         return [int(value) for (value,) in rows]
-    if dialect == "sqlite":
-        # A write that changes nothing still takes the write lock, so max(id) cannot move.
-        session.execute(table.delete().where(text("0")))
-        highest = session.scalar(select(func.coalesce(func.max(table.c.id), 0))) or 0
-        return list(range(highest + 1, highest + 1 + count))
-    raise NotImplementedError(f"no id reservation for {dialect}")
+    # SQLite: a write that changes nothing still takes the write lock, so max(id) cannot move.
+    session.execute(table.delete().where(text("0")))
+    highest = session.scalar(select(func.coalesce(func.max(table.c.id), 0))) or 0
+    return list(range(highest + 1, highest + 1 + count))
 
 
 def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> None:
@@ -65,7 +63,7 @@ def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) 
 
     quote = dialect.identifier_preparer.quote
     columns = ", ".join(quote(name) for name in names)
-    if dialect.name == "postgresql":
+    if is_postgresql(connection):
         driver = connection.connection.driver_connection
         statement = f"COPY {quote(table.name)} ({columns}) FROM STDIN"
         with driver.cursor() as cursor, cursor.copy(statement) as copy:  # type: ignore[union-attr]

@@ -50,7 +50,7 @@ from sqlalchemy.orm import Session
 
 from kyso.platform.auth.service import audit
 from kyso.platform.i18n import translate
-from kyso.platform.inputs import is_number
+from kyso.platform.inputs import is_number, parse_date
 from kyso.platform.models import (
     Area,
     Dose,
@@ -336,9 +336,6 @@ def _text(value: Any) -> str | None:
     return rules.clean_text(str(value))
 
 
-_DATE_FORMATS = ("%d/%m/%Y", "%d-%m-%Y", "%d.%m.%Y", "%Y-%m-%d", "%Y/%m/%d")
-
-
 def _date(value: Any) -> date:
     if isinstance(value, datetime):
         return value.date()
@@ -349,14 +346,10 @@ def _date(value: Any) -> date:
     text = value.strip()
     # "17/05/1990 00:00:00" from spreadsheets that keep a midnight time with dates.
     text = re.sub(r"[ T]0?0:00(:00(\.0+)?)?$", "", text)
-    for pattern in _DATE_FORMATS:
-        try:
-            parsed = datetime.strptime(text, pattern).date()
-        except ValueError:
-            continue
-        if re.search(r"\d{4}", text):  # a two-digit year is ambiguous: never guess a century
-            return parsed
-    raise ValueError("not a date")
+    parsed = parse_date(text)  # four-digit years only: a century is never guessed
+    if parsed is None:
+        raise ValueError("not a date")
+    return parsed
 
 
 _GENDERS = {

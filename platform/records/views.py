@@ -6,13 +6,12 @@ from typing import Any
 
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 
-from kyso.platform.app import db, language
-from kyso.platform.auth.access import current_user, roles_required
 from kyso.platform.corrections import service as corrections
 from kyso.platform.i18n import DomainError, translate
 from kyso.platform.models import CorrectionRequest, Facility, Role
 from kyso.platform.records.importer import MAX_ROWS, import_records, template_csv, template_for
 from kyso.platform.records.service import importable_facilities
+from kyso.platform.web import current_user, db, language, roles_required
 
 blueprint = Blueprint("records", __name__, url_prefix="/records")
 

@@ -8,10 +8,8 @@ protocol.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 from flask import Flask
@@ -45,16 +43,6 @@ def _summary(report: VerificationReport) -> str:
     )
 
 
-def _registry_config(app: Flask) -> dict[str, Any]:
-    """The app's REGISTRY_* settings, completed from KYSO_REGISTRY_* environment variables."""
-    config = dict(app.config)
-    for key in ("REGISTRY_ADAPTER", "REGISTRY_TIMEOUT", "REGISTRY_CA_BUNDLE"):
-        value = os.environ.get(f"KYSO_{key}")
-        if value and not config.get(key):
-            config[key] = value
-    return config
-
-
 @click.command("verify-population")
 @click.option(
     "--batch-size",
@@ -79,7 +67,8 @@ def verify_population_command(
         if verbose:
             click.echo(f"batch {report.batches}: {_summary(report)}", err=True)
 
-    registry = load_registry(_registry_config(app), os.environ.get(API_KEY_ENV) or None)
+    api_key = app.config.get("REGISTRY_API_KEY")
+    registry = load_registry(app.config, str(api_key) if api_key else None)
     factory = app.extensions["kyso.sessions"]
     try:
         with factory() as session:

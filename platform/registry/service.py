@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import History
 
 from kyso.platform.auth.service import audit
-from kyso.platform.db import is_transient
+from kyso.platform.db import is_sqlite, is_transient
 from kyso.platform.i18n import DomainError
 from kyso.platform.models import Gender, Person, VerificationStatus
 from kyso.platform.records.names import name_key
@@ -190,7 +190,7 @@ def _audit(session: Session, report: VerificationReport, **extra: Any) -> None:
 
 def _claim(session: Session, size: int, started: datetime) -> list[Person]:
     """Lock the next people to verify; rows other workers hold are skipped, not waited for."""
-    if session.get_bind().dialect.name == "sqlite":
+    if is_sqlite(session):
         # SQLite has no row locks: take its database write lock before reading, so that a
         # second worker waits here and then sees this batch already done.
         session.execute(text("UPDATE people SET id = id WHERE 0 = 1"))

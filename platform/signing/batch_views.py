@@ -9,15 +9,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
-from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from flask import (
     Blueprint,
-    Flask,
     abort,
     current_app,
     jsonify,
@@ -26,18 +22,14 @@ from flask import (
     url_for,
 )
 
-from kyso.platform import downloads
-from kyso.platform.app import db, language
-from kyso.platform.auth.access import current_user, roles_required
 from kyso.platform.i18n import DomainError
-from kyso.platform.models import BatchStatus, Role, SigningUnit, User
+from kyso.platform.models import BatchStatus, Role, User
 from kyso.platform.signing import batches, revocation
-from kyso.platform.signing.certificates import CheckedCertificate, load_trust_store
-from kyso.platform.signing.manifest import ManifestSigner, load_signer
 from kyso.platform.signing.page_texts import sign_page_texts
 from kyso.platform.signing.texts import count_text
-from kyso.platform.signing.validation import revocation_checker
+from kyso.platform.signing.wiring import manifest_signer, signing_context
 from kyso.platform.users.service import active_certificate
+from kyso.platform.web import current_user, db, language, roles_required
 
 blueprint = Blueprint("batches", __name__)
 
@@ -69,47 +61,6 @@ def _b64(value: Any, *, limit: int = 16384) -> bytes:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         raise DomainError("batches.bad_request") from None
-
-
-def manifest_signer(app: Flask) -> ManifestSigner:
-    signer = app.extensions.get("kyso.manifest_signer")
-    if signer is None:
-        configured = app.config.get("MANIFEST_KEY")
-        path = Path(configured) if configured else Path(app.instance_path) / "manifest-key.pem"
-        signer = load_signer(path, create=not configured)
-        app.extensions["kyso.manifest_signer"] = signer
-    return signer
-
-
-def signing_context() -> batches.SigningContext:
-    app = current_app
-    trust = app.extensions.get("kyso.trust_store")
-    if trust is None:
-        configured = app.config.get("TRUST_ANCHORS")
-        path = Path(configured) if configured else Path(app.instance_path) / "trust-anchors.pem"
-        if not path.exists():
-            raise DomainError("batches.no_trust_anchors", path=str(path))
-        trust = load_trust_store(path)
-        app.extensions["kyso.trust_store"] = trust
-    origin = app.config.get("PUBLIC_ORIGIN") or request.host_url.rstrip("/")
-    checker = app.extensions.get("kyso.revocation")
-    if checker is None:
-        checker = app.extensions["kyso.revocation"] = revocation_checker(app.config)
-    return batches.SigningContext(
-        trust=trust, manifest_signer=manifest_signer(app), origin=str(origin), revocation=checker
-    )
-
-
-def registration_check() -> Callable[[bytes, str, SigningUnit | None], CheckedCertificate]:
-    """``revocation.check_registration`` with the platform's trust anchors and revocation
-    policy, at this moment (for the certificate registration page)."""
-    context = signing_context()
-    return functools.partial(
-        revocation.check_registration,
-        trust=context.trust,
-        revocation=context.revocation,
-        at=datetime.now(UTC),
-    )
 
 
 def _undo_unless_kept(session: Any, exc: DomainError) -> None:
@@ -310,26 +261,21 @@ def manifest_key() -> Any:
     )
 
 
-def register(app: Flask) -> None:
-    app.config.setdefault("AGENT_PORT", 47321)
-    app.config.setdefault("AGENT_INSTALLER_URL", None)
-    app.register_blueprint(blueprint)
-    downloads.register(app)  # the agent's MSI (installer_url's default)
-
-    @app.context_processor
-    def _signing_page_config() -> dict[str, Any]:
-        values: dict[str, Any] = {}
-        user = current_user()
-        if user is None or user.role is not Role.SIGNING_OFFICER:
-            return values
-        # The preview page ("Xem danh sách") carries the Sign button.
-        if request.endpoint == "signing.preview":
-            values["sign_config"] = sign_config(user, "prepare")
-        # The signing pages warn of the registered certificate's coming expiry.
-        if request.endpoint in ("signing.search", "signing.preview"):
-            values["certificate_expiry"] = revocation.expiry_warning(
-                active_certificate(db(), user),
-                datetime.now(UTC),
-                int(app.config.get("CERTIFICATE_EXPIRY_WARNING_DAYS", 30)),
-            )
+def signing_page_config() -> dict[str, Any]:
+    """Template globals (a context processor, registered by ``create_app``)."""
+    values: dict[str, Any] = {}
+    if request.endpoint not in ("signing.search", "signing.preview"):
         return values
+    user = current_user()
+    if user is None or user.role is not Role.SIGNING_OFFICER:
+        return values
+    # The preview page ("Xem danh sách") carries the Sign button.
+    if request.endpoint == "signing.preview":
+        values["sign_config"] = sign_config(user, "prepare")
+    # The signing pages warn of the registered certificate's coming expiry.
+    values["certificate_expiry"] = revocation.expiry_warning(
+        active_certificate(db(), user),
+        datetime.now(UTC),
+        int(current_app.config.get("CERTIFICATE_EXPIRY_WARNING_DAYS", 30)),
+    )
+    return values

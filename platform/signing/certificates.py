@@ -48,6 +48,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from kyso.platform.i18n import DomainError
+from kyso.platform.models import SigningCertificate
 from kyso.platform.signing.validation import PathRefused, RevocationChecker, validate_path
 
 __all__ = [
@@ -400,3 +401,17 @@ def organisation_problem(
         unit=unit_name,
         unit_tax_code=unit_tax_code or "—",
     )
+
+
+def compromised_at(registration: SigningCertificate, at: datetime) -> bool:
+    """Is the registration compromised at ``at``? (Here, below ``signing.revocation`` which
+    marks registrations compromised, so that passport issuance can ask without an import
+    cycle: revocation supersedes passports.)"""
+    since = registration.compromised_from
+    if since is None:
+        return False
+
+    def utc(value: datetime) -> datetime:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    return utc(since) <= utc(at)

@@ -38,6 +38,7 @@ from kyso.platform.signing.certificates import (
     Problem,
     TrustStore,
     check_certificate,
+    compromised_at,
     organisation_problem,
 )
 from kyso.platform.signing.validation import RevocationChecker
@@ -66,12 +67,6 @@ class CompromiseResult:
     def __init__(self, signatures: int, people: int) -> None:
         self.signatures = signatures
         self.people = people
-
-
-def compromised_at(registration: SigningCertificate, at: datetime) -> bool:
-    """Is the registration compromised at ``at``?"""
-    since = registration.compromised_from
-    return since is not None and _utc(since) <= _utc(at)
 
 
 def _utc(value: datetime) -> datetime:

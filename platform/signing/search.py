@@ -48,10 +48,10 @@ from sqlalchemy.orm import Session
 from sqlalchemy.types import NullType
 
 from kyso.platform.auth.access import signable_facilities
-from kyso.platform.db import is_postgresql
-from kyso.platform.formatting import DateInputError, day, parse_day
+from kyso.platform.db import backend, is_postgresql
+from kyso.platform.formatting import day
 from kyso.platform.i18n import DomainError
-from kyso.platform.inputs import is_number
+from kyso.platform.inputs import is_number, parse_date
 from kyso.platform.models import (
     Dose,
     DoseSignature,
@@ -115,17 +115,6 @@ class SearchFilters:
         return {key: value for key, value in args.items() if value}
 
 
-def _parse_date(text: str) -> date:
-    # One reading of typed dates for the whole platform (dd/mm/yyyy, a real day, a 4-digit year).
-    try:
-        found = parse_day(text)
-    except DateInputError:
-        raise ValueError(text) from None
-    if found is None:
-        raise ValueError(text)
-    return found
-
-
 def parse_filters(args: Mapping[str, str]) -> tuple[SearchFilters, list[DomainError]]:
     """Filters from a query string or form; what cannot be read is left out and reported."""
     problems: list[DomainError] = []
@@ -134,11 +123,10 @@ def parse_filters(args: Mapping[str, str]) -> tuple[SearchFilters, list[DomainEr
         text = (args.get(key) or "").strip()
         if not text:
             return None
-        try:
-            return _parse_date(text)
-        except ValueError:
+        found = parse_date(text)
+        if found is None:
             problems.append(DomainError(problem, value=text[:20]))
-            return None
+        return found
 
     status: VerificationStatus | None = None
     raw_status = (args.get("status") or "").strip()
@@ -341,7 +329,7 @@ def starts_with(
 def person_conditions(filters: SearchFilters, dialect: str) -> list[ColumnElement[bool]]:
     """Conditions on ``Person``: name prefix, phone, identity number, verification status.
 
-    ``dialect`` is the database's (``session.get_bind().dialect.name``): see ``starts_with``.
+    ``dialect`` is the database's (``db.backend(session)``): see ``starts_with``.
     """
     conditions: list[ColumnElement[bool]] = []
     key = name_key(filters.name)
@@ -378,7 +366,7 @@ def search(
     validate(filters)
     facility_ids = scope_facility_ids(session, officer)
     doses_match = dose_conditions(officer, filters, facility_ids)
-    dialect = session.get_bind().dialect.name
+    dialect = backend(session)
     matching = [
         *person_conditions(filters, dialect),
         has_matching_dose(session, filters, doses_match),

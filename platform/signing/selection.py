@@ -22,6 +22,7 @@ from sqlalchemy import Row, delete, distinct, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from kyso.platform.auth.service import audit
+from kyso.platform.db import backend, is_sqlite
 from kyso.platform.i18n import DomainError, translate
 from kyso.platform.models import (
     Dose,
@@ -150,7 +151,7 @@ def _lock(session: Session, officer: User) -> None:
     PostgreSQL: lock the officer's row. SQLite has no row locks and starts a transaction only
     at the first write, so a no-op write takes the database's write lock before anything is read.
     """
-    if session.get_bind().dialect.name == "sqlite":
+    if is_sqlite(session):
         session.execute(update(User).where(User.id == officer.id).values(id=User.id))
     else:
         session.execute(select(User.id).where(User.id == officer.id).with_for_update())
@@ -383,7 +384,7 @@ def add_search(session: Session, officer: User, filters: SearchFilters) -> Selec
     doses_match = [*dose_conditions(officer, filters, facility_ids), ~signed_current()]
     # The people of the search with a dose that could be signed (see has_matching_dose).
     people = [
-        *person_conditions(filters, session.get_bind().dialect.name),
+        *person_conditions(filters, backend(session)),
         has_matching_dose(session, filters, doses_match),
     ]
     selectable = (

@@ -23,13 +23,12 @@ from flask import (
 )
 from werkzeug.datastructures import MultiDict
 
-from kyso.platform.app import db, language
-from kyso.platform.auth.access import current_user, roles_required
 from kyso.platform.i18n import DomainError, translate
 from kyso.platform.inputs import is_number, parse_number
 from kyso.platform.models import Facility, Role, SigningUnit, User, VerificationStatus
 from kyso.platform.signing import service
 from kyso.platform.signing.texts import count_text, status_fix, status_label, status_reason
+from kyso.platform.web import current_user, db, language, roles_required
 
 blueprint = Blueprint("signing", __name__, url_prefix="/signing")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable, Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +26,10 @@ from flask import (
 )
 from sqlalchemy import select
 
-from kyso.platform import formatting
-from kyso.platform.app import db, language
-from kyso.platform.auth.access import current_user, roles_required
 from kyso.platform.auth.service import audit
 from kyso.platform.corrections import service as corrections
 from kyso.platform.i18n import DomainError, translate
-from kyso.platform.inputs import is_number, parse_number
+from kyso.platform.inputs import is_number, parse_date, parse_number
 from kyso.platform.models import (
     Area,
     CorrectionRequest,
@@ -59,6 +56,7 @@ from kyso.platform.registry.client import PopulationRegistry, load_registry
 from kyso.platform.registry.status import detail_text, status_hint, status_label, status_text
 from kyso.platform.stats import service
 from kyso.platform.stats.export import write_invalid_xlsx
+from kyso.platform.web import current_user, db, forbidden, language, roles_required
 
 blueprint = Blueprint("stats", __name__, url_prefix="/stats")
 
@@ -71,15 +69,6 @@ def _user() -> User:
     user = current_user()
     assert user is not None
     return user
-
-
-def forbidden(exc: DomainError) -> Response:
-    """A 403 page that says why and what to do."""
-    lang = language()
-    page = render_template(
-        "error.html", title=translate("common.error_title", lang), message=exc.text(lang)
-    )
-    return Response(page, 403)
 
 
 def _scope() -> service.Scope:
@@ -277,14 +266,6 @@ def _field_name(name: str, lang: str) -> str:
         return name
 
 
-def _parse_day(text: str) -> date | None:
-    # dd/mm/yyyy typed (the browser's date picker followed its own locale), a real day.
-    try:
-        return formatting.parse_day(text)
-    except formatting.DateInputError:
-        return None
-
-
 def _int(text: str | None) -> int | None:
     text = (text or "").strip()
     return parse_number(text)
@@ -315,14 +296,10 @@ def _back(person: Person, feedback: Feedback | None) -> Any:
 def registry_for_app() -> PopulationRegistry:
     """The configured population registry, with a short timeout for a person waiting."""
     config: dict[str, Any] = dict(current_app.config)
-    for key in ("REGISTRY_ADAPTER", "REGISTRY_TIMEOUT", "REGISTRY_CA_BUNDLE"):
-        value = os.environ.get(f"KYSO_{key}")
-        if value and not config.get(key):
-            config[key] = value
     config["REGISTRY_TIMEOUT"] = min(
         float(config.get("REGISTRY_TIMEOUT") or INTERACTIVE_TIMEOUT), INTERACTIVE_TIMEOUT
     )
-    api_key = config.get("REGISTRY_API_KEY") or os.environ.get("KYSO_REGISTRY_API_KEY")
+    api_key = config.get("REGISTRY_API_KEY")
     return load_registry(config, str(api_key) if api_key else None)
 
 
@@ -355,7 +332,7 @@ def save_person(person_id: int) -> Any:
     person = _person_or_404(person_id)
     feedback = _feedback(person)
     form = request.form
-    born = _parse_day(form.get("birth_date", ""))
+    born = parse_date(form.get("birth_date", ""))
     try:
         gender = Gender(form.get("gender", ""))
     except ValueError:
@@ -422,7 +399,7 @@ def save_dose(dose_id: int) -> Any:
     feedback = _feedback(person)
     form = request.form
     number = _int(form.get("dose_number"))
-    when = _parse_day(form.get("vaccinated_on", ""))
+    when = parse_date(form.get("vaccinated_on", ""))
     product_id = _int(form.get("product_id"))
     facility_id = _int(form.get("facility_id"))
     if number is None or when is None or product_id is None or facility_id is None:

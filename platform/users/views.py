@@ -26,20 +26,21 @@ from flask import (
 from werkzeug.wrappers import Response
 
 from kyso.platform import formatting
-from kyso.platform.app import db, language
-from kyso.platform.auth.access import (
-    begin_session,
-    current_user,
-    login_required,
-    may_manage,
-    roles_required,
-)
+from kyso.platform.auth.access import may_manage
 from kyso.platform.i18n import DomainError, catalogue, translate
 from kyso.platform.inputs import is_number
 from kyso.platform.models import Role, User
 from kyso.platform.signing import revocation
-from kyso.platform.signing.batch_views import registration_check
+from kyso.platform.signing.wiring import registration_check
 from kyso.platform.users import service
+from kyso.platform.web import (
+    begin_session,
+    current_user,
+    db,
+    language,
+    login_required,
+    roles_required,
+)
 
 blueprint = Blueprint("users", __name__, url_prefix="/users")
 

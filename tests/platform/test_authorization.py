@@ -451,6 +451,14 @@ def _observed(response: Any) -> str:
     if response.status_code in (301, 302, 303, 307, 308):
         location = urlsplit(response.headers.get("Location", "")).path
         return Outcome.LOGIN.value if location == "/login" else f"redirect {location}"
+    # The JSON API's "log in" (a script cannot follow a redirect to the login form).
+    api_login = ("common.login_needed", "auth.session_ended")
+    if (
+        response.status_code == 401
+        and response.is_json
+        and response.get_json()["error"] in api_login
+    ):
+        return Outcome.LOGIN.value
     if response.status_code == 403:
         return Outcome.FORBIDDEN.value
     if response.status_code == 404:

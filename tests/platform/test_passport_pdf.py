@@ -376,11 +376,12 @@ def test_the_pdf_signing_settings(passport_keys: PassportKeys, tmp_path: Path) -
         "PASSPORT_TOKEN_LABEL": environment["KYSO_PASSPORT_TOKEN_LABEL"],
         "PASSPORT_KEY_LABEL": environment["KYSO_PASSPORT_KEY_LABEL"],
         "PASSPORT_PDF_KEY_LABEL": environment["KYSO_PASSPORT_PDF_KEY_LABEL"],
+        # KYSO_PASSPORT_PIN, which kyso.platform.settings reads when the app is made
+        "PASSPORT_PIN": environment["KYSO_PASSPORT_PIN"],
         **files,
     }
     extensions: dict[str, Any] = {}
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("KYSO_PASSPORT_PIN", environment["KYSO_PASSPORT_PIN"])
+    with pytest.MonkeyPatch.context():  # (the PIN came from the environment here once)
         signing = config.pdf_signing(settings, extensions)
         assert signing.signer.certificate == passport_keys.document_certificate
         assert signing.chain == (passport_keys.document_ca.certificate,)

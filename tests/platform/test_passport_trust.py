@@ -66,7 +66,7 @@ def configured(
             facility_pki.write_anchors(tmp_path / "anchors.pem", with_intermediate=True)
         ),
     )
-    monkeypatch.setenv("KYSO_PASSPORT_PIN", PIN)
+    app.config["PASSPORT_PIN"] = PIN  # KYSO_PASSPORT_PIN, read when the app was made
     return app
 
 
