@@ -43,7 +43,7 @@ demo: setup
 
 # Benchmarks (bench/README.md): one target each, `make bench` runs them all in turn. They report
 # figures and are never part of `make test`. platform_search generates 1M people (~12 min).
-BENCHES := bench-agent bench-search bench-e2e bench-passports bench-export
+BENCHES := bench-agent bench-search bench-e2e bench-passports bench-export bench-load
 .PHONY: bench $(BENCHES)
 bench: $(BENCHES)
 
@@ -61,6 +61,9 @@ bench-passports: setup
 
 bench-export: setup
 	$(PY) bench/export_invalid.py
+
+bench-load: setup
+	$(PY) bench/load_national.py
 
 # The agent's one-folder PyInstaller build (dist/kyso-agent/), its size and what was trimmed. It is
 # built from a virtual environment holding the agent's half alone (kyso[bundle]): nothing of the

@@ -83,6 +83,7 @@ from support.platform_seed import PASSWORD, Seed, seed  # noqa: E402
 from support.signing_data import bulk_people  # noqa: E402
 
 from kyso.agent.token import softhsm  # noqa: E402
+from kyso.platform import testpki  # noqa: E402
 from kyso.platform.app import create_app  # noqa: E402
 from kyso.platform.migrations import upgrade  # noqa: E402
 from kyso.platform.models import (  # noqa: E402
@@ -274,11 +275,18 @@ def postgres_available() -> bool:
 
 @contextmanager
 def platform(
-    db: tuple[str, str], directory: Path, token: softhsm.ProvisionedToken, profile: bool
+    db: tuple[str, str],
+    directory: Path,
+    token: softhsm.ProvisionedToken,
+    profile: bool,
+    pki: testpki.TestPki | None = None,
 ) -> Iterator[Platform]:
     url, name = db
     anchors = directory / "trust-anchors.pem"
-    anchors.write_bytes(token.ca_pem)
+    if pki is not None:
+        pki.write_anchors(anchors)
+    else:
+        anchors.write_bytes(token.ca_pem)
     manifest_key = directory / "manifest-key.pem"
     if not manifest_key.exists():
         manifest_key.write_bytes(
@@ -296,6 +304,9 @@ def platform(
             "TRUST_ANCHORS": str(anchors),
             "MANIFEST_KEY": str(manifest_key),
             "REGISTRY_URL": "http://127.0.0.1:9",  # the bench never verifies against a registry
+            # With the test PKI: OCSP (hard policy) and RFC 3161 time-stamps on, as in production.
+            "REVOCATION_POLICY": "hard" if pki is not None else "off",
+            "TSA_URL": pki.tsa_url if pki is not None else "",
         }
     )
     app.instance_path = str(directory / "instance")
@@ -677,11 +688,12 @@ def run_backend(
     rounds: int,
     profile: Path | None,
     coalesce: int,
+    pki: testpki.TestPki | None = None,
 ) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     with (
         database(backend, directory) as url,
-        platform(url, directory, token, bool(profile)) as site,
+        platform(url, directory, token, bool(profile), pki) as site,
     ):
         manifest_pem = httpx.get(f"{site.url}/.well-known/kyso/manifest-key.pem").text
         context = multiprocessing.get_context("spawn")
@@ -706,13 +718,17 @@ def run_backend(
             for n in range(rounds):
                 for mode in MODES:
                     dose_ids = prepare_run(site, token, mode, next(names))
+                    before = evidence_time(site)
                     run, batch = sign_flow(site, (port, child.pid or 0), token, mode, n, coalesce)
                     check_outcome(site, batch, dose_ids, mode)
                     results[mode].append(run)
+                    after = evidence_time(site)
                     print(
                         f"  {backend} round {n + 1} {mode.label}: whole {run.whole:.3f} s"
                         f" (prepare {run.prepare:.3f}, agent {run.agent:.3f},"
-                        f" complete {run.complete:.3f}), raw {run.raw:.3f} s",
+                        f" complete {run.complete:.3f}), raw {run.raw:.3f} s;"
+                        f" OCSP {after[0] - before[0]:.3f} s ({after[1] - before[1]} lookups),"
+                        f" TSA {after[2] - before[2]:.3f} s ({after[3] - before[3]} tokens)",
                         flush=True,
                     )
             report(backend, results, rounds)
@@ -721,6 +737,18 @@ def run_backend(
         finally:
             child.terminate()
             child.join(timeout=10)
+
+
+def evidence_time(site: Platform) -> tuple[float, int, float, int]:
+    """Seconds spent in OCSP/CRL validation and lookups, in TSA requests and tokens so far."""
+    checker = site.app.extensions.get("kyso.revocation")
+    stamper = site.app.extensions.get("kyso.timestamper")
+    return (
+        checker.seconds if checker else 0.0,
+        checker.lookups if checker else 0,
+        stamper.seconds if stamper else 0.0,
+        stamper.requests if stamper else 0,
+    )
 
 
 def main() -> int:
@@ -738,6 +766,11 @@ def main() -> int:
         help="post the chunks queued behind a running post together, up to N signatures, as"
         " signing-page.js does (500, the API's limit); 0 posts each chunk of 100 on its own",
     )
+    parser.add_argument(
+        "--no-pki",
+        action="store_true",
+        help="without the test PKI: no OCSP and no time-stamps (CAdES-BES, as before issue 14)",
+    )
     args = parser.parse_args()
     if not 0 <= args.coalesce <= 500:
         parser.error("--coalesce: 0..500 (the API takes at most 500 signatures per post)")
@@ -753,12 +786,27 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="kyso-bench-e2e-") as tmp:
         keys = [softhsm.KeySpec("rsa", "RSA", 2048), softhsm.KeySpec("p256", "EC", 256)]
-        token = softhsm.provision(Path(tmp) / "hsm", label="Kyso Bench", keys=keys)
+        running = None if args.no_pki else testpki.start(Path(tmp) / "pki")
+        pki = running.pki if running else None
+        token = softhsm.provision(
+            Path(tmp) / "hsm", label="Kyso Bench", keys=keys, ca=pki.issuing if pki else None
+        )
         print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
-        for backend in backends:
-            run_backend(
-                backend, Path(tmp) / backend, token, args.rounds, args.profile, args.coalesce
-            )
+        print("OCSP and TSA: " + (f"test PKI at {pki.base_url}" if pki else "off (--no-pki)"))
+        try:
+            for backend in backends:
+                run_backend(
+                    backend,
+                    Path(tmp) / backend,
+                    token,
+                    args.rounds,
+                    args.profile,
+                    args.coalesce,
+                    pki,
+                )
+        finally:
+            if running:
+                running.stop()
     return 0
 
 

@@ -19,7 +19,6 @@ from flask_wtf.csrf import CSRFProtect
 
 from kyso.platform import settings, web
 from kyso.platform.db import make_engine, make_session_factory
-from kyso.platform.inputs import IdConverter
 from kyso.platform.request_json import JSONProvider
 
 csrf = CSRFProtect()
@@ -49,7 +48,7 @@ def _secret_key(instance: Path, configured: str | None) -> str:
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     configured = settings.from_environ()  # the one read of the environment
     app = Flask(__name__, instance_path=configured.instance_path)
-    app.url_map.converters["int"] = IdConverter  # before any route: ids the schema can hold
+    app.url_map.converters["int"] = web.IdConverter  # before any route: ids the schema can hold
     instance = Path(app.instance_path)
     app.extensions["kyso.settings"] = configured
     app.config.update(
@@ -98,6 +97,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 def _register_blueprints(app: Flask) -> None:
     from kyso.platform import downloads
     from kyso.platform.auth.views import blueprint as auth
+    from kyso.platform.corrections.views import blueprint as corrections
     from kyso.platform.feedback.views import blueprint as feedback
     from kyso.platform.ops.views import blueprint as ops
     from kyso.platform.passport.views import blueprint as passport
@@ -115,6 +115,7 @@ def _register_blueprints(app: Flask) -> None:
     app.register_blueprint(passport)
     app.register_blueprint(passport_lists)
     app.register_blueprint(stats)
+    app.register_blueprint(corrections)
     app.register_blueprint(feedback)
     app.register_blueprint(ops)
     app.register_blueprint(batch_views.blueprint)

@@ -314,10 +314,10 @@ RULES: Final[tuple[Rule, ...]] = (
             target=target,
         )
         for endpoint, methods, target in (
-            ("stats.person_page", GET, Target.PERSON),
-            ("stats.save_person", POST, Target.PERSON),
-            ("stats.verify", POST, Target.PERSON),
-            ("stats.save_dose", POST, Target.DOSE),
+            ("corrections.person_page", GET, Target.PERSON),
+            ("corrections.save_person", POST, Target.PERSON),
+            ("corrections.verify", POST, Target.PERSON),
+            ("corrections.save_dose", POST, Target.DOSE),
         )
     ),
     # --- correction requests: decided by the addressed signing unit (``may_decide``) ------

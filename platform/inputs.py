@@ -8,9 +8,6 @@ the database's integer). Every number taken from a URL, form or cursor goes thro
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
-
-from werkzeug.routing import IntegerConverter, Map
 
 ID_DIGITS = 9  # below 2**31: every integer column of the schema
 
@@ -28,19 +25,6 @@ def storable(text: str) -> bool:
     """Whether a text can be compared with stored text: PostgreSQL's text holds no NUL byte
     (psycopg refuses the query, a 500), so a text with one matches nothing on any backend."""
     return "\x00" not in text
-
-
-class IdConverter(IntegerConverter):
-    """The URL map's ``<int:...>``: only ids the schema's integer columns can hold.
-
-    Werkzeug's converter takes any number of digits; an id beyond them reached the database
-    (SQLite: OverflowError, PostgreSQL: "integer out of range") as a 500. Out of range, the URL
-    matches no route: the site's 404 page.
-    """
-
-    def __init__(self, map: Map, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("max", 2**31 - 1)
-        super().__init__(map, *args, **kwargs)
 
 
 # The ways Vietnamese forms and spreadsheets write a date, day first; ISO for the date inputs.

@@ -38,6 +38,12 @@ Variable (default)                 Meaning
 ``KYSO_REVOCATION_TIMEOUT`` (5)    seconds for an OCSP/CRL answer
 ``KYSO_REVOCATION_CACHE_SECONDS``  how long an answer is kept (300)
 ``KYSO_CERTIFICATE_EXPIRY_WARNING_DAYS``  days before expiry the signing pages warn (30)
+``KYSO_TSA_URL``                   the RFC 3161 time-stamping authority every stored signature
+                                   is time-stamped by (CAdES-T); empty: none (CAdES-BES)
+``KYSO_TSA_POLICY`` (hard)         when the TSA cannot answer: ``hard`` (store nothing, the
+                                   officer tries again) or ``soft`` (store CAdES-BES)
+``KYSO_TSA_TIMEOUT`` (10)          seconds for a time-stamp answer
+``KYSO_TSA_CONNECTIONS`` (8)       time-stamp requests at a time
 **downloads**
 ``KYSO_DOWNLOADS_DIR``             the folder holding ``kyso-agent.msi``
 **registry**
@@ -130,6 +136,10 @@ class SigningSettings:
     revocation_timeout: float = 5.0
     revocation_cache_seconds: float = 300.0
     certificate_expiry_warning_days: int = 30
+    tsa_url: str = ""
+    tsa_policy: str = "hard"
+    tsa_timeout: float = 10.0
+    tsa_connections: int = 8
 
 
 @dataclass(frozen=True)
@@ -203,6 +213,10 @@ class Settings:
             "REVOCATION_TIMEOUT": signing.revocation_timeout,
             "REVOCATION_CACHE_SECONDS": signing.revocation_cache_seconds,
             "CERTIFICATE_EXPIRY_WARNING_DAYS": signing.certificate_expiry_warning_days,
+            "TSA_URL": signing.tsa_url,
+            "TSA_POLICY": signing.tsa_policy,
+            "TSA_TIMEOUT": signing.tsa_timeout,
+            "TSA_CONNECTIONS": signing.tsa_connections,
             "DOWNLOADS_DIR": self.downloads.folder,
             "REGISTRY_URL": registry.url,
             "REGISTRY_API_KEY": registry.api_key,
@@ -292,6 +306,12 @@ def from_environ(environ: Mapping[str, str] | None = None) -> Settings:
             f"{k}REVOCATION_POLICY must be hard, soft or off, not {policy!r}: correct it, or "
             "remove it for hard"
         )
+    tsa_policy = (read.text(f"{k}TSA_POLICY") or "hard").lower()
+    if tsa_policy not in ("hard", "soft"):
+        raise SettingsError(
+            f"{k}TSA_POLICY must be hard or soft, not {tsa_policy!r}: correct it, or remove it "
+            "for hard"
+        )
     adapter = read.text(f"{k}REGISTRY_ADAPTER")
     if adapter is not None and not all(adapter.partition(":")[::2]):
         raise SettingsError(
@@ -315,6 +335,10 @@ def from_environ(environ: Mapping[str, str] | None = None) -> Settings:
             certificate_expiry_warning_days=read.number(
                 f"{k}CERTIFICATE_EXPIRY_WARNING_DAYS", 30, int, 0, 365
             ),
+            tsa_url=read.text(f"{k}TSA_URL") or "",
+            tsa_policy=tsa_policy,
+            tsa_timeout=read.number(f"{k}TSA_TIMEOUT", 10.0, float, 0.1, 120.0),
+            tsa_connections=read.number(f"{k}TSA_CONNECTIONS", 8, int, 1, 64),
         ),
         downloads=DownloadsSettings(folder=read.text(f"{k}DOWNLOADS_DIR")),
         registry=RegistrySettings(

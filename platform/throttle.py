@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 from kyso.platform.db import serialize_on
 from kyso.platform.i18n import DomainError
 from kyso.platform.models import ThrottleAttempt
+from kyso.platform.ops.metrics import THROTTLED
 
 __all__ = ["Attempt", "Limit", "Policy", "Throttled", "attempt", "delay_for"]
 
@@ -159,6 +160,8 @@ def attempt(
     def refuse(reason: Key, wait: timedelta, **values: Any) -> Throttled:
         session.delete(row)  # a refused attempt is not a guess
         session.flush()
+        # Counted at once: the refusal reaches the client whatever the caller does next.
+        THROTTLED.labels(limit=f"{policy.scope}:{reason}").inc()
         return Throttled(policy.message(reason), reason, _seconds(wait), **values)
 
     remaining: int | None = None

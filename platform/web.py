@@ -33,6 +33,7 @@ from flask import (
     url_for,
 )
 from sqlalchemy.orm import Session
+from werkzeug.routing import IntegerConverter, Map
 
 from kyso.platform import i18n
 from kyso.platform.auth import sessions
@@ -252,6 +253,19 @@ HTTP_ERRORS = {
     405: "common.method_not_allowed",
     429: "common.too_many_requests",
 }
+
+
+class IdConverter(IntegerConverter):
+    """The URL map's ``<int:...>``: only ids the schema's integer columns can hold.
+
+    Werkzeug's converter takes any number of digits; an id beyond them reached the database
+    (SQLite: OverflowError, PostgreSQL: "integer out of range") as a 500. Out of range, the URL
+    matches no route: the site's 404 page.
+    """
+
+    def __init__(self, map: Map, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max", 2**31 - 1)
+        super().__init__(map, *args, **kwargs)
 
 
 def install(app: Flask) -> None:

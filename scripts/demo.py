@@ -7,6 +7,8 @@
 - the central passport key on a SoftHSM2 token of its own ("Kyso Passport Demo", EC P-256),
   certified as a Document Signer Certificate by a demo CSCA, and the platform configured to
   use it (the issuer page's "Cấp ngay", the citizen lookup, the signed lists for verifiers);
+  on the same token the PDF passport's document-signing key ("pdf-es256"), certified by a demo
+  document root (demo-pdf-root.pem, its CRL demo-pdf-root.crl), so the citizen's PDF is signed;
 - the reference population registry (http://127.0.0.1:8090) with its own dataset;
 - the platform (http://127.0.0.1:8080, SQLite) with demo facilities, accounts and people,
   verified against the registry;
@@ -23,16 +25,15 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID, ObjectIdentifier
 
 from kyso.agent import devpki
 from kyso.agent.token import softhsm
+from kyso.platform.passport import testcerts
 from kyso.platform.testpki import TestPki
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,43 +47,16 @@ PKI_URL = f"http://127.0.0.1:{PKI_PORT}"
 
 PASSPORT_TOKEN = "Kyso Passport Demo"
 PASSPORT_KEY = "dsc-es256"
+PASSPORT_PDF_KEY = "pdf-es256"  # the PDF passport's document-signing key, same token
 PASSPORT_PIN = "246810"
-# The DCC vaccination extended key usage (hcert specification): the DSC may sign vaccinations.
-EKU_VACCINATION = ObjectIdentifier("1.3.6.1.4.1.1847.2021.1.2")
-
-
-def _passport_dsc(csca: devpki.DevCA, public_key: object) -> x509.Certificate:
-    """The demo Document Signer Certificate: digitalSignature (and nonRepudiation, for the
-    PAdES signature of the PDF passport), the vaccination extended key usage, two years."""
-    now = datetime.now(UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(
-            x509.Name(
-                [
-                    x509.NameAttribute(NameOID.COUNTRY_NAME, "VN"),
-                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Cục Y tế dự phòng (demo)"),
-                    x509.NameAttribute(NameOID.COMMON_NAME, "Kyso Demo DSC"),
-                ]
-            )
-        )
-        .issuer_name(csca.certificate.subject)
-        .public_key(public_key)  # type: ignore[arg-type]
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=730))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            devpki.key_usage_extension(("digitalSignature", "nonRepudiation")), critical=True
-        )
-        .add_extension(x509.ExtendedKeyUsage([EKU_VACCINATION]), critical=False)
-        .sign(csca.key, hashes.SHA256())  # type: ignore[arg-type]
-    )
+DEMO_ORGANISATION = "Cục Y tế dự phòng (demo)"
 
 
 def provision_passport_key() -> dict[str, object]:
-    """The central passport key on a token of its own in the demo's SoftHSM2 directory."""
-    csca = devpki.create_ca("Kyso Demo CSCA Viet Nam", organisation="Bộ Y tế (demo)", key_type="EC")
+    """The central passport key on a token of its own in the demo's SoftHSM2 directory: its
+    Document Signer Certificate (digitalSignature, nonRepudiation, the DCC vaccination extended
+    key usage, two years) from a demo CSCA; and the PDF passport's key (``provision_pdf_key``)."""
+    csca = testcerts.create_csca("Kyso Demo CSCA Viet Nam", organisation="Bộ Y tế (demo)")
     token = softhsm.provision(
         DEMO / "softhsm",
         label=PASSPORT_TOKEN,
@@ -93,18 +67,45 @@ def provision_passport_key() -> dict[str, object]:
         ca=csca,
     )
     key = token.keys[PASSPORT_KEY]
-    softhsm.store_certificate(token, _passport_dsc(csca, key.public_key), key.key_id, PASSPORT_KEY)
+    certificate = testcerts.issue_dsc(
+        csca, key.public_key, name="Kyso Demo DSC", organisation=DEMO_ORGANISATION
+    )
+    softhsm.store_certificate(token, certificate, key.key_id, PASSPORT_KEY)
     (DEMO / "demo-csca.pem").write_bytes(csca.certificate.public_bytes(serialization.Encoding.PEM))
     pin_file = DEMO / "passport-pin"
     pin_file.write_text(PASSPORT_PIN + "\n", encoding="utf-8")
     pin_file.chmod(0o600)
-    return {
+    passport: dict[str, object] = {
         "module": token.module_path,
         "token_label": PASSPORT_TOKEN,
         "key_label": PASSPORT_KEY,
         "pin_file": str(pin_file),
         "csca": str(DEMO / "demo-csca.pem"),
     }
+    passport.update(provision_pdf_key(token.module_path))
+    return passport
+
+
+def provision_pdf_key(module: str) -> dict[str, str]:
+    """The PDF passport's document-signing key (EC P-256) on the demo passport token, with a
+    certificate from a demo document root (emailProtection + documentSigning, digitalSignature
+    + nonRepudiation, a CRL distribution point), the root and its CRL written into demo-data
+    for the PDF's validation data. Also adds it to a demo directory made before it existed."""
+    root = testcerts.create_document_ca("Kyso Demo Root (documents)", organisation="Bộ Y tế (demo)")
+
+    def certify(key: softhsm.ProvisionedKey) -> x509.Certificate:
+        return testcerts.issue_document_certificate(
+            root, key.public_key, name="Kyso Demo PDF Signer", organisation=DEMO_ORGANISATION
+        )
+
+    softhsm.add_key(
+        module, PASSPORT_TOKEN, PASSPORT_PIN, softhsm.KeySpec(PASSPORT_PDF_KEY, "EC", 256), certify
+    )
+    chain = DEMO / "demo-pdf-root.pem"
+    chain.write_bytes(root.certificate.public_bytes(serialization.Encoding.PEM))
+    crl = DEMO / "demo-pdf-root.crl"
+    crl.write_bytes(testcerts.issue_crl(root, days=365).public_bytes(serialization.Encoding.DER))
+    return {"pdf_key_label": PASSPORT_PDF_KEY, "pdf_chain": str(chain), "pdf_crls": str(crl)}
 
 
 def provision() -> dict[str, object]:
@@ -113,8 +114,12 @@ def provision() -> dict[str, object]:
     if info_path.exists():
         info: dict[str, object] = json.loads(info_path.read_text(encoding="utf-8"))
         softhsm.activate(Path(str(info["softhsm_conf"])))
-        if "passport" not in info:  # a demo directory made before the passport key existed
+        passport = info.get("passport")
+        if not isinstance(passport, dict):  # a demo directory made before the passport key
             info["passport"] = provision_passport_key()
+            info_path.write_text(json.dumps(info, indent=2), encoding="utf-8")
+        elif "pdf_key_label" not in passport:  # ... or before the PDF passport's key
+            passport.update(provision_pdf_key(str(passport["module"])))
             info_path.write_text(json.dumps(info, indent=2), encoding="utf-8")
         return info
 
@@ -188,6 +193,9 @@ def passport_env() -> dict[str, str]:
         "KYSO_PASSPORT_KEY_LABEL": passport["key_label"],
         "KYSO_PASSPORT_PIN_FILE": passport["pin_file"],
         "KYSO_PASSPORT_ALGORITHM": "ES256",
+        "KYSO_PASSPORT_PDF_KEY_LABEL": passport["pdf_key_label"],
+        "KYSO_PASSPORT_PDF_CHAIN": passport["pdf_chain"],
+        "KYSO_PASSPORT_PDF_CRLS": passport["pdf_crls"],
         # Verifiers (kyso-platform dcc verify) check the signed lists against the demo CSCA.
         "KYSO_PASSPORT_LIST_ANCHORS": passport["csca"],
     }

@@ -33,7 +33,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -502,6 +502,28 @@ def store_certificate(
     """Adds a certificate object under ``key_id`` (e.g. one whose key is nowhere on the token)."""
     with _open_token(token).open(rw=True, user_pin=token.user_pin) as session:
         _store_certificate(session, certificate, key_id, label)
+
+
+def add_key(
+    module_path: str,
+    token_label: str,
+    user_pin: str,
+    spec: KeySpec,
+    certify: Callable[[ProvisionedKey], x509.Certificate],
+) -> tuple[ProvisionedKey, x509.Certificate]:
+    """Generates one more key on an existing token (a demo directory made before that key was
+    needed) and stores the certificate ``certify`` issues for it under the key's CKA_ID."""
+    token = pkcs11.lib(module_path).get_token(token_label=token_label)
+    with token.open(rw=True, user_pin=user_pin) as session:
+        key = _generate(session, spec, devpki.random_key_id())
+        certificate = certify(key)
+        _store_certificate(session, certificate, key.key_id, spec.name)
+        if not key.public_key_object:
+            for public in session.get_objects(
+                {Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.ID: key.key_id}
+            ):
+                public.destroy()
+    return key, certificate
 
 
 def private_key_attributes(token: ProvisionedToken, key_name: str) -> dict[str, bool]:

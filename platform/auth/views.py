@@ -15,10 +15,17 @@ from kyso.platform.web import begin_session, current_user, db, end_current_sessi
 blueprint = Blueprint("auth", __name__)
 
 
+HOME_PAGES = {
+    Role.SIGNING_OFFICER: "signing.search",  # the work: find doses and sign them
+    Role.FACILITY_STAFF: "stats.invalid_list",  # the records that need fixing
+    Role.CENTRAL_ISSUER: "passport.issuer_page",  # issuing vaccine passports
+    Role.ADMINISTRATOR: "users.index",  # managing the accounts
+}
+
+
 def _home_for(role: Role) -> str:
-    if role is Role.SIGNING_OFFICER:
-        return url_for("signing.search")
-    return url_for("users.index")
+    """Each role lands on its work page after login (issue 17)."""
+    return url_for(HOME_PAGES.get(role, "users.index"))
 
 
 @blueprint.get("/")
@@ -53,7 +60,11 @@ def login() -> Any:
             if not target.startswith("/") or target.startswith("//") or urlsplit(target).netloc:
                 target = _home_for(user.role)
             return redirect(target)
-    return render_template("auth/login.html", error=error), 401 if error else 200
+    # after a wrong password the form keeps the typed username (never the password)
+    username = request.form.get("username", "") if error else ""
+    return render_template("auth/login.html", error=error, username=username), (
+        401 if error else 200
+    )
 
 
 @blueprint.post("/logout")

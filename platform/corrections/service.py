@@ -26,6 +26,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from kyso.platform.auth.service import audit
+from kyso.platform.feedback import service as feedback_service
 from kyso.platform.i18n import DomainError
 from kyso.platform.models import (
     CorrectionRequest,
@@ -34,7 +35,6 @@ from kyso.platform.models import (
     DoseSignature,
     Facility,
     Feedback,
-    FeedbackStatus,
     Gender,
     Person,
     RecordVersion,
@@ -98,12 +98,10 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-def person_snapshot(person: Person) -> dict[str, Any]:
-    return {name: _json_value(getattr(person, name)) for name in PERSON_FIELDS}
-
-
-def dose_snapshot(dose: Dose) -> dict[str, Any]:
-    return {name: _json_value(getattr(dose, name)) for name in DOSE_FIELDS}
+def snapshot(record: Person | Dose) -> dict[str, Any]:
+    """The record's correctable values, as JSON (kept in ``record_versions``)."""
+    fields = PERSON_FIELDS if isinstance(record, Person) else DOSE_FIELDS
+    return {name: _json_value(getattr(record, name)) for name in fields}
 
 
 def _clean_reason(reason: str | None) -> str:
@@ -177,8 +175,8 @@ def _finish(
         superseded_passports=list(passports),
     )
     session.add(version)
-    if feedback is not None and feedback.status is FeedbackStatus.NEW:
-        feedback.status = FeedbackStatus.PROCESSING
+    if feedback is not None:
+        feedback_service.start_processing(session, feedback, now)
     session.flush()
     audit(
         session,
@@ -201,10 +199,10 @@ def _finish(
     )
 
 
-def correct_person(
+def correct(
     session: Session,
-    person: Person,
-    data: PersonData,
+    record: Person | Dose,
+    data: PersonData | DoseData,
     user: User | None,
     *,
     reason: str,
@@ -215,80 +213,51 @@ def correct_person(
     today: date | None = None,
     consented: frozenset[int] = frozenset(),
 ) -> Correction | None:
-    """Correct a person's data; None when nothing changed (no version, no history).
+    """Correct a person's or a dose's data; None when nothing changed (no version, no history).
 
-    Refused (``records.signed_elsewhere``) when it would supersede the signature of a signing
-    unit outside the user's scope that did not agree: ``submit_person_correction`` makes such
-    a change a request to that unit instead.
+    A person edit is refused (``records.signed_elsewhere``) when it would supersede the
+    signature of a signing unit outside the user's scope that did not agree (``consented``):
+    ``submit_person_correction`` makes such a change a request to that unit instead.
     """
     reason = _clean_reason(reason)
+    person = record if isinstance(record, Person) else record.person
     _check_feedback(feedback, person)
     now = now or datetime.now(UTC)
-    before = person_snapshot(person)
-    version_before = person.version
-    update_person(
-        session,
-        person,
-        data,
-        user,
-        expected_version=expected_version,
-        ip=ip,
-        today=today,
-        consented=consented,
-    )
-    if person.version == version_before:
+    before = snapshot(record)
+    version_before = record.version
+    if isinstance(record, Person):
+        if not isinstance(data, PersonData):
+            raise TypeError("a person is corrected with PersonData")
+        update_person(
+            session,
+            record,
+            data,
+            user,
+            expected_version=expected_version,
+            ip=ip,
+            today=today,
+            consented=consented,
+        )
+        dose, doses = None, list(record.doses)
+    else:
+        if not isinstance(data, DoseData):
+            raise TypeError("a dose is corrected with DoseData")
+        update_dose(
+            session, record, data, user, expected_version=expected_version, ip=ip, today=today
+        )
+        dose, doses = record, [record]
+    if record.version == version_before:
         return None
     return _finish(
         session,
-        kind="person",
-        person=person,
-        dose=None,
-        doses=list(person.doses),
-        before=before,
-        after=person_snapshot(person),
-        version_before=version_before,
-        version_after=person.version,
-        reason=reason,
-        feedback=feedback,
-        user=user,
-        ip=ip,
-        now=now,
-    )
-
-
-def correct_dose(
-    session: Session,
-    dose: Dose,
-    data: DoseData,
-    user: User | None,
-    *,
-    reason: str,
-    feedback: Feedback | None = None,
-    expected_version: int | None = None,
-    ip: str | None = None,
-    now: datetime | None = None,
-    today: date | None = None,
-) -> Correction | None:
-    """Correct a dose's data; None when nothing changed."""
-    reason = _clean_reason(reason)
-    person = dose.person
-    _check_feedback(feedback, person)
-    now = now or datetime.now(UTC)
-    before = dose_snapshot(dose)
-    version_before = dose.version
-    update_dose(session, dose, data, user, expected_version=expected_version, ip=ip, today=today)
-    if dose.version == version_before:
-        return None
-    return _finish(
-        session,
-        kind="dose",
+        kind="person" if dose is None else "dose",
         person=person,
         dose=dose,
-        doses=[dose],
+        doses=doses,
         before=before,
-        after=dose_snapshot(dose),
+        after=snapshot(record),
         version_before=version_before,
-        version_after=dose.version,
+        version_after=record.version,
         reason=reason,
         feedback=feedback,
         user=user,
@@ -304,6 +273,17 @@ def history(session: Session, person_id: int) -> list[RecordVersion]:
             select(RecordVersion)
             .where(RecordVersion.person_id == person_id)
             .order_by(RecordVersion.id.desc())
+        )
+    )
+
+
+def made_for(session: Session, feedback: Feedback) -> list[RecordVersion]:
+    """The corrections made on behalf of this feedback report, the oldest first."""
+    return list(
+        session.scalars(
+            select(RecordVersion)
+            .where(RecordVersion.feedback_id == feedback.id)
+            .order_by(RecordVersion.id)
         )
     )
 
@@ -483,7 +463,7 @@ def submit_person_correction(
         )
     foreign = foreign_signing_units(session, user, person)
     if not foreign:
-        return correct_person(
+        return correct(
             session,
             person,
             data,
@@ -499,7 +479,7 @@ def submit_person_correction(
     problems = check_person_data(session, person, data, today, user)
     if problems:
         raise InvalidRecord(problems)
-    before = person_snapshot(person)
+    before = snapshot(person)
     after = {name: _json_value(getattr(data, name)) for name in PERSON_FIELDS}
     changes = {name: after[name] for name in PERSON_FIELDS if after[name] != before[name]}
     if not changes:
@@ -597,7 +577,7 @@ def accept_request(
     now: datetime | None = None,
     today: date | None = None,
 ) -> Correction | CorrectionRequest | None:
-    """Accept: the change is applied through ``correct_person`` (signatures and passports are
+    """Accept: the change is applied through ``correct`` (signatures and passports are
     superseded, the doses are to be signed again), or, when yet another unit's signature would
     be superseded, passed on to that unit as a new request. None when it changes nothing now.
     """
@@ -630,7 +610,7 @@ def accept_request(
         )
         request.forwarded_to_id = result.id
     else:
-        result = correct_person(
+        result = correct(
             session,
             person,
             _person_data(person, request.changes),

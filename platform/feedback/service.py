@@ -524,6 +524,25 @@ _TRANSITIONS: Final = {
 }
 
 
+def next_statuses(feedback: Feedback) -> list[FeedbackStatus]:
+    """The statuses a reply may give this report now (none once it is closed), in order."""
+    allowed = _TRANSITIONS.get(feedback.status, set())
+    return [status for status in FeedbackStatus if status in allowed]
+
+
+def start_processing(session: Session, feedback: Feedback, now: datetime | None = None) -> None:
+    """A new report is being worked on (a correction names it): ``new`` → ``processing``.
+
+    Any other status is left as it is: a report already in processing stays so, and a closed
+    one is not reopened by a later correction.
+    """
+    if feedback.status is not FeedbackStatus.NEW:
+        return
+    feedback.status = FeedbackStatus.PROCESSING
+    feedback.updated_at = now or datetime.now(UTC)
+    session.flush()
+
+
 def answer(
     session: Session,
     feedback: Feedback,

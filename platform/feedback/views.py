@@ -10,11 +10,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
-from sqlalchemy import select
 
+from kyso.platform.corrections import service as corrections
 from kyso.platform.feedback import service
 from kyso.platform.i18n import DomainError, translate
-from kyso.platform.models import FeedbackStatus, RecordVersion, Role, User
+from kyso.platform.models import Feedback, FeedbackStatus, Role, User
 from kyso.platform.records.rules import VIETNAM
 from kyso.platform.throttle import Throttled
 from kyso.platform.web import current_user, db, forbidden, language, roles_required
@@ -169,30 +169,33 @@ def inbox() -> Any:
     )
 
 
-@blueprint.get("/inbox/<int:feedback_id>")
-@roles_required(*ROLES)
-def detail(feedback_id: int) -> Any:
+def _feedback_or_404(user: User, feedback_id: int) -> Feedback:
     try:
-        feedback = service.get_for_user(db(), _user(), feedback_id)
+        return service.get_for_user(db(), user, feedback_id)
     except DomainError as exc:
         if exc.key == "feedback.not_found":
             abort(404)  # not visible to this user: no hint whether it exists
-        return forbidden(exc)
-    corrections = list(
-        db().scalars(
-            select(RecordVersion)
-            .where(RecordVersion.feedback_id == feedback.id)
-            .order_by(RecordVersion.id)
-        )
-    )
+        abort(forbidden(exc))
+
+
+def _render_detail(feedback: Feedback, reply: str = "", status: int = 200) -> Any:
+    """The report's page; ``reply`` refills the answer the officer just sent when it was
+    refused, so the text they typed is not lost."""
     return render_template(
         "feedback/detail.html",
         feedback=feedback,
         overdue=service.is_overdue(feedback),
-        corrections=corrections,
-        next_statuses=[s for s in FeedbackStatus if s not in (FeedbackStatus.NEW,)],
+        corrections=corrections.made_for(db(), feedback),
+        next_statuses=service.next_statuses(feedback),
+        reply=reply,
         local_time=local_time,
-    )
+    ), status
+
+
+@blueprint.get("/inbox/<int:feedback_id>")
+@roles_required(*ROLES)
+def detail(feedback_id: int) -> Any:
+    return _render_detail(_feedback_or_404(_user(), feedback_id))
 
 
 @blueprint.post("/inbox/<int:feedback_id>/answer")
@@ -200,29 +203,18 @@ def detail(feedback_id: int) -> Any:
 def answer(feedback_id: int) -> Any:
     lang = language()
     user = _user()
-    try:
-        feedback = service.get_for_user(db(), user, feedback_id)
-    except DomainError as exc:
-        if exc.key == "feedback.not_found":
-            abort(404)  # not visible to this user: no hint whether it exists
-        return forbidden(exc)
+    feedback = _feedback_or_404(user, feedback_id)
+    body = request.form.get("body", "")[: service.REPLY_MAX * 2]
     try:
         raw = request.form.get("status", "")
         status = FeedbackStatus(raw) if raw in {s.value for s in FeedbackStatus} else None
         if status is None:
             raise DomainError("feedback.bad_status")
-        service.answer(
-            db(),
-            feedback,
-            user,
-            body=request.form.get("body", "")[: service.REPLY_MAX * 2],
-            status=status,
-            ip=request.remote_addr,
-        )
+        service.answer(db(), feedback, user, body=body, status=status, ip=request.remote_addr)
     except DomainError as exc:
         db().rollback()
         flash(exc.text(lang), "error")
-        return redirect(url_for("feedback.detail", feedback_id=feedback_id))
+        return _render_detail(_feedback_or_404(user, feedback_id), reply=body, status=422)
     db().commit()
     label = translate(f"feedback.status_{status.value}", lang)
     flash(translate("feedback.answered", lang, status=label), "success")

@@ -10,6 +10,7 @@ from kyso.platform.models.batches import (
     SigningAttempt,
     SigningBatch,
     SigningBatchItem,
+    SigningEvidence,
 )
 from kyso.platform.models.org import (
     Area,
@@ -55,6 +56,7 @@ __all__ = [
     "SigningBatch",
     "SigningBatchItem",
     "SigningCertificate",
+    "SigningEvidence",
     "SigningSelection",
     "SigningUnit",
     "SigningUnitKind",

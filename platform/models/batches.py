@@ -156,3 +156,19 @@ class PassportQueueEntry(Base):
     queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     signature: Mapped[DoseSignature] = relationship()
+
+
+class SigningEvidence(Base):
+    """Validation data a batch's signatures were accepted on (CAdES-T needs it to be checked
+    later, offline): each OCSP response (``kind`` "ocsp") or CRL ("crl") used, once per batch
+    (the same answer serves every chunk; a new answer is added when the cache renewed it)."""
+
+    __tablename__ = "signing_evidence"
+    __table_args__ = (Index("ix_signing_evidence_batch_digest", "batch_id", "sha256", unique=True),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("signing_batches.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(8))
+    sha256: Mapped[str] = mapped_column(String(64))  # of der: stored once per batch
+    der: Mapped[bytes] = mapped_column(LargeBinary)
+    stored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

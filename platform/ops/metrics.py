@@ -9,6 +9,7 @@ process's own registry is read. Labels never carry personal data: endpoints, out
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -18,6 +19,8 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from sqlalchemy import event
+from sqlalchemy.orm import Session, SessionTransaction
 
 MULTIPROCESS_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -50,6 +53,46 @@ REGISTRY_SECONDS = Histogram(
 REGISTRY_ERRORS = Counter(
     "kyso_registry_errors_total", "Population registry lookups that failed, by kind.", ["kind"]
 )
+
+
+_PENDING = "kyso.metrics.pending"
+
+
+def count_on_commit(session: Session, counter: Counter, amount: float = 1, **labels: str) -> None:
+    """Adds ``amount`` to ``counter`` once the session's transaction commits: a rolled-back
+    event never happened, so it is never counted (a savepoint rolled back forgets only what was
+    counted inside it)."""
+    if amount <= 0:
+        return
+    # The transaction the event belongs to (begun now if the session has none yet, so that
+    # a rollback before any statement still forgets it).
+    within = session.get_nested_transaction() or session.get_transaction() or session.begin()
+    session.info.setdefault(_PENDING, []).append((within, counter, labels, amount))
+
+
+@event.listens_for(Session, "after_commit")
+def _counted(session: Session) -> None:
+    for _, counter, labels, amount in session.info.pop(_PENDING, []):
+        (counter.labels(**labels) if labels else counter).inc(amount)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forgotten(session: Session, previous: SessionTransaction) -> None:
+    pending: list[Any] = session.info.get(_PENDING, [])
+    if not pending:
+        return
+    if previous.parent is None:
+        session.info.pop(_PENDING, None)
+        return
+
+    def inside(transaction: SessionTransaction | None) -> bool:
+        while transaction is not None:
+            if transaction is previous:
+                return True
+            transaction = transaction.parent
+        return False
+
+    session.info[_PENDING] = [entry for entry in pending if not inside(entry[0])]
 
 
 def exposition() -> tuple[bytes, str]:

@@ -63,6 +63,7 @@ from kyso.platform.models import (
     SigningCertificate,
     User,
 )
+from kyso.platform.ops.metrics import PASSPORTS_ISSUED, count_on_commit
 from kyso.platform.passport import dcc
 from kyso.platform.passport.models import (
     IssuanceError,
@@ -401,6 +402,7 @@ def _chunk(
         if links:
             session.execute(update(Passport), links)
         summary.issued += len(new_rows)
+        count_on_commit(session, PASSPORTS_ISSUED, len(new_rows))
     if issued_entries:
         session.execute(
             update(PassportQueueEntry),

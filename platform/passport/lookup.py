@@ -22,6 +22,7 @@ from kyso.platform import throttle
 from kyso.platform.i18n import DomainError
 from kyso.platform.inputs import parse_date
 from kyso.platform.models import Person
+from kyso.platform.ops.metrics import LOOKUPS, count_on_commit
 from kyso.platform.passport.models import Passport
 
 __all__ = ["WINDOW", "find_passport"]
@@ -58,6 +59,25 @@ def find_passport(
     """The person's current passport; ``DomainError`` (``passport.lookup_*``) otherwise.
 
     Records the attempt; the caller commits (also when this raises)."""
+    try:
+        passport = _find(session, identity_number, birth_date, phone_last4, ip, now)
+    except DomainError as exc:
+        throttled = isinstance(exc, throttle.Throttled)
+        outcome = "throttled" if throttled else exc.key.removeprefix("passport.lookup_")
+        count_on_commit(session, LOOKUPS, outcome=outcome)
+        raise
+    count_on_commit(session, LOOKUPS, outcome="found")
+    return passport
+
+
+def _find(
+    session: Session,
+    identity_number: str,
+    birth_date: str,
+    phone_last4: str,
+    ip: str,
+    now: datetime | None,
+) -> Passport:
     now = now or datetime.now(UTC)
     number = _DIGITS.sub("", identity_number)
     last4 = _DIGITS.sub("", phone_last4)

@@ -11,11 +11,13 @@ from __future__ import annotations
 import importlib
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, Protocol, runtime_checkable
 
 import httpx
 
+from kyso.platform.ops.metrics import REGISTRY_ERRORS, REGISTRY_SECONDS
 from kyso.platform.registry.protocol import (
     HEALTH_PATH,
     LOOKUP_PATH,
@@ -142,11 +144,12 @@ class HttpPopulationRegistry:
         answers: dict[str, RegistryCitizen | None] = {}
         for start in range(0, len(numbers), self.max_batch):
             chunk = numbers[start : start + self.max_batch]
-            response = self._send("POST", LOOKUP_PATH, json=lookup_request(chunk))
-            try:
-                answers.update(parse_lookup_response(self._json(response), chunk))
-            except ProtocolViolation as exc:
-                raise RegistryProtocolError(f"{LOOKUP_PATH}: {exc}") from exc
+            with _measured():
+                response = self._send("POST", LOOKUP_PATH, json=lookup_request(chunk))
+                try:
+                    answers.update(parse_lookup_response(self._json(response), chunk))
+                except ProtocolViolation as exc:
+                    raise RegistryProtocolError(f"{LOOKUP_PATH}: {exc}") from exc
         return answers
 
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -229,6 +232,27 @@ class HttpPopulationRegistry:
             return response.json()
         except ValueError as exc:
             raise RegistryProtocolError(f"{response.request.url}: invalid JSON") from exc
+
+
+@contextmanager
+def _measured() -> Iterator[None]:
+    """Times one lookup request (``kyso_registry_request_duration_seconds``) and counts its
+    failure by kind (``kyso_registry_errors_total``: the unavailability's reason, ``refused``
+    or ``protocol``)."""
+    started = time.perf_counter()
+    try:
+        yield
+    except RegistryUnavailable as exc:
+        REGISTRY_ERRORS.labels(kind=exc.reason).inc()
+        raise
+    except RegistryRefused:
+        REGISTRY_ERRORS.labels(kind="refused").inc()
+        raise
+    except RegistryProtocolError:
+        REGISTRY_ERRORS.labels(kind="protocol").inc()
+        raise
+    finally:
+        REGISTRY_SECONDS.observe(time.perf_counter() - started)
 
 
 def _error_message(response: httpx.Response) -> str:

@@ -73,12 +73,15 @@ from kyso.platform.models import (
     User,
     VaccineProduct,
 )
+from kyso.platform.ops.metrics import BATCHES, SIGNATURES_STORED, count_on_commit
 from kyso.platform.signing import cms, documents
 from kyso.platform.signing import revocation as revocations
 from kyso.platform.signing.certificates import CheckedCertificate, TrustStore, check_certificate
+from kyso.platform.signing.evidence import store_evidence
 from kyso.platform.signing.manifest import ManifestSigner, Summary, verification_code
 from kyso.platform.signing.preview import Dropped, validated_selection
 from kyso.platform.signing.selection import MAX_DOSES, MAX_PEOPLE
+from kyso.platform.signing.timestamps import Timestamper
 from kyso.platform.signing.validation import RevocationChecker
 from kyso.platform.users.service import active_certificate
 
@@ -96,6 +99,8 @@ class SigningContext:
     manifest_lifetime: timedelta = MANIFEST_LIFETIME
     # Revocation (OCSP/CRL) policy and cache; None checks no revocation (offline tests).
     revocation: RevocationChecker | None = None
+    # RFC 3161 time-stamps of stored signatures (CAdES-T); None stores CAdES-BES.
+    timestamper: Timestamper | None = None
 
 
 @dataclass(frozen=True)
@@ -302,6 +307,7 @@ def prepare(
         mode=mode.value,
         certificate=checked.serial_hex,
     )
+    count_on_commit(session, BATCHES, event="prepared")
     return Prepared(batch_id, len(items), people, attempt, tuple(dropped))
 
 
@@ -455,10 +461,11 @@ def accept_signatures(
     )
     # The CMS carries the signer certificate; the chain up to the anchor goes into the export.
     chain: tuple[x509.Certificate, ...] = ()
+    timestamper = context.timestamper if context else None
 
     if batch.mode is BatchMode.BATCH:
         rejections = _accept_batch_signature(
-            session, batch, certificate, signatures[0], problem, chain, now
+            session, batch, certificate, signatures[0], problem, chain, now, timestamper
         )
     else:
         positions = attempt.positions[offset : offset + len(signatures)]
@@ -470,7 +477,10 @@ def accept_signatures(
             problem,
             chain,
             now,
+            timestamper,
         )
+    if context is not None and context.revocation is not None and problem is None:
+        store_evidence(session, batch.id, context.revocation.evidence(registration.der))
     session.flush()  # the counters were kept on the locked batch row as records were decided
     # The last record decided closes the batch in the same transaction: a page that never gets
     # to post ``complete`` (the platform down longer than its retries) leaves no batch open.
@@ -486,6 +496,7 @@ def _accept_record_signatures(
     problem: RejectReason | None,
     chain: Sequence[x509.Certificate],
     now: datetime,
+    timestamper: Timestamper | None = None,
 ) -> tuple[Rejection, ...]:
     rows = session.execute(
         _item_rows(batch).where(SigningBatchItem.position.in_(list(by_position)))
@@ -505,6 +516,11 @@ def _accept_record_signatures(
             except cms.SignatureInvalid:
                 reason = RejectReason.SIGNATURE_INVALID
         rejections.append(Rejection(row.position, reason))
+    if accepted and timestamper is not None:
+        # CAdES-T: the chunk's signatures time-stamped concurrently before anything is stored
+        # (the hard policy refuses the whole chunk when the TSA cannot answer).
+        stamped = timestamper.stamp_cms([blob for _, blob in accepted])
+        accepted = [(row, blob) for (row, _), blob in zip(accepted, stamped, strict=True)]
     _store_signed(session, batch, [(row, blob) for row, blob in accepted], now)
     _store_rejected(session, batch, rejections, now)
     return tuple(rejections)
@@ -518,6 +534,7 @@ def _accept_batch_signature(
     problem: RejectReason | None,
     chain: Sequence[x509.Certificate],
     now: datetime,
+    timestamper: Timestamper | None = None,
 ) -> tuple[Rejection, ...]:
     if batch.cms is not None:
         return ()  # the batch signature was already accepted
@@ -535,9 +552,10 @@ def _accept_batch_signature(
         rejections = [Rejection(row.position, reason) for row in rows]
         _store_rejected(session, batch, rejections, now)
         return tuple(rejections)
-    batch.cms = cms.Assembler(certificate, batch.algorithm, chain).assemble(
+    assembled = cms.Assembler(certificate, batch.algorithm, chain).assemble(
         batch.signed_attributes, signature
     )
+    batch.cms = timestamper.stamp_cms([assembled])[0] if timestamper else assembled
     rejections = [
         Rejection(row.position, stale) for row in rows if (stale := _stale_reason(row)) is not None
     ]
@@ -608,6 +626,7 @@ def _store_all_pending_signed(
         )
     )
     batch.signed += len(inserted)  # one item per dose in a batch
+    count_on_commit(session, SIGNATURES_STORED, len(inserted))
     return lost
 
 
@@ -714,6 +733,7 @@ def _store_signed(
                 ],
             )
         batch.signed += len(stored)
+        count_on_commit(session, SIGNATURES_STORED, len(stored))
     _store_rejected(session, batch, lost, now)
 
 
@@ -915,6 +935,7 @@ def _finish_if_done(session: Session, batch: SigningBatch, officer: User, now: d
             signed=batch.signed,
             rejected=batch.rejected,
         )
+        count_on_commit(session, BATCHES, event="completed")
 
 
 def _recount(session: Session, batch: SigningBatch) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -11,6 +12,7 @@ from kyso.platform.i18n import DomainError
 from kyso.platform.signing.certificates import load_trust_store
 from kyso.platform.signing.export import export_signed
 from kyso.platform.signing.revocation import set_unit_tax_code
+from kyso.platform.signing.verify import verify_directory
 
 
 @click.command("export-signed")
@@ -53,4 +55,41 @@ def unit_tax_code_command(app: Flask, unit_code: str, tax_code: str) -> None:
         click.echo(f"{unit.code} ({unit.name}): tax code {unit.tax_code}")
 
 
-commands = [export_signed_command, unit_tax_code_command]
+@click.command("verify-signed")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--at",
+    "at",
+    help="Validate as at this time (ISO 8601, e.g. 2030-01-01T00:00:00+07:00) [default: now].",
+)
+@click.option(
+    "--anchors",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Trust anchors (PEM) [default: the self-signed certificates of DIR/chain.pem].",
+)
+def verify_signed_command(directory: Path, at: str | None, anchors: Path | None) -> None:
+    """Validate an export-signed folder offline: one line per file, then the total."""
+    moment = None
+    if at:
+        try:
+            moment = datetime.fromisoformat(at)
+        except ValueError:
+            raise click.BadParameter(
+                f"{at!r} is not an ISO 8601 time, e.g. 2030-01-01T00:00:00+07:00", param_hint="--at"
+            ) from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+    if not (directory / "chain.pem").exists():
+        raise click.ClickException(
+            f"no chain.pem in {directory}: give the folder kyso-platform export-signed wrote"
+        )
+    results = verify_directory(directory, moment, anchors)
+    for result in results:
+        click.echo(result.line())
+    failed = sum(not r.ok for r in results)
+    click.echo(f"{len(results)} files: {len(results) - failed} OK, {failed} failed")
+    if failed or not results:
+        raise SystemExit(1)
+
+
+commands = [export_signed_command, unit_tax_code_command, verify_signed_command]

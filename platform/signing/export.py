@@ -10,14 +10,27 @@ For each signed record: ``<record>.json`` (the exact bytes signed) and, per reco
 
 succeeds (``-purpose any``: a document-signing certificate has no S/MIME extended key usage).
 ``VERIFY.txt`` in the folder says this in Vietnamese and English.
+
+CAdES-T evidence: each time-stamped ``.p7s`` also gets ``<name>.tst`` (its RFC 3161 time-stamp
+token, the same bytes as its unsigned attribute) and ``<name>.sig`` (the signature value, which
+the token's message imprint is over), so that ``openssl ts -verify -token_in -in X.tst -data
+X.sig -CAfile chain.pem`` checks it; ``chain.pem`` then also holds the anchor of the TSA's
+certificate. ``evidence/`` holds the OCSP responses (``ocsp-N.der``) and CRLs (``crl-N.crl``)
+the batch's signatures were accepted on. Batch mode writes ``SHA256SUMS`` from the batch
+document's list, so that ``sha256sum -c SHA256SUMS`` checks every record against it.
+``kyso-platform verify-signed DIR`` checks the whole folder offline.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
 
+from asn1crypto import cms as asn1_cms
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -26,6 +39,8 @@ from kyso.platform.i18n import DomainError
 from kyso.platform.models import BatchMode, ItemState, SigningBatch, SigningBatchItem
 from kyso.platform.signing.certificates import TrustStore, check_certificate
 from kyso.platform.signing.documents import record_id
+from kyso.platform.signing.evidence import batch_evidence
+from kyso.platform.signing.timestamps import signature_value, timestamp_token
 
 VERIFY_TEXT = """\
 Kiểm tra chữ ký / Verifying the signatures
@@ -43,7 +58,20 @@ tệp bản ghi với danh sách trong tệp lô:
 In batch mode, verify batch-*.json as above, then compare each record's SHA-256 with the list in
 the batch document:
 
-  sha256sum X.json
+  sha256sum -c SHA256SUMS
+
+Dấu thời gian (RFC 3161) của mỗi chữ ký nằm trong tệp .p7s và trong tệp .tst cùng tên; tệp .sig
+là giá trị chữ ký mà dấu thời gian chứng nhận. Thư mục evidence/ chứa các trả lời OCSP và CRL đã
+dùng khi nhận chữ ký.
+Each signature's RFC 3161 time-stamp is inside its .p7s and in the .tst file of the same name;
+the .sig file is the signature value the time-stamp is over. evidence/ holds the OCSP responses
+and CRLs the signatures were accepted on.
+
+  openssl ts -verify -token_in -in X.tst -data X.sig -CAfile chain.pem
+
+Kiểm tra cả thư mục, không cần mạng / Check the whole folder offline:
+
+  kyso-platform verify-signed THU_MUC [--at "2030-01-01T00:00:00+07:00"]
 """
 
 
@@ -85,18 +113,74 @@ def export_signed(
         .order_by(SigningBatchItem.position)
     )
     count = 0
+    tokens: list[bytes] = []
     for row in rows:
         name = record_id(row.dose_id, row.dose_version)
         (directory / f"{name}.json").write_bytes(row.document)
         if row.cms is not None:
-            (directory / f"{name}.p7s").write_bytes(row.cms)
+            tokens += _write_signature(directory, name, row.cms)
         count += 1
     if batch.mode is BatchMode.BATCH and batch.cms is not None:
         assert batch.document is not None
         (directory / f"batch-{batch.id}.json").write_bytes(batch.document)
-        (directory / f"batch-{batch.id}.p7s").write_bytes(batch.cms)
+        tokens += _write_signature(directory, f"batch-{batch.id}", batch.cms)
+        listed = json.loads(batch.document)["records"]
+        (directory / "SHA256SUMS").write_text(
+            "".join(f"{r['sha256']}  {r['id']}.json\n" for r in listed), encoding="utf-8"
+        )
+    chain = list(checked.chain)
+    if tokens:
+        for anchor in _tsa_anchors(tokens[0], trust):
+            if anchor not in chain:
+                chain.append(anchor)
     (directory / "chain.pem").write_bytes(
-        b"".join(c.public_bytes(serialization.Encoding.PEM) for c in checked.chain)
+        b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
     )
+    kept = batch_evidence(session, batch.id)
+    if kept:
+        folder = directory / "evidence"
+        folder.mkdir(exist_ok=True)
+        numbers = {"ocsp": 0, "crl": 0}
+        for item in kept:
+            numbers[item.kind] += 1
+            suffix = "der" if item.kind == "ocsp" else "crl"
+            (folder / f"{item.kind}-{numbers[item.kind]}.{suffix}").write_bytes(item.der)
     (directory / "VERIFY.txt").write_text(VERIFY_TEXT, encoding="utf-8")
     return ExportSummary(batch.id, count, batch.mode, directory)
+
+
+def _write_signature(directory: Path, name: str, cms_der: bytes) -> list[bytes]:
+    """``name.p7s``, and for a time-stamped one ``name.tst`` and ``name.sig``; its token."""
+    (directory / f"{name}.p7s").write_bytes(cms_der)
+    token = timestamp_token(cms_der)
+    if token is None:
+        return []
+    (directory / f"{name}.tst").write_bytes(token)
+    (directory / f"{name}.sig").write_bytes(signature_value(cms_der))
+    return [token]
+
+
+def _tsa_anchors(token_der: bytes, trust: TrustStore) -> list[x509.Certificate]:
+    """The configured trust anchors that issued a certificate embedded in the TSA's token: the
+    anchor ``openssl ts -verify -CAfile`` needs (the token's own copy is not trusted)."""
+    signed_data = asn1_cms.ContentInfo.load(token_der)["content"]
+    embedded = [
+        x509.load_der_x509_certificate(choice.chosen.dump())
+        for choice in signed_data["certificates"] or []
+        if choice.name == "certificate"
+    ]
+    found: list[x509.Certificate] = []
+    for anchor in trust.anchors:
+        for certificate in embedded:
+            if certificate == anchor or _issued_by(certificate, anchor):
+                found.append(anchor)
+                break
+    return found
+
+
+def _issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        certificate.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True

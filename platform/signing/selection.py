@@ -70,6 +70,7 @@ class SelectionChange:
     summary: SelectionSummary
     skipped_unverified: int = 0  # tick all: people left out because they are not verified
     skipped_capped: bool = False
+    more_left: bool = False  # "Chọn ... người đầu tiên": the search has more people than it took
 
 
 class LimitExceeded(DomainError):
@@ -169,6 +170,28 @@ def _refuse_out_of_scope(session: Session, officer: User, dose_ids: Collection[i
     )
     session.flush()
     raise CountError("signing.refused_out_of_scope", count=len(dose_ids))
+
+
+def _first_that_fit(
+    rows: list[Row[Any]], have: SelectionSummary, *, truncated: bool
+) -> list[Row[Any]]:
+    """The rows of the first people (in order) whose doses all fit in what the batch has left."""
+    if truncated and rows:  # the last person's doses may go on beyond the rows read
+        rows = [r for r in rows if r.person_id != rows[-1].person_id]
+    by_person: dict[int, list[Row[Any]]] = {}
+    for r in rows:
+        by_person.setdefault(r.person_id, []).append(r)
+    kept: list[Row[Any]] = []
+    people = doses = 0
+    for theirs in by_person.values():
+        new = [r for r in theirs if r.selected_version is None]
+        is_new_person = len(new) == len(theirs)
+        if doses + len(new) > have.doses_left or people + is_new_person > have.people_left:
+            break
+        kept += theirs
+        doses += len(new)
+        people += is_new_person
+    return kept
 
 
 def _add(session: Session, officer: User, rows: list[Row[Any]]) -> int:
@@ -372,11 +395,17 @@ def clear(session: Session, officer: User) -> SelectionChange:
     return SelectionChange(added=0, removed=removed, summary=summary(session, officer))
 
 
-def add_search(session: Session, officer: User, filters: SearchFilters) -> SelectionChange:
+def add_search(
+    session: Session, officer: User, filters: SearchFilters, *, first: bool = False
+) -> SelectionChange:
     """Tick all ("chọn tất cả"): every selectable dose of the whole search, not just the page.
 
     Selectable means: person verified, not signed in its current version, in scope. People who
     are not verified are left out and counted, so that the officer knows they exist.
+
+    ``first`` ("Chọn 1.000 người đầu tiên"): a search larger than one signing takes the first
+    people in the list's order, as many as still fit (all their doses, within both limits),
+    instead of refusing. Once they are signed, the same button takes the next ones.
     """
     validate(filters)
     facility_ids = scope_facility_ids(session, officer)
@@ -412,7 +441,18 @@ def add_search(session: Session, officer: User, filters: SearchFilters) -> Selec
     # more than MAX_DOSES rows means the limit is exceeded whatever they are.
     rows = list(session.execute(selectable.limit(MAX_DOSES + 1)))
     have = summary(session, officer)
-    if len(rows) > MAX_DOSES:
+    more_left = False
+    if first:
+        truncated = len(rows) > MAX_DOSES
+        kept = _first_that_fit(rows, have, truncated=truncated)
+        more_left = len(kept) < len(rows)
+        if rows and not kept:  # the batch is full: sign it first
+            new = [r for r in rows if r.selected_version is None]
+            raise LimitExceeded(
+                have, doses=len(new), people=len({r.person_id for r in new}), at_least=truncated
+            )
+        rows = kept
+    elif len(rows) > MAX_DOSES:
         new = [r for r in rows if r.selected_version is None]
         raise LimitExceeded(
             have, doses=len(new), people=len({r.person_id for r in new}), at_least=True
@@ -431,4 +471,5 @@ def add_search(session: Session, officer: User, filters: SearchFilters) -> Selec
         summary=summary(session, officer),
         skipped_unverified=min(skipped, MAX_PEOPLE),
         skipped_capped=skipped > MAX_PEOPLE,
+        more_left=more_left,
     )

@@ -1,4 +1,4 @@
-"""The signing page's services, in one place for views and for the batch preparation to come.
+"""The signing page's services, one import for its views and for batch preparation.
 
 - ``search``: pages of people with the doses an officer may sign (``search.py``);
 - selection changes and their limits (``selection.py``);

@@ -51,6 +51,7 @@ from pyhanko_certvalidator.fetchers.aiohttp_fetchers import AIOHttpFetcherBacken
 from pyhanko_certvalidator.fetchers.api import CertificateFetcher, Fetchers
 
 __all__ = [
+    "Evidence",
     "PathRefused",
     "RevocationChecker",
     "RevocationPolicy",
@@ -96,6 +97,15 @@ class _Outcome:
     expires: float
 
 
+@dataclass(frozen=True)
+class Evidence:
+    """The revocation answers a validation used (DER OCSP responses and CRLs): kept with the
+    batches signed on them, so that their signatures can be validated later, offline."""
+
+    ocsp: tuple[bytes, ...] = ()
+    crls: tuple[bytes, ...] = ()
+
+
 class RevocationChecker:
     """The revocation policy, the responders' timeout and the per-certificate cache."""
 
@@ -110,8 +120,10 @@ class RevocationChecker:
         self.timeout = timeout
         self.cache_seconds = cache_seconds
         self._cache: dict[str, _Outcome] = {}
+        self._evidence: dict[str, Evidence] = {}
         self._lock = threading.Lock()
         self.lookups = 0  # validations that went to the network (for tests and metrics)
+        self.seconds = 0.0  # wall time of those validations (the bench reports it)
 
     def cached(self, key: str) -> _Outcome | None:
         with self._lock:
@@ -128,6 +140,16 @@ class RevocationChecker:
     def forget(self) -> None:
         with self._lock:
             self._cache.clear()
+
+    def keep_evidence(self, key: str, evidence: Evidence) -> None:
+        with self._lock:
+            self._evidence[key] = evidence
+
+    def evidence(self, certificate_der: bytes) -> Evidence | None:
+        """The OCSP responses and CRLs of the last validation of this certificate that went
+        to the network (None when it never did)."""
+        with self._lock:
+            return self._evidence.get(hashlib.sha256(certificate_der).hexdigest())
 
 
 def revocation_checker(settings: Mapping[str, Any]) -> RevocationChecker:
@@ -220,8 +242,9 @@ def validate_path(
                 raise outcome.refused
             assert outcome.chain is not None
             return outcome.chain
+    started = time.perf_counter()
     try:
-        chain = _run(_validate(certificate, anchors, intermediates, at, revocation))
+        chain, evidence = _run(_validate(certificate, anchors, intermediates, at, revocation))
     except PathRefused as refused:
         if checking and refused.kind == "revoked":
             assert revocation is not None
@@ -229,8 +252,14 @@ def validate_path(
                 key, _Outcome(None, refused, time.monotonic() + revocation.cache_seconds)
             )
         raise
+    finally:
+        if checking:
+            assert revocation is not None
+            revocation.seconds += time.perf_counter() - started
     if checking:
         assert revocation is not None
+        if evidence.ocsp or evidence.crls:
+            revocation.keep_evidence(key, evidence)
         revocation.remember(key, _Outcome(chain, None, time.monotonic() + revocation.cache_seconds))
     return chain
 
@@ -241,7 +270,7 @@ async def _validate(
     intermediates: tuple[x509.Certificate, ...],
     at: datetime,
     revocation: RevocationChecker | None,
-) -> tuple[x509.Certificate, ...]:
+) -> tuple[tuple[x509.Certificate, ...], Evidence]:
     policy = revocation.policy if revocation is not None else RevocationPolicy.OFF
     backend = AIOHttpFetcherBackend(
         per_request_timeout=revocation.timeout if revocation else DEFAULT_TIMEOUT
@@ -288,8 +317,12 @@ async def _validate(
             raise PathRefused("untrusted", str(exc)) from None
         except ValidationError as exc:
             raise PathRefused("untrusted", str(exc)) from None
+        evidence = Evidence(
+            tuple(bytes(r.dump()) for r in context.ocsps),
+            tuple(bytes(c.dump()) for c in context.crls),
+        )
     issuers = tuple(_cryptography(c) for c in path.iter_certs(include_root=True))
     # iter_certs runs from the anchor down to the end-entity certificate: reverse it, and
     # leave the officer's own certificate out.
     ordered = tuple(reversed(issuers))
-    return ordered[1:] if ordered and ordered[0] == certificate else ordered
+    return (ordered[1:] if ordered and ordered[0] == certificate else ordered), evidence

@@ -1,4 +1,5 @@
-"""The signing page "Ký duyệt chứng nhận tiêm": search, tick, review (signing itself comes next).
+"""The signing page "Ký duyệt chứng nhận tiêm": search, tick, review; the batch itself is
+signed through ``batch_views``.
 
 Everything works without JavaScript: the search is a GET form, selection changes are POST forms
 (CSRF-protected) that redirect back to the page they came from. ``static/signing.js`` only
@@ -81,6 +82,8 @@ def _change_message(change: service.SelectionChange, lang: str) -> str:
         parts.append(translate("signing.removed", lang, count=count_text(change.removed, lang)))
     if not parts:
         parts.append(translate("signing.unchanged", lang))
+    if change.more_left:
+        parts.append(translate("signing.first_more_left", lang))
     if change.skipped_unverified:
         count = count_text(change.skipped_unverified, lang, at_least=change.skipped_capped)
         parts.append(translate("signing.skipped_unverified", lang, count=count))
@@ -258,7 +261,9 @@ def remove_from_selection() -> Any:
 def select_search() -> Any:
     """Tick all ("chọn tất cả") of the search whose filters the form carries."""
     try:
-        change = service.add_search(db(), _officer(), _filters_from(request.form))
+        change = service.add_search(
+            db(), _officer(), _filters_from(request.form), first=request.form.get("first") == "1"
+        )
     except DomainError as exc:
         return _respond(None, exc, url_for("signing.search"))
     return _respond(change, None, url_for("signing.search"))

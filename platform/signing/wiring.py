@@ -17,6 +17,7 @@ from kyso.platform.models import SigningUnit
 from kyso.platform.signing import batches, revocation
 from kyso.platform.signing.certificates import CheckedCertificate, load_trust_store
 from kyso.platform.signing.manifest import ManifestSigner, load_signer
+from kyso.platform.signing.timestamps import timestamper
 from kyso.platform.signing.validation import revocation_checker
 
 
@@ -44,8 +45,14 @@ def signing_context() -> batches.SigningContext:
     checker = app.extensions.get("kyso.revocation")
     if checker is None:
         checker = app.extensions["kyso.revocation"] = revocation_checker(app.config)
+    if "kyso.timestamper" not in app.extensions:
+        app.extensions["kyso.timestamper"] = timestamper(app.config)
     return batches.SigningContext(
-        trust=trust, manifest_signer=manifest_signer(app), origin=str(origin), revocation=checker
+        trust=trust,
+        manifest_signer=manifest_signer(app),
+        origin=str(origin),
+        revocation=checker,
+        timestamper=app.extensions["kyso.timestamper"],
     )
 
 

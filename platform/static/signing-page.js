@@ -133,7 +133,14 @@ function showProgress(signed, total) {
   els.progress.hidden = false;
   els.bar.max = Math.max(total, 1);
   els.bar.value = signed;
-  els.progressText.textContent = fill("signing", { signed, total });
+  // Batch mode: one token signature covers every dose ("1 chữ ký cho 678 mũi tiêm"), so
+  // "0/1 records" would say nothing about what is being signed.
+  if (state.doses && state.doses > total) {
+    const key = signed >= total ? "signed_batch" : "signing_batch";
+    els.progressText.textContent = fill(key, { count: total, doses: state.doses });
+  } else {
+    els.progressText.textContent = fill("signing", { signed, total });
+  }
 }
 
 function showCode(code) {
@@ -458,6 +465,7 @@ async function attemptFor(certificate) {
   const prepared = await api("/batches", { der: certificate.der });
   state.batch = prepared.batch;
   state.resultUrl = prepared.result_url;
+  state.doses = prepared.total;
   showDropped(prepared.dropped);
   return prepared.attempt;
 }

@@ -39,7 +39,7 @@ COLUMNS: tuple[tuple[str, int], ...] = (
     ("records.column_identity_number", 16),
     ("records.column_phone", 13),
     ("records.column_address", 28),
-    ("records.column_area", 22),
+    ("stats.col_area", 22),  # the commune's name, so not "Mã xã"
     ("stats.col_group", 26),
     ("stats.col_reason", 30),
     ("stats.col_mismatch", 50),

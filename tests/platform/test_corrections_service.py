@@ -16,9 +16,9 @@ from support.signing_data import sign
 
 from kyso.platform.corrections.service import (
     VerifyResult,
-    correct_dose,
-    correct_person,
+    correct,
     history,
+    made_for,
     verify_person_now,
 )
 from kyso.platform.i18n import DomainError
@@ -80,7 +80,7 @@ def test_person_correction_versions_history_signatures_passport_and_signing_list
     session.commit()
     assert states(session, org, person) == {1: SigningState.SIGNED, 2: SigningState.SIGNED}
 
-    correction = correct_person(
+    correction = correct(
         session,
         person,
         person_data(person, full_name="Nguyễn Văn Sửa Đúng"),
@@ -140,7 +140,7 @@ def test_dose_correction_bumps_only_that_dose(session: Session, org: Seed) -> No
     kept = sign(session, second)
     session.commit()
 
-    correction = correct_dose(
+    correction = correct(
         session, first, dose_data(person, 1, lot="FK9999"), org.staff, reason="Sai số lô"
     )
     session.commit()
@@ -159,9 +159,7 @@ def test_dose_correction_bumps_only_that_dose(session: Session, org: Seed) -> No
 def test_phone_correction_keeps_the_verification(session: Session, org: Seed) -> None:
     person = add_person(session, org, "Lý Thị Số")
     session.commit()
-    correct_person(
-        session, person, person_data(person, phone="0912345678"), org.staff, reason="Đổi số"
-    )
+    correct(session, person, person_data(person, phone="0912345678"), org.staff, reason="Đổi số")
     assert person.version == 2
     assert person.verification_status is VerificationStatus.VERIFIED
 
@@ -170,7 +168,7 @@ def test_nothing_changed_is_no_version(session: Session, org: Seed) -> None:
     person = add_person(session, org, "Đỗ Văn Giữ")
     signature = sign(session, person.doses[0])
     session.commit()
-    assert correct_person(session, person, person_data(person), org.staff, reason="x") is None
+    assert correct(session, person, person_data(person), org.staff, reason="x") is None
     assert person.version == 1
     assert session.scalar(select(func.count()).select_from(RecordVersion)) == 0
     session.refresh(signature)
@@ -182,7 +180,7 @@ def test_a_reason_is_required(session: Session, org: Seed, reason: str) -> None:
     person = add_person(session, org, "Bùi Văn Lý")
     session.commit()
     with pytest.raises(DomainError) as raised:
-        correct_person(
+        correct(
             session, person, person_data(person, full_name="Bùi Văn Lí"), org.staff, reason=reason
         )
     assert raised.value.key in {"corrections.reason_required", "corrections.reason_too_long"}
@@ -194,13 +192,9 @@ def test_staff_of_another_facility_cannot_correct(session: Session, org: Seed) -
     person = add_person(session, org, "Cao Văn Ngoài")
     session.commit()
     with pytest.raises(DomainError, match=r"^records\.not_allowed$"):
-        correct_person(
-            session, person, person_data(person, phone="0911111111"), other.staff, reason="x"
-        )
+        correct(session, person, person_data(person, phone="0911111111"), other.staff, reason="x")
     with pytest.raises(DomainError, match=r"^records\.not_allowed$"):
-        correct_dose(
-            session, person.doses[0], dose_data(person, 1, lot="X1"), other.staff, reason="x"
-        )
+        correct(session, person.doses[0], dose_data(person, 1, lot="X1"), other.staff, reason="x")
     assert person.version == 1
 
 
@@ -229,7 +223,7 @@ def test_a_correction_names_its_feedback(session: Session, org: Seed) -> None:
     feedback = _feedback(session, org, person)
     session.commit()
     with pytest.raises(DomainError, match=r"^corrections\.feedback_other_person$"):
-        correct_dose(
+        correct(
             session,
             other.doses[0],
             dose_data(other, 1, lot="Z1"),
@@ -237,7 +231,7 @@ def test_a_correction_names_its_feedback(session: Session, org: Seed) -> None:
             reason="x",
             feedback=feedback,
         )
-    correction = correct_dose(
+    correction = correct(
         session,
         person.doses[0],
         dose_data(person, 1, lot="FK7777"),
@@ -248,13 +242,16 @@ def test_a_correction_names_its_feedback(session: Session, org: Seed) -> None:
     assert correction is not None
     assert correction.version.feedback_id == feedback.id
     assert feedback.status is FeedbackStatus.PROCESSING
+    # Through the feedback service: the report's change of status is dated.
+    assert feedback.updated_at == correction.version.at
+    assert made_for(session, feedback) == [correction.version]
 
 
 def test_stale_form_is_refused(session: Session, org: Seed) -> None:
     person = add_person(session, org, "Lâm Văn Cũ")
     session.commit()
     with pytest.raises(DomainError, match=r"^records\.stale$"):
-        correct_person(
+        correct(
             session,
             person,
             person_data(person, phone="0912222222"),
@@ -354,3 +351,15 @@ def test_verify_now_refused_key_stays_pending(session: Session, org: Seed, tmp_p
     assert outcome.result is VerifyResult.FAILED
     assert outcome.reason == "refused"
     assert person.verification_status is VerificationStatus.PENDING
+
+
+def test_one_correct_for_people_and_doses_refuses_mismatched_data(
+    session: Session, org: Seed
+) -> None:
+    person = add_person(session, org, "Tạ Văn Một")
+    session.commit()
+    with pytest.raises(TypeError):
+        correct(session, person, dose_data(person, 1, lot="X1"), org.staff, reason="x")
+    with pytest.raises(TypeError):
+        correct(session, person.doses[0], person_data(person), org.staff, reason="x")
+    assert person.version == 1

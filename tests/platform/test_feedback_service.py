@@ -378,3 +378,28 @@ def test_answers_and_status_changes(session: Session, org: Seed) -> None:
         select(AuditEvent.action).where(AuditEvent.action == "feedback.answer")
     ).all()
     assert len(actions) == 2
+
+
+def test_the_statuses_a_reply_may_give_come_from_the_state_machine(
+    session: Session, org: Seed
+) -> None:
+    add_person(session, org, "Nguyễn Văn Phản")
+    session.commit()
+    feedback = send(session, form())
+    open_statuses = [FeedbackStatus.PROCESSING, FeedbackStatus.RESOLVED, FeedbackStatus.REJECTED]
+    assert service.next_statuses(feedback) == open_statuses
+    answer(session, feedback, org.staff, body="Không đúng.", status=FeedbackStatus.REJECTED)
+    assert service.next_statuses(feedback) == []  # closed: the page offers no reply
+
+
+def test_a_correction_starts_processing_only_a_new_report(session: Session, org: Seed) -> None:
+    add_person(session, org, "Nguyễn Văn Phản")
+    session.commit()
+    feedback = send(session, form())
+    later = NOW + timedelta(hours=2)
+    service.start_processing(session, feedback, later)
+    assert feedback.status is FeedbackStatus.PROCESSING
+    assert feedback.updated_at == later
+    answer(session, feedback, org.staff, body="Đã sửa.", status=FeedbackStatus.RESOLVED)
+    service.start_processing(session, feedback, later + timedelta(hours=1))
+    assert feedback.status is FeedbackStatus.RESOLVED  # a closed report is not reopened

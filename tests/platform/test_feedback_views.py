@@ -162,3 +162,28 @@ def test_inbox_answer_and_citizen_sees_it(
     ).get_data(as_text=True)
     assert "Đã sửa số lô mũi 1." in status
     assert "Đã giải quyết" in status
+
+
+def test_a_refused_reply_keeps_its_text(
+    client: FlaskClient, org: Seed, session: Session, app: Flask
+) -> None:
+    add_person(session, org, "Nguyễn Văn Phản")
+    session.commit()
+    client.post("/feedback/", data=_fields(client, app))
+    feedback = session.scalars(select(Feedback)).one()
+    staff = app.test_client()
+    login(staff, org.staff.username)
+    detail_path = f"/feedback/inbox/{feedback.id}"
+    refused = staff.post(
+        f"{detail_path}/answer",
+        data={
+            "csrf_token": csrf_token(staff, detail_path),
+            "body": "Chúng tôi đã kiểm tra sổ tiêm của anh.",
+            "status": "new",  # not a status a reply may give
+        },
+    )
+    assert refused.status_code == 422
+    text = refused.get_data(as_text=True)
+    assert "Chúng tôi đã kiểm tra sổ tiêm của anh.</textarea>" in text
+    session.expire_all()
+    assert session.get(Feedback, feedback.id).status is FeedbackStatus.NEW  # type: ignore[union-attr]

@@ -26,7 +26,7 @@ from support.platform_seed import PASSWORD, Seed, add_person
 from support.signing_data import sign
 
 from kyso.platform.auth.service import hash_password
-from kyso.platform.corrections.service import correct_person
+from kyso.platform.corrections.service import correct
 from kyso.platform.i18n import DomainError
 from kyso.platform.models import (
     AuditEvent,
@@ -192,7 +192,7 @@ def test_an_imported_dose_grants_no_view_and_no_takeover(
         victim.full_name, victim.birth_date, victim.gender, NUMBER, phone="0988888888"
     )
     with pytest.raises(DomainError) as refused:
-        correct_person(session, victim, data, org.staff, reason="thử")
+        correct(session, victim, data, org.staff, reason="thử")
     assert refused.value.key == "records.signed_elsewhere"
     session.rollback()
     assert _current_signatures(session, victim) == 2
@@ -388,7 +388,7 @@ def test_the_other_units_corrections_are_not_shown(
         phone=SECRET_PHONE,
         address="7 Pasteur, nhà trọ của chị Hoa",
     )
-    assert correct_person(session, victim, data, owner, reason="Chuyển đến nhà trọ chị Hoa")
+    assert correct(session, victim, data, owner, reason="Chuyển đến nhà trọ chị Hoa")
     session.commit()
     attacker = _import_invented_dose(app, session, victim)
     page = attacker.get(f"/stats/people/{victim.id}").get_data(as_text=True)

@@ -341,10 +341,31 @@ def test_batch_mode_signs_3000_doses_with_one_token_signature(
     site.app.config["AGENT_PORT"] = agent.port
     officer = PlatformPage(browser, site)
     page = officer.page
+    # Issue 17: what the progress line said while signing, and how tall its bar was.
+    shown: list[str] = []
+    page.expose_function("kysoProgress", lambda text, size: shown.append(f"{size}:{text}"))
+    page.add_init_script(
+        """addEventListener("DOMContentLoaded", () => {
+          const text = document.getElementById("sign-progress-text");
+          const bar = document.getElementById("sign-progress-bar");
+          if (!text) return;
+          const size = () => {
+            const box = bar.getBoundingClientRect();
+            return `${Math.round(box.width)}x${Math.round(box.height)}`;
+          };
+          new MutationObserver(() => kysoProgress(text.textContent, size()))
+            .observe(text, {childList: true, characterData: true, subtree: true});
+        });"""
+    )
     try:
         page.goto(f"{site.url}/signing/preview")
         page.get_by_role("button", name="Ký số").click()
         page.wait_for_url("**/signing/batches/*", timeout=60_000)
+        assert shown, "the progress line never changed"
+        assert all("bản ghi" not in line for line in shown), shown  # not "Đã ký 0/1 bản ghi"
+        assert any("1 chữ ký cho 3.000 mũi tiêm" in line for line in shown), shown
+        sizes = [line.split(":", 1)[0].split("x") for line in shown]
+        assert all(int(w) >= 300 and int(h) >= 20 for w, h in sizes), shown  # a bar one sees
         expect(page.locator("#batch-signed")).to_have_text("3.000")
         expect(page.locator("#batch-pending")).to_have_text("0")
         assert agent.ui.consents[-1].manifest.count == 1  # one token operation

@@ -426,3 +426,44 @@ def test_two_tabs_cannot_pass_the_limit_together(app: Flask, session: Session, o
     assert isinstance(result, LimitExceeded), result
     assert "danh sách đã có 667 người, 2.000 mũi" in result.text()
     assert "chỉ còn có thể chọn thêm 333 người và 1.000 mũi" in result.text()
+
+
+def test_over_the_limits_take_the_first_people_then_the_next(session: Session, org: Seed) -> None:
+    # Issue 17: over the cap the officer no longer guesses date ranges; "Chọn 1.000 người đầu
+    # tiên" takes the first people of the list, and once they are signed, the next ones.
+    from kyso.platform.models import DoseSignature
+
+    bulk_people(session, org, 1200, doses=2)  # 1,200 people, 2,400 doses: over the people cap
+    first = add_search(session, org.officer, SearchFilters(), first=True)
+    assert (first.summary.people, first.summary.doses) == (MAX_PEOPLE, 2 * MAX_PEOPLE)
+    assert first.more_left
+    chosen = selected(session, org.officer)
+    # the first people in the list's order, all their doses
+    ordered = list(
+        session.scalars(
+            select(Person.id)
+            .where(Person.verification_status == VerificationStatus.VERIFIED)
+            .order_by(Person.name_key, Person.id)
+        )
+    )
+    assert chosen == set(all_dose_ids(session, ordered[:MAX_PEOPLE]))
+    # the batch is signed: the next press takes the 200 people left
+    for dose in session.scalars(select(Dose).where(Dose.id.in_(chosen))):
+        session.add(DoseSignature(dose_id=dose.id, dose_version=dose.version))
+    session.flush()
+    clear(session, org.officer)
+    following = add_search(session, org.officer, SearchFilters(), first=True)
+    assert (following.summary.people, following.summary.doses) == (200, 400)
+    assert not following.more_left
+    assert selected(session, org.officer) == set(all_dose_ids(session, ordered[MAX_PEOPLE:]))
+
+
+def test_first_people_stop_at_the_dose_limit_and_a_full_batch_is_refused(
+    session: Session, org: Seed
+) -> None:
+    bulk_people(session, org, 1100, doses=3)  # 3,300 doses: the dose cap binds first
+    first = add_search(session, org.officer, SearchFilters(), first=True)
+    assert (first.summary.people, first.summary.doses) == (1000, MAX_DOSES)
+    with pytest.raises(LimitExceeded):  # nothing fits any more: sign this batch first
+        add_search(session, org.officer, SearchFilters(), first=True)
+    assert summary(session, org.officer).doses == MAX_DOSES

@@ -555,3 +555,22 @@ def test_english(officer_client: FlaskClient, session: Session, org: Seed) -> No
     assert "Review list" in html
     assert "Not verified yet" in html
     assert "Đã chọn" not in html
+
+
+def test_over_the_cap_the_page_offers_the_first_1000_people(
+    officer_client: FlaskClient, session: Session, org: Seed
+) -> None:
+    # Issue 17: no more guessing date ranges over the 1,000-people cap.
+    bulk_people(session, org, 1001, doses=1)
+    session.commit()
+    html = page(officer_client)
+    assert "Chọn 1.000 người đầu tiên" in html
+    response = officer_client.post(
+        "/signing/selection/search",
+        data={"csrf_token": csrf_token(officer_client, "/signing/"), "first": "1"},
+    )
+    assert response.status_code == 302
+    assert len(selected(session, org.officer)) == 1000
+    html = page(officer_client)
+    assert "ký danh sách này rồi bấm lại" in html  # the flash says how to get the next ones
+    assert "Chọn 1.000 người đầu tiên" not in html  # the batch is full: sign it first

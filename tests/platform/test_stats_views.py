@@ -213,3 +213,23 @@ def test_a_refused_correction_keeps_what_was_typed(
     assert 'value="079090999999"' in text
     session.expire_all()
     assert session.get(Person, person.id).full_name == person.full_name  # type: ignore[union-attr]
+
+
+def test_the_correction_page_has_one_area_field_and_the_export_names_it(
+    client: FlaskClient, org: Seed, session: Session
+) -> None:
+    # Issue 17: the page had both "Mã xã" (a list of names) and "Mã địa bàn"; the export's
+    # "Mã xã" column held names.
+    people = invalid_people(session, org)
+    session.commit()
+    person = people["none"]
+    login(client, org.staff.username)
+    page = client.get(f"/stats/people/{person.id}").get_data(as_text=True)
+    assert page.count('name="area_id"') + page.count('name="area_code"') == 1
+    assert "Mã địa bàn" not in page
+    assert f"{org.ben_nghe.code} — {org.ben_nghe.name}" in page
+    body = client.get("/stats/invalid/export.xlsx").get_data()
+    header = next(load_workbook(io.BytesIO(body), read_only=True).worksheets[0].iter_rows())
+    names = [cell.value for cell in header]
+    assert "Mã xã" not in names
+    assert "Xã/phường nơi ở" in names

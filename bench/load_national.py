@@ -1,0 +1,579 @@
+"""The national load test: signing officers, staff and citizens at once against
+``kyso-platform serve`` (gunicorn) and PostgreSQL, on loopback, for a bounded time (locust,
+headless).
+
+Run: .venv/bin/python bench/load_national.py [--duration 60] [--officers 4] [--staff 2]
+     [--citizens 20] [--workers 5] [--threads 4]
+
+Set-up, not timed: a fresh database ``kyso_load_<pid>`` on 127.0.0.1:5432 (dropped after),
+migrated and seeded (``platform_seed``); per officer a station of its own (``add_province``),
+an officer whose P-256 software key's certificate comes from a test CA (no OCSP/CRL named in it,
+so ``KYSO_REVOCATION_POLICY=hard``, the default, accepts it: nothing to ask) and is registered,
+and lots of 1,000 verified people with 3 doses each (one lot = one batch of 3,000 doses, found by
+the lot's name). The citizens' people (``--passports``) are signed through the same HTTP flow
+and their passports issued by ``kyso-platform issue-passports`` with the central keys on a
+SoftHSM2 token. Then ``kyso-platform serve`` starts and locust runs, in a child process, the
+users defined at the bottom of this file:
+
+- officer (one locust user per officer, back to back): search (the lot's name) → tick the whole
+  search → preview → prepare → signatures posted in chunks of 500 (P-256, signed in the locust
+  process as the agent would on the officer's PC) → complete; ``batch (whole flow)`` is the
+  time of the six.
+- staff: the invalid-records statistics page and its .xlsx export, a few seconds apart.
+- citizen: lookup (form + POST + result page) → QR PNG → the signed PDF one time in ten → the
+  feedback form page → the verify page. Each visit binds its connection to a new loopback
+  address (127.1.x.y): the lookup's per-address limit (10 in 15 minutes) is the platform's real
+  one, not relaxed for the bench.
+
+The figures: signed doses per second (``kyso_signatures_stored_total`` read from ``/metrics``
+before and after, over the run's duration), lookups per second with their QR, p50/p95 per step
+and every error, locust's own table (``--csv`` in the temp folder), and the load average.
+Bars (issue 16): ≥ 1,000 signed doses/s, prepare p95 ≤ 1 s, no errors, ≥ 100 lookups/s with QR.
+A miss prints MISS (benchmarks report, tests assert).
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import os
+import random
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, utils
+
+LOOKUPS_PER_ADDRESS = 10  # platform/passport/lookup.py MAX_PER_ADDRESS
+CHUNK = 500  # platform/signing/batch_views.py MAX_SIGNATURES_PER_POST
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+
+
+def _csrf(page: str) -> str:
+    found = re.search(r'name="csrf-token" content="([^"]+)"', page) or re.search(
+        r'name="csrf_token" value="([^"]+)"', page
+    )
+    if not found:
+        raise RuntimeError("no CSRF token on the page")
+    return found.group(1)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _sign(key: ec.EllipticCurvePrivateKey, digest: str) -> str:
+    """What the agent returns for a digest: raw r||s over the prehashed SHA-256 (protocol.md)."""
+    der = key.sign(base64.b64decode(digest), ec.ECDSA(utils.Prehashed(hashes.SHA256())))
+    r, s = utils.decode_dss_signature(der)
+    return _b64(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+
+
+# --- the orchestrator (python bench/load_national.py) -----------------------------------------
+
+
+def main() -> int:
+    import argparse
+    import subprocess
+    import sys
+    import tempfile
+    from datetime import date, timedelta
+
+    import httpx
+    import psycopg
+    from sqlalchemy import select, text
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from support.passport_hsm import provision_passport_token
+    from support.platform_seed import PASSWORD, add_province, seed
+    from support.signing_data import bulk_people
+    from support.signing_keys import make_signer
+
+    from kyso.agent import devpki
+    from kyso.agent.token import softhsm
+    from kyso.platform.db import make_engine, make_session_factory
+    from kyso.platform.migrations import upgrade
+    from kyso.platform.models import Dose
+    from kyso.platform.signing.selection import add_doses
+    from kyso.platform.users.service import register_certificate
+
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--duration", type=int, default=60, help="seconds of load")
+    parser.add_argument("--officers", type=int, default=4)
+    parser.add_argument("--staff", type=int, default=2)
+    parser.add_argument("--citizens", type=int, default=20, help="concurrent citizen users")
+    parser.add_argument("--passports", type=int, default=1000, help="citizens with a passport")
+    parser.add_argument("--lots", type=int, default=0, help="lots per officer (default: enough)")
+    parser.add_argument("--workers", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=4)
+    options = parser.parse_args()
+    lots = options.lots or max(2, (options.duration * 1000) // (3000 * options.officers) + 2)
+
+    directory = Path(tempfile.mkdtemp(prefix="kyso-bench-load-"))
+    name = f"kyso_load_{os.getpid()}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = PG_URL.format(name=name)
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        started = time.monotonic()
+        upgrade(url)
+        softhsm.activate(softhsm.write_config(directory))
+        keys = provision_passport_token(directory)
+        ca = devpki.create_ca("Kyso Bench CA")
+        anchors = devpki.write_pem(directory / "anchors.pem", ca.certificate)
+        manifest_key = directory / "manifest-key.pem"
+        manifest_key.write_bytes(
+            ec.generate_private_key(ec.SECP256R1()).private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        engine = make_engine(url)
+        factory = make_session_factory(engine)
+        officers: list[dict[str, Any]] = []
+        citizens: list[dict[str, str]] = []
+        start = 0
+        with factory() as session:
+            org = seed(session)
+            session.commit()
+            citizen_signer = make_signer(ca, "p256")
+            register_certificate(session, org.admin, org.officer, citizen_signer.serial)
+            ids = bulk_people(session, org, options.passports, doses=1, name="Lê Thị Dân")
+            start += options.passports
+            doses = list(session.scalars(select(Dose.id).where(Dose.person_id.in_(ids))))
+            add_doses(session, org.officer, doses)
+            session.commit()
+            for i in range(options.passports):
+                born = date(1960, 1, 1) + timedelta(days=i * 7)
+                citizens.append(
+                    {
+                        "identity_number": f"0791{i:08d}",
+                        "birth_date": born.strftime("%d/%m/%Y"),
+                        "phone_last4": f"{i:08d}"[-4:],
+                    }
+                )
+            for o in range(options.officers):
+                province = add_province(session, "79", prefix=f"o{o}")
+                tax_code = f"03129{o:05d}"
+                province.unit.tax_code = tax_code  # the certificate's UID=MST binds it to the unit
+                signer = make_signer(
+                    ca,
+                    "p256",
+                    devpki.vn_organisation_subject(province.unit.name, tax_code=tax_code),
+                )
+                register_certificate(session, province.admin, province.officer, signer.serial)
+                names = []
+                for lot in range(lots):
+                    lot_name = f"Phạm Lô{o:02d}x{lot:03d}"
+                    bulk_people(
+                        session,
+                        org,
+                        1000,
+                        doses=3,
+                        facility=province.station,
+                        name=lot_name,
+                        start=start,
+                    )
+                    start += 1000
+                    names.append(lot_name)
+                session.commit()
+                officers.append(
+                    {
+                        "username": province.officer.username,
+                        "key": _b64(
+                            signer.key.private_bytes(
+                                serialization.Encoding.DER,
+                                serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption(),
+                            )
+                        ),
+                        "der": _b64(signer.certificate.public_bytes(serialization.Encoding.DER)),
+                        "lots": names,
+                    }
+                )
+            # bulk_people's birth dates step a week per person: keep them all in the past.
+            session.execute(
+                text(
+                    "UPDATE people SET birth_date = DATE '1940-01-01' + (id % 20000) "
+                    "WHERE birth_date > DATE '2005-01-01'"
+                )
+            )
+            session.commit()
+        engine.dispose()
+        print(
+            f"set-up: {options.officers} officers × {lots} lots of 3,000 doses, "
+            f"{options.passports} citizens; {time.monotonic() - started:.0f} s"
+        )
+
+        port = _free_port()
+        base = f"http://127.0.0.1:{port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("KYSO_", "PROMETHEUS_"))}
+        env.update(keys.environment("ES256"))
+        pdf = keys.write_document_files(directory / "pdf")
+        env.update(
+            DATABASE_URL=url,
+            KYSO_INSTANCE_PATH=str(directory / "instance"),
+            KYSO_SECRET_KEY="bench-load",
+            KYSO_SECURE_COOKIES="0",
+            KYSO_TRUST_ANCHORS=str(anchors),
+            KYSO_MANIFEST_KEY=str(manifest_key),
+            KYSO_PUBLIC_ORIGIN=base,
+            KYSO_REGISTRY_URL="http://127.0.0.1:9",
+            KYSO_PASSPORT_PDF_CHAIN=pdf["PASSPORT_PDF_CHAIN"],
+            KYSO_PASSPORT_PDF_CRLS=pdf["PASSPORT_PDF_CRLS"],
+            PROMETHEUS_MULTIPROC_DIR=str(directory / "metrics"),
+        )
+        (directory / "metrics").mkdir()
+        kyso_platform = str(Path(sys.executable).with_name("kyso-platform"))
+        log = (directory / "server.log").open("wb")
+        server = subprocess.Popen(
+            [kyso_platform, "serve", "--bind", f"127.0.0.1:{port}",
+             "--workers", str(options.workers), "--threads", str(options.threads)],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not start: see {directory / 'server.log'}")
+            time.sleep(0.3)
+
+        # The citizens' passports: their doses signed over HTTP, then issued.
+        _sign_over_http(base, "kyduyet.bennghe", PASSWORD, citizen_signer)
+        issued = subprocess.run(
+            [kyso_platform, "issue-passports"], env=env, capture_output=True, text=True
+        )
+        if issued.returncode != 0:
+            raise RuntimeError(f"issue-passports failed: {issued.stderr[-2000:]}")
+        print(f"passports: {issued.stdout.strip()[-300:]}")
+
+        plan = directory / "plan.json"
+        plan.write_text(
+            json.dumps(
+                {"base": base, "password": PASSWORD, "officers": officers, "citizens": citizens}
+            )
+        )
+        before = _metrics(base)
+        load_before = os.getloadavg()
+        csv = directory / "locust"
+        users = options.officers + options.staff + options.citizens
+        locust_started = time.monotonic()
+        subprocess.run(
+            [str(Path(sys.executable).with_name("locust")), "-f", __file__, "--headless",
+             "--host", base, "-u", str(users), "-r", str(users),
+             "-t", f"{options.duration}s", "--stop-timeout", "30", "--csv", str(csv),
+             "--only-summary", "--loglevel", "WARNING"],
+            env={**os.environ, "KYSO_LOAD_PLAN": str(plan),
+                 "KYSO_LOAD_OFFICERS": str(options.officers),
+                 "KYSO_LOAD_STAFF": str(options.staff),
+                 "KYSO_LOAD_CITIZENS": str(options.citizens)},
+            check=False,
+        )  # fmt: skip
+        elapsed = time.monotonic() - locust_started
+        after = _metrics(base)
+        load_after = os.getloadavg()
+        return _report(csv, before, after, elapsed, options, load_before, load_after)
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=60)
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        print(f"files: {directory}")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _metrics(base: str) -> dict[str, float]:
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    values: dict[str, float] = {}
+    page = httpx.get(f"{base}/metrics", timeout=30).text
+    for family in text_string_to_metric_families(page):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            values[f"{sample.name}{{{labels}}}"] = sample.value
+    return values
+
+
+def _sign_over_http(base: str, username: str, password: str, signer: Any) -> int:
+    """The officer flow with httpx (the set-up's own batch: the selection is already ticked)."""
+    import httpx
+
+    with httpx.Client(base_url=base, timeout=120) as client:
+        token = _csrf(client.get("/login").text)
+        client.post(
+            "/login", data={"username": username, "password": password, "csrf_token": token}
+        )
+        token = _csrf(client.get("/signing/preview").text)
+        headers = {"X-CSRFToken": token, "Origin": base}
+        der = signer.certificate.public_bytes(serialization.Encoding.DER)
+        prepared = client.post("/signing/api/batches", json={"der": _b64(der)}, headers=headers)
+        prepared.raise_for_status()
+        batch = prepared.json()
+        attempt = batch["attempt"]
+        signatures = [_sign(signer.key, d) for d in attempt["digests"]]
+        url = f"/signing/api/batches/{batch['batch']}"
+        for offset in range(0, len(signatures), CHUNK):
+            body = {
+                "attempt": attempt["id"],
+                "offset": offset,
+                "signatures": signatures[offset : offset + CHUNK],
+            }
+            client.post(f"{url}/signatures", json=body, headers=headers).raise_for_status()
+        done = client.post(f"{url}/complete", json={}, headers=headers).json()
+        if done["signed"] != batch["total"]:
+            raise RuntimeError(f"the citizens' batch was not all signed: {done}")
+        return int(done["signed"])
+
+
+def _report(
+    csv: Path,
+    before: dict[str, float],
+    after: dict[str, float],
+    elapsed: float,
+    options: Any,
+    load_before: tuple[float, float, float],
+    load_after: tuple[float, float, float],
+) -> int:
+    import csv as csvlib
+
+    def grew(key: str) -> float:
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    signed = grew("kyso_signatures_stored_total{}")
+    completed = grew("kyso_signing_batches_total{event=completed}")
+    found = grew("kyso_citizen_lookups_total{outcome=found}")
+    throttled = sum(
+        after[k] - before.get(k, 0.0) for k in after if k.startswith("kyso_throttled_requests")
+    )
+    rows = list(csvlib.DictReader((csv.parent / f"{csv.name}_stats.csv").open()))
+    failures = list(csvlib.DictReader((csv.parent / f"{csv.name}_failures.csv").open()))
+    cpus = os.cpu_count()
+    print(
+        f"\n{options.officers} officers, {options.staff} staff, {options.citizens} citizens; "
+        f"gunicorn {options.workers} workers × {options.threads} threads; {cpus} CPUs; "
+        f"{elapsed:.0f} s; load average {load_before[0]:.1f} before, {load_after[0]:.1f} after"
+    )
+    print(f"{'step':34} {'n':>7} {'fail':>5} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'/s':>7}")
+    prepare_p95 = 0.0
+    qr_rate = 0.0
+    errors = 0
+    for row in rows:
+        if row["Name"] == "Aggregated":
+            continue
+        p95 = float(row["95%"] or 0)
+        errors += int(row["Failure Count"])
+        if row["Name"] == "prepare":
+            prepare_p95 = p95
+        if row["Name"] == "qr.png":
+            qr_rate = float(row["Request Count"]) / elapsed
+        print(
+            f"{row['Name']:34} {row['Request Count']:>7} {row['Failure Count']:>5} "
+            f"{float(row['50%'] or 0):8.0f} {p95:8.0f} {float(row['Max Response Time']):8.0f} "
+            f"{float(row['Request Count']) / elapsed:7.1f}"
+        )
+    for failure in failures:
+        print(f"  error: {failure['Name']}: {failure['Error'][:160]} × {failure['Occurrences']}")
+    print(
+        f"signed doses stored {signed:.0f} in {completed:.0f} completed batches: "
+        f"{signed / elapsed:.0f}/s; passports found {found:.0f}: {found / elapsed:.1f}/s "
+        f"(QR {qr_rate:.1f}/s); throttled {throttled:.0f}"
+    )
+    for label, ok in (
+        ("≥ 1,000 signed doses/s", signed / elapsed >= 1000),
+        ("prepare p95 ≤ 1 s", 0 < prepare_p95 <= 1000),
+        ("no errors", errors == 0 and throttled == 0),
+        ("≥ 100 lookups/s with QR", found / elapsed >= 100 and qr_rate >= 100),
+    ):
+        print(f"  {'meets' if ok else 'MISS '} {label}")
+    return 0
+
+
+# --- the locust users (locust -f bench/load_national.py, started by main) ---------------------
+
+if os.environ.get("KYSO_LOAD_PLAN"):
+    import requests
+    from cryptography.hazmat.primitives.serialization import load_der_private_key
+    from locust import HttpUser, between, constant, events, task
+    from locust.exception import StopUser
+    from requests.adapters import HTTPAdapter
+
+    PLAN = json.loads(Path(os.environ["KYSO_LOAD_PLAN"]).read_text())
+    _officers = iter(PLAN["officers"])
+    _addresses = itertools.count()
+
+    def _fire(name: str, started: float, exception: Exception | None = None) -> None:
+        events.request.fire(
+            request_type="FLOW",
+            name=name,
+            response_time=(time.perf_counter() - started) * 1000,
+            response_length=0,
+            exception=exception,
+            context={},
+        )
+
+    class SourceAddress(HTTPAdapter):
+        """Connections from one loopback address (a citizen's own IP, as the platform sees it)."""
+
+        def __init__(self, address: str) -> None:
+            self.address = address
+            super().__init__()
+
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["source_address"] = (self.address, 0)
+            super().init_poolmanager(*args, **kwargs)
+
+    class OfficerUser(HttpUser):
+        fixed_count = int(os.environ.get("KYSO_LOAD_OFFICERS", "1"))
+        wait_time = constant(0)
+
+        def on_start(self) -> None:
+            plan = next(_officers)
+            self.lots = list(plan["lots"])
+            self.der = plan["der"]
+            key = load_der_private_key(base64.b64decode(plan["key"]), None)
+            assert isinstance(key, ec.EllipticCurvePrivateKey)
+            self.key = key
+            token = _csrf(self.client.get("/login", name="login page").text)
+            self.client.post(
+                "/login",
+                data={"username": plan["username"], "password": PLAN["password"],
+                      "csrf_token": token},
+                name="login",
+            )  # fmt: skip
+
+        @task
+        def sign_a_batch(self) -> None:
+            if not self.lots:
+                raise StopUser
+            lot = self.lots.pop(0)
+            started = time.perf_counter()
+            try:
+                self._flow(lot)
+            except Exception as exc:
+                _fire("batch (whole flow)", started, exc)
+                raise
+            _fire("batch (whole flow)", started)
+
+        def _flow(self, lot: str) -> None:
+            page = self.client.get("/signing/", params={"name": lot}, name="search").text
+            token = _csrf(page)
+            headers = {"X-CSRFToken": token, "Origin": PLAN["base"]}
+            with self.client.post(
+                "/signing/selection/search",
+                data={"name": lot, "csrf_token": token},
+                headers={"Accept": "application/json"},
+                name="tick the search",
+                catch_response=True,
+            ) as ticked:
+                if ticked.status_code != 200 or not ticked.json().get("ok"):
+                    ticked.failure(ticked.text[:300])
+                    raise RuntimeError("tick refused")
+            self.client.get("/signing/preview", name="preview")
+            with self.client.post(
+                "/signing/api/batches", json={"der": self.der}, headers=headers,
+                name="prepare", catch_response=True,
+            ) as prepared:  # fmt: skip
+                if prepared.status_code != 200:
+                    prepared.failure(prepared.text[:300])
+                    raise RuntimeError("prepare refused")
+                batch = prepared.json()
+                if batch["total"] != 3000:
+                    prepared.failure(f"{batch['total']} doses, not 3,000")
+            attempt = batch["attempt"]
+            signatures = [_sign(self.key, d) for d in attempt["digests"]]
+            url = f"/signing/api/batches/{batch['batch']}"
+            for offset in range(0, len(signatures), CHUNK):
+                body = {
+                    "attempt": attempt["id"],
+                    "offset": offset,
+                    "signatures": signatures[offset : offset + CHUNK],
+                }
+                with self.client.post(
+                    f"{url}/signatures", json=body, headers=headers,
+                    name="signatures (500)", catch_response=True,
+                ) as posted:  # fmt: skip
+                    if posted.status_code != 200 or posted.json().get("rejections"):
+                        posted.failure(posted.text[:300])
+            with self.client.post(
+                f"{url}/complete", json={}, headers=headers, name="complete", catch_response=True
+            ) as done:
+                result = done.json() if done.status_code == 200 else {}
+                if result.get("signed") != batch["total"]:
+                    done.failure(done.text[:300])
+
+    class StaffUser(HttpUser):
+        fixed_count = int(os.environ.get("KYSO_LOAD_STAFF", "1"))
+        wait_time = between(1, 3)
+
+        def on_start(self) -> None:
+            token = _csrf(self.client.get("/login", name="login page").text)
+            self.client.post(
+                "/login",
+                data={"username": "nhanvien.bennghe", "password": PLAN["password"],
+                      "csrf_token": token},
+                name="login",
+            )  # fmt: skip
+
+        @task(3)
+        def statistics(self) -> None:
+            self.client.get("/stats/invalid", name="statistics")
+
+        @task(1)
+        def export(self) -> None:
+            self.client.get("/stats/invalid/export.xlsx", name="export.xlsx")
+
+    class CitizenUser(HttpUser):
+        fixed_count = int(os.environ.get("KYSO_LOAD_CITIZENS", "1"))
+        wait_time = constant(0)
+
+        @task
+        def visit(self) -> None:
+            number = next(_addresses)
+            address = f"127.1.{(number // 250) % 250 + 1}.{number % 250 + 1}"
+            self.client.cookies.clear()
+            self.client.mount("http://", SourceAddress(address))
+            citizen = random.choice(PLAN["citizens"])
+            token = _csrf(self.client.get("/passports/lookup", name="lookup form").text)
+            with self.client.post(
+                "/passports/lookup", data={**citizen, "csrf_token": token},
+                name="lookup", catch_response=True,
+            ) as found:  # fmt: skip
+                if "/passports/lookup/result" not in found.url:
+                    said = re.search(r'class="[^"]*error[^"]*"[^>]*>([^<]+)', found.text)
+                    found.failure(f"HTTP {found.status_code}: {said.group(1) if said else '?'}")
+                    return
+            qr = self.client.get("/passports/lookup/qr.png", name="qr.png")
+            if qr.headers.get("Content-Type") != "image/png":
+                return
+            if random.random() < 0.1:
+                self.client.get("/passports/lookup/passport.pdf", name="passport.pdf")
+            self.client.get("/feedback/", name="feedback form")
+            self.client.get("/passports/verify", name="verify page")
+
+    _ = requests  # the HTTP library locust's HttpUser is built on
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
