@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 from kyso.agent.expiry import expiry_warning
-from kyso.agent.i18n import tr
+from kyso.agent.i18n import Count, tr
 from kyso.agent.service import BatchOutcome, ConsentRequest
 
 T = TypeVar("T")
@@ -238,10 +238,10 @@ class ConsoleUI:
             self._t(
                 "consent_certificate",
                 subject=cert.subject,
-                not_after=cert.not_after.date().isoformat(),
+                not_after=cert.not_after.date(),
             ),
             *filter(None, [expiry_warning(cert.not_after, self._language)]),
-            self._t("consent_count", count=m.count),
+            self._t("consent_count", count=Count(m.count)),
             "",
             self._t("consent_summary_title"),
             "  +" + "-" * 66,
@@ -249,10 +249,10 @@ class ConsoleUI:
         summary = self._t(
             "consent_summary",
             facility=m.summary.facility,
-            people=m.summary.people,
-            doses=m.summary.doses,
-            first_date=m.summary.first_date.isoformat(),
-            last_date=m.summary.last_date.isoformat(),
+            people=Count(m.summary.people),
+            doses=Count(m.summary.doses),
+            first_date=m.summary.first_date,
+            last_date=m.summary.last_date,
         )
         lines += [f"  | {line}" for line in summary.splitlines()]
         lines += ["  +" + "-" * 66, "", self._t("consent_code", code=m.code)]

@@ -26,7 +26,7 @@ def expiry_warning(not_after: datetime, language: str, now: datetime | None = No
         return tr(
             "dialogs.expiry_warning",
             language,
-            not_after=not_after.date().isoformat(),
+            not_after=not_after.date(),
             days=left.days,
         )
     return None

@@ -49,6 +49,8 @@ def make_engine(url: str, **options: Any) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA busy_timeout=10000")
             cursor.close()
+            # Vietnamese alphabetical order for ORDER BY name COLLATE vi (see vietnamese()).
+            connection.create_collation(SQLITE_VIETNAMESE, _compare_vietnamese)
 
         return engine
     if url.startswith("postgresql"):
@@ -98,6 +100,24 @@ def is_postgresql(bind: Session | Engine | Connection) -> bool:
 
 def is_sqlite(bind: Session | Engine | Connection) -> bool:
     return backend(bind) is Backend.SQLITE
+
+
+SQLITE_VIETNAMESE = "vi"
+# PostgreSQL's ICU collation for Vietnamese (Debian's and the official packages are built with
+# ICU): d < đ, a < ă < â, tones second: the order of the platform's own sort key.
+POSTGRESQL_VIETNAMESE = "vi-x-icu"
+
+
+def _compare_vietnamese(left: str, right: str) -> int:
+    from kyso.platform.formatting import sort_key
+
+    a, b = sort_key(left), sort_key(right)
+    return (a > b) - (a < b)
+
+
+def vietnamese(session: Session, column: Any) -> Any:
+    """``column`` in Vietnamese alphabetical order (Dương before Đặng), for ORDER BY."""
+    return column.collate(POSTGRESQL_VIETNAMESE if is_postgresql(session) else SQLITE_VIETNAMESE)
 
 
 def serialize_on(session: Session, *keys: str) -> None:

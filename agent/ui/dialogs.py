@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
 
 from kyso.agent import __version__
 from kyso.agent.expiry import expiry_warning
-from kyso.agent.i18n import tr
+from kyso.agent.i18n import Count, tr
 from kyso.agent.protocol import ErrorCode
 from kyso.agent.service import BatchOutcome, ConsentRequest
 from kyso.agent.token.model import PinStatus
@@ -125,7 +125,7 @@ class ConsentDialog(_GuardedQuestion):
         self.request = request
         manifest, cert = request.manifest, request.certificate
         self.setWindowTitle(t("dialogs.consent_title", language))
-        self.approve_button.setText(t("consent_approve", language, count=manifest.count))
+        self.approve_button.setText(t("consent_approve", language, count=Count(manifest.count)))
 
         layout = QVBoxLayout(self)
         layout.addWidget(label(t("dialogs.consent_title", language), bold=True, scale=1.25))
@@ -138,7 +138,7 @@ class ConsentDialog(_GuardedQuestion):
                     "dialogs.consent_certificate",
                     language,
                     subject=short_subject(cert.subject),
-                    not_after=cert.not_after.date().isoformat(),
+                    not_after=cert.not_after.date(),
                 ),
                 name="certificate",
             )
@@ -147,7 +147,7 @@ class ConsentDialog(_GuardedQuestion):
         if warning:
             layout.addWidget(label(warning, name="expiry"))
         layout.addWidget(
-            label(t("dialogs.consent_count", language, count=manifest.count), name="count")
+            label(t("dialogs.consent_count", language, count=Count(manifest.count)), name="count")
         )
 
         frame = QFrame()
@@ -163,10 +163,10 @@ class ConsentDialog(_GuardedQuestion):
                     "dialogs.consent_summary",
                     language,
                     facility=summary.facility,
-                    people=summary.people,
-                    doses=summary.doses,
-                    first_date=summary.first_date.isoformat(),
-                    last_date=summary.last_date.isoformat(),
+                    people=Count(summary.people),
+                    doses=Count(summary.doses),
+                    first_date=summary.first_date,
+                    last_date=summary.last_date,
                 ),
                 name="summary",
             )

@@ -70,7 +70,7 @@ def certificate_text(controller: AgentController, language: str) -> str:
                 language,
                 subject=short_subject(cert.subject),
                 kind=f"{cert.key_type}-{cert.key_size}",
-                not_after=cert.not_after.date().isoformat(),
+                not_after=cert.not_after.date(),
             )
         )
         warning = expiry_warning(cert.not_after, language)

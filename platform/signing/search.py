@@ -49,6 +49,7 @@ from sqlalchemy.types import NullType
 
 from kyso.platform.auth.access import signable_facilities
 from kyso.platform.db import backend, is_postgresql
+from kyso.platform.formatting import day
 from kyso.platform.i18n import DomainError
 from kyso.platform.inputs import is_number, parse_date
 from kyso.platform.models import (
@@ -276,8 +277,8 @@ def validate(filters: SearchFilters) -> None:
     if filters.date_from and filters.date_to and filters.date_from > filters.date_to:
         raise DomainError(
             "signing.date_order",
-            date_from=filters.date_from.strftime("%d/%m/%Y"),
-            date_to=filters.date_to.strftime("%d/%m/%Y"),
+            date_from=day(filters.date_from),
+            date_to=day(filters.date_to),
         )
 
 

@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives import serialization
 from sqlalchemy import ColumnElement, Select, false, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
+from kyso.platform import formatting
 from kyso.platform.auth.access import manageable_users, may_manage, within_province
 from kyso.platform.auth.service import audit, hash_password
 from kyso.platform.auth.sessions import (
@@ -44,8 +45,8 @@ from kyso.platform.auth.sessions import (
     end_sessions_after_change,
     end_user_sessions,
 )
-from kyso.platform.db import serialize_on
-from kyso.platform.i18n import LANGUAGES, DomainError, translate
+from kyso.platform.db import serialize_on, vietnamese
+from kyso.platform.i18n import LANGUAGES, DomainError, catalogue, translate
 from kyso.platform.inputs import storable
 from kyso.platform.models import (
     Area,
@@ -146,8 +147,7 @@ def normalise_serial(text: str) -> str:
 
 def format_serial(serial_hex: str) -> str:
     """For reading aloud and comparing with the token: even-length hex in pairs."""
-    padded = serial_hex if len(serial_hex) % 2 == 0 else "0" + serial_hex
-    return " ".join(padded[i : i + 2] for i in range(0, len(padded), 2))
+    return formatting.serial(serial_hex)
 
 
 def generate_password() -> str:
@@ -289,7 +289,7 @@ def list_users(
     number = _page_number(page, total, size)
     users = session.scalars(
         stmt.options(selectinload(User.facility), selectinload(User.signing_unit))
-        .order_by(User.full_name, User.id)
+        .order_by(vietnamese(session, User.full_name), User.id)
         .limit(size)
         .offset((number - 1) * size)
     ).all()
@@ -311,7 +311,7 @@ def list_users(
 
 
 def facility_choices(session: Session, actor: User) -> list[Facility]:
-    stmt = select(Facility).order_by(Facility.name)
+    stmt = select(Facility).order_by(vietnamese(session, Facility.name))
     if actor.province_id is not None:
         stmt = stmt.join(Area, Facility.area_id == Area.id).where(
             Area.province_id == actor.province_id
@@ -320,7 +320,7 @@ def facility_choices(session: Session, actor: User) -> list[Facility]:
 
 
 def signing_unit_choices(session: Session, actor: User) -> list[SigningUnit]:
-    stmt = select(SigningUnit).order_by(SigningUnit.name)
+    stmt = select(SigningUnit).order_by(vietnamese(session, SigningUnit.name))
     if actor.province_id is not None:
         stmt = stmt.where(SigningUnit.province_id == actor.province_id)
     return list(session.scalars(stmt))
@@ -853,6 +853,19 @@ def audit_events(
         AuditRow(e, actors.get(e.user_id) if e.user_id else None, _detail(e.detail)) for e in events
     ]
     return Page(rows, total, number, size)
+
+
+def audit_summary(event: AuditEvent, language: str) -> str | None:
+    """The event in one sentence ("Đã ký lô 237 mũi, từ chối 0 mũi"), where the catalogue
+    has one for its action (``users.summary_<action>``); None shows the raw detail instead."""
+    key = "users.summary_" + event.action.replace(".", "_")
+    if key not in catalogue():
+        return None
+    values: dict[str, Any] = {"target": event.target or "—"}
+    for name, value in (event.detail or {}).items():
+        counted = isinstance(value, int) and not isinstance(value, bool)
+        values[name] = formatting.number(value, language) if counted else value
+    return translate(key, language, **values)
 
 
 def _detail(detail: dict[str, Any] | None) -> list[tuple[str, str]]:

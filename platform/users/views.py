@@ -25,6 +25,7 @@ from flask import (
 )
 from werkzeug.wrappers import Response
 
+from kyso.platform import formatting
 from kyso.platform.auth.access import may_manage
 from kyso.platform.i18n import DomainError, catalogue, translate
 from kyso.platform.inputs import is_number
@@ -86,8 +87,7 @@ def _helpers() -> dict[str, Any]:
     lang = language()
 
     def local_time(moment: datetime | None) -> str:
-        shown = service.to_vietnam_time(moment)
-        return shown.strftime("%d/%m/%Y %H:%M:%S") if shown else "—"
+        return formatting.moment(moment, seconds=True)
 
     def role_label(role: Role) -> str:
         return translate(f"users.role_{role.value}", lang)
@@ -110,6 +110,7 @@ def _helpers() -> dict[str, Any]:
         "role_label": role_label,
         "reason_text": reason_text,
         "action_label": action_label,
+        "audit_summary": lambda event: service.audit_summary(event, lang),
         "format_serial": service.format_serial,
         "roles": list(Role),
         "deactivation_reasons": service.DEACTIVATION_REASONS,
@@ -474,13 +475,9 @@ def deactivate_certificate(user_id: int, certificate_id: int) -> Any:
 
 
 def _date_arg(name: str) -> date | None:
-    raw = request.args.get(name, "").strip()
-    if not raw:
-        return None
-    try:
-        return date.fromisoformat(raw)
-    except ValueError:
-        raise DomainError("users.audit_date_invalid", value=raw[:20]) from None
+    # dd/mm/yyyy typed in a text field: the browser's locale never decides the order.
+    field = translate(f"users.audit_{name}", language())
+    return formatting.parse_day(request.args.get(name, ""), field)
 
 
 @blueprint.get("/audit")

@@ -39,7 +39,8 @@ def _consent(token: Pkcs11Token, not_after: datetime) -> ConsentRequest:
 def test_consent_text_warns_within_30_days_of_expiry(token: Pkcs11Token) -> None:
     soon = datetime.now(UTC) + timedelta(days=20, hours=1)
     lines = ConsoleUI("vi", out=io.StringIO()).consent_lines(_consent(token, soon))
-    assert any(f"hết hạn ngày {soon.date().isoformat()} (còn 20 ngày)" in line for line in lines)
+    shown = soon.strftime("%d/%m/%Y")  # dd/mm/yyyy, as the platform writes dates (issue 17)
+    assert any(f"hết hạn ngày {shown} (còn 20 ngày)" in line for line in lines)
     lines = ConsoleUI("en", out=io.StringIO()).consent_lines(_consent(token, soon))
     assert any("(20 days left)" in line for line in lines)
 

@@ -52,7 +52,8 @@ def test_consent_shows_what_the_agent_verified(
     assert "Nội dung do hệ thống tiêm chủng cung cấp:" in text
     assert "Đơn vị: Trạm Y tế Phường Bến Nghé, Quận 1" in text
     assert "Mã xác nhận: K7Q-4MZ" in text
-    not_after = request.certificate.not_after.date().isoformat()
+    assert "Ngày tiêm: từ 01/03/2022 đến 31/03/2022" in text  # dd/mm/yyyy (issue 17)
+    not_after = request.certificate.not_after.strftime("%d/%m/%Y")  # as the platform writes dates
     assert f"hiệu lực đến {not_after}" in text
     # The platform's words are inside the framed summary, and nothing renders as rich text.
     frame = dialog.findChild(QLabel, "summary")

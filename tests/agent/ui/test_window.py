@@ -122,7 +122,7 @@ def test_certificate_that_will_sign(
     assert softhsm.certificates["no_signing_usage"].fingerprint_sha256 not in fingerprints
     for cert in usable:
         key = f"{cert.key_type}-{cert.key_size}"
-        until = cert.not_after.date().isoformat()
+        until = cert.not_after.strftime("%d/%m/%Y")  # dd/mm/yyyy, as the platform writes dates
         assert f"{short_subject(cert.subject)} ({key}) — hiệu lực đến {until}" in text.splitlines()
 
 
