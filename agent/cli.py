@@ -27,6 +27,7 @@ from kyso.agent.console import ConsoleUI, route_terminal_logging
 from kyso.agent.i18n import tr
 from kyso.agent.logs import log_path, setup_logging
 from kyso.agent.manifest import ReplayGuard
+from kyso.agent.pairing import ConsentMemory, PairingError
 from kyso.agent.server import PortInUse, ServerThread
 from kyso.agent.service import AgentService
 from kyso.agent.token.model import ModuleLoadError, TokenError
@@ -89,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="started by a login entry: quit at once if the officer turned 'start at login' off",
     )
+    parser.add_argument(
+        "--forget-origin",
+        metavar="ORIGIN",
+        help="remove a page the officer allowed at the headless prompt (it is asked again), "
+        "then exit",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log connections and errors")
     parser.add_argument("--version", action="version", version=f"kyso-agent {__version__}")
     return parser
@@ -104,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from kyso.agent.selftest import run_self_test
 
         return run_self_test(args)
+    if args.forget_origin is not None:
+        return _forget_origin(args.forget_origin, args.language or "vi")
     if not (args.headless or args.list_modules or args.list_certificates):
         return _run_desktop(args)
     language = args.language or "vi"
@@ -127,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.list_certificates:
             return _list_certificates(token, language)
-        ui = ConsoleUI(language, log_file=log_path(config.state_dir))
+        ui = ConsoleUI(language, log_file=log_path(config.state_dir), remembers=True)
         return _serve(config, token, ui, module, language)
     finally:
         token.close()
@@ -148,7 +157,9 @@ def _serve(
     # Log lines reach the terminal only through the console, which holds them while a
     # question is open (they would scroll the consent text away).
     route_terminal_logging(ui)
-    thread = ServerThread(config, lambda: AgentService(config, token, ui, guard))
+    # The officer's yes to a page is kept in the keyring, as the desktop's paired pages are.
+    consents = ConsentMemory()
+    thread = ServerThread(config, lambda: AgentService(config, token, ui, guard, consents=consents))
     try:
         port = thread.start()
     except PortInUse as exc:
@@ -163,6 +174,19 @@ def _serve(
     stop.wait()
     thread.stop()
     print(tr("cli.stopped", language), flush=True)
+    return 0
+
+
+def _forget_origin(origin: str, language: str) -> int:
+    try:
+        forgotten = ConsentMemory().forget(origin)
+    except PairingError as exc:
+        print(tr("cli.origin_forget_failed", language, origin=origin, error=exc), file=sys.stderr)
+        return EXIT_CONFIG
+    if not forgotten:
+        print(tr("cli.origin_not_remembered", language, origin=origin), file=sys.stderr)
+        return EXIT_CONFIG
+    print(tr("cli.origin_forgotten", language, origin=origin))
     return 0
 
 

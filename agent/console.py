@@ -90,8 +90,12 @@ class ConsoleUI:
         read_secret: Callable[[str], str] | None = None,
         stdin: TextIO | None = None,
         log_file: Path | None = None,
+        remembers: bool = False,
     ) -> None:
+        """``remembers``: the service remembers a "yes" to an origin across runs (the prompt
+        says so, and how to undo it)."""
         self._language = language
+        self._remembers = remembers
         self._out = out or sys.stdout
         self._err = err or (self._out if out is not None else sys.stderr)
         self._stdin = stdin or sys.stdin
@@ -220,7 +224,8 @@ class ConsoleUI:
     def _approve_origin(self, origin: str, withdraw: threading.Event) -> bool:
         with self._question_lock:
             question = self._t("origin_question", origin=origin)
-            return self._is_yes(self._ask([], question, withdraw))
+            lines = [self._t("origin_remembered", origin=origin)] if self._remembers else []
+            return self._is_yes(self._ask(lines, question, withdraw))
 
     async def ask_consent_and_pin(self, request: ConsentRequest) -> str | None:
         return await self._question(lambda withdraw: self._consent_and_pin(request, withdraw))

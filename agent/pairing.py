@@ -36,6 +36,7 @@ from typing import Any, Final
 import httpx
 import keyring
 import keyring.errors
+from cryptography.hazmat.primitives import serialization
 
 from kyso.agent import i18n
 from kyso.agent.config import (
@@ -480,3 +481,62 @@ class PairingManager:
                 self._pending = None
         if answered:
             self._notify(None)
+
+
+# ---------------------------------------------------------------------------------------------
+# The officer's "yes, this page may see the certificates", remembered across runs (issue 17)
+# ---------------------------------------------------------------------------------------------
+
+CONSENT_ENTRY: Final = "consented-origins"
+
+
+class ConsentMemory:
+    """The origins the officer allowed to read the certificate list, each with the key it had.
+
+    Kept in the same keyring store as the paired origins (``OriginStore``, its own entry): the
+    origin and the PEM of the manifest key it was allowed with. An answer counts again only for
+    the same origin with the same key: if the administrator or a new pairing changes the key,
+    the officer is asked again. Origins a browser may not pair (http, localhost, IP addresses)
+    are not remembered and are asked once per run, as before. Thread-safe; every call may
+    block on the keyring (not on the asyncio or Qt thread).
+    """
+
+    def __init__(self, store: OriginStore | None = None) -> None:
+        self._store = store or OriginStore(entry=CONSENT_ENTRY)
+        self._lock = threading.Lock()
+
+    def origins(self) -> list[StoredOrigin]:
+        return self._store.load()
+
+    def remembered(self, allowed: AllowedOrigin) -> bool:
+        """True if the officer allowed this origin, with this very key, in an earlier run."""
+        return any(
+            stored.origin == allowed.origin
+            and _key_fingerprint_pem(stored.pem, stored.origin) == allowed.manifest_key_fingerprint
+            for stored in self._store.load()
+        )
+
+    def remember(self, allowed: AllowedOrigin) -> bool:
+        """Stores the officer's yes for this origin and key; False if it cannot be remembered."""
+        if pairable(allowed.origin) != allowed.origin:
+            return False
+        pem = allowed.manifest_key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ).decode("ascii")
+        stored = StoredOrigin(allowed.origin, pem, datetime.now(UTC).replace(microsecond=0))
+        with self._lock:
+            others = [s for s in self._store.load() if s.origin != allowed.origin]
+            self._store.save([*others, stored])
+        log.info("origin %s allowed to read the certificates (remembered)", allowed.origin)
+        return True
+
+    def forget(self, origin: str) -> bool:
+        """Removes the remembered answer for ``origin``; False if there was none."""
+        with self._lock:
+            stored = self._store.load()
+            remaining = [s for s in stored if s.origin != origin]
+            if len(remaining) == len(stored):
+                return False
+            self._store.save(remaining)
+        log.info("origin %s forgotten: the officer will be asked again", origin)
+        return True

@@ -20,7 +20,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar
 
 from kyso.agent.config import AgentConfig, AllowedOrigin
 from kyso.agent.manifest import BatchManifest, ReplayGuard, commitment, verify_manifest
-from kyso.agent.pairing import PairingManager
+from kyso.agent.pairing import ConsentMemory, PairingError, PairingManager
 from kyso.agent.protocol import (
     PROTOCOL_VERSIONS,
     AgentState,
@@ -97,7 +97,8 @@ class UserInterface(Protocol):
     """
 
     async def approve_origin(self, origin: str) -> bool:
-        """Asks whether this origin may read the certificate list (once per agent run)."""
+        """Asks whether this origin may read the certificate list (once per agent run, or once
+        for good when the service has a ``ConsentMemory``)."""
         ...
 
     async def ask_consent_and_pin(self, request: ConsentRequest) -> str | None:
@@ -156,13 +157,17 @@ class AgentService:
         *,
         hotplug_interval: float | None = DEFAULT_INTERVAL,
         pairing: PairingManager | None = None,
+        consents: ConsentMemory | None = None,
     ) -> None:
         """``hotplug_interval``: seconds between two polls of the token slots (``start`` runs
         the monitor); None runs no monitor and ``hello`` asks the token each time.
         ``pairing``: the allowlist with the officer's paired origins and pairing requests;
-        None allows the machine config's origins only."""
+        None allows the machine config's origins only.
+        ``consents``: where the officer's "yes" to an origin is remembered across runs (the
+        headless agent); None asks once per run."""
         self._config = config
         self.pairing = pairing
+        self._consents = consents
         self._token = token
         self._ui = ui
         self._replays = replay_guard
@@ -402,12 +407,18 @@ class AgentService:
         if self.pairing is not None and self.pairing.paired_in_this_run(origin):
             self._approved_origins.add(origin)  # pairing it was the officer's consent
             return
+        consents = self._consents
+        if consents is not None and await asyncio.to_thread(consents.remembered, conn.origin):
+            self._approved_origins.add(origin)  # allowed in an earlier run, with this same key
+            return
         if self._origin_lock.locked() or self.busy:
             raise ProtocolError(ErrorCode.BUSY, request_id)
         async with self._origin_lock:
             answered, approved = await _unless(self._ui.approve_origin(origin), conn.gone)
             if answered and approved:
                 self._approved_origins.add(origin)
+                if consents is not None:
+                    await asyncio.to_thread(_remember, consents, conn.origin)
                 return
         raise ProtocolError(ErrorCode.ORIGIN_NOT_APPROVED, request_id)
 
@@ -643,3 +654,11 @@ def _token_error(exc: tm.TokenError, request_id: str, delivered: int) -> Protoco
         "token error: %s: %s (cause: %r)", type(exc).__name__, exc, getattr(exc, "cause", None)
     )
     return ProtocolError(ErrorCode.TOKEN_ERROR, request_id, detail=signed)
+
+
+def _remember(consents: ConsentMemory, allowed: AllowedOrigin) -> None:
+    """Stores the officer's yes; a keyring that fails only means being asked again next run."""
+    try:
+        consents.remember(allowed)
+    except PairingError as exc:
+        log.warning("cannot remember that %s was allowed: %s", allowed.origin, exc)

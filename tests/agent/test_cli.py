@@ -68,10 +68,11 @@ def _free_port() -> int:
 class Terminal:
     """The agent in a pseudo-terminal, as in an officer's console window."""
 
-    def __init__(self, argv: list[str]) -> None:
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
         self.pid, self.fd = pty.fork()
         if self.pid == 0:  # the child: become kyso-agent
-            os.execv(sys.executable, [sys.executable, "-m", "kyso.agent.cli", *argv])
+            argv = [sys.executable, "-m", "kyso.agent.cli", *argv]
+            os.execve(sys.executable, argv, env if env is not None else os.environ.copy())
         self.output = ""
 
     def read_until(self, text: str, timeout: float = 30) -> str:
@@ -263,3 +264,85 @@ def test_headless_log_lines_wait_until_the_prompt_is_answered(
     assert "Nhật ký ghi trong lúc chờ câu trả lời (60 dòng" in after
     terminal.read_until("2/2")
     assert terminal.output.count("refused a handshake from origin") >= 60
+
+
+OTHER_ORIGIN = "https://tiemchung2.example.vn"
+
+
+def test_headless_remembers_the_origins_the_officer_allowed(
+    tmp_path: Path, softhsm: ProvisionedToken
+) -> None:
+    """Issue 17: a page allowed at the headless prompt reads the certificates after a restart
+    without a question (it was asked again after every restart); a page never allowed is still
+    asked; ``--forget-origin`` removes the answer and the officer is asked again."""
+    port = _free_port()
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'pkcs11_module = "{softhsm.module_path}"\nport = {port}\n'
+        f'\n[[origins]]\norigin = "{ORIGIN}"\n'
+        f'manifest_key = """{ManifestIssuer(ORIGIN).public_pem}"""\n'
+        f'\n[[origins]]\norigin = "{OTHER_ORIGIN}"\n'
+        f'manifest_key = """{ManifestIssuer(OTHER_ORIGIN).public_pem}"""\n',
+        encoding="utf-8",
+    )
+    tests_dir = str(Path(__file__).resolve().parents[1])
+    env = {
+        **os.environ,
+        "PYTHON_KEYRING_BACKEND": "support.file_keyring.FileKeyring",
+        "KYSO_TEST_KEYRING": str(tmp_path / "keyring.json"),
+        "PYTHONPATH": os.pathsep.join(filter(None, [tests_dir, os.environ.get("PYTHONPATH")])),
+    }
+    argv = ["--headless", "--config", str(config), "--state-dir", str(tmp_path / "state")]
+
+    def start() -> Terminal:
+        terminal = Terminal(argv, env)
+        terminal.read_until(f"ws://127.0.0.1:{port}/")
+        return terminal
+
+    def list_certificates(origin: str, terminal: Terminal, answer: str | None) -> str:
+        """The page's reply type; ``answer`` is typed at the origin question (None: none)."""
+        replies: list[dict[str, Any]] = []
+        with connect(f"ws://127.0.0.1:{port}/", origin=origin) as ws:
+            page = Page(ws)  # type: ignore[arg-type]
+            page.hello()
+            request = {"type": "list_certificates", "id": "c1"}
+            worker = threading.Thread(target=lambda: replies.extend(page.request(request)))
+            worker.start()
+            if answer is not None:
+                terminal.read_until("[c/K]")
+                terminal.type(answer)
+            worker.join(30)
+        assert replies, terminal.output
+        return str(replies[-1]["type"])
+
+    first = start()
+    try:
+        assert list_certificates(ORIGIN, first, "c\n") == "certificates"
+        assert f"kyso-agent --forget-origin {ORIGIN}" in first.output  # the prompt says so
+    finally:
+        assert first.stop() == 0
+
+    second = start()
+    try:
+        assert list_certificates(ORIGIN, second, None) == "certificates"
+        assert "[c/K]" not in second.output + second.quiet_for(0.5)
+        # A page the officer never allowed is asked, and "no" is not remembered either.
+        assert list_certificates(OTHER_ORIGIN, second, "\n") == "error"
+        assert OTHER_ORIGIN in second.output.split("[c/K]")[0]
+    finally:
+        assert second.stop() == 0
+
+    forget = [sys.executable, "-m", "kyso.agent.cli", "--forget-origin", ORIGIN]
+    done = subprocess.run(forget, env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "sẽ hỏi lại" in done.stdout
+    again = subprocess.run(forget, env=env, capture_output=True, text=True, check=False)
+    assert again.returncode == 2
+    assert "không có trong danh sách" in again.stderr
+
+    third = start()
+    try:
+        assert list_certificates(ORIGIN, third, "\n") == "error"  # asked again, and declined
+        assert ORIGIN in third.output.split("[c/K]")[0]
+    finally:
+        assert third.stop() == 0

@@ -19,7 +19,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from kyso.agent.config import AgentConfig, AllowedOrigin
 from kyso.agent.manifest import ReplayGuard
-from kyso.agent.pairing import PairingManager
+from kyso.agent.pairing import ConsentMemory, PairingManager
 from kyso.agent.server import ServerThread
 from kyso.agent.service import AgentService, BatchOutcome, ConsentRequest
 from kyso.agent.token.model import Token
@@ -134,6 +134,7 @@ def start_agent(
     port: int = 0,
     hotplug: float | None = None,
     pairing: Callable[[AgentConfig], PairingManager] | None = None,
+    consents: ConsentMemory | None = None,
     **settings: Any,
 ) -> RunningAgent:
     """``hotplug``: the hot-plug monitor's poll interval; None (the default) runs none, so
@@ -156,6 +157,7 @@ def start_agent(
             ReplayGuard(state_dir / "used-batches.json"),
             hotplug_interval=hotplug,
             pairing=pairing(config) if pairing is not None else None,
+            consents=consents,
         )
 
     thread = ServerThread(config, make_service, port=port)
