@@ -246,7 +246,14 @@ def _not_kept(scope: Scope) -> ColumnElement[bool]:
     if scope.national:
         return false()
     first = aliased(Dose)
-    first_id = select(func.min(first.id)).where(first.person_id == Person.id).scalar_subquery()
+    # correlate(Person): inside EXISTS the subquery would otherwise take ``people`` into its
+    # own FROM and find the first dose of everybody, not of this person.
+    first_id = (
+        select(func.min(first.id))
+        .where(first.person_id == Person.id)
+        .correlate(Person)
+        .scalar_subquery()
+    )
     kept = aliased(Dose)
     return ~exists().where(
         kept.id == first_id, kept.facility_id.in_(recordable_facilities(scope.user))
