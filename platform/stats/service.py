@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, false, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, exists, extract, false, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from kyso.platform.auth.access import recordable_facilities, visible_facilities
@@ -246,7 +246,14 @@ def _not_kept(scope: Scope) -> ColumnElement[bool]:
     if scope.national:
         return false()
     first = aliased(Dose)
-    first_id = select(func.min(first.id)).where(first.person_id == Person.id).scalar_subquery()
+    # correlate(Person): inside EXISTS the subquery would otherwise take ``people`` into its
+    # own FROM and find the first dose of everybody, not of this person.
+    first_id = (
+        select(func.min(first.id))
+        .where(first.person_id == Person.id)
+        .correlate(Person)
+        .scalar_subquery()
+    )
     kept = aliased(Dose)
     return ~exists().where(
         kept.id == first_id, kept.facility_id.in_(recordable_facilities(scope.user))
@@ -268,6 +275,85 @@ def counts(session: Session, scope: Scope, filters: StatsFilters) -> dict[Group,
         if group is not None:
             result[group] += int(count)
     return result
+
+
+AREAS_CHARTED = 10  # the chart per area shows the areas with the most people
+
+
+@dataclass(frozen=True)
+class AreaCount:
+    name: str | None  # None: no area recorded, or kept by another unit (hidden in the list too)
+    people: int
+
+
+def by_area(
+    session: Session, scope: Scope, filters: StatsFilters, *, top: int = AREAS_CHARTED
+) -> list[AreaCount]:
+    """People of the selected groups per area of residence, the ``top`` largest first, then
+    one line for everyone else whose area is unknown or hidden.
+
+    A person whose area this user does not see in the list (another unit keeps it) is counted
+    under "unknown", so that the chart never tells what the list hides.
+    """
+    people = (
+        select(Person.area_id.label("area_id"), _not_kept(scope).label("hidden"))
+        .where(
+            Person.verification_status.in_(_statuses(filters)), *conditions(session, scope, filters)
+        )
+        .subquery()
+    )
+    rows = session.execute(
+        select(people.c.area_id, people.c.hidden, func.count()).group_by(
+            people.c.area_id, people.c.hidden
+        )
+    )
+    known: dict[int, int] = {}
+    unknown = 0
+    for area_id, hidden, count in rows:
+        if area_id is None or hidden:
+            unknown += int(count)
+        else:
+            known[area_id] = known.get(area_id, 0) + int(count)
+    names = (
+        dict(session.execute(select(Area.id, Area.name).where(Area.id.in_(known))).tuples().all())
+        if known
+        else {}
+    )
+    ranked = sorted(known.items(), key=lambda item: (-item[1], names.get(item[0], "")))
+    result = [AreaCount(names.get(area_id), count) for area_id, count in ranked[:top]]
+    if unknown:
+        result.append(AreaCount(None, unknown))
+    return result
+
+
+@dataclass(frozen=True)
+class MonthCount:
+    year: int
+    month: int
+    people: int
+
+
+def by_latest_dose_month(session: Session, scope: Scope, filters: StatsFilters) -> list[MonthCount]:
+    """People of the selected groups per month of their latest dose (any facility), oldest
+    month first; people with no dose recorded are left out. One grouped statement."""
+    latest = (
+        select(Dose.person_id.label("person_id"), func.max(Dose.vaccinated_on).label("last"))
+        .group_by(Dose.person_id)
+        .subquery()
+    )
+    year = extract("year", latest.c.last)
+    month = extract("month", latest.c.last)
+    statement = (
+        select(year, month, func.count())
+        .select_from(Person)
+        .join(latest, latest.c.person_id == Person.id)
+        .where(
+            Person.verification_status.in_(_statuses(filters)), *conditions(session, scope, filters)
+        )
+        .group_by(year, month)
+        .order_by(year, month)
+    )
+    return [MonthCount(int(y), int(m), int(n)) for y, m, n in session.execute(statement)]
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from kyso.platform.models import (
     User,
 )
 from kyso.platform.registry.status import detail_text, status_hint, status_label
-from kyso.platform.stats import service
+from kyso.platform.stats import charts, service
 from kyso.platform.stats.export import write_invalid_xlsx
 from kyso.platform.web import current_user, db, forbidden, language, roles_required
 
@@ -67,6 +67,34 @@ def invalid_list() -> Any:
         flash(problem.text(lang), "error")
     after = request.args.get("after", "")
     counts = service.counts(db(), scope, filters)
+
+    def number(n: int) -> str:
+        return f"{n:,}".replace(",", "." if lang == "vi" else ",")
+
+    group_chart = charts.bar_chart(
+        "groups",
+        translate("stats.chart_groups", lang),
+        [(translate(f"stats.group_{group.value}", lang), counts[group]) for group in service.Group],
+        number,
+    )
+    area_chart = charts.bar_chart(
+        "areas",
+        translate("stats.chart_areas", lang, top=service.AREAS_CHARTED),
+        [
+            (area.name or translate("stats.chart_area_unknown", lang), area.people)
+            for area in service.by_area(db(), scope, filters)
+        ],
+        number,
+    )
+    month_chart = charts.bar_chart(
+        "months",
+        translate("stats.chart_months", lang),
+        [
+            (f"{month.month:02d}/{month.year}", month.people)
+            for month in service.by_latest_dose_month(db(), scope, filters)
+        ],
+        number,
+    )
     result = service.page(
         db(),
         scope,
@@ -86,7 +114,8 @@ def invalid_list() -> Any:
         area_code=request.args.get("area_code", ""),
         reason=lambda p: status_label(p.status, lang),
         explain=lambda p: detail_text(p.status, p.detail, lang) or status_hint(p.status, lang),
-        number=lambda n: f"{n:,}".replace(",", "." if lang == "vi" else ","),
+        number=number,
+        charts=(group_chart, area_chart, month_chart),
     )
 
 

@@ -240,3 +240,45 @@ def test_a_person_without_doses_in_scope_is_exported_once(
     scope = scope_for(session, org.admin)  # national: people without doses are in scope
     rows = list(export_rows(session, scope, StatsFilters()))
     assert [(r.full_name, r.dose_number) for r in rows] == [("Quách Văn Không Mũi", None)]
+
+
+def test_list_hides_what_another_unit_keeps_whatever_the_dose_ids_of_others(
+    session: Session, org: Seed
+) -> None:
+    """Fails on the old code: the "first dose" subquery lost its correlation inside EXISTS and
+    took the first dose of everybody, so a person whose first dose another unit recorded was
+    shown with phone and area as soon as anyone else's dose had a smaller id."""
+    from kyso.platform.models import Dose
+
+    invalid_people(session, org)  # doses with smaller ids, at Bến Nghé
+    other = add_person(
+        session,
+        org,
+        "Bùi Thị Khác",
+        facility=org.station_ben_thanh,
+        doses=1,
+        status=VerificationStatus.NO_IDENTITY,
+        identity_number=None,
+        phone="0903000001",
+    )
+    session.add(
+        Dose(
+            person_id=other.id,
+            product_id=org.pfizer.id,
+            lot="FK2001",
+            vaccinated_on=date(2022, 5, 10),
+            dose_number=2,
+            facility_id=org.station_ben_nghe.id,
+            created_by_facility_id=org.station_ben_nghe.id,
+        )
+    )
+    session.commit()
+    scope = scope_for(session, org.staff)
+    listed = {p.id: p for p in page(session, scope, StatsFilters()).people}
+    assert (listed[other.id].phone, listed[other.id].area) == (None, None)
+    assert listed[min(listed)].phone is not None  # Bến Nghé's own people keep theirs
+    exported = [
+        row for row in export_rows(session, scope, StatsFilters()) if row.person_id == other.id
+    ]
+    assert exported
+    assert all(row.phone is None and row.area is None for row in exported)
