@@ -443,6 +443,14 @@ STATUS_LABELS = {  # how the banner names each verification status
 }
 
 
+def shown(path: Path) -> str:
+    """A path as typed from the current directory (the repository, under make demo)."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def banner(info: dict[str, object], summary: DemoSummary, serial: str) -> str:
     """The text printed once everything is up, from what the demo directory holds now."""
     fingerprints = dict(info["certificates"])  # type: ignore[call-overload]
@@ -461,12 +469,12 @@ Kyso demo
   Test PKI:             {PKI_URL}/ocsp, /crl/issuing.crl, /tsa   (folder demo-data/pki)
   Signing agent:        ws://127.0.0.1:{info["port"]}/     (this terminal)
   USB token (SoftHSM2): {info["token_label"]}   PIN: {info["pin"]}
-  Officer's certificate: serial {serial} ({SIGNING_KEY}, registered for {DEMO_OFFICER})
+  Officer certificate:  serial {serial} ({SIGNING_KEY}, registered for {DEMO_OFFICER})
   Passport key:         {PASSPORT_TOKEN} (SoftHSM2), configured: log in as cucduphong,
                         /passports/issuer, "Cấp ngay"; verifiers download the signed lists:
                         http://127.0.0.1:{PLATFORM_PORT}/.well-known/kyso/dcc/trust-list
   Certificates:         {certificates}
-  Logs:                 {LOGS}/ (platform, registry, pki, verify-population)
+  Logs:                 {shown(LOGS)}/ (platform, registry, pki, verify-population)
 
 Demo accounts (every one has the password {DEMO_PASSWORD}):
   {"username":<20} {"role":<16} name
@@ -481,7 +489,7 @@ This terminal then asks three things, in order: may {ORIGIN} see the token's
 certificates ("c" then Enter; "y" with --language en), sign this batch (count, summary and
 the verification code: compare it with the page's; "c" again), then the PIN ({info["pin"]}).
 Revoke the token's certificate (then signing is refused with the revocation date):
-  .venv/bin/python -m kyso.platform.testpki revoke --dir {DEMO / "pki"} {serial}
+  .venv/bin/python -m kyso.platform.testpki revoke --dir {shown(DEMO / "pki")} {serial}
 Without a browser, play the page from another terminal:
   .venv/bin/python scripts/demo_client.py --count 30
 Press Ctrl+C to stop everything.

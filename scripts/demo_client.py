@@ -55,7 +55,13 @@ def main() -> int:
             return 1
         certs = reply["certificates"]
         assert isinstance(certs, list)
-        cert = certs[0]
+        # The demo token's certificates (PIN 123456), not the passport token's also plugged in.
+        wanted = [info["certificates"][name] for name in ("org-rsa", "org-p256")]
+        ours = [c for fp in wanted for c in certs if c["fingerprint"] == fp]
+        if not ours:
+            print("The agent does not list the demo token's certificates: restart make demo.")
+            return 1
+        cert = ours[0]
         algorithm = args.algorithm or cert["algorithms"][0]
         now = int(time.time())
         code = "DEMO-" + uuid.uuid4().hex[:4].upper()
