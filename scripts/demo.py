@@ -29,6 +29,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -333,9 +334,9 @@ def main() -> int:
     prepare_platform()
     env = platform_env()
     children: list[subprocess.Popen[bytes]] = []
-    logs: list[object] = []
+    logs: list[BinaryIO] = []
 
-    def log(name: str) -> tuple[Path, object]:
+    def log(name: str) -> tuple[Path, BinaryIO]:
         path = LOGS / f"{name}.log"
         handle = path.open("ab")
         logs.append(handle)
@@ -413,7 +414,7 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 child.kill()
         for handle in logs:
-            handle.close()  # type: ignore[attr-defined]
+            handle.close()
 
 
 def agent_command() -> list[str]:
