@@ -11,6 +11,7 @@ Variable (default)                 Meaning
 =================================  ===========================================================
 ``KYSO_INSTANCE_PATH``             the instance folder (Flask's ``instance/``): the SQLite
                                    database, secret key, manifest key and trust anchors
+                                   (a relative path is taken from the current directory)
 ``DATABASE_URL``                   the database (default SQLite ``kyso.db`` in the instance
                                    folder; PostgreSQL ``postgresql+psycopg://...``)
 **security**
@@ -318,7 +319,7 @@ def from_environ(environ: Mapping[str, str] | None = None) -> Settings:
             f'{k}REGISTRY_ADAPTER must look like "package.module:factory", not {adapter!r}'
         )
     return Settings(
-        instance_path=read.text(f"{k}INSTANCE_PATH"),
+        instance_path=_absolute(read.text(f"{k}INSTANCE_PATH")),
         database_url=read.text("DATABASE_URL"),
         security=security,
         signing=SigningSettings(
@@ -375,6 +376,12 @@ def from_environ(environ: Mapping[str, str] | None = None) -> Settings:
             ),
         ),
     )
+
+
+def _absolute(path: str | None) -> str | None:
+    """A relative instance folder is taken from the current directory, as a shell user means it
+    (Flask itself refuses relative instance paths)."""
+    return None if path is None else os.path.abspath(os.path.expanduser(path))
 
 
 def check_sessions(idle_minutes: float, lifetime_hours: float) -> None:

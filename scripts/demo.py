@@ -12,7 +12,9 @@
 - the reference population registry (http://127.0.0.1:8090) with its own dataset;
 - the platform (http://127.0.0.1:8080, SQLite) with demo facilities, accounts and people,
   verified against the registry;
-- the signing agent, headless, in this terminal (consent and PIN are asked here).
+- the signing agent, headless, in this terminal (consent and PIN are asked here); the other
+  services write their output to demo-data/logs/, so nothing interleaves with the agent's
+  questions.
 
 Everything lives in ./demo-data (kept between runs; delete it to start afresh).
 """
@@ -25,19 +27,27 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import create_engine, func, select
+from sqlalchemy.orm import Session
 
 from kyso.agent import devpki
 from kyso.agent.token import softhsm
+from kyso.platform.models import Person, User, VerificationStatus
 from kyso.platform.passport import testcerts
+from kyso.platform.records.demo import DEMO_PASSWORD
+from kyso.platform.records.reference import read_toml
 from kyso.platform.testpki import TestPki
 
 ROOT = Path(__file__).resolve().parent.parent
-DEMO = Path(os.environ.get("KYSO_DEMO_DIR", ROOT / "demo-data"))
+DEMO = Path(os.environ.get("KYSO_DEMO_DIR", ROOT / "demo-data")).absolute()
+LOGS = DEMO / "logs"  # the services' output: the terminal is the agent's
 ORIGIN = "http://127.0.0.1:8080"  # the platform's address in the demo
 PIN = "123456"
 ORGANISATION = "Trạm Y tế Phường Bến Nghé"
@@ -220,13 +230,14 @@ def platform_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "kyso.platform.cli", *args]
 
 
-def prepare_platform() -> str:
-    """Schema and demo data once; returns the demo accounts text the generator printed."""
+def prepare_platform() -> None:
+    """Schema and demo data once (the generator's report goes to logs/demo-data.log)."""
     (DEMO / "platform").mkdir(parents=True, exist_ok=True)
-    accounts = DEMO / "platform" / "accounts.txt"
+    LOGS.mkdir(parents=True, exist_ok=True)
+    done_marker = DEMO / "platform" / "accounts.txt"  # written once the demo data is complete
     env = platform_env()
     subprocess.run(platform_command("db", "upgrade"), env=env, check=True)  # noqa: S603
-    if not accounts.exists():
+    if not done_marker.exists():
         print(f"Generating {DEMO_PEOPLE} demo people …", flush=True)
         done = subprocess.run(  # noqa: S603
             platform_command(
@@ -243,6 +254,7 @@ def prepare_platform() -> str:
             capture_output=True,
             text=True,
         )
+        (LOGS / "demo-data.log").write_text(done.stdout + done.stderr, encoding="utf-8")
         # The procedure's first step: the officer's certificate serial is registered.
         serial = x509.load_pem_x509_certificate((DEMO / f"{SIGNING_KEY}.pem").read_bytes())
         subprocess.run(  # noqa: S603
@@ -256,28 +268,82 @@ def prepare_platform() -> str:
             env=env,
             check=True,
         )
-        accounts.write_text(done.stdout, encoding="utf-8")
-    return accounts.read_text(encoding="utf-8")
+        done_marker.write_text(done.stdout, encoding="utf-8")
 
 
-def wait_for_port(port: int, process: subprocess.Popen[bytes], name: str) -> None:
+@dataclass(frozen=True)
+class DemoAccount:
+    username: str
+    full_name: str
+    role: str
+
+
+@dataclass(frozen=True)
+class DemoSummary:
+    """What the banner shows, read from the demo database each start (cold or warm)."""
+
+    accounts: list[DemoAccount]
+    people: dict[VerificationStatus, int]
+
+
+def read_summary(database_url: str) -> DemoSummary:
+    """The demo accounts present in the database and its people by verification status."""
+    wanted = [entry["username"] for entry in read_toml("demo-org.toml")["user"]]
+    engine = create_engine(database_url)
+    try:
+        with Session(engine) as session:
+            users = {u.username: u for u in session.scalars(select(User))}
+            counts = session.execute(
+                select(Person.verification_status, func.count()).group_by(
+                    Person.verification_status
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    accounts = [
+        DemoAccount(name, users[name].full_name, users[name].role.value)
+        for name in wanted
+        if name in users
+    ]
+    return DemoSummary(accounts, {VerificationStatus(s): n for s, n in counts})
+
+
+def serial_of(certificate_pem: Path) -> str:
+    return f"{x509.load_pem_x509_certificate(certificate_pem.read_bytes()).serial_number:X}"
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], name: str, log: Path) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SystemExit(f"{name} stopped (exit {process.returncode}); see its output above")
+            raise SystemExit(
+                f"{name} stopped (exit {process.returncode}): read {log}, correct what it says "
+                "(a port in use: stop the other program), then run make demo again"
+            )
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 return
         time.sleep(0.2)
-    raise SystemExit(f"{name} did not start on port {port}")
+    raise SystemExit(
+        f"{name} did not start on port {port} within 30 s: read {log}, then run make demo again"
+    )
 
 
 def main() -> int:
     info = provision()
-    accounts = prepare_platform()
+    prepare_platform()
     env = platform_env()
     children: list[subprocess.Popen[bytes]] = []
+    logs: list[BinaryIO] = []
+
+    def log(name: str) -> tuple[Path, BinaryIO]:
+        path = LOGS / f"{name}.log"
+        handle = path.open("ab")
+        logs.append(handle)
+        return path, handle
+
     try:
+        pki_log, pki_out = log("pki")
         pki = subprocess.Popen(  # noqa: S603
             [
                 sys.executable,
@@ -290,9 +356,12 @@ def main() -> int:
                 str(PKI_PORT),
             ],
             env=env,
+            stdout=pki_out,
+            stderr=subprocess.STDOUT,
         )
         children.append(pki)
-        wait_for_port(PKI_PORT, pki, "the test PKI (OCSP, CRLs, TSA)")
+        wait_for_port(PKI_PORT, pki, "the test PKI (OCSP, CRLs, TSA)", pki_log)
+        registry_log, registry_out = log("registry")
         registry = subprocess.Popen(  # noqa: S603
             platform_command(
                 "registry",
@@ -303,18 +372,33 @@ def main() -> int:
                 str(DEMO / "registry.db"),
             ),
             env=env,
+            stdout=registry_out,
+            stderr=subprocess.STDOUT,
         )
         children.append(registry)
-        wait_for_port(REGISTRY_PORT, registry, "the reference population registry")
-        verified = subprocess.run(platform_command("verify-population"), env=env)  # noqa: S603
+        wait_for_port(REGISTRY_PORT, registry, "the reference population registry", registry_log)
+        print("Verifying the demo people against the registry …", flush=True)
+        verify_log, verify_out = log("verify-population")
+        verified = subprocess.run(  # noqa: S603
+            platform_command("verify-population"), env=env, stdout=verify_out, stderr=verify_out
+        )
         if verified.returncode != 0:
-            print("Population verification did not finish; the platform still starts.", flush=True)
+            print(
+                f"Population verification did not finish (see {verify_log}); the platform still "
+                "starts, and unverified people cannot be signed for.",
+                flush=True,
+            )
+        web_log, web_out = log("platform")
         web = subprocess.Popen(  # noqa: S603
-            platform_command("run", "--port", str(PLATFORM_PORT)), env=env
+            platform_command("run", "--port", str(PLATFORM_PORT)),
+            env=env,
+            stdout=web_out,
+            stderr=subprocess.STDOUT,
         )
         children.append(web)
-        wait_for_port(PLATFORM_PORT, web, "the platform")
-        banner(info, accounts)
+        wait_for_port(PLATFORM_PORT, web, "the platform", web_log)
+        summary = read_summary(env["DATABASE_URL"])
+        print(banner(info, summary, serial_of(DEMO / f"{SIGNING_KEY}.pem")), flush=True)
         agent = subprocess.Popen(agent_command(), env=os.environ)  # noqa: S603
         children.append(agent)
         return agent.wait()
@@ -329,6 +413,8 @@ def main() -> int:
                 child.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 child.kill()
+        for handle in logs:
+            handle.close()
 
 
 def agent_command() -> list[str]:
@@ -347,11 +433,36 @@ def agent_command() -> list[str]:
     ]
 
 
-def banner(info: dict[str, object], accounts: str) -> None:
+STATUS_LABELS = {  # how the banner names each verification status
+    VerificationStatus.VERIFIED: "verified (can be signed)",
+    VerificationStatus.PENDING: "not checked yet",
+    VerificationStatus.NO_IDENTITY: "no identity number",
+    VerificationStatus.OLD_ID_ONLY: "old 9-digit CMND only",
+    VerificationStatus.WRONG_FORMAT: "malformed identity number",
+    VerificationStatus.MISMATCH: "registry disagrees",
+    VerificationStatus.UNAVAILABLE: "registry did not answer",
+}
+
+
+def shown(path: Path) -> str:
+    """A path as typed from the current directory (the repository, under make demo)."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def banner(info: dict[str, object], summary: DemoSummary, serial: str) -> str:
+    """The text printed once everything is up, from what the demo directory holds now."""
     fingerprints = dict(info["certificates"])  # type: ignore[call-overload]
     certificates = ", ".join(f"{name}={fp[:16]}…" for name, fp in fingerprints.items())
-    print(
-        f"""
+    accounts = "\n".join(f"  {a.username:<20} {a.role:<16} {a.full_name}" for a in summary.accounts)
+    total = sum(summary.people.values())
+    people = "\n".join(
+        f"  {count:>7,}  {STATUS_LABELS[status]}"
+        for status, count in sorted(summary.people.items(), key=lambda item: -item[1])
+    )
+    return f"""
 ==============================================================================
 Kyso demo
   Platform:             http://127.0.0.1:{PLATFORM_PORT}/   (open it in a browser)
@@ -359,26 +470,32 @@ Kyso demo
   Test PKI:             {PKI_URL}/ocsp, /crl/issuing.crl, /tsa   (folder demo-data/pki)
   Signing agent:        ws://127.0.0.1:{info["port"]}/     (this terminal)
   USB token (SoftHSM2): {info["token_label"]}   PIN: {info["pin"]}
+  Officer certificate:  serial {serial} ({SIGNING_KEY}, registered for {DEMO_OFFICER})
   Passport key:         {PASSPORT_TOKEN} (SoftHSM2), configured: log in as cucduphong,
                         /passports/issuer, "Cấp ngay"; verifiers download the signed lists:
                         http://127.0.0.1:{PLATFORM_PORT}/.well-known/kyso/dcc/trust-list
   Certificates:         {certificates}
+  Logs:                 {shown(LOGS)}/ (platform, registry, pki, verify-population)
 
-Demo accounts:
-{accounts.strip()}
+Demo accounts (every one has the password {DEMO_PASSWORD}):
+  {"username":<20} {"role":<16} name
+{accounts}
+
+Demo people: {total:,}, by identity check against the registry:
+{people}
 
 Sign a first batch in the browser: open http://127.0.0.1:{PLATFORM_PORT}/, log in as
-{DEMO_OFFICER} (password kyso-demo-2022), search, tick, "Xem danh sách", then "Ký số".
-This terminal then shows the consent text and asks for the PIN ({info["pin"]}).
+{DEMO_OFFICER} (password {DEMO_PASSWORD}), search, tick, "Xem danh sách", then "Ký số".
+This terminal then asks three things, in order: may {ORIGIN} see the token's
+certificates ("c" then Enter; "y" with --language en), sign this batch (count, summary and
+the verification code: compare it with the page's; "c" again), then the PIN ({info["pin"]}).
 Revoke the token's certificate (then signing is refused with the revocation date):
-  .venv/bin/python -m kyso.platform.testpki revoke --dir {DEMO / "pki"} SERIAL
+  .venv/bin/python -m kyso.platform.testpki revoke --dir {shown(DEMO / "pki")} {serial}
 Without a browser, play the page from another terminal:
   .venv/bin/python scripts/demo_client.py --count 30
 Press Ctrl+C to stop everything.
 ==============================================================================
-""",
-        flush=True,
-    )
+"""
 
 
 if __name__ == "__main__":

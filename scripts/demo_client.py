@@ -55,9 +55,16 @@ def main() -> int:
             return 1
         certs = reply["certificates"]
         assert isinstance(certs, list)
-        cert = certs[0]
+        # The demo token's certificates (PIN 123456), not the passport token's also plugged in.
+        wanted = [info["certificates"][name] for name in ("org-rsa", "org-p256")]
+        ours = [c for fp in wanted for c in certs if c["fingerprint"] == fp]
+        if not ours:
+            print("The agent does not list the demo token's certificates: restart make demo.")
+            return 1
+        cert = ours[0]
         algorithm = args.algorithm or cert["algorithms"][0]
         now = int(time.time())
+        code = "DEMO-" + uuid.uuid4().hex[:4].upper()
         manifest = jwt.encode(
             {
                 "aud": "kyso-agent",
@@ -76,14 +83,18 @@ def main() -> int:
                     "first_date": "2022-03-01",
                     "last_date": "2022-03-31",
                 },
-                "code": "DEMO-" + uuid.uuid4().hex[:4].upper(),
+                "code": code,
             },
             key,  # type: ignore[arg-type]
             algorithm="ES256",
             headers={"typ": "kyso-batch+jwt"},
         )
         print(f"Signing {len(digests)} digests with {cert['subject']} ({algorithm}).")
-        print("Compare the verification code in the agent's terminal; then type the PIN there.")
+        print(f"Verification code: {code}")
+        print(
+            "The agent's terminal must show this same code: if it does, agree and type the PIN "
+            "there; if not, refuse."
+        )
         ws.send(
             json.dumps(
                 {

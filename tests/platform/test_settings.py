@@ -78,3 +78,45 @@ def test_defaults_without_any_variable() -> None:
     assert found.registry.url == "http://127.0.0.1:8090"
     assert found.passport.algorithm == "ES256"
     assert found.config()["METRICS_ALLOW"] == "127.0.0.0/8,::1/128"
+
+
+def test_the_readme_export_command_works_with_a_relative_instance_path(tmp_path: Path) -> None:
+    """README's ``export-signed`` line gives ``KYSO_INSTANCE_PATH=demo-data/platform``, relative
+    to where it is typed: it is taken from the current directory (Flask alone refuses it with
+    a ValueError traceback), and the command answers about the batch, not the path."""
+    import os
+    import subprocess
+    import sys
+
+    from kyso.agent import devpki
+
+    ca = devpki.create_ca("Kyso Test Root")
+    devpki.write_pem(tmp_path / "ca.pem", ca.certificate)
+    env = dict(
+        os.environ,
+        DATABASE_URL="sqlite:///demo/platform/kyso.db",
+        KYSO_INSTANCE_PATH="demo/platform",
+        KYSO_TRUST_ANCHORS="ca.pem",
+    )
+    command = [sys.executable, "-m", "kyso.platform.cli"]
+    upgraded = subprocess.run(
+        [*command, "db", "upgrade"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert upgraded.returncode == 0, upgraded.stderr
+    exported = subprocess.run(
+        [*command, "export-signed", "--batch", "KB0000000000000000", "out"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert "Traceback" not in exported.stderr
+    assert exported.returncode == 1
+    assert "KB0000000000000000" in exported.stderr
+    assert (tmp_path / "demo" / "platform").is_dir()
+
+
+def test_a_relative_instance_path_is_made_absolute(environment: pytest.MonkeyPatch) -> None:
+    environment.setenv("KYSO_INSTANCE_PATH", "demo-data/platform")
+    read = settings.from_environ()
+    assert read.instance_path == str(Path.cwd() / "demo-data" / "platform")
