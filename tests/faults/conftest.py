@@ -36,7 +36,7 @@ from support.platform_seed import PASSWORD, Seed, seed
 from support.signing_data import bulk_people
 from support.signing_keys import Pki, make_pki
 
-from kyso.agent import devpki
+from kyso.platform import testpki
 from kyso.platform.db import Base, make_engine, make_session_factory
 from kyso.platform.migrations import upgrade
 from kyso.platform.models import (
@@ -166,7 +166,7 @@ class Platform:
 
 @pytest.fixture
 def world(
-    fault_database: str, pki: Pki, softhsm_ca: devpki.DevCA, tmp_path: Path
+    fault_database: str, pki: Pki, test_pki: testpki.TestPki, tmp_path: Path
 ) -> Iterator[World]:
     engine = make_engine(fault_database)
     tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
@@ -190,9 +190,8 @@ def world(
         )
     )
     anchors = tmp_path / "anchors.pem"
-    anchors.write_bytes(
-        pki.anchors.read_bytes() + softhsm_ca.certificate.public_bytes(serialization.Encoding.PEM)
-    )
+    # The software officer's CA and the test PKI's root and issuing CA (the token's certificates).
+    anchors.write_bytes(pki.anchors.read_bytes() + test_pki.anchors_pem())
     found = World(fault_database, engine, sessions, pki, tmp_path, len(doses), org, anchors)
     found.platform = Platform(found, manifest_key)
     found.platform.start()
