@@ -85,9 +85,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     _register_blueprints(app)
     _register_hooks(app)
-    from kyso.platform import formatting
-
-    formatting.register(app)  # |number, |day, |moment: the one formatter of every page
     from kyso.platform import authorization
 
     authorization.install(app)  # every route's role rule, from one table

@@ -21,10 +21,6 @@ def sessions(app: Flask) -> sessionmaker[Session]:
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """Kyso platform commands. The database comes from DATABASE_URL (default: SQLite)."""
-    if ctx.invoked_subcommand == "serve":
-        from kyso.platform.ops.serve import prepare_metrics_directory
-
-        prepare_metrics_directory()  # before anything imports prometheus-client
     ctx.obj = create_app()
 
 

@@ -13,7 +13,7 @@ import re
 import unicodedata
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta, timezone
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from babel.dates import format_date, format_datetime
 from babel.numbers import format_decimal
@@ -163,20 +163,3 @@ def sort_key(name: str | None) -> tuple[tuple[int, ...], tuple[int, ...], str]:
 def sorted_by_name(items: list[T], name: Callable[[T], str | None]) -> list[T]:
     """``items`` in Vietnamese alphabetical order of ``name(item)``."""
     return sorted(items, key=lambda item: sort_key(name(item)))
-
-
-def register(app: Any) -> None:
-    """The Jinja filters every template uses: ``|number``, ``|day``, ``|moment``."""
-    from flask import session
-
-    def _number(value: int | float | None) -> str:
-        return number(value, str(session.get("lang", DEFAULT_LANGUAGE)))
-
-    app.jinja_env.filters.update(
-        number=_number,
-        day=day,
-        day_input=day_input,
-        serial=serial,
-        moment=moment,
-        moment_seconds=lambda value: moment(value, seconds=True),
-    )

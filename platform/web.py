@@ -269,7 +269,18 @@ class IdConverter(IntegerConverter):
 
 
 def install(app: Flask) -> None:
-    """The request hooks, error handlers, template globals and the language switch."""
+    """The request hooks, error handlers, template globals and filters, the language switch."""
+    from kyso.platform import formatting
+
+    # The one formatter of every page: |number, |day, |moment ("1.860", dd/mm/yyyy, Vietnam time).
+    app.jinja_env.filters.update(
+        number=lambda value: formatting.number(value, language()),
+        day=formatting.day,
+        day_input=formatting.day_input,
+        serial=formatting.serial,
+        moment=formatting.moment,
+        moment_seconds=lambda value: formatting.moment(value, seconds=True),
+    )
     from flask_wtf.csrf import CSRFError
     from sqlalchemy.exc import DBAPIError, OperationalError
     from werkzeug.exceptions import Forbidden, HTTPException, NotFound, RequestEntityTooLarge

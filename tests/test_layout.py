@@ -288,6 +288,7 @@ WEB = {
     "kyso.platform.signing.wiring",  # trust anchors, manifest key, revocation from app config
 }
 ENTRY_POINTS = {
+    "kyso.platform.entry",  # the kyso-platform program: prepares, then runs the command line
     "kyso.platform.ops.serve",  # the production server (gunicorn's app, its logging)
     "kyso.platform.ops.logs",  # JSON logs carrying the request id
     "kyso.platform.registry.reference",  # the reference registry: its own small WSGI app

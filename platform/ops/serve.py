@@ -35,7 +35,8 @@ def default_workers() -> int:
 def prepare_metrics_directory() -> Path:
     """prometheus-client's multiprocess mode: the variable must be set before the library is
     imported anywhere, and the folder emptied at each start (stale workers' files would add up).
-    Called by the CLI before it builds the application."""
+    Called by ``kyso.platform.entry`` before the command line (and with it every metric) is
+    imported."""
     configured = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if configured:
         folder = Path(configured)
