@@ -470,6 +470,7 @@ async function attemptFor(certificate) {
   return prepared.attempt;
 }
 
+/** Closes the batch if nothing is pending and opens its result page; false when it failed. */
 async function complete(reason) {
   status(T.completing);
   let done;
@@ -482,7 +483,7 @@ async function complete(reason) {
     if (url) els.error.append(link(url, T.result_link));
     els.error.hidden = false;
     status("");
-    return;
+    return false;
   }
   if (reason) {
     try {
@@ -492,6 +493,7 @@ async function complete(reason) {
     }
   }
   window.location.assign(done.result_url || state.resultUrl);
+  return true;
 }
 
 async function runAttempt(client, attempt) {
@@ -587,11 +589,14 @@ async function deliverOrStop(batch) {
   }
 }
 
-/** The batch's page, opened with signatures held in this browser: they are posted first. */
+/**
+ * The batch's page, opened with signatures held in this browser: they are posted first, and the
+ * page then opens again with the new counts. True when it is going away (the button stays
+ * disabled: a click now would be lost with the page).
+ */
 async function deliverOnOpen(batch) {
   const chunks = await held.list(batch);
-  if (!chunks.length) return;
-  els.button.disabled = true;
+  if (!chunks.length) return false;
   status(fill("held_found", { count: countOf(chunks) }));
   const delivered = await deliverHeld(batch, { wait: true });
   let reason = null;
@@ -599,7 +604,7 @@ async function deliverOnOpen(batch) {
     const lost = delivered.refused.reduce((sum, f) => sum + f.count, 0);
     reason = fill("save_failed", { count: lost, reason: describe(delivered.refused[0].error) });
   }
-  await complete(reason);
+  return complete(reason);
 }
 
 async function onCancel() {
@@ -629,10 +634,22 @@ function start() {
   }
   els.button.addEventListener("click", onSign);
   els.cancel.addEventListener("click", onCancel);
-  els.button.disabled = config.within_limits === false;
-  els.button.dataset.ready = "1";
+  // The button (disabled in the page's HTML) is enabled only once the signatures this browser
+  // still holds for the batch are on the platform: otherwise the reload that follows their
+  // delivery would swallow the officer's click.
+  const ready = () => {
+    els.button.disabled = config.within_limits === false;
+    els.button.dataset.ready = "1";
+  };
   if (config.mode === "resume" && config.batch) {
-    deliverOnOpen(config.batch).catch(showError);
+    deliverOnOpen(config.batch)
+      .then((leaving) => leaving || ready())
+      .catch((error) => {
+        showError(error);
+        ready();
+      });
+  } else {
+    ready();
   }
 }
 

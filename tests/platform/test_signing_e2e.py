@@ -558,9 +558,22 @@ def test_platform_away_longer_than_the_retries_costs_no_second_signing(
             batch_id = session.scalars(select(SigningBatch.id)).one()
             assert session.scalar(select(func.count()).select_from(DoseSignature)) == 0
 
-        # The officer leaves and opens the batch's page later; the platform is still away.
+        # The officer leaves and opens the batch's page later; the platform is still away. The
+        # sign button must not be enabled while the held signatures are delivered: the page
+        # reloads once they are in, and a click in between would be lost with it.
+        page.add_init_script(
+            """window.__kysoButtonEnabled = 0;
+            new MutationObserver(() => {
+              const button = document.getElementById("sign-button");
+              if (button && !button.disabled) window.__kysoButtonEnabled += 1;
+            }).observe(document, {
+              subtree: true, childList: true, attributes: true, attributeFilter: ["disabled"],
+            });"""
+        )
         page.goto(f"{site.url}/signing/batches/{batch_id}")
         expect(error).to_contain_text(f"Hệ thống chưa nhận được {site.doses} chữ ký đã ký")
+        assert page.evaluate("window.__kysoButtonEnabled") == 0
+        expect(page.locator("#sign-button")).to_be_disabled()
         page.unroute(posts)  # the platform is back
         expect(page.locator("#batch-pending")).to_have_text("0")
         expect(page.locator("#batch-signed")).to_have_text(str(site.doses))
