@@ -65,6 +65,7 @@ from kyso.platform.models import (
     VerificationStatus,
 )
 from kyso.platform.records.names import name_key
+from kyso.platform.records.readmodel import with_dose_details
 
 COUNT_CAP = 1000  # a result count above this is shown as "1.000+"
 CANDIDATE_CAP = 20_000  # people with a matching dose looked up by id, at most
@@ -476,22 +477,24 @@ def _page_doses(
     if not verified:
         return {}
     stmt = (
-        select(
-            Dose.id,
-            Dose.person_id,
-            Dose.version,
-            Dose.dose_number,
-            Dose.vaccinated_on,
-            Dose.lot,
-            Dose.facility_id,
-            VaccineProduct.name,
-            Facility.name,
-            signed_current().label("signed_current"),
-            signed_any().label("signed_any"),
-            SigningSelection.dose_version,
+        with_dose_details(
+            select(
+                Dose.id,
+                Dose.person_id,
+                Dose.version,
+                Dose.dose_number,
+                Dose.vaccinated_on,
+                Dose.lot,
+                Dose.facility_id,
+                VaccineProduct.name,
+                Facility.name,
+                signed_current().label("signed_current"),
+                signed_any().label("signed_any"),
+                SigningSelection.dose_version,
+            ),
+            product=True,
+            facility=True,
         )
-        .join(VaccineProduct, VaccineProduct.id == Dose.product_id)
-        .join(Facility, Facility.id == Dose.facility_id)
         .outerjoin(
             SigningSelection,
             and_(SigningSelection.dose_id == Dose.id, SigningSelection.user_id == officer.id),
