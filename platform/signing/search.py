@@ -51,7 +51,7 @@ from kyso.platform.auth.access import signable_facilities
 from kyso.platform.db import backend, is_postgresql
 from kyso.platform.formatting import day
 from kyso.platform.i18n import DomainError
-from kyso.platform.inputs import is_number, parse_date
+from kyso.platform.inputs import DateInvalid, is_number, parse_date
 from kyso.platform.models import (
     Dose,
     DoseSignature,
@@ -120,14 +120,12 @@ def parse_filters(args: Mapping[str, str]) -> tuple[SearchFilters, list[DomainEr
     """Filters from a query string or form; what cannot be read is left out and reported."""
     problems: list[DomainError] = []
 
-    def when(key: str, problem: str) -> date | None:
-        text = (args.get(key) or "").strip()
-        if not text:
+    def when(key: str, label: str) -> date | None:
+        try:
+            return parse_date(args.get(key), label)
+        except DateInvalid as invalid:
+            problems.append(invalid)  # that condition is left out
             return None
-        found = parse_date(text)
-        if found is None:
-            problems.append(DomainError(problem, value=text[:20]))
-        return found
 
     status: VerificationStatus | None = None
     raw_status = (args.get("status") or "").strip()
@@ -142,8 +140,8 @@ def parse_filters(args: Mapping[str, str]) -> tuple[SearchFilters, list[DomainEr
         problems.append(DomainError("signing.bad_filter"))
         state = StateFilter.ALL
     filters = SearchFilters(
-        date_from=when("from", "signing.bad_date_from"),
-        date_to=when("to", "signing.bad_date_to"),
+        date_from=when("from", "signing.date_from"),
+        date_to=when("to", "signing.date_to"),
         name=" ".join((args.get("name") or "").split())[:NAME_MAX],
         phone=(args.get("phone") or "").strip()[:20],
         identity_number=(args.get("id") or "").strip()[:20],

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from kyso.platform.inputs import is_number, parse_date
+from kyso.platform.inputs import DateInvalid, is_number, parse_date
 from kyso.platform.models import (
     Area,
     Facility,
@@ -68,7 +68,10 @@ def _date(value: Any) -> date:
     text = value.strip()
     # "17/05/1990 00:00:00" from spreadsheets that keep a midnight time with dates.
     text = re.sub(r"[ T]0?0:00(:00(\.0+)?)?$", "", text)
-    parsed = parse_date(text)  # four-digit years only: a century is never guessed
+    try:
+        parsed = parse_date(text)  # four-digit years only: a century is never guessed
+    except DateInvalid:
+        parsed = None  # the report says it with the cell's row and column (records.date_unreadable)
     if parsed is None:
         raise ValueError("not a date")
     return parsed
