@@ -146,7 +146,10 @@ def _letters(text: str) -> list[tuple[str, int]]:
     return out
 
 
-def sort_key(name: str | None) -> tuple[tuple[int, ...], tuple[int, ...], str]:
+SortKey = tuple[tuple[int, ...], tuple[int, ...], str]
+
+
+def sort_key(name: str | None) -> SortKey:
     """Vietnamese alphabetical order: letters first (Dương before Đặng), tones second.
 
     Spaces sort before every letter (so "An Bình" comes before "Anh"), digits and other
@@ -158,6 +161,22 @@ def sort_key(name: str | None) -> tuple[tuple[int, ...], tuple[int, ...], str]:
     )
     tones = tuple(tone for _char, tone in letters)
     return primary, tones, name or ""
+
+
+def sort_bytes(name: str | None) -> bytes:
+    """:func:`sort_key` as bytes that compare the same way (memcmp): what SQLite sorts by.
+
+    Each letter's rank + 1 in 3 bytes, a zero terminator (below every rank, so a shorter name
+    comes first), each tone + 1 in one byte, a zero terminator, then the name's UTF-8.
+    """
+    primary, tones, text = sort_key(name)
+    return (
+        b"".join((rank + 1).to_bytes(3, "big") for rank in primary)
+        + b"\0\0\0"
+        + bytes(tone + 1 for tone in tones)
+        + b"\0"
+        + text.encode("utf-8", "surrogatepass")
+    )
 
 
 def sorted_by_name(items: list[T], name: Callable[[T], str | None]) -> list[T]:

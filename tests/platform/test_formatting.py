@@ -160,3 +160,29 @@ def test_the_audit_log_says_what_happened_in_words(
     client.get("/lang/en")
     english = text(client.get("/users/audit"))
     assert "Signed a batch of 1,860 doses, 0 refused" in english
+
+
+def test_sqlite_sorts_by_bytes_that_compare_as_the_sort_key() -> None:
+    """db.vietnamese on SQLite orders by formatting.sort_bytes: the same order as sort_key."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from kyso.platform.formatting import sort_bytes, sort_key
+
+    letters = st.text(alphabet="aăâdđeêouươyAĐƯ áàảãạ9-" + "\u0301\u0300\u0323", max_size=12)
+
+    @settings(max_examples=500, deadline=None)
+    @given(letters, letters)
+    def same_order(a: str, b: str) -> None:
+        assert (sort_key(a) < sort_key(b)) == (sort_bytes(a) < sort_bytes(b)), (a, b)
+        assert (sort_key(a) == sort_key(b)) == (sort_bytes(a) == sort_bytes(b)), (a, b)
+
+    same_order()
+    names = ["Đoàn Văn Phản", "Dư Văn Hùng", "Đặng Thị Hoa", "Duy Văn Bình", "Dương Văn Minh"]
+    assert sorted(names, key=sort_bytes) == [
+        "Duy Văn Bình",
+        "Dư Văn Hùng",
+        "Dương Văn Minh",
+        "Đặng Thị Hoa",
+        "Đoàn Văn Phản",
+    ]
