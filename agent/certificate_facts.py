@@ -1,7 +1,8 @@
 """A certificate as the officer compares it (issue 17): organisation, tax code, key type,
-validity and serial, written as the platform's pages and its token picker write them
-(kyso.platform.formatting.certificate_facts; the two programs share no code, a test compares
-them). Two certificates with one subject, say RSA and P-256 on one token, read differently.
+validity and serial, written as the platform's pages and its token picker write them (the
+platform's formatting.certificate_facts; the two programs share no code, and
+tests/platform/test_certificate_facts.py compares them). Two certificates with one subject,
+say RSA and P-256 on one token, read differently.
 """
 
 from __future__ import annotations
