@@ -483,3 +483,184 @@ def test_the_pdf_signing_settings(passport_keys: PassportKeys, tmp_path: Path) -
         with pytest.raises(DomainError) as caught:
             config.pdf_signing(settings, extensions)
         assert caught.value.key == "passport.error_hsm_certificate"
+
+
+def _tsa_settings(
+    keys: PassportKeys, directory: Path, tsa_url: str, anchors: Path, **more: Any
+) -> dict[str, Any]:
+    """The platform's settings for a PDF signed with the platform's own TSA (KYSO_TSA_URL),
+    whose root is among KYSO_TRUST_ANCHORS: no passport-specific TSA setting."""
+    environment = keys.environment("ES256")
+    return {
+        "PASSPORT_PKCS11_MODULE": environment["KYSO_PASSPORT_PKCS11_MODULE"],
+        "PASSPORT_TOKEN_LABEL": environment["KYSO_PASSPORT_TOKEN_LABEL"],
+        "PASSPORT_KEY_LABEL": environment["KYSO_PASSPORT_KEY_LABEL"],
+        "PASSPORT_PDF_KEY_LABEL": environment["KYSO_PASSPORT_PDF_KEY_LABEL"],
+        "PASSPORT_PIN": environment["KYSO_PASSPORT_PIN"],
+        **keys.write_document_files(directory),
+        "PASSPORT_PDF_FETCH_REVOCATION": "1",  # the TSA's CRL, from the test PKI
+        "TSA_URL": tsa_url,
+        "TRUST_ANCHORS": str(anchors),
+        **more,
+    }
+
+
+def test_with_the_platforms_tsa_the_pdf_is_b_lta_and_validates_after_the_signer_expired(
+    passport_keys: PassportKeys, test_pki: Any, tmp_path: Path
+) -> None:
+    from pyhanko.sign.validation.ades import ades_lta_validation
+    from pyhanko.sign.validation.policy_decl import (
+        PdfSignatureValidationSpec,
+        RevinfoOnlineFetchingRule,
+        RevocationInfoGatheringSpec,
+        SignatureValidationSpec,
+    )
+    from pyhanko_certvalidator.context import CertValidationPolicySpec
+    from pyhanko_certvalidator.ltv.types import ValidationTimingInfo
+    from pyhanko_certvalidator.policy_decl import (
+        LEGACY_POLICY_MAP,
+        REQUIRE_REVINFO,
+        CertRevTrustPolicy,
+    )
+    from pyhanko_certvalidator.registry import SimpleTrustManager
+
+    anchors = test_pki.write_anchors(tmp_path / "anchors.pem")
+    settings = _tsa_settings(passport_keys, tmp_path / "pdf", test_pki.tsa_url, anchors)
+    signing = config.pdf_signing(settings, {})
+    assert isinstance(signing.timestamper, HTTPTimeStamper)  # KYSO_TSA_URL, over HTTP
+    assert signing.tsa_roots  # KYSO_TRUST_ANCHORS: the test PKI's root certified the TSA
+    signed = render.signed_passport_pdf(_document(passport_keys), signing)
+    pdf = tmp_path / "passport.pdf"
+    pdf.write_bytes(signed)
+    reader = PdfFileReader(io.BytesIO(signed))
+    signature, document_stamp = reader.embedded_signatures
+    assert document_stamp.sig_object["/Type"] == "/DocTimeStamp"
+    dss = DocumentSecurityStore.read_dss(reader)
+    tsa_der = test_pki.tsa.certificate.public_bytes(serialization.Encoding.DER)
+    assert tsa_der in {c.dump() for c in dss.load_certs()}
+    assert len(dss.crls) >= 2  # the document root's and the TSA's (the test PKI root's)
+    roots = [
+        _root(passport_keys),
+        asn1_x509.Certificate.load(
+            test_pki.root.certificate.public_bytes(serialization.Encoding.DER)
+        ),
+    ]
+    # A moment after the signer's certificate expired (the TSA's is still valid): offline,
+    # from the PDF alone, the time-stamps prove the signature existed while it was valid.
+    expiry = passport_keys.document_certificate.not_valid_after_utc
+    later = expiry + timedelta(days=30)
+    assert later < test_pki.tsa.certificate.not_valid_after_utc
+    naive = validate_pdf_signature(
+        signature,
+        ValidationContext(trust_roots=roots, allow_fetching=False, moment=later),
+    )
+    assert not naive.bottom_line  # without the time-stamps: an expired certificate
+    spec = PdfSignatureValidationSpec(
+        SignatureValidationSpec(
+            cert_validation_policy=CertValidationPolicySpec(
+                trust_manager=SimpleTrustManager.build(trust_roots=roots),
+                revinfo_policy=CertRevTrustPolicy(REQUIRE_REVINFO),
+            ),
+            # The document time-stamp's TSA is checked at the validation time, two years on,
+            # when the CRL the PDF holds for it (an hour's validity) is long stale and an
+            # offline verifier has no fresher one: no revocation check for the TSA only. The
+            # signer's revocation data is required, from the PDF.
+            ts_cert_validation_policy=CertValidationPolicySpec(
+                trust_manager=SimpleTrustManager.build(trust_roots=roots),
+                revinfo_policy=CertRevTrustPolicy(LEGACY_POLICY_MAP["none"]),
+            ),
+            # Offline: nothing fetched, only what the PDF carries.
+            revinfo_gathering_policy=RevocationInfoGatheringSpec(
+                online_fetching_rule=RevinfoOnlineFetchingRule.LOCAL_ONLY
+            ),
+        )
+    )
+    result = asyncio.run(
+        ades_lta_validation(
+            signature,
+            spec,
+            timing_info=ValidationTimingInfo(
+                validation_time=later, best_signature_time=later, point_in_time_validation=False
+            ),
+        )
+    )
+    assert result.ades_subindic.status.name == "PASSED", result.ades_subindic
+    assert result.api_status is not None
+    assert result.api_status.intact
+    assert result.api_status.valid
+    assert result.api_status.trusted
+    # The signature's time: the signature time-stamp, within minutes of now.
+    assert abs(result.best_signature_time - datetime.now(UTC)) < timedelta(minutes=10)
+    # Poppler still says the signature is valid and trusted (both roots in its NSS database).
+    assert PDFSIG is not None
+    assert CERTUTIL is not None
+    nss = tmp_path / "nss"
+    nss.mkdir()
+    subprocess.run([CERTUTIL, "-N", "--empty-password", "-d", f"sql:{nss}"], check=True)
+    for name, certificate in (
+        ("Kyso root", passport_keys.document_ca.certificate),
+        ("Test PKI root", test_pki.root.certificate),
+    ):
+        path = devpki.write_pem(tmp_path / f"{name}.pem", certificate)
+        subprocess.run(
+            [CERTUTIL, "-A", "-n", name, "-t", "CT,C,C", "-i", str(path), "-d", f"sql:{nss}"],
+            check=True,
+        )
+    report = subprocess.run(
+        [PDFSIG, "-nssdir", f"sql:{nss}", str(pdf)], capture_output=True, text=True, check=False
+    ).stdout
+    first = report.split("Signature #2")[0]
+    assert "Signature Validation: Signature is Valid." in first, report
+    assert "Certificate Validation: Certificate is Trusted." in first, report
+    assert "Signature #2" in report, report  # the document time-stamp
+
+
+def test_when_the_tsa_is_away_the_policy_decides_and_says_so(
+    passport_keys: PassportKeys, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from kyso.platform.ops.metrics import PDF_TIMESTAMPS
+
+    def count(outcome: str) -> float:
+        return float(PDF_TIMESTAMPS.labels(outcome=outcome)._value.get())
+
+    anchors = devpki.write_pem(tmp_path / "anchors.pem", passport_keys.document_ca.certificate)
+    away = "http://127.0.0.1:9/tsa"  # nothing listens on the discard port
+    hard = config.pdf_signing(
+        _tsa_settings(passport_keys, tmp_path / "hard", away, anchors, TSA_TIMEOUT=2.0), {}
+    )
+    assert hard.tsa_policy == "hard"
+    refused = count("refused")
+    with pytest.raises(DomainError) as caught:
+        render.signed_passport_pdf(_document(passport_keys), hard)
+    assert caught.value.key == "passport.error_pdf_timestamp"
+    assert "tải lại tệp PDF sau ít phút" in caught.value.text("vi")
+    assert "TSA" in caught.value.text("vi")
+    assert count("refused") == refused + 1
+    assert any(r.levelname == "ERROR" and "TSA" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    soft = config.pdf_signing(
+        _tsa_settings(
+            passport_keys, tmp_path / "soft", away, anchors, TSA_TIMEOUT=2.0, TSA_POLICY="soft"
+        ),
+        {},
+    )
+    without = count("signed_without")
+    signed = render.signed_passport_pdf(_document(passport_keys), soft)
+    assert count("signed_without") == without + 1
+    assert any(r.levelname == "WARNING" and "TSA" in r.getMessage() for r in caplog.records)
+    # PAdES B-B with the signer's validation data: valid and trusted offline, no time-stamp.
+    reader = PdfFileReader(io.BytesIO(signed))
+    (signature,) = reader.embedded_signatures
+    dss = DocumentSecurityStore.read_dss(reader)
+    status = validate_pdf_signature(
+        signature,
+        ValidationContext(
+            trust_roots=[_root(passport_keys)],
+            other_certs=list(dss.load_certs()),
+            crls=[CertificateList.load(crl.get_object().data) for crl in dss.crls],
+            allow_fetching=False,
+            revocation_mode="require",
+        ),
+    )
+    assert status.bottom_line
+    assert status.timestamp_validity is None
