@@ -30,7 +30,8 @@ reads these variables when the app is made).
                                     the platform's (``KYSO_TSA_URL``): every PDF is then PAdES
                                     B-LTA (signature and document time-stamps); when it fails,
                                     ``KYSO_TSA_POLICY`` hard refuses the PDF (try again), soft
-                                    signs it B-B (no time-stamps); ``KYSO_TSA_TIMEOUT`` applies
+                                    signs it B-B (no time-stamps); ``KYSO_TSA_TIMEOUT`` applies;
+                                    ``off``: no time-stamps in the PDF (PAdES B-B)
 ``KYSO_PASSPORT_TSA_ROOTS``         (with the TSA) PEM: the TSA certificate's trust roots
                                     (default ``KYSO_TRUST_ANCHORS``)
 ``KYSO_PASSPORT_PDF_FETCH_REVOCATION`` ``1``: fetch revocation data not in the CRL files (the
@@ -147,7 +148,10 @@ def pdf_signing(settings: Mapping[str, Any], extensions: dict[str, Any]) -> PdfS
     # The platform's TSA (KYSO_TSA_URL, which time-stamps the officers' signatures) unless the
     # passport has one of its own; its roots: KYSO_PASSPORT_TSA_ROOTS, else the platform's
     # trust anchors (a national root certifies both the CAs and the TSAs).
+    # ``off``: PDFs without time-stamps even when the platform has a TSA.
     tsa = _setting(settings, "TSA_URL") or (str(settings.get("TSA_URL") or "").strip() or None)
+    if tsa == "off":
+        tsa = None
     tsa_roots_path = _setting(settings, "TSA_ROOTS") or (
         str(settings["TRUST_ANCHORS"]) if tsa and settings.get("TRUST_ANCHORS") else None
     )

@@ -376,7 +376,17 @@ class PdfSigning:
                 for c in self.crls
             ],
             allow_fetching=self.fetch,
+            # requests-based fetchers: the default aiohttp ones leave a client session
+            # unclosed for every PDF (one per validation context).
+            fetcher_backend=_requests_fetchers() if self.fetch else None,
         )
+
+
+@functools.cache
+def _requests_fetchers() -> Any:
+    from pyhanko_certvalidator.fetchers.requests_fetchers import RequestsFetcherBackend
+
+    return RequestsFetcherBackend()
 
 
 def _asn1_certificate(certificate: x509.Certificate) -> Any:

@@ -526,6 +526,7 @@ def test_with_the_platforms_tsa_the_pdf_is_b_lta_and_validates_after_the_signer_
 
     anchors = test_pki.write_anchors(tmp_path / "anchors.pem")
     settings = _tsa_settings(passport_keys, tmp_path / "pdf", test_pki.tsa_url, anchors)
+    assert config.pdf_signing({**settings, "PASSPORT_TSA_URL": "off"}, {}).timestamper is None
     signing = config.pdf_signing(settings, {})
     assert isinstance(signing.timestamper, HTTPTimeStamper)  # KYSO_TSA_URL, over HTTP
     assert signing.tsa_roots  # KYSO_TRUST_ANCHORS: the test PKI's root certified the TSA
