@@ -267,7 +267,7 @@ def test_the_qr_code_in_the_pdf_reads_back(
     assert result.text == document.payload
 
 
-def test_a_signed_pdf_costs_tens_of_milliseconds_of_cpu(
+def test_a_signed_pdf_costs_a_few_milliseconds_of_cpu(
     passport_keys: PassportKeys, pdf_signing: render.PdfSigning
 ) -> None:
     # CPU time, not wall time. fpdf2 (fonts parsed and subset, layout, for every passport)
