@@ -40,6 +40,7 @@ from sqlalchemy.orm import Session
 
 from kyso.agent import devpki
 from kyso.agent.token import softhsm
+from kyso.platform import formatting
 from kyso.platform.models import Person, User, VerificationStatus
 from kyso.platform.passport import testcerts
 from kyso.platform.records.demo import DEMO_PASSWORD
@@ -463,6 +464,7 @@ def banner(info: dict[str, object], summary: DemoSummary, serial: str) -> str:
     certificates = ", ".join(f"{name}={fp[:16]}…" for name, fp in fingerprints.items())
     accounts = "\n".join(f"  {a.username:<20} {a.role:<16} {a.full_name}" for a in summary.accounts)
     total = sum(summary.people.values())
+    spaced = formatting.serial(serial)  # as the platform's pages write it
     people = "\n".join(
         f"  {count:>7,}  {STATUS_LABELS[status]}"
         for status, count in sorted(summary.people.items(), key=lambda item: -item[1])
@@ -475,7 +477,7 @@ Kyso demo
   Test PKI:             {PKI_URL}/ocsp, /crl/issuing.crl, /tsa   (folder demo-data/pki)
   Signing agent:        ws://127.0.0.1:{info["port"]}/     (this terminal)
   USB token (SoftHSM2): {info["token_label"]}   PIN: {info["pin"]}
-  Officer certificate:  serial {serial} ({SIGNING_KEY}, registered for {DEMO_OFFICER})
+  Officer certificate:  serial {spaced} ({SIGNING_KEY}, registered for {DEMO_OFFICER})
   Passport key:         {PASSPORT_TOKEN} (SoftHSM2), configured: log in as cucduphong,
                         /passports/issuer, "Cấp ngay"; verifiers download the signed lists:
                         http://127.0.0.1:{PLATFORM_PORT}/.well-known/kyso/dcc/trust-list
@@ -495,7 +497,7 @@ This terminal then asks three things, in order: may {ORIGIN} see the token's
 certificates ("c" then Enter; "y" with --language en), sign this batch (count, summary and
 the verification code: compare it with the page's; "c" again), then the PIN ({info["pin"]}).
 Revoke the token's certificate (then signing is refused with the revocation date):
-  .venv/bin/python -m kyso.platform.testpki revoke --dir {shown(DEMO / "pki")} {serial}
+  .venv/bin/python -m kyso.platform.testpki revoke --dir {shown(DEMO / "pki")} "{spaced}"
 Without a browser, play the page from another terminal:
   .venv/bin/python scripts/demo_client.py --count 30
 Press Ctrl+C to stop everything.
