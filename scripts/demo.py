@@ -11,7 +11,8 @@
   document root (demo-pdf-root.pem, its CRL demo-pdf-root.crl), so the citizen's PDF is signed;
 - the reference population registry (http://127.0.0.1:8090) with its own dataset;
 - the platform (http://127.0.0.1:8080, SQLite) with demo facilities, accounts and people,
-  verified against the registry;
+  verified against the registry, and its time-stamping worker (``kyso-platform signing
+  timestamp --follow``: every stored signature becomes CAdES-T with the test PKI's TSA);
 - the signing agent, headless, in this terminal (consent and PIN are asked here); the other
   services write their output to demo-data/logs/, so nothing interleaves with the agent's
   questions.
@@ -223,6 +224,8 @@ def platform_env() -> dict[str, str]:
         # The demo CA issued the token's certificates; the agent pins this manifest key.
         KYSO_TRUST_ANCHORS=str(DEMO / "demo-ca.pem"),
         KYSO_MANIFEST_KEY=str(DEMO / "platform-manifest-key.pem"),
+        # Stored signatures are time-stamped by the test PKI's TSA (the worker started below).
+        KYSO_TSA_URL=f"{PKI_URL}/tsa",
     )
 
 
@@ -397,6 +400,15 @@ def main() -> int:
         )
         children.append(web)
         wait_for_port(PLATFORM_PORT, web, "the platform", web_log)
+        _, stamps_out = log("timestamps")
+        children.append(
+            subprocess.Popen(  # noqa: S603
+                platform_command("signing", "timestamp", "--follow"),
+                env=env,
+                stdout=stamps_out,
+                stderr=subprocess.STDOUT,
+            )
+        )
         summary = read_summary(env["DATABASE_URL"])
         print(banner(info, summary, serial_of(DEMO / f"{SIGNING_KEY}.pem")), flush=True)
         agent = subprocess.Popen(agent_command(), env=os.environ)  # noqa: S603
