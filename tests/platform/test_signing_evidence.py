@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from pyhanko.sign.validation.generic_cms import async_validate_detached_cms
 from pyhanko_certvalidator import ValidationContext
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from support.platform_seed import Seed
 from support.signing_data import bulk_people
@@ -452,3 +452,49 @@ def test_pyhanko_reports_per_record_signatures_intact_trusted_and_time_stamped(
     # pyHanko is not a rubber stamp: another record's content fails its signature.
     (out / f"{names[0]}.json").write_bytes((out / f"{names[1]}.json").read_bytes())
     assert not _pyhanko_status(out, names[0]).intact
+
+
+def test_the_timestamp_command_stamps_the_queue_and_exits_75_while_the_tsa_is_away(
+    session: Session, org: Seed, test_pki: TestPki, tmp_path: Path, database_url: str
+) -> None:
+    signer = make_signer(test_pki.issuing, "rsa")
+    tsa = Timestamper(test_pki.tsa_url)
+    batch_id = _sign_batch(session, org, signer, _context(test_pki, tsa), people=2, stamp=False)
+    session.commit()
+    env = {
+        "DATABASE_URL": database_url,
+        "KYSO_SECRET_KEY": "test",
+        "KYSO_INSTANCE_PATH": str(tmp_path / "instance"),
+        "KYSO_TSA_URL": "http://127.0.0.1:9/tsa",
+        "KYSO_TSA_TIMEOUT": "2",
+    }
+    away = CliRunner().invoke(main, ["signing", "timestamp"], env=env)
+    assert away.exit_code == 75, away.output
+    assert "0 signatures time-stamped" in away.output
+    assert "4 put off; 4 waiting" in away.output
+    assert _queued(session, batch_id) == 4
+
+    # Put off for 30 s: the command run again at once has nothing due, and says so.
+    env["KYSO_TSA_URL"] = test_pki.tsa_url
+    early = CliRunner().invoke(main, ["signing", "timestamp"], env=env)
+    assert early.exit_code == 0, early.output
+    assert "0 signatures time-stamped" in early.output
+    assert "4 waiting" in early.output
+
+    session.execute(update(TimestampQueueEntry).values(next_attempt_at=datetime.now(UTC)))
+    session.commit()
+    done = CliRunner().invoke(main, ["signing", "timestamp"], env=env)
+    assert done.exit_code == 0, done.output
+    assert "4 signatures time-stamped" in done.output
+    assert "0 put off; 0 waiting" in done.output
+    session.expire_all()
+    assert _queued(session, batch_id) == 0
+    blobs = session.scalars(
+        select(SigningBatchItem.cms).where(SigningBatchItem.batch_id == batch_id)
+    ).all()
+    assert all(blob is not None and timestamp_token(blob) is not None for blob in blobs)
+
+    del env["KYSO_TSA_URL"]
+    unset = CliRunner().invoke(main, ["signing", "timestamp"], env=env)
+    assert unset.exit_code != 0
+    assert "KYSO_TSA_URL is not set" in unset.output
