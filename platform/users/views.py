@@ -29,8 +29,9 @@ from kyso.platform import formatting
 from kyso.platform.auth.access import may_manage
 from kyso.platform.i18n import DomainError, catalogue, translate
 from kyso.platform.inputs import is_number
-from kyso.platform.models import Role, User
+from kyso.platform.models import Role, SigningUnit, User
 from kyso.platform.signing import revocation
+from kyso.platform.signing.certificates import CheckedCertificate
 from kyso.platform.signing.wiring import registration_check
 from kyso.platform.users import service
 from kyso.platform.web import (
@@ -347,6 +348,12 @@ def _certificate_upload() -> bytes | None:
     return None
 
 
+def _registration_check(der: bytes, serial: str, unit: SigningUnit | None) -> CheckedCertificate:
+    """The platform's registration check, opened only when a certificate is to be checked (a
+    serial typed alone and never seen needs no trust anchors)."""
+    return registration_check()(der, serial, unit)
+
+
 @blueprint.route("/<int:user_id>/certificate", methods=["GET", "POST"])
 @roles_required(Role.ADMINISTRATOR)
 def certificate(user_id: int) -> Any:
@@ -369,7 +376,7 @@ def certificate(user_id: int) -> Any:
                 serial_text,
                 ip=_ip(),
                 certificate=der,
-                verify=registration_check() if der is not None else None,
+                verify=_registration_check,
             )
         except DomainError as exc:
             # Only the audit record of a refused attempt is pending: keep it.
@@ -395,6 +402,8 @@ def certificate(user_id: int) -> Any:
                     _("users.certificate_registered", serial=shown, name=officer.full_name),
                     "success",
                 )
+            if registered.der is None:
+                flash(_("users.certificate_unchecked", serial=shown), "warning")
             return redirect(url_for("users.certificate", user_id=officer.id))
     page = render_template(
         "users/certificate.html",
