@@ -348,6 +348,36 @@ def _certificate_upload() -> bytes | None:
     return None
 
 
+@blueprint.route("/units", methods=["GET", "POST"])
+@roles_required(Role.ADMINISTRATOR)
+def units() -> Any:
+    """Đơn vị ký: the signing units in the administrator's scope with their tax code (MST), which
+    their officers' certificates must carry; the administrator sets or corrects it here."""
+    me = _me()
+    choices = service.signing_unit_choices(db(), me)
+    error = None
+    typed: dict[int, str] = {}
+    if request.method == "POST":
+        unit_id = request.form.get("unit", "")
+        tax_code = request.form.get("tax_code", "")
+        unit = next((u for u in choices if str(u.id) == unit_id), None)
+        try:
+            if unit is None:
+                raise DomainError("revocation.unknown_unit", unit=unit_id)
+            revocation.set_unit_tax_code(db(), unit.code, tax_code, actor=me, ip=_ip())
+        except DomainError as exc:
+            db().rollback()
+            error = exc.text(language())
+            if unit is not None:
+                typed[unit.id] = tax_code
+        else:
+            db().commit()
+            flash(_("users.tax_code_saved", unit=unit.name, tax_code=unit.tax_code), "success")
+            return redirect(url_for("users.units"))
+    page = render_template("users/units.html", units=choices, error=error, typed=typed)
+    return page, 400 if error else 200
+
+
 def _registration_check(der: bytes, serial: str, unit: SigningUnit | None) -> CheckedCertificate:
     """The platform's registration check, opened only when a certificate is to be checked (a
     serial typed alone and never seen needs no trust anchors)."""
