@@ -29,8 +29,9 @@ with the PIN, find the key, sign, close) over the same digests on the same token
 after each flow; ``ratio`` whole / raw. Per record RSA-2048 and P-256 sign 3,000 digests;
 batch mode (the signing unit's ``batch_mode``) RSA-2048 signs one. Medians over ``--rounds``.
 
-With the test PKI (the default; ``--no-pki`` without): OCSP under the hard policy and RFC 3161
-time-stamps, as in production. The officer's flow stores CAdES-BES and queues each signature;
+With the test PKI (the default; ``--no-pki`` without; served by ``python -m
+kyso.platform.testpki serve`` in a process of its own, as a CA is another machine): OCSP under
+the hard policy and RFC 3161 time-stamps, as in production. The officer's flow stores CAdES-BES and queues each signature;
 after each timed flow, untimed for the officer, the time-stamping worker (``stamping.stamp_due``,
 what ``kyso-platform signing timestamp`` runs) stamps the queue in this process: ``TSA
 (background)`` is its wall time and throughput, and every stored CMS is then checked to carry
@@ -57,7 +58,9 @@ import multiprocessing
 import os
 import queue
 import re
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -797,6 +800,31 @@ def stamp_queue(site: Platform, pki: testpki.TestPki, batch_id: str) -> tuple[in
     return run.stamped, took
 
 
+def serve_pki(directory: Path) -> subprocess.Popen[bytes]:
+    """The test PKI (OCSP, CRLs, TSA) in a process of its own, as a CA's services are another
+    machine in production: its signing does not compete with the platform for the GIL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    child = subprocess.Popen(
+        [sys.executable, "-m", "kyso.platform.testpki", "serve", "--dir", str(directory),
+         "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                return child
+        except httpx.HTTPError:
+            pass
+        if child.poll() is not None:
+            raise SystemExit(f"the test PKI stopped (exit {child.returncode})")
+        time.sleep(0.2)
+    child.terminate()
+    raise SystemExit("the test PKI did not start within 60 s")
+
+
 def evidence_time(site: Platform) -> tuple[float, int, float, int]:
     """Seconds spent in OCSP/CRL validation and lookups, in TSA requests and tokens so far."""
     checker = site.app.extensions.get("kyso.revocation")
@@ -844,8 +872,8 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="kyso-bench-e2e-") as tmp:
         keys = [softhsm.KeySpec("rsa", "RSA", 2048), softhsm.KeySpec("p256", "EC", 256)]
-        running = None if args.no_pki else testpki.start(Path(tmp) / "pki")
-        pki = running.pki if running else None
+        running = None if args.no_pki else serve_pki(Path(tmp) / "pki")
+        pki = testpki.TestPki.load(Path(tmp) / "pki") if running else None
         token = softhsm.provision(
             Path(tmp) / "hsm", label="Kyso Bench", keys=keys, ca=pki.issuing if pki else None
         )
@@ -864,7 +892,8 @@ def main() -> int:
                 )
         finally:
             if running:
-                running.stop()
+                running.terminate()
+                running.wait(timeout=10)
     print(f"load average at the end {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     return 0
 
