@@ -31,12 +31,13 @@ batch mode (the signing unit's ``batch_mode``) RSA-2048 signs one. Medians over 
 
 With the test PKI (the default; ``--no-pki`` without; served by ``python -m
 kyso.platform.testpki serve`` in a process of its own, as a CA is another machine): OCSP under
-the hard policy and RFC 3161 time-stamps, as in production. The officer's flow stores CAdES-BES and queues each signature;
-after each timed flow, untimed for the officer, the time-stamping worker (``stamping.stamp_due``,
-what ``kyso-platform signing timestamp`` runs) stamps the queue in this process: ``TSA
-(background)`` is its wall time and throughput, and every stored CMS is then checked to carry
-its token. ``OCSP`` is the time the platform spent in OCSP/CRL validation during the flow (one
-cached answer per certificate: a cold cache at the first prepare of a certificate).
+the hard policy and RFC 3161 time-stamps, as in production. The officer's flow stores CAdES-BES
+and queues each signature; after each timed flow, untimed for the officer, the time-stamping
+worker (``stamping.stamp_due``, what ``kyso-platform signing timestamp`` runs) stamps the queue
+in this process: ``TSA (background)`` is its wall time and throughput, and every stored CMS is
+then checked to carry its token. ``OCSP`` is the time the platform spent in OCSP/CRL
+validation during the flow (one cached answer per certificate: a cold cache at the first
+prepare of a certificate).
 
 Bars (issue 4): whole flow ≤ 1.5 × the raw RSA-2048 token time (3,000 digests); prepare ≤ 1 s
 and complete ≤ 1 s for 3,000 doses; batch mode ≤ 2 s in all. A miss prints MISS and is not an
