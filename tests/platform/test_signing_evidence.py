@@ -21,6 +21,7 @@ from click.testing import CliRunner, Result
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from flask.testing import FlaskClient
 from pyhanko.sign.validation.generic_cms import async_validate_detached_cms
 from pyhanko_certvalidator import ValidationContext
 from sqlalchemy import func, select, update
@@ -196,7 +197,12 @@ def test_per_record_signatures_are_cades_t_with_evidence_openssl_verifies(
 
 
 def test_tsa_down_signatures_are_stored_queued_and_stamped_once_it_answers(
-    session: Session, org: Seed, test_pki: TestPki, tmp_path: Path, database_url: str
+    session: Session,
+    org: Seed,
+    test_pki: TestPki,
+    tmp_path: Path,
+    database_url: str,
+    client: FlaskClient,
 ) -> None:
     signer = make_signer(test_pki.issuing, "p256")
     down = Timestamper("http://127.0.0.1:9/tsa", timeout=2)  # discard port: nothing listens
@@ -221,6 +227,10 @@ def test_tsa_down_signatures_are_stored_queued_and_stamped_once_it_answers(
     assert all("cannot be reached" in (e.last_error or "") for e in entries)
     assert all(stamping._utc(e.next_attempt_at) == started + stamping.backoff(1) for e in entries)
     session.commit()
+    # Monitoring sees them wait (/metrics reads the queue at scrape time).
+    scraped = client.get("/metrics").get_data(as_text=True)
+    assert "\nkyso_timestamp_queue_signatures 2\n" in scraped
+    assert "\nkyso_timestamp_queue_oldest_seconds " in scraped
     # Put off: not asked again before its time.
     early = stamping.stamp_due(_sessions(session), down, clock=lambda: started)
     assert (early.stamped, early.failed) == (0, 0)
@@ -261,6 +271,7 @@ def test_tsa_down_signatures_are_stored_queued_and_stamped_once_it_answers(
         select(SigningBatchItem.cms).where(SigningBatchItem.batch_id == batch_id)
     ).all()
     assert all(blob is not None and timestamp_token(blob) is not None for blob in blobs)
+    assert "\nkyso_timestamp_queue_signatures 0\n" in client.get("/metrics").get_data(as_text=True)
     again = export_signed(session, batch_id, out, TrustStore.from_pem(test_pki.anchors_pem()))
     assert again.unstamped == ()
     assert not (out / "NOT-TIMESTAMPED.txt").exists()
