@@ -42,6 +42,10 @@ Variable (default)                 Meaning
 ``KYSO_TSA_URL``                   the RFC 3161 time-stamping authority every stored signature
                                    is time-stamped by (CAdES-T) after storage, by
                                    ``kyso-platform signing timestamp``; empty: none (CAdES-BES)
+``KYSO_TSA_POLICY`` (hard)         when the TSA cannot answer a PDF passport's time-stamp:
+                                   ``hard`` (no PDF, the citizen tries again) or ``soft`` (a
+                                   PAdES B-B PDF); officers' signatures are never refused for it
+                                   (they wait in the time-stamp queue)
 ``KYSO_TSA_TIMEOUT`` (10)          seconds for a time-stamp answer
 ``KYSO_TSA_CONNECTIONS`` (8)       time-stamp requests at a time
 **downloads**
@@ -137,6 +141,7 @@ class SigningSettings:
     revocation_cache_seconds: float = 300.0
     certificate_expiry_warning_days: int = 30
     tsa_url: str = ""
+    tsa_policy: str = "hard"
     tsa_timeout: float = 10.0
     tsa_connections: int = 8
 
@@ -213,6 +218,7 @@ class Settings:
             "REVOCATION_CACHE_SECONDS": signing.revocation_cache_seconds,
             "CERTIFICATE_EXPIRY_WARNING_DAYS": signing.certificate_expiry_warning_days,
             "TSA_URL": signing.tsa_url,
+            "TSA_POLICY": signing.tsa_policy,
             "TSA_TIMEOUT": signing.tsa_timeout,
             "TSA_CONNECTIONS": signing.tsa_connections,
             "DOWNLOADS_DIR": self.downloads.folder,
@@ -304,6 +310,12 @@ def from_environ(environ: Mapping[str, str] | None = None) -> Settings:
             f"{k}REVOCATION_POLICY must be hard, soft or off, not {policy!r}: correct it, or "
             "remove it for hard"
         )
+    tsa_policy = (read.text(f"{k}TSA_POLICY") or "hard").lower()
+    if tsa_policy not in ("hard", "soft"):
+        raise SettingsError(
+            f"{k}TSA_POLICY must be hard or soft, not {tsa_policy!r}: correct it, or remove it "
+            "for hard"
+        )
     adapter = read.text(f"{k}REGISTRY_ADAPTER")
     if adapter is not None and not all(adapter.partition(":")[::2]):
         raise SettingsError(
@@ -328,6 +340,7 @@ def from_environ(environ: Mapping[str, str] | None = None) -> Settings:
                 f"{k}CERTIFICATE_EXPIRY_WARNING_DAYS", 30, int, 0, 365
             ),
             tsa_url=read.text(f"{k}TSA_URL") or "",
+            tsa_policy=tsa_policy,
             tsa_timeout=read.number(f"{k}TSA_TIMEOUT", 10.0, float, 0.1, 120.0),
             tsa_connections=read.number(f"{k}TSA_CONNECTIONS", 8, int, 1, 64),
         ),
