@@ -12,7 +12,8 @@
   PAdES B-LTA with the test PKI's time-stamps (KYSO_TSA_URL, also the officers' CAdES-T);
 - the reference population registry (http://127.0.0.1:8090) with its own dataset;
 - the platform (http://127.0.0.1:8080, SQLite) with demo facilities, accounts and people,
-  verified against the registry;
+  verified against the registry, and its time-stamping worker (``kyso-platform signing
+  timestamp --follow``: every stored signature becomes CAdES-T with the test PKI's TSA);
 - the signing agent, headless, in this terminal (consent and PIN are asked here); the other
   services write their output to demo-data/logs/, so nothing interleaves with the agent's
   questions.
@@ -225,8 +226,9 @@ def platform_env() -> dict[str, str]:
         # The demo CA issued the token's certificates; the agent pins this manifest key.
         KYSO_TRUST_ANCHORS=str(DEMO / "demo-ca.pem"),
         KYSO_MANIFEST_KEY=str(DEMO / "platform-manifest-key.pem"),
-        # The test PKI's TSA time-stamps the officers' signatures (CAdES-T) and the PDF
-        # passports (PAdES B-LTA; its root is in demo-ca.pem, its CRL fetched from the PKI).
+        # The test PKI's TSA time-stamps the officers' signatures (CAdES-T, by the worker
+        # started below) and the PDF passports (PAdES B-LTA; its root is in demo-ca.pem, its CRL
+        # fetched from the PKI).
         KYSO_TSA_URL=f"{PKI_URL}/tsa",
         KYSO_PASSPORT_PDF_FETCH_REVOCATION="1",
     )
@@ -403,6 +405,15 @@ def main() -> int:
         )
         children.append(web)
         wait_for_port(PLATFORM_PORT, web, "the platform", web_log)
+        _, stamps_out = log("timestamps")
+        children.append(
+            subprocess.Popen(  # noqa: S603
+                platform_command("signing", "timestamp", "--follow"),
+                env=env,
+                stdout=stamps_out,
+                stderr=subprocess.STDOUT,
+            )
+        )
         summary = read_summary(env["DATABASE_URL"])
         print(banner(info, summary, serial_of(DEMO / f"{SIGNING_KEY}.pem")), flush=True)
         agent = subprocess.Popen(agent_command(), env=os.environ)  # noqa: S603

@@ -124,6 +124,7 @@ def _pages(site: Site) -> dict[str | None, list[str]]:
             f"/users/{site.admin_id}",
             f"/users/{site.officer_id}/certificate",
             "/users/audit",
+            "/users/units",
         ],
     }
 
