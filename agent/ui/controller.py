@@ -20,6 +20,7 @@ Start works); one that answers after Quit is closed by its loading thread.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
 import logging
 import queue
@@ -444,6 +445,10 @@ class AgentController(QObject):
 
     def record_outcome(self, outcome: BatchOutcome) -> None:
         self.last_outcome = outcome
+        if self.snapshot.busy:
+            # The batch is over: the service's own "ready" comes through another queued signal,
+            # after the page got its result; until then the tray would still say "signing".
+            self.snapshot = dataclasses.replace(self.snapshot, busy=False)
         self.changed.emit()
 
     # --- start / stop ----------------------------------------------------------------------

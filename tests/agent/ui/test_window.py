@@ -3,10 +3,12 @@ and stopped), the certificate that will sign, the icons, and the single-instance
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from PySide6.QtGui import QImage
 from pytestqt.qtbot import QtBot
 
 from kyso.agent.config import AgentConfig
+from kyso.agent.service import BatchOutcome
 from kyso.agent.token import softhsm as softhsm2
 from kyso.agent.token.pkcs11_token import Pkcs11Token
 from kyso.agent.token.softhsm import ProvisionedToken
@@ -95,6 +98,24 @@ def test_start_and_stop(qtbot: QtBot, desktop: DesktopApp) -> None:
     qtbot.mouseClick(window.start_button, Qt.MouseButton.LeftButton)
     assert desktop.controller.listening_port is None
     assert window.start_button.text() == "Bắt đầu"
+
+
+def test_the_tray_stops_saying_signing_when_the_result_is_shown(
+    qtbot: QtBot, desktop: DesktopApp
+) -> None:
+    """The outcome and the service's "ready" reach the Qt thread through two queued signals:
+    the window must not say "signing" in between (it did, under load)."""
+    controller = desktop.controller
+    assert start_and_wait(qtbot, controller)
+    qtbot.waitUntil(lambda: controller.snapshot.present, timeout=10_000)
+    busy = dataclasses.replace(controller.snapshot, busy=True)
+    controller._take_snapshot(controller._generation, busy)  # the service: a batch runs
+    assert controller.status is TrayState.SIGNING
+    controller.record_outcome(
+        BatchOutcome("https://tiemchung.example.vn", "B1", 120, 120, None, datetime.now(UTC))
+    )
+    assert controller.status is TrayState.LISTENING  # before the service's "ready" arrives
+    controller.stop()
 
 
 def test_port_taken_is_explained(qtbot: QtBot, token: Pkcs11Token, tmp_path: Path) -> None:
