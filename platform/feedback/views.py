@@ -12,8 +12,9 @@ from typing import Any
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 
 from kyso.platform.corrections import service as corrections
+from kyso.platform.errors import DomainError
 from kyso.platform.feedback import service
-from kyso.platform.i18n import DomainError, translate
+from kyso.platform.i18n import translate
 from kyso.platform.models import Feedback, FeedbackStatus, Role, User
 from kyso.platform.records.rules import VIETNAM
 from kyso.platform.throttle import Throttled

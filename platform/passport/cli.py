@@ -27,7 +27,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
 from kyso.platform.db import exit_database_unavailable, is_transient
-from kyso.platform.i18n import DomainError, translate
+from kyso.platform.errors import DomainError
+from kyso.platform.i18n import translate
 from kyso.platform.passport import config
 from kyso.platform.passport.issuance import issue_passports, retry_failed, worker_name
 from kyso.platform.passport.models import RunStatus

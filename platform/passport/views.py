@@ -24,7 +24,8 @@ from flask import (
     url_for,
 )
 
-from kyso.platform.i18n import DomainError, translate
+from kyso.platform.errors import DomainError
+from kyso.platform.i18n import translate
 from kyso.platform.models import Role
 from kyso.platform.passport import (
     config,

@@ -22,7 +22,7 @@ from flask import (
     url_for,
 )
 
-from kyso.platform.i18n import DomainError
+from kyso.platform.errors import DomainError
 from kyso.platform.models import BatchStatus, Role, User
 from kyso.platform.signing import batches, revocation
 from kyso.platform.signing.page_texts import sign_page_texts

@@ -52,7 +52,8 @@ from sqlalchemy.orm import Session
 
 from kyso.platform.auth.service import audit
 from kyso.platform.db import is_postgresql
-from kyso.platform.i18n import DomainError, translate
+from kyso.platform.errors import DomainError
+from kyso.platform.i18n import translate
 from kyso.platform.models import (
     BatchMode,
     BatchStatus,

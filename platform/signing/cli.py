@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from flask import Flask
 
-from kyso.platform.i18n import DomainError
+from kyso.platform.errors import DomainError
 from kyso.platform.signing.certificates import load_trust_store
 from kyso.platform.signing.export import export_signed
 from kyso.platform.signing.revocation import set_unit_tax_code

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from kyso.platform.i18n import DomainError, translate
+from kyso.platform.errors import DomainError
+from kyso.platform.i18n import translate
 from kyso.platform.models import VerificationStatus
 from kyso.platform.registry.status import status_hint, status_label, status_text
 

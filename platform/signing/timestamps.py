@@ -38,7 +38,7 @@ import httpx
 from asn1crypto import cms as asn1_cms
 from asn1crypto import tsp as asn1_tsp
 
-from kyso.platform.i18n import DomainError
+from kyso.platform.errors import DomainError
 
 __all__ = [
     "TimestampFailed",

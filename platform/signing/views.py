@@ -24,7 +24,8 @@ from flask import (
 )
 from werkzeug.datastructures import MultiDict
 
-from kyso.platform.i18n import DomainError, translate
+from kyso.platform.errors import DomainError
+from kyso.platform.i18n import translate
 from kyso.platform.inputs import is_number, parse_number
 from kyso.platform.models import Facility, Role, SigningUnit, User, VerificationStatus
 from kyso.platform.signing import service

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kyso.platform.db import transaction
-from kyso.platform.i18n import DomainError
+from kyso.platform.errors import DomainError
 from kyso.platform.models import Area, AreaLevel, Facility, Role, SigningUnit, User
 from kyso.platform.users import service
 

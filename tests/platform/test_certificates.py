@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from support.platform_seed import ProvinceSeed, Seed, add_province
 
-from kyso.platform.i18n import DomainError
+from kyso.platform.errors import DomainError
 from kyso.platform.models import AuditEvent, SigningCertificate, User
 from kyso.platform.users import service
 from kyso.platform.users.service import (

@@ -21,7 +21,7 @@ from kyso.platform.corrections.service import (
     made_for,
     verify_person_now,
 )
-from kyso.platform.i18n import DomainError
+from kyso.platform.errors import DomainError
 from kyso.platform.models import (
     AuditEvent,
     DoseSignature,

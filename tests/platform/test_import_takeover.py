@@ -27,7 +27,7 @@ from support.signing_data import sign
 
 from kyso.platform.auth.service import hash_password
 from kyso.platform.corrections.service import correct
-from kyso.platform.i18n import DomainError
+from kyso.platform.errors import DomainError
 from kyso.platform.models import (
     AuditEvent,
     CorrectionRequest,

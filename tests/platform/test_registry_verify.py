@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from support.platform_seed import Seed, add_person
 
-from kyso.platform.i18n import DomainError
+from kyso.platform.errors import DomainError
 from kyso.platform.models import AuditEvent, Gender, Person, VerificationStatus
 from kyso.platform.records.names import name_key
 from kyso.platform.registry.client import (

@@ -29,7 +29,7 @@ from support.signing_data import bulk_people
 from support.signing_keys import Signer, make_signer
 
 from kyso.platform.cli import main
-from kyso.platform.i18n import DomainError
+from kyso.platform.errors import DomainError
 from kyso.platform.models import Dose, ItemState, SigningBatchItem, SigningEvidence
 from kyso.platform.signing import batches, cms
 from kyso.platform.signing.certificates import TrustStore

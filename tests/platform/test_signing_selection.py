@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from support.platform_seed import Seed, add_person
 from support.signing_data import bulk_people, edit, sign
 
-from kyso.platform.i18n import DomainError
+from kyso.platform.errors import DomainError
 from kyso.platform.models import (
     AuditEvent,
     Dose,

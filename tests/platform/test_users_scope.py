@@ -20,7 +20,8 @@ from support.platform_seed import PASSWORD, ProvinceSeed, Seed, add_person, add_
 
 from kyso.platform.auth.access import may_manage, signable_facilities
 from kyso.platform.auth.service import hash_password
-from kyso.platform.i18n import DomainError, translate
+from kyso.platform.errors import DomainError
+from kyso.platform.i18n import translate
 from kyso.platform.models import (
     Facility,
     FacilityType,
