@@ -14,7 +14,7 @@ from support.signing_data import bulk_people, edit, sign
 from kyso.platform.errors import DomainError
 from kyso.platform.models import Dose, Person, User, VerificationStatus
 from kyso.platform.signing import search as search_module
-from kyso.platform.signing.service import (
+from kyso.platform.signing.search import (
     Cursor,
     SearchFilters,
     SearchPage,

@@ -30,8 +30,9 @@ from kyso.platform.models import (
     SigningUnitKind,
     User,
 )
+from kyso.platform.signing.preview import DropReason, preview
 from kyso.platform.signing.search import scope_facility_ids
-from kyso.platform.signing.service import DropReason, add_doses, preview
+from kyso.platform.signing.selection import add_doses
 from kyso.platform.users import service
 from kyso.platform.users.service import UserForm, UserQuery
 
