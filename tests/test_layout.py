@@ -291,7 +291,7 @@ ENTRY_POINTS = {
     "kyso.platform.entry",  # the kyso-platform program: prepares, then runs the command line
     "kyso.platform.ops.serve",  # the production server (gunicorn's app, its logging)
     "kyso.platform.ops.logs",  # JSON logs carrying the request id
-    "kyso.platform.registry.reference",  # the reference registry: its own small WSGI app
+    "kyso.platform.registry.reference_server",  # the reference registry: its own small WSGI app
     "kyso.platform.testpki",  # the test and demo PKI: its own small HTTP service
     "kyso.platform.records.demo",  # the demo-data tool (also writes the reference registry's data)
 }
@@ -410,6 +410,6 @@ def test_one_date_parser() -> None:
     # signing/revocation.parse_since reads a date *and time* (a datetime-local input).
     assert _attribute_users("strptime") == {
         "platform/inputs.py",
-        "platform/registry/reference.py",
+        "platform/registry/reference_server.py",
         "platform/signing/revocation.py",
     }

@@ -20,7 +20,7 @@ from kyso.platform.errors import DomainError
 from kyso.platform.models import VerificationStatus
 from kyso.platform.registry.client import load_registry
 from kyso.platform.registry.protocol import MAX_BATCH
-from kyso.platform.registry.reference import (
+from kyso.platform.registry.reference_server import (
     DatasetError,
     make_app,
     read_citizens_csv,

@@ -35,7 +35,12 @@ from kyso.platform.models import Gender, PassportQueueEntry, PassportState, Veri
 from kyso.platform.models import Person as PersonRow
 from kyso.platform.passport.issuance import IssuanceContext, issue_passports
 from kyso.platform.passport.models import IssuanceRun, Passport, RunStatus
-from kyso.platform.registry.reference import Citizen, ReferenceServer, make_app, write_dataset
+from kyso.platform.registry.reference_server import (
+    Citizen,
+    ReferenceServer,
+    make_app,
+    write_dataset,
+)
 
 RUN_UPDATE = "UPDATE passport_runs%"
 

@@ -23,7 +23,12 @@ from kyso.platform.registry.client import (
     RegistryCitizen,
     RegistryUnavailable,
 )
-from kyso.platform.registry.reference import Citizen, ReferenceServer, make_app, write_dataset
+from kyso.platform.registry.reference_server import (
+    Citizen,
+    ReferenceServer,
+    make_app,
+    write_dataset,
+)
 from kyso.platform.registry.service import (
     AUDIT_ACTION,
     VerificationReport,
