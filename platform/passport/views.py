@@ -26,7 +26,7 @@ from flask import (
 
 from kyso.platform.errors import DomainError
 from kyso.platform.i18n import translate
-from kyso.platform.models import Role
+from kyso.platform.models import Passport, Role
 from kyso.platform.passport import (
     config,
     issuance,
@@ -37,7 +37,6 @@ from kyso.platform.passport import (
     trustlist,
     verifier,
 )
-from kyso.platform.passport.models import Passport
 from kyso.platform.passport.render import FIELDS, field_values
 from kyso.platform.web import current_user, db, language, roles_required
 

@@ -59,7 +59,7 @@ from kyso.platform.models import (
     SigningUnit,
     User,
 )
-from kyso.platform.models.org import utcnow
+from kyso.platform.models.columns import utcnow
 from kyso.platform.signing.certificates import CheckedCertificate
 
 T = TypeVar("T")

@@ -27,11 +27,11 @@ from kyso.platform.models import (
     DoseSignature,
     Feedback,
     FeedbackStatus,
+    Passport,
     Person,
     RecordVersion,
     VerificationStatus,
 )
-from kyso.platform.passport.models import Passport
 from kyso.platform.records.service import DoseData, PersonData
 from kyso.platform.registry.client import HttpPopulationRegistry
 from kyso.platform.signing.search import SearchFilters, SigningState, StateFilter, search

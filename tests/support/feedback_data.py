@@ -10,8 +10,15 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from kyso.platform.models import Dose, DoseSignature, Gender, Person, VerificationStatus
-from kyso.platform.passport.models import Passport, PassportSigner
+from kyso.platform.models import (
+    Dose,
+    DoseSignature,
+    Gender,
+    Passport,
+    PassportSigner,
+    Person,
+    VerificationStatus,
+)
 from kyso.platform.registry.reference_server import (
     Citizen,
     ReferenceServer,
