@@ -1,7 +1,8 @@
 """The organisation every feature reads: administrative areas, facilities and signing units.
 
 No one feature owns these tables: the reference data (``records/reference_data.py``) loads the
-areas, and the command line and the demo create facilities and units.
+areas, the demo data (``records/demo.py``) creates the demo's facilities and units, and every
+feature reads them.
 
 Who may sign whose records: every facility belongs to exactly one signing unit. A province may
 assign one unit (Department of Health, provincial CDC or a district health centre) to sign
