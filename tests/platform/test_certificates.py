@@ -147,7 +147,8 @@ def test_first_registration(session: Session, org: Seed) -> None:
     assert certificate.user_id == org.officer.id
     assert certificate.registered_by_id == org.admin.id
     assert certificate.registered_at is not None
-    # The token is read through the agent in a later issue: these stay empty.
+    # Registered by serial alone: subject, DER and fingerprint are filled in only when the
+    # certificate is read from the token through the agent ("Đọc chứng thư số từ USB token").
     assert (certificate.subject, certificate.der, certificate.fingerprint_sha256) == (
         None,
         None,
