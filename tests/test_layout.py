@@ -437,6 +437,7 @@ TABLE_OWNERS = {
     "signing_attempts": "signing",
     "signing_evidence": "signing",
     "dose_signatures": "signing",
+    "timestamp_queue": "signing",
     "passport_queue": "passport",
     "passports": "passport",
     "passport_signers": "passport",

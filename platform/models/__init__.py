@@ -54,6 +54,7 @@ from kyso.platform.models.signing import (
     SigningBatchItem,
     SigningEvidence,
     SigningSelection,
+    TimestampQueueEntry,
 )
 from kyso.platform.models.throttle import ThrottleAttempt
 from kyso.platform.models.users import Role, SigningCertificate, User
@@ -96,6 +97,7 @@ __all__ = [
     "SigningUnit",
     "SigningUnitKind",
     "ThrottleAttempt",
+    "TimestampQueueEntry",
     "User",
     "VaccineProduct",
     "VerificationStatus",
