@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 from datetime import date
 
-from kyso.platform.i18n import DEFAULT_LANGUAGE, DomainError, translate
+from kyso.platform.errors import DomainError
+from kyso.platform.i18n import DEFAULT_LANGUAGE, translate
 
 ID_DIGITS = 9  # below 2**31: every integer column of the schema
 

@@ -21,7 +21,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from kyso.platform.auth.service import audit
-from kyso.platform.i18n import DomainError
+from kyso.platform.errors import DomainError
 from kyso.platform.models import (
     Dose,
     DoseSignature,
@@ -160,9 +160,10 @@ def check_for_unit(
     trust: TrustStore,
     revocation: RevocationChecker | None,
     at: datetime,
-) -> None:
+) -> CheckedCertificate:
     """The checks of a certificate that is to sign for ``unit`` at ``at``, beyond the serial:
-    path and revocation (``check_certificate``), the organisation binding and compromise.
+    path and revocation (``check_certificate``), the organisation binding and compromise;
+    returns the checked certificate.
 
     A revocation the CA reports is recorded on the registration (``persist`` is set on the
     error, so that the caller commits that record while refusing)."""
@@ -191,6 +192,7 @@ def check_for_unit(
             serial=registration.serial_hex,
             since=_utc(registration.compromised_from).astimezone(VIETNAM_TIME),
         )
+    return checked
 
 
 def revocation_reason(

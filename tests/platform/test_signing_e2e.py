@@ -520,6 +520,7 @@ def test_signatures_altered_on_the_way_are_rejected_per_record(
     try:
         page.route("**/signatures", alter)
         page.goto(f"{site.url}/signing/preview")
+        expect(page.locator("#sign-progress")).to_be_hidden()  # no empty bar before signing
         page.get_by_role("button", name="Ký số").click()
         page.wait_for_url("**/signing/batches/*", timeout=30_000)
         expect(page.locator("#batch-rejected")).to_have_text("1")

@@ -8,6 +8,7 @@ import io
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -24,7 +25,7 @@ from support.signing_keys import Signer, make_signer
 
 from kyso.agent import devpki
 from kyso.platform.cli import main
-from kyso.platform.i18n import DomainError
+from kyso.platform.errors import DomainError
 from kyso.platform.models import (
     AuditEvent,
     Dose,
@@ -35,7 +36,7 @@ from kyso.platform.models import (
     SigningCertificate,
     SigningUnit,
 )
-from kyso.platform.signing import batches, revocation
+from kyso.platform.signing import batches, certificates, revocation
 from kyso.platform.signing.certificates import (
     VIETNAM_TIME,
     CertificateRejected,
@@ -158,6 +159,28 @@ def test_one_ocsp_request_serves_the_whole_batch(
         session.commit()
     assert batches.complete(session, org.officer, prepared.batch_id).signed == prepared.total
     assert test_pki.hits["/ocsp"] - before == 1
+
+
+def test_preparation_validates_the_certificate_path_once(
+    session: Session, org: Seed, test_pki: TestPki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Path validation with revocation is the costly part of preparing a batch: it runs once
+    (it ran twice, once with revocation and once without, before)."""
+    signer = make_signer(test_pki.issuing, "p256")
+    _ready(session, org, signer)
+    context = _context(test_pki, RevocationChecker("hard", cache_seconds=300))
+    validations: list[object] = []
+    validate = certificates.validate_path
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        validations.append(args[0])
+        return validate(*args, **kwargs)
+
+    monkeypatch.setattr(certificates, "validate_path", counted)
+    batches.inspect_certificate(session, org.officer, signer.der, context)
+    assert len(validations) == 1
+    batches.prepare(session, org.officer, signer.der, context)
+    assert len(validations) == 2
 
 
 def test_certificate_of_another_organisation_is_refused(

@@ -23,7 +23,7 @@ from kyso.platform.models import (
 from kyso.platform.records import rules
 from kyso.platform.records.importer.report import ImportReport, RowProblem
 from kyso.platform.records.names import name_key
-from kyso.platform.records.reference import product_aliases
+from kyso.platform.records.reference_data import product_aliases
 from kyso.platform.records.service import may_record_at
 from kyso.platform.registry.identity import check_identity
 

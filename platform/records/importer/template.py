@@ -46,7 +46,7 @@ def template_xlsx(language: str = "vi", products: Iterable[tuple[str, str]] = ()
 
     ``products`` are (code, name) pairs to list; the shipped reference products by default.
     """
-    from kyso.platform.records.reference import products as reference_products
+    from kyso.platform.records.reference_data import products as reference_products
 
     listed = list(products) or [(p.code, p.name) for p in reference_products()]
     workbook = openpyxl.Workbook()
