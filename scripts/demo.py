@@ -8,7 +8,8 @@
   certified as a Document Signer Certificate by a demo CSCA, and the platform configured to
   use it (the issuer page's "Cấp ngay", the citizen lookup, the signed lists for verifiers);
   on the same token the PDF passport's document-signing key ("pdf-es256"), certified by a demo
-  document root (demo-pdf-root.pem, its CRL demo-pdf-root.crl), so the citizen's PDF is signed;
+  document root (demo-pdf-root.pem, its CRL demo-pdf-root.crl), so the citizen's PDF is signed,
+  PAdES B-LTA with the test PKI's time-stamps (KYSO_TSA_URL, also the officers' CAdES-T);
 - the reference population registry (http://127.0.0.1:8090) with its own dataset;
 - the platform (http://127.0.0.1:8080, SQLite) with demo facilities, accounts and people,
   verified against the registry;
@@ -51,7 +52,7 @@ LOGS = DEMO / "logs"  # the services' output: the terminal is the agent's
 ORIGIN = "http://127.0.0.1:8080"  # the platform's address in the demo
 PIN = "123456"
 ORGANISATION = "Trạm Y tế Phường Bến Nghé"
-PKI_PORT = 8091
+PKI_PORT = int(os.environ.get("KYSO_DEMO_PKI_PORT", "8091"))  # another port for tests
 PKI_URL = f"http://127.0.0.1:{PKI_PORT}"
 
 
@@ -223,6 +224,10 @@ def platform_env() -> dict[str, str]:
         # The demo CA issued the token's certificates; the agent pins this manifest key.
         KYSO_TRUST_ANCHORS=str(DEMO / "demo-ca.pem"),
         KYSO_MANIFEST_KEY=str(DEMO / "platform-manifest-key.pem"),
+        # The test PKI's TSA time-stamps the officers' signatures (CAdES-T) and the PDF
+        # passports (PAdES B-LTA; its root is in demo-ca.pem, its CRL fetched from the PKI).
+        KYSO_TSA_URL=f"{PKI_URL}/tsa",
+        KYSO_PASSPORT_PDF_FETCH_REVOCATION="1",
     )
 
 
