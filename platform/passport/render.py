@@ -28,7 +28,7 @@ import threading
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -37,6 +37,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from PIL import Image
 
+from kyso.platform import formatting
 from kyso.platform.i18n import DomainError
 from kyso.platform.ops.metrics import PDF_TIMESTAMPS
 from kyso.platform.passport import pdfpage, qrmask
@@ -59,7 +60,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 FONT_DIRS: Final = ("/usr/share/fonts/truetype/dejavu",)
-VIETNAM_TIME: Final = timezone(timedelta(hours=7), "ICT")
 
 
 # QR's alphanumeric set: base45's alphabet, so an ``HC1:`` text is one alphanumeric segment.
@@ -204,7 +204,10 @@ def display_date(value: object) -> str:
     text = str(value)[:10]
     parts = text.split("-")
     if len(parts) == 3 and all(p.isdigit() for p in parts):
-        return f"{parts[2]}/{parts[1]}/{parts[0]}"
+        try:
+            return formatting.day(date.fromisoformat(text))
+        except ValueError:
+            return text
     if len(parts) == 2 and all(p.isdigit() for p in parts):
         return f"{parts[1]}/{parts[0]}"
     return text
@@ -293,15 +296,14 @@ def passport_page(document: PassportDocument, font_dir: str | None = None) -> pd
     modules, rows = _qr_rows(_recent_symbol(document.payload), QR_BORDER)
     page.image((pdfpage.A4[0] - qr_size) / 2, page.y + 2, qr_size, modules, rows)
     page.y += qr_size + 4
-    issued = document.issued_at.astimezone(VIETNAM_TIME)
-    expires = document.expires_at.astimezone(VIETNAM_TIME)
+    issued = formatting.day(document.issued_at)  # the day in Vietnam
+    expires = formatting.day(document.expires_at)
     page.set_font("", 9)
     page.multi_cell(
         left,
         width,
         5,
-        f"Ngày cấp / Issued: {issued:%d/%m/%Y}    Mã QR có giá trị đến / QR valid until: "
-        f"{expires:%d/%m/%Y}",
+        f"Ngày cấp / Issued: {issued}    Mã QR có giá trị đến / QR valid until: {expires}",
         center=True,
     )
     page.set_font("", 7.5)
