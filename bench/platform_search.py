@@ -101,7 +101,7 @@ from kyso.platform.models import (
     User,
     VerificationStatus,
 )
-from kyso.platform.models.org import utcnow
+from kyso.platform.models.columns import utcnow
 from kyso.platform.records import bulk, demo
 from kyso.platform.records.bulk import PEOPLE
 from kyso.platform.records.names import name_key

@@ -31,7 +31,7 @@ from kyso.platform.app import create_app
 from kyso.platform.db import make_engine
 from kyso.platform.models import AuditEvent, AuthSession
 from kyso.platform.ops import metrics
-from kyso.platform.registry.reference import ReferenceServer, make_app, write_dataset
+from kyso.platform.registry.reference_server import ReferenceServer, make_app, write_dataset
 
 PRIMARY_NAME = "Hoàng Văn Lệch"  # the mismatch person of invalid_people, as the primary has it
 REPLICA_NAME = "Hoàng Văn Bảnsao"  # the same person, renamed in the replica only
