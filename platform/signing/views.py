@@ -45,9 +45,6 @@ from kyso.platform.web import current_user, db, language, roles_required
 
 blueprint = Blueprint("signing", __name__, url_prefix="/signing")
 
-# An endpoint that shows one person's record to facility staff, when the records pages have one.
-RECORD_ENDPOINT = "records.person"
-
 
 def _officer() -> User:
     user = current_user()
@@ -181,16 +178,8 @@ def search() -> Any:
         status_label=status_label,
         status_reason=status_reason,
         status_fix=status_fix,
-        record_url=_record_url,
         here=request.full_path.rstrip("?"),
     )
-
-
-def _record_url(person_id: int) -> str | None:
-    """A link to the person's record for whoever corrects it, once such a page exists."""
-    if RECORD_ENDPOINT not in current_app.view_functions:
-        return None
-    return url_for(RECORD_ENDPOINT, person_id=person_id)
 
 
 @blueprint.post("/selection")
