@@ -27,6 +27,7 @@ from support.passport_data import sign_people
 from support.passport_fixtures import *  # noqa: F403
 from support.passport_hsm import PassportKeys
 from support.pg_faults import LockTrap
+from support.platform_db import postgresql_only
 from support.platform_seed import Seed, add_person
 from support.signing_data import bulk_people
 
@@ -40,10 +41,8 @@ from kyso.platform.registry.reference import Citizen, ReferenceServer, make_app,
 RUN_UPDATE = "UPDATE passport_runs%"
 
 
-@pytest.fixture(autouse=True)
-def _postgres_only(database_url: str) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("pg_terminate_backend is PostgreSQL's")
+# pg_terminate_backend is PostgreSQL's: no SQLite case is collected.
+pytestmark = postgresql_only
 
 
 def _queue(session: Session, org: Seed, pki: Pki, officer: Officer, people: int) -> list[int]:
