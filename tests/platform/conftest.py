@@ -9,6 +9,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
+from support.chromium import browser  # noqa: F401 - the browser tests' shared Chromium
 from support.platform_db import Databases, databases
 from support.platform_seed import Seed, seed
 
