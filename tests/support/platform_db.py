@@ -68,9 +68,16 @@ class Databases:
             self._pg_name = name
         url = PG_URL.format(name=self._pg_name)
         engine = make_engine(url)
-        tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+        # DELETE, children first, then every sequence back to 1 (as TRUNCATE ... RESTART
+        # IDENTITY would): a test leaves a few rows, and TRUNCATE's fixed cost per table (a new
+        # file for the table and each index, under an exclusive lock) made this reset ~1 s
+        # on a loaded machine against ~0.1 s.
         with engine.begin() as conn:
-            conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+            for table in reversed(Base.metadata.sorted_tables):
+                conn.execute(table.delete())
+            conn.execute(
+                text("SELECT setval(c.oid, 1, false) FROM pg_class c WHERE c.relkind = 'S'")
+            )
         engine.dispose()
         return url
 
