@@ -40,6 +40,7 @@ from kyso.platform.models import (
     User,
 )
 from kyso.platform.signing import batches, cms, documents
+from kyso.platform.signing.batches import signatures
 from kyso.platform.signing.certificates import CertificateRejected, load_trust_store
 from kyso.platform.signing.export import export_signed
 from kyso.platform.signing.manifest import ManifestSigner
@@ -438,11 +439,11 @@ def test_the_database_settles_a_race_that_passed_the_checks(
     first = _prepare(session, org, context, pki.rsa, people=1, doses=1)
     batch = session.get(SigningBatch, first.batch_id)
     assert batch is not None
-    row = session.execute(batches._item_rows(batch)).one()
+    row = session.execute(signatures._item_rows(batch)).one()
     # Another batch stored a signature of this dose version after our checks ran.
     session.add(DoseSignature(dose_id=row.dose_id, dose_version=row.dose_version))
     session.flush()
-    batches._store_signed(session, batch, [(row, b"cms")], datetime.now(UTC))
+    signatures._store_signed(session, batch, [(row, b"cms")], datetime.now(UTC))
     session.commit()
     item = session.get(SigningBatchItem, (batch.id, row.position))
     assert item is not None

@@ -1,0 +1,319 @@
+"""Preparing a batch from the officer's re-validated selection, and each new attempt (manifest)
+over the records still pending."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    and_,
+    delete,
+    func,
+    insert,
+    select,
+)
+from sqlalchemy.orm import Session
+
+from kyso.platform.auth.service import audit
+from kyso.platform.i18n import DomainError
+from kyso.platform.models import (
+    BatchMode,
+    BatchStatus,
+    Dose,
+    Facility,
+    ItemState,
+    Person,
+    SigningAttempt,
+    SigningBatch,
+    SigningBatchItem,
+    SigningSelection,
+    User,
+    VaccineProduct,
+)
+from kyso.platform.ops.metrics import BATCHES, count_on_commit
+from kyso.platform.signing import cms, documents
+from kyso.platform.signing.batches.completion import _finish_if_done
+from kyso.platform.signing.batches.officers import (
+    _check_officer_certificate,
+    _officer_unit,
+    _own_batch,
+)
+from kyso.platform.signing.batches.signatures import _reject_stale
+from kyso.platform.signing.batches.values import (
+    Attempt,
+    Prepared,
+    SigningContext,
+)
+from kyso.platform.signing.manifest import Summary, verification_code
+from kyso.platform.signing.preview import validated_selection
+from kyso.platform.signing.selection import MAX_DOSES, MAX_PEOPLE
+
+
+def prepare(
+    session: Session,
+    officer: User,
+    der: bytes,
+    context: SigningContext,
+    now: datetime | None = None,
+) -> Prepared:
+    """A batch of the officer's selection, signed for the agent; the selection is emptied."""
+    now = now or datetime.now(UTC)
+    unit = _officer_unit(session, officer)
+    registration, checked = _check_officer_certificate(session, officer, der, context, now)
+    selected, dropped = validated_selection(session, officer)
+    if not selected:
+        raise DomainError("batches.nothing_selected")
+    rows = _certificate_rows(session, selected)
+    people = len({row.person_id for row in rows})
+    if len(rows) > MAX_DOSES or people > MAX_PEOPLE:
+        raise DomainError("batches.over_limit", max_doses=MAX_DOSES, max_people=MAX_PEOPLE)
+
+    batch_id = _new_batch_id(now)
+    mode = BatchMode.BATCH if unit.batch_mode else BatchMode.PER_RECORD
+    signing_time = now.replace(microsecond=0)
+    builder = cms.AttributesBuilder(checked.certificate, signing_time)
+    items: list[dict[str, Any]] = []
+    for position, row in enumerate(rows):
+        document = documents.certificate_document(
+            documents.CertificateRecord(
+                batch_id=batch_id,
+                dose_id=row.id,
+                dose_version=row.version,
+                full_name=row.full_name,
+                birth_date=row.birth_date,
+                gender=row.gender.value,
+                identity_number=row.identity_number,
+                dose_number=row.dose_number,
+                vaccinated_on=row.vaccinated_on,
+                disease=row.disease_code,
+                vaccine=row.prophylaxis_code,
+                product=row.product_code,
+                manufacturer=row.manufacturer_code,
+                lot=row.lot,
+                facility_code=row.facility_code,
+                facility_name=row.facility_name,
+            )
+        )
+        if mode is BatchMode.PER_RECORD:
+            attributes, digest = builder.build(document)
+        else:
+            attributes, digest = None, hashlib.sha256(document).digest()
+        items.append(
+            {
+                "batch_id": batch_id,
+                "position": position,
+                "dose_id": row.id,
+                "dose_version": row.version,
+                "person_id": row.person_id,
+                "document": document,
+                "signed_attributes": attributes,
+                "digest": digest,
+                "state": ItemState.PENDING,
+            }
+        )
+
+    batch = SigningBatch(
+        id=batch_id,
+        signing_unit_id=unit.id,
+        officer_id=officer.id,
+        certificate_id=registration.id,
+        certificate_fingerprint=checked.fingerprint,
+        mode=mode,
+        algorithm=checked.algorithm,
+        origin=context.origin,
+        signing_time=signing_time,
+        status=BatchStatus.OPEN,
+        total=len(items),
+        people=people,
+        signed=0,
+        rejected=0,
+        created_at=now,
+    )
+    if mode is BatchMode.BATCH:
+        batch.document = documents.batch_document(
+            batch_id,
+            {"unit": unit.name, "certificate": checked.fingerprint},
+            [
+                (documents.record_id(item["dose_id"], item["dose_version"]), item["digest"])
+                for item in items
+            ],
+        )
+        batch.signed_attributes, _ = builder.build(batch.document)
+    session.add(batch)
+    session.flush()
+    session.execute(insert(SigningBatchItem), items)
+    session.execute(delete(SigningSelection).where(SigningSelection.user_id == officer.id))
+    summary = Summary(
+        facility=unit.name,
+        people=people,
+        doses=len(items),
+        first_date=min(row.vaccinated_on for row in rows),
+        last_date=max(row.vaccinated_on for row in rows),
+    )
+    attempt = _new_attempt(session, batch, [i["position"] for i in items], summary, context, now)
+    audit(
+        session,
+        "signing.batch_prepared",
+        officer,
+        target=batch_id,
+        doses=len(items),
+        people=people,
+        mode=mode.value,
+        certificate=checked.serial_hex,
+    )
+    count_on_commit(session, BATCHES, event="prepared")
+    return Prepared(batch_id, len(items), people, attempt, tuple(dropped))
+
+
+def new_attempt(
+    session: Session,
+    officer: User,
+    batch_id: str,
+    der: bytes,
+    context: SigningContext,
+    now: datetime | None = None,
+) -> Attempt:
+    """A new manifest over the records still pending (after an interruption)."""
+    now = now or datetime.now(UTC)
+    batch = _own_batch(session, officer, batch_id, lock=True)
+    _, checked = _check_officer_certificate(session, officer, der, context, now)
+    if checked.fingerprint != batch.certificate_fingerprint:
+        raise DomainError("batches.other_certificate")
+    _reject_stale(session, batch, now)
+    pending = list(
+        session.execute(
+            select(SigningBatchItem.position, Dose.vaccinated_on)
+            .join(Dose, Dose.id == SigningBatchItem.dose_id)
+            .where(
+                SigningBatchItem.batch_id == batch.id,
+                SigningBatchItem.state == ItemState.PENDING,
+            )
+            .order_by(SigningBatchItem.position)
+        )
+    )
+    if not pending:
+        _finish_if_done(session, batch, officer, now)
+        raise DomainError("batches.nothing_pending")
+    people = session.scalar(
+        select(func.count(func.distinct(SigningBatchItem.person_id))).where(
+            SigningBatchItem.batch_id == batch.id,
+            SigningBatchItem.state == ItemState.PENDING,
+        )
+    )
+    summary = Summary(
+        facility=batch.signing_unit.name,
+        people=int(people or 0),
+        doses=len(pending),
+        first_date=min(row.vaccinated_on for row in pending),
+        last_date=max(row.vaccinated_on for row in pending),
+    )
+    attempt = _new_attempt(session, batch, [row.position for row in pending], summary, context, now)
+    audit(session, "signing.batch_resumed", officer, target=batch.id, doses=len(pending))
+    return attempt
+
+
+def _new_attempt(
+    session: Session,
+    batch: SigningBatch,
+    positions: list[int],
+    summary: Summary,
+    context: SigningContext,
+    now: datetime,
+) -> Attempt:
+    number = 1 + int(
+        session.scalar(
+            select(func.coalesce(func.max(SigningAttempt.number), 0)).where(
+                SigningAttempt.batch_id == batch.id
+            )
+        )
+        or 0
+    )
+    jti = f"{batch.id}.{number}"
+    if batch.mode is BatchMode.BATCH:
+        assert batch.signed_attributes is not None
+        digests: list[bytes] = [hashlib.sha256(batch.signed_attributes).digest()]
+        positions = []
+    else:
+        by_position = dict(
+            session.execute(
+                select(SigningBatchItem.position, SigningBatchItem.digest).where(
+                    SigningBatchItem.batch_id == batch.id,
+                    SigningBatchItem.state == ItemState.PENDING,
+                )
+            )
+            .tuples()
+            .all()
+        )
+        digests = [by_position[p] for p in positions]
+    code = verification_code(jti, digests)
+    manifest = context.manifest_signer.issue(
+        batch_id=jti,
+        origin=batch.origin,
+        certificate=batch.certificate_fingerprint,
+        algorithm=batch.algorithm,
+        digests=digests,
+        summary=summary,
+        code=code,
+        issued_at=now,
+        lifetime=context.manifest_lifetime,
+    )
+    session.add(
+        SigningAttempt(
+            id=jti,
+            batch_id=batch.id,
+            number=number,
+            positions=positions,
+            code=code,
+            manifest=manifest,
+            created_at=now,
+            expires_at=now + context.manifest_lifetime,
+        )
+    )
+    session.flush()
+    return Attempt(
+        jti, manifest, batch.certificate_fingerprint, batch.algorithm, tuple(digests), code
+    )
+
+
+def _new_batch_id(now: datetime) -> str:
+    return f"KB{now:%y%m%d}{secrets.token_hex(5).upper()}"
+
+
+def _certificate_rows(session: Session, selected: dict[int, int]) -> list[Any]:
+    ids = list(selected)
+    rows: list[Any] = []
+    for start in range(0, len(ids), 1000):
+        rows.extend(
+            session.execute(
+                select(
+                    Dose.id,
+                    Dose.version,
+                    Dose.person_id,
+                    Dose.dose_number,
+                    Dose.vaccinated_on,
+                    Dose.lot,
+                    Person.full_name,
+                    Person.name_key,
+                    Person.birth_date,
+                    Person.gender,
+                    Person.identity_number,
+                    VaccineProduct.code.label("product_code"),
+                    VaccineProduct.manufacturer_code,
+                    VaccineProduct.prophylaxis_code,
+                    VaccineProduct.disease_code,
+                    Facility.code.label("facility_code"),
+                    Facility.name.label("facility_name"),
+                )
+                .join(Person, Person.id == Dose.person_id)
+                .join(VaccineProduct, VaccineProduct.id == Dose.product_id)
+                .join(Facility, Facility.id == Dose.facility_id)
+                .where(and_(Dose.id.in_(ids[start : start + 1000])))
+            ).all()
+        )
+    # Only the versions the preview validated: a dose edited since is not signed stale.
+    rows = [row for row in rows if selected[row.id] == row.version]
+    rows.sort(key=lambda r: (r.name_key, r.person_id, r.dose_number, r.id))
+    return rows
