@@ -24,9 +24,11 @@ import os
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
+from kyso.agent.certificate_facts import certificate_facts
 from kyso.agent.expiry import expiry_warning
 from kyso.agent.i18n import Count, tr
 from kyso.agent.service import BatchOutcome, ConsentRequest
@@ -240,11 +242,7 @@ class ConsoleUI:
             self._t("consent_title"),
             "=" * 72,
             self._t("consent_origin", origin=request.origin),
-            self._t(
-                "consent_certificate",
-                subject=cert.subject,
-                not_after=cert.not_after.date(),
-            ),
+            self._t("consent_certificate", **asdict(certificate_facts(cert))),
             *filter(None, [expiry_warning(cert.not_after, self._language)]),
             self._t("consent_count", count=Count(m.count)),
             "",

@@ -6,44 +6,82 @@ helpers say which platform rules apply and read environment variables as each pl
 
 from __future__ import annotations
 
+import ctypes
 import ntpath
 import os
 import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
+
+# The owners a machine file may have on Windows: only these can write where the MSI puts it.
+ADMINISTRATORS_SID = "S-1-5-32-544"  # BUILTIN\Administrators
+LOCAL_SYSTEM_SID = "S-1-5-18"  # NT AUTHORITY\SYSTEM
+_SE_FILE_OBJECT = 1
+_OWNER_SECURITY_INFORMATION = 0x1
 
 
-def _windows_owner_is_administrator(path: str) -> bool:  # pragma: no cover - Windows only
-    """GetNamedSecurityInfoW's owner SID is BUILTIN\\Administrators or LocalSystem."""
-    import ctypes
+class FileOwners(Protocol):
+    """Who owns a file on Windows, as a string SID ("S-1-5-32-544"); OSError when unreadable."""
 
-    advapi32 = ctypes.WinDLL("advapi32", use_last_error=True)  # type: ignore[attr-defined]
-    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
-    se_file_object, owner_security_information = 1, 0x1
-    win_local_system_sid, win_builtin_administrators_sid = 22, 26
-    owner = ctypes.c_void_p()
-    descriptor = ctypes.c_void_p()
-    status = advapi32.GetNamedSecurityInfoW(
-        ctypes.c_wchar_p(path),
-        se_file_object,
-        owner_security_information,
-        ctypes.byref(owner),
-        None,
-        None,
-        None,
-        ctypes.byref(descriptor),
-    )
-    if status != 0:
-        return False
-    try:
-        return any(
-            advapi32.IsWellKnownSid(owner, kind)
-            for kind in (win_builtin_administrators_sid, win_local_system_sid)
+    def owner_sid(self, path: str) -> str: ...
+
+
+class WindowsFileOwners:
+    """``FileOwners`` through advapi32 (ctypes): GetNamedSecurityInfoW, ConvertSidToStringSidW.
+
+    ``advapi32`` and ``kernel32`` are the DLLs (loaded on first use on Windows; tests pass models
+    of them). Every buffer Windows allocates here is given back with LocalFree, and the owner
+    SID, which points into the security descriptor, is read before the descriptor is freed.
+    """
+
+    def __init__(self, advapi32: Any | None = None, kernel32: Any | None = None) -> None:
+        self._advapi32 = advapi32
+        self._kernel32 = kernel32
+
+    def _dlls(self) -> tuple[Any, Any]:
+        if self._advapi32 is None or self._kernel32 is None:  # pragma: no cover - Windows only
+            windll: Any = getattr(ctypes, "WinDLL")  # noqa: B009 - exists on Windows only
+            self._advapi32 = windll("advapi32", use_last_error=True)
+            self._kernel32 = windll("kernel32", use_last_error=True)
+        return self._advapi32, self._kernel32
+
+    def owner_sid(self, path: str) -> str:
+        advapi32, kernel32 = self._dlls()
+        owner = ctypes.c_void_p()
+        descriptor = ctypes.c_void_p()
+        status = advapi32.GetNamedSecurityInfoW(
+            ctypes.c_wchar_p(path),
+            _SE_FILE_OBJECT,
+            _OWNER_SECURITY_INFORMATION,
+            ctypes.pointer(owner),
+            None,
+            None,
+            None,
+            ctypes.pointer(descriptor),
         )
-    finally:
-        kernel32.LocalFree(descriptor)
+        if status != 0:  # a Win32 error code (2: not found, 5: access denied)
+            raise OSError(0, f"GetNamedSecurityInfoW failed with Windows error {status}", path)
+        try:
+            text = ctypes.c_wchar_p()
+            if not advapi32.ConvertSidToStringSidW(owner, ctypes.pointer(text)):
+                raise OSError(0, "ConvertSidToStringSidW failed", path)
+            try:
+                return str(text.value)
+            finally:
+                kernel32.LocalFree(text)
+        finally:
+            kernel32.LocalFree(descriptor)
+
+
+def owner_is_administrator(path: str, owners: FileOwners) -> bool:
+    """The file's owner is the Administrators group or SYSTEM; an unreadable owner is not."""
+    try:
+        sid = owners.owner_sid(path)
+    except OSError:
+        return False
+    return sid.upper() in (ADMINISTRATORS_SID, LOCAL_SYSTEM_SID)
 
 
 @dataclass(frozen=True)
@@ -73,7 +111,11 @@ class FileSystem(Protocol):
 
 
 class RealFileSystem:
-    """The machine's own filesystem."""
+    """The machine's own filesystem; ``owners`` answers who owns a file on Windows (tests
+    describe Windows with a model of it)."""
+
+    def __init__(self, owners: FileOwners | None = None) -> None:
+        self._owners = owners
 
     def exists(self, path: str) -> bool:
         return os.path.exists(path)
@@ -92,8 +134,10 @@ class RealFileSystem:
         return os.readlink(path)
 
     def owner_is_administrator(self, path: str) -> bool:
-        if sys.platform == "win32":
-            return _windows_owner_is_administrator(path)
+        if self._owners is not None:
+            return owner_is_administrator(path, self._owners)
+        if sys.platform == "win32":  # pragma: no cover - Windows only
+            return owner_is_administrator(path, WindowsFileOwners())
         return os.lstat(path).st_uid == 0
 
 

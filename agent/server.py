@@ -40,7 +40,7 @@ from kyso.agent.protocol import (
     Reply,
     Sign,
     parse_request,
-    serialize,
+    serialize_utf8,
 )
 from kyso.agent.service import AgentService, Connection
 
@@ -133,7 +133,8 @@ class AgentServer:
 
         async def send(reply: Reply) -> None:
             with contextlib.suppress(ConnectionClosed):
-                await websocket.send(serialize(reply))
+                # A text frame from UTF-8 bytes: no str -> bytes copy of every chunk.
+                await websocket.send(serialize_utf8(reply), text=True)
 
         conn = Connection(origin, notify=send)
 

@@ -9,6 +9,7 @@ It knows nothing of WebSockets: the server gives it parsed requests and a ``send
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import threading
@@ -437,8 +438,10 @@ class AgentService:
     async def _sign_locked(self, conn: Connection, request: Sign, send: Send) -> None:
         # Everything below up to the dialog is checked before any token operation.
         manifest = self.check_sign(conn, request)
-        certificate = await self._find_certificate(request, manifest)
-        pin_status = await self._call_token(request.id, self._token.pin_status, certificate.token)
+        # One trip off the event loop for both token reads (each trip is two thread hand-overs).
+        certificate, pin_status = await self._call_token(
+            request.id, self._certificate_and_pin, request, manifest
+        )
         if pin_status.locked:
             self._finished(conn, manifest, 0, ErrorCode.PIN_LOCKED)
             raise ProtocolError(ErrorCode.PIN_LOCKED, request.id, detail={"retries_left": 0})
@@ -494,8 +497,15 @@ class AgentService:
             raise ProtocolError(ErrorCode.MANIFEST_REPLAYED, request.id)
         return manifest
 
-    async def _find_certificate(self, request: Sign, manifest: BatchManifest) -> tm.CertificateInfo:
-        certificates = await self._call_token(request.id, self._token.list_certificates)
+    def _certificate_and_pin(
+        self, request: Sign, manifest: BatchManifest
+    ) -> tuple[tm.CertificateInfo, tm.PinStatus]:
+        """Off the event loop: the manifest's certificate on the token, then its PIN flags."""
+        certificate = self._find_certificate(request, manifest)
+        return certificate, self._token.pin_status(certificate.token)
+
+    def _find_certificate(self, request: Sign, manifest: BatchManifest) -> tm.CertificateInfo:
+        certificates = self._token.list_certificates()
         for certificate in certificates:
             if certificate.fingerprint_sha256 == manifest.certificate:
                 break
@@ -521,9 +531,29 @@ class AgentService:
         chunks: asyncio.Queue[tuple[int, list[bytes]] | None] = asyncio.Queue()
         total = manifest.count
         origin = conn.origin.origin
+        # The worker hands chunks over through ``handed``; it wakes the loop only when no
+        # wake-up is already on its way. Each wake-up is a write to the loop's self-pipe, and
+        # the worker then waits for the GIL while the loop turns the chunk into a frame: when
+        # the loop lags (a busy PC), the chunks queued meanwhile go with the one wake-up.
+        handed: collections.deque[tuple[int, list[bytes]]] = collections.deque()
+        wake_lock = threading.Lock()
+        waking = False
+
+        def take_chunks() -> None:  # event loop
+            nonlocal waking
+            with wake_lock:
+                waking = False
+            while handed:
+                chunks.put_nowait(handed.popleft())
 
         def on_chunk(offset: int, signatures: list[bytes]) -> None:  # token worker thread
-            loop.call_soon_threadsafe(chunks.put_nowait, (offset, signatures))
+            nonlocal waking
+            handed.append((offset, signatures))
+            with wake_lock:
+                if waking:
+                    return
+                waking = True
+            loop.call_soon_threadsafe(take_chunks)
 
         async def deliver() -> int:
             delivered = 0

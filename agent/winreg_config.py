@@ -20,11 +20,14 @@ tests describe it on Linux; ``winreg`` is imported only on Windows.
 
 from __future__ import annotations
 
+import importlib
 import ntpath
+import os
 import re
 import sys
 import textwrap
 from collections.abc import Mapping
+from types import ModuleType
 from typing import Any, Final, Protocol
 
 from kyso.agent.errors import ConfigError
@@ -35,6 +38,7 @@ DISPLAY_KEY: Final = f"HKLM\\{KEY}"
 ORIGIN_VALUE: Final = "PlatformOrigin"
 KEY_VALUE: Final = "PlatformKey"
 MODULE_VALUE: Final = "Pkcs11Module"
+_ERROR_NO_MORE_ITEMS: Final = 259
 _MARKERS = re.compile(r"-----(BEGIN|END) PUBLIC KEY-----")
 
 
@@ -46,28 +50,43 @@ class MachineRegistry(Protocol):
 
 
 class WindowsRegistry:
-    """The machine's registry (Windows only)."""
+    """The machine's registry through ``winreg`` (imported on Windows; tests pass a model).
+
+    Reads the 64-bit view whatever the process (the MSI is a 64-bit package and writes there);
+    a ``REG_EXPAND_SZ`` value is expanded as Windows programs do (%SystemRoot% ...).
+    """
+
+    def __init__(self, winreg: ModuleType | Any | None = None) -> None:
+        self._winreg = winreg
+
+    def _module(self) -> Any:
+        if self._winreg is not None:
+            return self._winreg
+        if os.name != "nt":
+            raise OSError("the Windows registry exists on Windows only")
+        return importlib.import_module("winreg")  # only on Windows
 
     def values(self, key: str) -> Mapping[str, object] | None:
-        if sys.platform == "win32":
-            import winreg
-
-            access = winreg.KEY_READ | winreg.KEY_WOW64_64KEY
-            try:
-                handle = winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, key, 0, access)
-            except FileNotFoundError:
-                return None
-            found: dict[str, object] = {}
-            with handle:
-                index = 0
-                while True:
-                    try:
-                        name, data, _kind = winreg.EnumValue(handle, index)
-                    except OSError:  # no more values
-                        return found
-                    found[str(name)] = data
-                    index += 1
-        raise OSError("the Windows registry exists on Windows only")
+        reg = self._module()
+        access = reg.KEY_READ | reg.KEY_WOW64_64KEY
+        try:
+            handle = reg.OpenKey(reg.HKEY_LOCAL_MACHINE, key, 0, access)
+        except FileNotFoundError:
+            return None
+        found: dict[str, object] = {}
+        with handle:
+            index = 0
+            while True:
+                try:
+                    name, data, kind = reg.EnumValue(handle, index)
+                except OSError as exc:
+                    if getattr(exc, "winerror", None) == _ERROR_NO_MORE_ITEMS:
+                        return found  # no more values
+                    raise
+                if kind == reg.REG_EXPAND_SZ and isinstance(data, str):
+                    data = reg.ExpandEnvironmentStrings(data)
+                found[str(name)] = data
+                index += 1
 
 
 def default_registry(system: str = sys.platform) -> MachineRegistry | None:
@@ -79,7 +98,7 @@ def _error(name: str, **values: object) -> ConfigError:
 
 
 def _text(values: Mapping[str, object], name: str) -> str:
-    data = values.get(name)
+    data = values.get(name.casefold())  # value names are case-insensitive in the registry
     if data is None:
         return ""
     if not isinstance(data, str):
@@ -103,7 +122,8 @@ def registry_settings(registry: MachineRegistry) -> dict[str, Any]:
         raise _error("unreadable", error=exc.strerror or exc) from None
     if not values:
         return {}
-    origin, key, module = (_text(values, n) for n in (ORIGIN_VALUE, KEY_VALUE, MODULE_VALUE))
+    folded = {str(name).casefold(): data for name, data in values.items()}
+    origin, key, module = (_text(folded, n) for n in (ORIGIN_VALUE, KEY_VALUE, MODULE_VALUE))
     settings: dict[str, Any] = {}
     if bool(origin) != bool(key):
         raise _error("origin_without_key")

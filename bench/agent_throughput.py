@@ -12,9 +12,12 @@ same digests, interleaved rounds; the medians are compared (and the best rounds,
 less sensitive to a noisy machine).
 
 CPU: the agent process's CPU time (all its threads, SoftHSM's signing included) over the raw
-loop's, per round; it hardly moves with the machine's load, where wall times do (the load
-average is printed). ``--profile`` runs cProfile on the agent's asyncio thread and token worker
-during the rounds and prints where their time went.
+loop's, per round; it moves far less with the machine's load than wall times do (the load
+average is printed). "own µs/d" is that difference per digest: the agent's CPU beyond the raw
+loop's; "not worker" is the part spent outside the token worker (POSIX per-thread CPU clocks):
+the asyncio thread's JSON, base64, framing and chunk hand-overs, and the executor threads of
+the hops. Medians of the rounds. ``--profile`` runs cProfile on the agent's asyncio thread and
+token worker during the rounds and prints where their time went.
 
 Run: .venv/bin/python bench/agent_throughput.py [--count 3000] [--rounds 9] [--profile]
 """
@@ -32,6 +35,7 @@ import pstats
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -74,6 +78,21 @@ def raw_loop(token: softhsm.ProvisionedToken, key_name: str, digests: list[bytes
     return time.perf_counter() - started
 
 
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds of each live Python thread of this process, by name (POSIX thread clocks)."""
+    found: dict[str, float] = {}
+    for thread in threading.enumerate():
+        if thread.ident is None:
+            continue
+        try:
+            clock = time.pthread_getcpuclockid(thread.ident)
+            seconds = time.clock_gettime(clock)
+        except (OSError, ProcessLookupError):
+            continue  # ended meanwhile
+        found[thread.name] = found.get(thread.name, 0.0) + seconds
+    return found
+
+
 def serve_agent(
     directory: str, issuer_pem: bytes, user_pin: str, ready: Queue[int], control: Connection
 ) -> None:
@@ -104,6 +123,8 @@ def serve_agent(
         command = control.recv()
         if command == "cpu":
             control.send(time.process_time())
+        elif command == "threads":
+            control.send(thread_cpu())
         elif command == "profile":
             on_loop(profiles["asyncio thread"].enable)
             layer._executor.submit(profiles["token worker"].enable).result()
@@ -182,6 +203,11 @@ def main() -> int:
             value: float = control.recv()
             return value
 
+        def agent_threads() -> dict[str, float]:
+            control.send("threads")
+            value: dict[str, float] = control.recv()
+            return value
+
         try:
             port = ready.get(timeout=60)
             if args.profile:
@@ -190,11 +216,11 @@ def main() -> int:
             print(f"{args.count} digests, {args.rounds} interleaved rounds, median times")
             print(
                 f"{'key':<10}{'raw loop':>12}{'agent':>12}{'ratio':>9}{'raw/s':>10}{'agent/s':>10}"
-                f"{'cpu ratio':>11}"
+                f"{'cpu ratio':>11}{'own µs/d':>10}{'not worker':>12}"
             )
             for name, algorithm in (("rsa", "RSA_PKCS1_SHA256"), ("p256", "ECDSA_SHA256")):
                 fingerprint = token.certificates[name].fingerprint_sha256
-                raw, ours, cpu = [], [], []
+                raw, ours, cpu, own, loop_side = [], [], [], [], []
                 for n in range(args.rounds):
                     digests = [
                         hashlib.sha256(f"{name}-{n}-{i}".encode()).digest()
@@ -203,16 +229,25 @@ def main() -> int:
                     started = time.process_time()
                     raw.append(raw_loop(token, name, digests))
                     raw_cpu = time.process_time() - started
-                    before = agent_cpu()
+                    before, threads_before = agent_cpu(), agent_threads()
                     ours.append(agent_path(port, issuer, fingerprint, algorithm, digests, n))
-                    cpu.append((agent_cpu() - before) / raw_cpu)
+                    agent_spent = agent_cpu() - before
+                    cpu.append(agent_spent / raw_cpu)
+                    own.append((agent_spent - raw_cpu) / args.count * 1e6)
+                    others = sum(
+                        seconds - threads_before.get(name, 0.0)
+                        for name, seconds in agent_threads().items()
+                        if not name.startswith("kyso-pkcs11")
+                    )
+                    loop_side.append(others / args.count * 1e6)
                 r, o = statistics.median(raw), statistics.median(ours)
                 print(f"   (best of {args.rounds}: ratio {min(ours) / min(raw):.3f})")
                 label = "RSA-2048" if name == "rsa" else "P-256"
                 print(
                     f"{label:<10}{r:>11.3f}s{o:>11.3f}s{o / r:>8.3f}x"
                     f"{args.count / r:>10.0f}{args.count / o:>10.0f}"
-                    f"{statistics.median(cpu):>10.3f}x"
+                    f"{statistics.median(cpu):>10.3f}x{statistics.median(own):>10.1f}"
+                    f"{statistics.median(loop_side):>12.1f}"
                 )
             print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
             if args.profile:

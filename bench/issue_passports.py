@@ -10,7 +10,10 @@ PS256; tests/support/passport_hsm.py), then, on one thread (one core):
   ``HC1:``, as ``issuance`` does per passport (DCC mapping and schema check included);
 - QR: the PNG of the payload (zxing-cpp, alphanumeric, ECC Q), a different passport each;
 - PDF: the A4 passport (DejaVu subset once per process) and its PAdES signature by the
-  document-signing key on the HSM, with the chain and CRL embedded, a different passport each.
+  document-signing key on the HSM, with the chain and CRL embedded, a different passport each;
+- PDF B-LTA (``--tsa N``, measured apart): the same with the signature and document
+  time-stamps of the test PKI's TSA over HTTP on this machine and the validation data
+  (the TSA's CRL fetched): what the TSA and LTV add.
 
 Each figure is given per second of wall time and per second of CPU time of this process
 ("per core": on a shared, loaded machine the wall figure also counts the time other
@@ -59,8 +62,43 @@ def rate(label: str, count: int, work: Callable[[int], object]) -> float:
     return count / cpu
 
 
+def bench_lta(
+    signing: render.PdfSigning, documents: list[render.PassportDocument], count: int
+) -> None:
+    """PDF + PAdES B-LTA with the test PKI's TSA over HTTP (kyso.platform.testpki, a thread of
+    this process: its CPU time counts here too)."""
+    import dataclasses
+
+    from cryptography import x509
+    from pyhanko.sign.timestamps import HTTPTimeStamper
+
+    from kyso.platform import testpki
+
+    running = testpki.start(Path(tempfile.mkdtemp(prefix="kyso-bench-pki-")))
+    try:
+        lta = dataclasses.replace(
+            signing,
+            timestamper=HTTPTimeStamper(running.pki.tsa_url, timeout=10),
+            tsa_roots=tuple(x509.load_pem_x509_certificates(running.pki.anchors_pem())),
+            fetch=True,
+        )
+        render.signed_passport_pdf(documents[0], lta)
+        rate(
+            "PDF + PAdES B-LTA (TSA, HTTP)",
+            count,
+            lambda i: render.signed_passport_pdf(documents[i % len(documents)], lta),
+        )
+    finally:
+        running.stop()
+
+
 def bench(
-    keys: PassportKeys, algorithm: str, count: int, pdfs: int, signing: render.PdfSigning
+    keys: PassportKeys,
+    algorithm: str,
+    count: int,
+    pdfs: int,
+    signing: render.PdfSigning,
+    lta: int = 0,
 ) -> dict[str, float]:
     codes = value_sets().vaccine_codes(
         disease="840539006",
@@ -105,6 +143,8 @@ def bench(
         pdfs,
         lambda i: render.signed_passport_pdf(documents[i % len(documents)], signing),
     )
+    if lta:
+        bench_lta(signing, documents, lta)
     signer.close()
     return figures
 
@@ -113,6 +153,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--count", type=int, default=5000, help="passports per ES256 figure")
     parser.add_argument("--pdf", type=int, default=100, help="PDFs per algorithm")
+    parser.add_argument(
+        "--tsa", type=int, default=0, help="B-LTA PDFs with the test PKI's TSA (ES256 run)"
+    )
     options = parser.parse_args()
 
     directory = Path(tempfile.mkdtemp(prefix="kyso-bench-passports-"))
@@ -123,7 +166,7 @@ def main() -> None:
     signing = render.PdfSigning(
         document_signer, (keys.document_ca.certificate,), (keys.document_crl,)
     )
-    es256 = bench(keys, "ES256", options.count, options.pdf, signing)
+    es256 = bench(keys, "ES256", options.count, options.pdf, signing, options.tsa)
     bench(keys, "PS256", max(200, options.count // 10), options.pdf, signing)
     document_signer.close()
     print("Per core (CPU time), ES256:")

@@ -281,6 +281,12 @@ RULES: Final[tuple[Rule, ...]] = (
         note="an officer their own certificate; administrators those they manage",
     ),
     only("users.audit", GET, dict.fromkeys(ADMINS, A), note="provincial: their province's"),
+    only(
+        "users.units",
+        BOTH,
+        dict.fromkeys(ADMINS, A),
+        note="signing units and their tax code (MST); provincial: their province's units",
+    ),
     # --- signing (officers only; batches are their officer's own) ---------------------------
     only("signing.search", GET, {OFFICER: A}, note="signable facilities only"),
     only("signing.preview", GET, {OFFICER: A}),

@@ -8,6 +8,7 @@ they say so; views and CLI commands own the transaction.
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 import sys
 import time
@@ -49,8 +50,10 @@ def make_engine(url: str, **options: Any) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA busy_timeout=10000")
             cursor.close()
-            # Vietnamese alphabetical order for ORDER BY name COLLATE vi (see vietnamese()).
-            connection.create_collation(SQLITE_VIETNAMESE, _compare_vietnamese)
+            # Vietnamese alphabetical order: ORDER BY vi_key(name) (see vietnamese()).
+            connection.create_function(
+                SQLITE_VIETNAMESE_KEY, 1, _vietnamese_key, deterministic=True
+            )
 
         return engine
     if url.startswith("postgresql"):
@@ -102,22 +105,30 @@ def is_sqlite(bind: Session | Engine | Connection) -> bool:
     return backend(bind) is Backend.SQLITE
 
 
-SQLITE_VIETNAMESE = "vi"
+SQLITE_VIETNAMESE_KEY = "vi_key"
 # PostgreSQL's ICU collation for Vietnamese (Debian's and the official packages are built with
 # ICU): d < đ, a < ă < â, tones second: the order of the platform's own sort key.
 POSTGRESQL_VIETNAMESE = "vi-x-icu"
 
 
-def _compare_vietnamese(left: str, right: str) -> int:
-    from kyso.platform.formatting import sort_key
+@functools.lru_cache(maxsize=65_536)
+def _vietnamese_key(name: str | None) -> bytes | None:
+    from kyso.platform.formatting import sort_bytes
 
-    a, b = sort_key(left), sort_key(right)
-    return (a > b) - (a < b)
+    return None if name is None else sort_bytes(name)
 
 
 def vietnamese(session: Session, column: Any) -> Any:
-    """``column`` in Vietnamese alphabetical order (Dương before Đặng), for ORDER BY."""
-    return column.collate(POSTGRESQL_VIETNAMESE if is_postgresql(session) else SQLITE_VIETNAMESE)
+    """``column`` (or a value) in Vietnamese alphabetical order (Dương before Đặng), for ORDER
+    BY and keyset comparisons.
+
+    PostgreSQL: its ICU collation. SQLite: the bytes of ``formatting.sort_bytes``, which
+    compare as the platform's sort key; a collation calling Python for every comparison cost
+    450 ms to sort 20,000 names, this function (once per row) 20 ms.
+    """
+    if is_postgresql(session):
+        return column.collate(POSTGRESQL_VIETNAMESE)
+    return func.vi_key(column)
 
 
 def serialize_on(session: Session, *keys: str) -> None:

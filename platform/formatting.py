@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import TypeVar
 
@@ -83,6 +84,104 @@ def serial(serial_hex: str | None) -> str:
     return " ".join(padded[i : i + 2] for i in range(0, len(padded), 2))
 
 
+def serial_digits(text: str | None) -> str:
+    """A serial reduced to what X.509 compares: upper-case hex, no separators, no leading zero
+    (so that "0A:1B", "0a 1b" and "A1B" are one serial)."""
+    digits = "".join((text or "").split()).replace(":", "").upper().lstrip("0")
+    return digits or "0"
+
+
+@dataclass(frozen=True)
+class CertificateFacts:
+    """A signing certificate as people read it (issue 17): who it belongs to, its key, when it
+    is valid and its serial, in the one format every page, the picker and the exports use."""
+
+    organisation: str  # O (else CN)
+    tax_code: str  # MST, from the subject's UID=MST:…
+    key_type: str  # "RSA-2048", "ECDSA P-256"
+    valid: str  # "01/01/2026–31/12/2027", Vietnam time
+    serial: str  # "0A 1B 2C"
+    serial_hex: str  # "A1B2C": what is compared and registered
+
+    def label(self) -> str:
+        """One line: organisation · MST · key type · validity · serial."""
+        return " · ".join(
+            part
+            for part in (
+                self.organisation,
+                f"MST {self.tax_code}" if self.tax_code != "—" else "",
+                self.key_type,
+                self.valid,
+                self.serial,
+            )
+            if part and part != "—"
+        )
+
+
+_CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
+
+
+def key_type(kind: str | None, size: int | None = None, curve: str | None = None) -> str:
+    """The key as people name it: RSA-2048, ECDSA P-256 (``kind``: the agent's RSA or EC)."""
+    if kind == "RSA" and size:
+        return f"RSA-{size}"
+    if kind == "EC":
+        return f"ECDSA {_CURVES.get(curve or '', curve or size or '')}".strip()
+    return kind or "—"
+
+
+def validity(not_before: datetime | None, not_after: datetime | None) -> str:
+    if not_before is None and not_after is None:
+        return "—"
+    return f"{day(not_before)}–{day(not_after)}"
+
+
+def tax_code(uids: list[str]) -> str:
+    """The MST of a subject's UID values ("MST:0312345678" → "0312345678")."""
+    for value in uids:
+        head, sep, code = value.partition(":")
+        if sep and head.strip().upper() == "MST" and code.strip():
+            return code.strip()
+    return "—"
+
+
+def certificate_facts(der: bytes | None, serial_hex: str | None = None) -> CertificateFacts:
+    """The facts of a certificate (DER); with only its serial known, the serial alone."""
+    if der is None:
+        digits = serial_digits(serial_hex) if serial_hex else ""
+        return CertificateFacts("—", "—", "—", "—", serial(digits), digits)
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.x509.oid import NameOID
+
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError:  # stored but unreadable: what the serial alone says
+        return certificate_facts(None, serial_hex)
+    subject = cert.subject
+
+    def values(oid: x509.ObjectIdentifier) -> list[str]:
+        return [str(a.value) for a in subject.get_attributes_for_oid(oid)]
+
+    key = cert.public_key()
+    if isinstance(key, rsa.RSAPublicKey):
+        kind = key_type("RSA", key.key_size)
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        kind = key_type("EC", key.curve.key_size, key.curve.name)
+    else:
+        kind = type(key).__name__.removesuffix("PublicKey") or "—"
+    digits = format(cert.serial_number, "X")
+    names = values(NameOID.ORGANIZATION_NAME) or values(NameOID.COMMON_NAME) or ["—"]
+    return CertificateFacts(
+        organisation=names[0],
+        tax_code=tax_code(values(NameOID.USER_ID)),
+        key_type=kind,
+        valid=validity(cert.not_valid_before_utc, cert.not_valid_after_utc),
+        serial=serial(digits),
+        serial_hex=digits,
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # Typed dates: dd/mm/yyyy text fields, never the browser's locale-dependent date picker
 
@@ -146,7 +245,10 @@ def _letters(text: str) -> list[tuple[str, int]]:
     return out
 
 
-def sort_key(name: str | None) -> tuple[tuple[int, ...], tuple[int, ...], str]:
+SortKey = tuple[tuple[int, ...], tuple[int, ...], str]
+
+
+def sort_key(name: str | None) -> SortKey:
     """Vietnamese alphabetical order: letters first (Dương before Đặng), tones second.
 
     Spaces sort before every letter (so "An Bình" comes before "Anh"), digits and other
@@ -158,6 +260,22 @@ def sort_key(name: str | None) -> tuple[tuple[int, ...], tuple[int, ...], str]:
     )
     tones = tuple(tone for _char, tone in letters)
     return primary, tones, name or ""
+
+
+def sort_bytes(name: str | None) -> bytes:
+    """:func:`sort_key` as bytes that compare the same way (memcmp): what SQLite sorts by.
+
+    Each letter's rank + 1 in 3 bytes, a zero terminator (below every rank, so a shorter name
+    comes first), each tone + 1 in one byte, a zero terminator, then the name's UTF-8.
+    """
+    primary, tones, text = sort_key(name)
+    return (
+        b"".join((rank + 1).to_bytes(3, "big") for rank in primary)
+        + b"\0\0\0"
+        + bytes(tone + 1 for tone in tones)
+        + b"\0"
+        + text.encode("utf-8", "surrogatepass")
+    )
 
 
 def sorted_by_name(items: list[T], name: Callable[[T], str | None]) -> list[T]:

@@ -40,9 +40,12 @@ Variable (default)                 Meaning
 ``KYSO_REVOCATION_CACHE_SECONDS``  how long an answer is kept (300)
 ``KYSO_CERTIFICATE_EXPIRY_WARNING_DAYS``  days before expiry the signing pages warn (30)
 ``KYSO_TSA_URL``                   the RFC 3161 time-stamping authority every stored signature
-                                   is time-stamped by (CAdES-T); empty: none (CAdES-BES)
-``KYSO_TSA_POLICY`` (hard)         when the TSA cannot answer: ``hard`` (store nothing, the
-                                   officer tries again) or ``soft`` (store CAdES-BES)
+                                   is time-stamped by (CAdES-T) after storage, by
+                                   ``kyso-platform signing timestamp``; empty: none (CAdES-BES)
+``KYSO_TSA_POLICY`` (hard)         when the TSA cannot answer a PDF passport's time-stamp:
+                                   ``hard`` (no PDF, the citizen tries again) or ``soft`` (a
+                                   PAdES B-B PDF); officers' signatures are never refused for it
+                                   (they wait in the time-stamp queue)
 ``KYSO_TSA_TIMEOUT`` (10)          seconds for a time-stamp answer
 ``KYSO_TSA_CONNECTIONS`` (8)       time-stamp requests at a time
 **downloads**

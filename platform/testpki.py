@@ -37,6 +37,7 @@ from asn1crypto import keys as asn1_keys
 from asn1crypto import ocsp as asn1_ocsp
 from asn1crypto import tsp as asn1_tsp
 from asn1crypto import x509 as asn1_x509
+from certomancer import crypto_utils
 from certomancer.services import (
     CRLBuilder,
     RevocationInfoInterface,
@@ -46,7 +47,7 @@ from certomancer.services import (
 )
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
@@ -102,8 +103,45 @@ def _key_pem(key: IssuerPrivateKey) -> bytes:
 
 def _load_key(path: Path) -> IssuerPrivateKey:
     key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    assert isinstance(key, rsa.RSAPrivateKey)
+    assert isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey)
     return key
+
+
+class _LoadedKeys(crypto_utils.PycaCryptographyBackend):
+    """certomancer's signing with each private key parsed once.
+
+    certomancer parses the issuer's key for every OCSP answer, CRL and time-stamp; for an
+    RSA-2048 key OpenSSL 3's checks make that ~130 ms, which capped the TSA at a few tokens per
+    second per core. The signature is the same; only the parse is kept."""
+
+    def __init__(self) -> None:
+        self._keys: dict[bytes, Any] = {}
+        self._lock = threading.Lock()
+
+    def generic_sign(self, private_key: Any, tbs_bytes: bytes, sd_algo: Any) -> bytes:
+        algorithm = sd_algo.signature_algo
+        if algorithm not in ("rsassa_pkcs1v15", "ecdsa"):
+            signature: bytes = super().generic_sign(private_key, tbs_bytes, sd_algo)
+            return signature
+        der = private_key.dump()
+        with self._lock:
+            key = self._keys.get(der)
+        if key is None:
+            key = serialization.load_der_private_key(der, password=None)
+            with self._lock:
+                self._keys[der] = key
+        digest = getattr(hashes, sd_algo.hash_algo.upper())()
+        if algorithm == "ecdsa":
+            assert isinstance(key, ec.EllipticCurvePrivateKey)
+            return key.sign(tbs_bytes, ec.ECDSA(digest))
+        assert isinstance(key, rsa.RSAPrivateKey)
+        return key.sign(tbs_bytes, padding.PKCS1v15(), digest)
+
+
+# Test PKI only (this module is never imported in production): every certomancer service of
+# the process signs with keys parsed once.
+if not isinstance(crypto_utils.CRYPTO_BACKEND, _LoadedKeys):
+    crypto_utils.CRYPTO_BACKEND = _LoadedKeys()
 
 
 def _asn1_cert(certificate: x509.Certificate) -> Any:
@@ -273,6 +311,7 @@ class TestPki:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     # Requests served, by path ("/ocsp", "/crl/issuing.crl", ...): tests count OCSP requests.
     hits: Counter[str] = field(default_factory=Counter, repr=False)
+    _stamper: TimeStamper | None = field(default=None, repr=False)
 
     # ---- creating and loading ---------------------------------------------------------------
 
@@ -301,7 +340,9 @@ class TestPki:
             path_length=0,
         )
         issuing = IssuingCA(issuing_key, issuing_cert, base_url, directory / "issued")
-        ocsp_key, tsa_key = _rsa_key(), _rsa_key()
+        # The TSA signs with EC P-256: each token is a signature, and the background time-stamping
+        # of a 3,000-dose batch asks for 3,000 of them.
+        ocsp_key, tsa_key = _rsa_key(), ec.generate_private_key(ec.SECP256R1())
         ocsp = DevCA(
             ocsp_key,
             _service_certificate(
@@ -516,12 +557,14 @@ class TestPki:
         return bytes(builder.build_crl(number, now, now + CRL_VALIDITY, revoked).dump())
 
     def _timestamp(self, request_der: bytes) -> bytes:
-        tsa_cert = _asn1_cert(self.tsa.certificate)
-        stamper = TimeStamper(
-            tsa_cert=tsa_cert,
-            tsa_key=_asn1_key(self.tsa.key),
-            certs_to_embed=[tsa_cert, _asn1_cert(self.root.certificate)],
-        )
+        stamper = self._stamper
+        if stamper is None:  # made once: the TSA's certificate and key do not change
+            tsa_cert = _asn1_cert(self.tsa.certificate)
+            stamper = self._stamper = TimeStamper(
+                tsa_cert=tsa_cert,
+                tsa_key=_asn1_key(self.tsa.key),
+                certs_to_embed=[tsa_cert, _asn1_cert(self.root.certificate)],
+            )
         request = asn1_tsp.TimeStampReq.load(request_der)
         return bytes(stamper.request_tsa_response(request).dump())
 

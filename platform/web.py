@@ -278,6 +278,8 @@ def install(app: Flask) -> None:
         day=formatting.day,
         day_input=formatting.day_input,
         serial=formatting.serial,
+        # a registered certificate (SigningCertificate) as people read it
+        certificate=lambda c: formatting.certificate_facts(c.der, c.serial_hex),
         moment=formatting.moment,
         moment_seconds=lambda value: formatting.moment(value, seconds=True),
     )

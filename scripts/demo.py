@@ -8,10 +8,12 @@
   certified as a Document Signer Certificate by a demo CSCA, and the platform configured to
   use it (the issuer page's "Cấp ngay", the citizen lookup, the signed lists for verifiers);
   on the same token the PDF passport's document-signing key ("pdf-es256"), certified by a demo
-  document root (demo-pdf-root.pem, its CRL demo-pdf-root.crl), so the citizen's PDF is signed;
+  document root (demo-pdf-root.pem, its CRL demo-pdf-root.crl), so the citizen's PDF is signed,
+  PAdES B-LTA with the test PKI's time-stamps (KYSO_TSA_URL, also the officers' CAdES-T);
 - the reference population registry (http://127.0.0.1:8090) with its own dataset;
 - the platform (http://127.0.0.1:8080, SQLite) with demo facilities, accounts and people,
-  verified against the registry;
+  verified against the registry, and its time-stamping worker (``kyso-platform signing
+  timestamp --follow``: every stored signature becomes CAdES-T with the test PKI's TSA);
 - the signing agent, headless, in this terminal (consent and PIN are asked here); the other
   services write their output to demo-data/logs/, so nothing interleaves with the agent's
   questions.
@@ -39,6 +41,7 @@ from sqlalchemy.orm import Session
 
 from kyso.agent import devpki
 from kyso.agent.token import softhsm
+from kyso.platform import formatting
 from kyso.platform.models import Person, User, VerificationStatus
 from kyso.platform.passport import testcerts
 from kyso.platform.records.demo import DEMO_PASSWORD
@@ -51,7 +54,7 @@ LOGS = DEMO / "logs"  # the services' output: the terminal is the agent's
 ORIGIN = "http://127.0.0.1:8080"  # the platform's address in the demo
 PIN = "123456"
 ORGANISATION = "Trạm Y tế Phường Bến Nghé"
-PKI_PORT = 8091
+PKI_PORT = int(os.environ.get("KYSO_DEMO_PKI_PORT", "8091"))  # another port for tests
 PKI_URL = f"http://127.0.0.1:{PKI_PORT}"
 
 
@@ -223,6 +226,11 @@ def platform_env() -> dict[str, str]:
         # The demo CA issued the token's certificates; the agent pins this manifest key.
         KYSO_TRUST_ANCHORS=str(DEMO / "demo-ca.pem"),
         KYSO_MANIFEST_KEY=str(DEMO / "platform-manifest-key.pem"),
+        # The test PKI's TSA time-stamps the officers' signatures (CAdES-T, by the worker
+        # started below) and the PDF passports (PAdES B-LTA; its root is in demo-ca.pem, its CRL
+        # fetched from the PKI).
+        KYSO_TSA_URL=f"{PKI_URL}/tsa",
+        KYSO_PASSPORT_PDF_FETCH_REVOCATION="1",
     )
 
 
@@ -397,6 +405,15 @@ def main() -> int:
         )
         children.append(web)
         wait_for_port(PLATFORM_PORT, web, "the platform", web_log)
+        _, stamps_out = log("timestamps")
+        children.append(
+            subprocess.Popen(  # noqa: S603
+                platform_command("signing", "timestamp", "--follow"),
+                env=env,
+                stdout=stamps_out,
+                stderr=subprocess.STDOUT,
+            )
+        )
         summary = read_summary(env["DATABASE_URL"])
         print(banner(info, summary, serial_of(DEMO / f"{SIGNING_KEY}.pem")), flush=True)
         agent = subprocess.Popen(agent_command(), env=os.environ)  # noqa: S603
@@ -458,6 +475,7 @@ def banner(info: dict[str, object], summary: DemoSummary, serial: str) -> str:
     certificates = ", ".join(f"{name}={fp[:16]}…" for name, fp in fingerprints.items())
     accounts = "\n".join(f"  {a.username:<20} {a.role:<16} {a.full_name}" for a in summary.accounts)
     total = sum(summary.people.values())
+    spaced = formatting.serial(serial)  # as the platform's pages write it
     people = "\n".join(
         f"  {count:>7,}  {STATUS_LABELS[status]}"
         for status, count in sorted(summary.people.items(), key=lambda item: -item[1])
@@ -470,7 +488,7 @@ Kyso demo
   Test PKI:             {PKI_URL}/ocsp, /crl/issuing.crl, /tsa   (folder demo-data/pki)
   Signing agent:        ws://127.0.0.1:{info["port"]}/     (this terminal)
   USB token (SoftHSM2): {info["token_label"]}   PIN: {info["pin"]}
-  Officer certificate:  serial {serial} ({SIGNING_KEY}, registered for {DEMO_OFFICER})
+  Officer certificate:  serial {spaced} ({SIGNING_KEY}, registered for {DEMO_OFFICER})
   Passport key:         {PASSPORT_TOKEN} (SoftHSM2), configured: log in as cucduphong,
                         /passports/issuer, "Cấp ngay"; verifiers download the signed lists:
                         http://127.0.0.1:{PLATFORM_PORT}/.well-known/kyso/dcc/trust-list
@@ -490,7 +508,7 @@ This terminal then asks three things, in order: may {ORIGIN} see the token's
 certificates ("c" then Enter; "y" with --language en), sign this batch (count, summary and
 the verification code: compare it with the page's; "c" again), then the PIN ({info["pin"]}).
 Revoke the token's certificate (then signing is refused with the revocation date):
-  .venv/bin/python -m kyso.platform.testpki revoke --dir {shown(DEMO / "pki")} {serial}
+  .venv/bin/python -m kyso.platform.testpki revoke --dir {shown(DEMO / "pki")} "{spaced}"
 Without a browser, play the page from another terminal:
   .venv/bin/python scripts/demo_client.py --count 30
 Press Ctrl+C to stop everything.

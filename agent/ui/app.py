@@ -15,6 +15,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from PySide6.QtCore import QObject, Qt, QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QGuiApplication
@@ -83,6 +84,7 @@ class DesktopApp(QObject):
         pairing: PairingManager | None = None,
         settings_store: SettingsStore | None = None,
         driver_timeout: float = DRIVER_TIMEOUT_SECONDS,
+        load_token: Callable[[], tm.Token] | None = None,
     ) -> None:
         super().__init__()
         self.language = language
@@ -99,6 +101,7 @@ class DesktopApp(QObject):
             hotplug_interval=hotplug_interval,
             pairing=pairing,
             driver_timeout=driver_timeout,
+            load_token=load_token,
         )
         self.window = MainWindow(self.controller, language)
         if use_tray is None:
@@ -516,55 +519,72 @@ def main(args: argparse.Namespace) -> int:
     language = args.language or config.language
     setup_logging(config.state_dir)
 
-    token: tm.Token | None = None
-    module: str | None = None
-    module_error: i18n.Text | None = None
-    try:
-        module = resolve_module(config)
-        from kyso.agent.token.pkcs11_token import Pkcs11Token
-
-        token = Pkcs11Token(module)
-    except ConfigError as exc:
-        module_error = exc.text
-    except tm.ModuleLoadError as exc:
-        module_error = i18n.text("cli.module_load_failed", module=module, error=exc)
-
     if args.autostart and not config.start_at_login:
         return EXIT_OK  # started by a login entry, but the officer turned that option off
     from kyso.agent.autostart import for_this_system
     from kyso.agent.pairing import PairingManager
 
-    desktop = DesktopApp(
+    desktop = launch(
         config,
-        token,
-        language=language,
-        module=module,
-        module_error=module_error,
+        language,
         pairing=PairingManager(config),
         settings_store=SettingsStore(config, autostart=for_this_system()),
     )
     instance.activated.connect(desktop.window.show_and_raise)
-    desktop.window.show()
-    if config.listen_at_launch:
-        desktop.controller.start()
     code = EXIT_OK
     try:
         code = app.exec()
     finally:
         desktop.shutdown()
         instance.close()
-    if token is not None and not _close_within(token, SHUTDOWN_SECONDS):
-        # The driver is stuck inside a call: finalising it would wait forever, and so would
-        # the interpreter's exit (it joins the token's worker). Quit means quit.
+    if not desktop.controller.release_token(SHUTDOWN_SECONDS):
+        # The driver is stuck inside a call (C_Initialize included): finalising it would wait
+        # forever, and so would the interpreter's exit (it joins the token's worker). Quit
+        # means quit.
         log.error("the USB token driver does not answer: ending without finalising it")
         logging.shutdown()
         os._exit(code)
     return code
 
 
-def _close_within(token: tm.Token, seconds: float) -> bool:
-    """Closes the token layer on a helper thread; False when it has not ended in time."""
-    closer = threading.Thread(target=token.close, name="kyso-token-close", daemon=True)
-    closer.start()
-    closer.join(seconds)
-    return not closer.is_alive()
+def _load_pkcs11(module: str) -> tm.Token:
+    from kyso.agent.token.pkcs11_token import Pkcs11Token
+
+    return Pkcs11Token(module)
+
+
+def launch(
+    config: AgentConfig,
+    language: str,
+    *,
+    resolve: Callable[[AgentConfig], str] = resolve_module,
+    load_token: Callable[[str], tm.Token] = _load_pkcs11,
+    **options: Any,
+) -> DesktopApp:
+    """The window on screen first, the token's driver loaded behind it (issue 18).
+
+    A driver whose C_Initialize (or first slot list) hangs cannot keep the window from showing
+    or answering: the load runs on its own thread, the window says it waits for the driver, with
+    Cancel, and gives up after the controller's ``driver_timeout``. ``options`` go to
+    ``DesktopApp`` (tests pass ``use_tray``, ``port``, ``driver_timeout`` ...).
+    """
+    module: str | None = None
+    module_error: i18n.Text | None = None
+    try:
+        module = resolve(config)
+    except ConfigError as exc:
+        module_error = exc.text
+    chosen = module
+    desktop = DesktopApp(
+        config,
+        None,
+        language=language,
+        module=module,
+        module_error=module_error,
+        load_token=(lambda: load_token(chosen)) if chosen is not None else None,
+        **options,
+    )
+    desktop.window.show()
+    if config.listen_at_launch:
+        desktop.controller.start()
+    return desktop

@@ -7,16 +7,20 @@ listener, called on the asyncio thread); while stopped, a ``PresenceMonitor`` of
 controller's (called on the monitor's thread). Both reach the Qt thread through a queued signal.
 Qt-only glue: the rules stay in the service.
 
-The Qt thread never waits for the token's driver (issue 18): starting the server (which reads
-the slots once), stopping it and stopping a monitor run on one "control" worker thread, one job
-after another. While a Start waits, the window says it is waiting for the USB token driver and
+The Qt thread never waits for the token's driver (issue 18): loading it at launch (C_Initialize,
+on a "kyso-driver-load" thread), starting the server (which reads the slots once), stopping it
+and stopping a monitor run off the Qt thread; start and stop on one "control" worker thread, one
+job after another. While a Start waits, the window says it is waiting for the USB token driver and
 offers Cancel; after ``driver_timeout`` seconds it gives up with a message. A start that comes
-back after it was given up is stopped at once, on the worker.
+back after it was given up is stopped at once, on the worker. A driver that answers its
+C_Initialize only after the wait was given up is still taken (the window then shows the token and
+Start works); one that answers after Quit is closed by its loading thread.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
 import logging
 import queue
@@ -101,6 +105,38 @@ class _ControlWorker:
                 done.set()
 
 
+class _Load:
+    """The token layer being loaded on its own thread (C_Initialize may never return).
+
+    The loading thread hands its result over with ``deliver``; Quit calls ``orphan``. Exactly one
+    side closes the token: the controller when it was delivered first, else the loading thread.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._orphaned = False
+        self._result: tm.Token | BaseException | None = None
+
+    def deliver(self, result: tm.Token | BaseException) -> bool:
+        """Loading thread: False when Quit came first (the caller closes what it loaded)."""
+        with self._lock:
+            if self._orphaned:
+                return False
+            self._result = result
+            return True
+
+    def orphan(self) -> tm.Token | BaseException | None:
+        """Qt thread, at Quit: what was delivered already (to close), None when still loading."""
+        with self._lock:
+            self._orphaned = True
+            return self._result
+
+    @property
+    def orphaned(self) -> bool:
+        with self._lock:
+            return self._orphaned
+
+
 class _Attempt:
     """One press of Start: the server thread it starts, and whether it was given up."""
 
@@ -179,6 +215,8 @@ class AgentController(QObject):
     _snapshot_read = Signal(object, object)
     # (_Attempt, port | BaseException), from the control worker
     _start_done = Signal(object, object)
+    # (_Load, Token | BaseException), from the loading thread
+    _load_done = Signal(object, object)
     _stop_done = Signal()
 
     def __init__(
@@ -193,7 +231,10 @@ class AgentController(QObject):
         hotplug_interval: float = HOTPLUG_SECONDS,
         pairing: PairingManager | None = None,
         driver_timeout: float = DRIVER_TIMEOUT_SECONDS,
+        load_token: Callable[[], tm.Token] | None = None,
     ) -> None:
+        """``load_token`` (instead of ``token``) loads the token layer on a thread of its own:
+        the window shows and answers while the driver's C_Initialize runs, however long."""
         super().__init__()
         self.pairing = pairing
         self.config = config
@@ -204,6 +245,10 @@ class AgentController(QObject):
         self._port = port
         self._thread: ServerThread | None = None
         self._attempt: _Attempt | None = None  # a Start waiting for the driver
+        self._loading: _Load | None = None  # the token layer being loaded (launch)
+        self._wait_for_load = False  # the window waits for that load (Cancel gives up)
+        self._start_after_load = False  # Start was asked for during the load
+        self._owns_token = False  # loaded here: closed by release_token
         self.listening_port: int | None = None
         self.start_error: Text | None = None
         self.snapshot = TokenSnapshot()
@@ -221,10 +266,13 @@ class AgentController(QObject):
         self._snapshot_read.connect(self._take_snapshot, queued)
         self._start_done.connect(self._started, queued)
         self._stop_done.connect(self._stopped, queued)
+        self._load_done.connect(self._loaded, queued)
         self._generation = 0  # snapshots of an older watcher are stale
         self._monitor: PresenceMonitor | None = None
         self._remove_listener: Callable[[], None] | None = None
         self._closing = False
+        if token is None and load_token is not None:
+            self._load(load_token)
         self._watch_while_stopped()
 
     # --- plumbing --------------------------------------------------------------------------
@@ -245,6 +293,76 @@ class AgentController(QObject):
             self._control.submit(job)
         except RuntimeError:  # after Quit: nothing waits for it any more
             threading.Thread(target=job, name="kyso-control-late", daemon=True).start()
+
+    # --- loading the token layer (launch) ---------------------------------------------------
+
+    def _load(self, load_token: Callable[[], tm.Token]) -> None:
+        load = _Load()
+        self._loading = load
+        self._wait_for_load = True
+        emit = self._emitter(self._load_done.emit)
+
+        def run() -> None:  # its own daemon thread: C_Initialize may hang for ever
+            result: tm.Token | BaseException
+            try:
+                result = load_token()
+            except Exception as exc:
+                result = exc
+            if load.deliver(result):
+                emit(load, result)
+            elif not isinstance(result, BaseException):
+                log.info("the token's driver answered after Quit: closing it")
+                result.close()
+
+        threading.Thread(target=run, name="kyso-driver-load", daemon=True).start()
+        self._deadline.start(max(1, round(self.driver_timeout * 1000)))
+
+    @property
+    def loading(self) -> bool:
+        """The token layer is still being loaded (its driver's C_Initialize has not returned)."""
+        return self._loading is not None
+
+    def _loaded(self, load: _Load, result: tm.Token | BaseException) -> None:
+        if load is not self._loading or load.orphaned:
+            return  # Quit came first: shutdown took care of it
+        self._loading = None
+        waited, start = self._wait_for_load, self._start_after_load
+        self._wait_for_load = self._start_after_load = False
+        if waited and self._attempt is None:
+            self._deadline.stop()
+        if isinstance(result, BaseException):
+            log.error("the token's driver could not be loaded: %s", result)
+            self.module_error = i18n.text(
+                "cli.module_load_failed", module=self.module, error=result
+            )
+            if start:
+                self.start_error = self.module_error
+        else:
+            if not waited:
+                log.warning("the token's driver answered after the wait was given up")
+            self.token = result
+            self._owns_token = True
+            if start:
+                self.start()
+            else:
+                self._watch_while_stopped()
+        self.changed.emit()
+
+    def release_token(self, timeout: float = SHUTDOWN_SECONDS) -> bool:
+        """After ``shutdown``: closes the token layer this controller loaded, on a helper thread.
+
+        False when a driver is still inside a call (its load, or a call the close waits for)
+        after ``timeout`` seconds: the process must then end without waiting for that thread.
+        """
+        if self._loading is not None:
+            return False  # C_Initialize has not returned: its thread closes what it gets
+        token, self.token = (self.token, None) if self._owns_token else (None, self.token)
+        if token is None:
+            return True
+        closer = threading.Thread(target=token.close, name="kyso-token-close", daemon=True)
+        closer.start()
+        closer.join(timeout)
+        return not closer.is_alive()
 
     # --- the token, listening or not -------------------------------------------------------
 
@@ -290,8 +408,9 @@ class AgentController(QObject):
 
     @property
     def waiting(self) -> bool:
-        """Start was pressed and waits for the token's driver (Cancel gives up)."""
-        return self._attempt is not None
+        """The window waits for the token's driver: its load at launch, or a Start (Cancel gives
+        up)."""
+        return self._attempt is not None or self._wait_for_load
 
     @property
     def status(self) -> TrayState:
@@ -326,6 +445,10 @@ class AgentController(QObject):
 
     def record_outcome(self, outcome: BatchOutcome) -> None:
         self.last_outcome = outcome
+        if self.snapshot.busy:
+            # The batch is over: the service's own "ready" comes through another queued signal,
+            # after the page got its result; until then the tray would still say "signing".
+            self.snapshot = dataclasses.replace(self.snapshot, busy=False)
         self.changed.emit()
 
     # --- start / stop ----------------------------------------------------------------------
@@ -340,6 +463,16 @@ class AgentController(QObject):
         if self._thread is not None or self._attempt is not None or self._closing:
             return
         token = self.token
+        if token is None and self._loading is not None:
+            # The driver's C_Initialize has not returned yet: wait for it (again, after a
+            # Cancel or a timeout); the server starts when it has.
+            self._start_after_load = True
+            if not self._wait_for_load:
+                self._wait_for_load = True
+                self.start_error = None
+                self._deadline.start(max(1, round(self.driver_timeout * 1000)))
+            self.changed.emit()
+            return
         if token is None:
             self.start_error = self.module_error
             self.changed.emit()
@@ -411,9 +544,12 @@ class AgentController(QObject):
 
     def _abandon(self, error: Text | None) -> bool:
         attempt, self._attempt = self._attempt, None
-        if attempt is None:
+        waited, self._wait_for_load = self._wait_for_load, False
+        self._start_after_load = False
+        if attempt is None and not waited:
             return False
-        attempt.abandoned.set()
+        if attempt is not None:
+            attempt.abandoned.set()
         self._deadline.stop()
         self.start_error = error
         self.changed.emit()
@@ -465,6 +601,13 @@ class AgentController(QObject):
         """
         self._closing = True
         self._abandon(None)
+        load, self._loading = self._loading, None
+        if load is not None:
+            delivered = load.orphan()
+            if delivered is None:
+                self._loading = load  # still inside C_Initialize: release_token says so
+            elif not isinstance(delivered, BaseException):
+                self.token, self._owns_token = delivered, True  # closed by release_token
         self.stop()
         self._stop_watching()
         self._control.shutdown()

@@ -11,6 +11,8 @@ Safety rules of threat 7 and 8, in every question dialog:
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from PySide6.QtCore import QEvent, Qt, QTimer, Signal
 from PySide6.QtGui import QCloseEvent, QKeyEvent, QShowEvent
 from PySide6.QtWidgets import (
@@ -25,12 +27,13 @@ from PySide6.QtWidgets import (
 )
 
 from kyso.agent import __version__
+from kyso.agent.certificate_facts import certificate_facts
 from kyso.agent.expiry import expiry_warning
 from kyso.agent.i18n import Count, tr
 from kyso.agent.protocol import ErrorCode
 from kyso.agent.service import BatchOutcome, ConsentRequest
 from kyso.agent.token.model import PinStatus
-from kyso.agent.ui.widgets import fit_to_text, keep_buttons_whole, label, short_subject, t
+from kyso.agent.ui.widgets import fit_to_text, keep_buttons_whole, label, t
 
 APPROVE_DELAY_MS = 1000
 DIALOG_MIN_WIDTH = 520
@@ -134,12 +137,7 @@ class ConsentDialog(_GuardedQuestion):
         )
         layout.addWidget(
             label(
-                t(
-                    "dialogs.consent_certificate",
-                    language,
-                    subject=short_subject(cert.subject),
-                    not_after=cert.not_after.date(),
-                ),
+                t("dialogs.consent_certificate", language, **asdict(certificate_facts(cert))),
                 name="certificate",
             )
         )

@@ -44,6 +44,8 @@ def status_text(controller: AgentController, language: str) -> str:
 
 def token_text(controller: AgentController, language: str) -> str:
     if controller.token is None:
+        if controller.loading:
+            return t("token_loading", language)
         error = controller.module_error
         return error.get(language) if error is not None else t("token_no_driver", language)
     snapshot = controller.snapshot

@@ -6,16 +6,16 @@ too: Flask-WTF ties the token to the visitor's session cookie).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 
+from kyso.platform import formatting
 from kyso.platform.corrections import service as corrections
 from kyso.platform.feedback import service
 from kyso.platform.i18n import DomainError, translate
 from kyso.platform.models import Feedback, FeedbackStatus, Role, User
-from kyso.platform.records.rules import VIETNAM
 from kyso.platform.throttle import Throttled
 from kyso.platform.web import current_user, db, forbidden, language, roles_required
 
@@ -43,10 +43,7 @@ def _secret() -> bytes:
 
 
 def local_time(value: datetime | None) -> str:
-    if value is None:
-        return ""
-    aware = value if value.tzinfo else value.replace(tzinfo=UTC)
-    return aware.astimezone(VIETNAM).strftime("%d/%m/%Y %H:%M")
+    return "" if value is None else formatting.moment(value)
 
 
 def _form_page(values: dict[str, str], errors: dict[str, str], error: str | None, code: int) -> Any:

@@ -11,6 +11,7 @@ from kyso.platform.models.batches import (
     SigningBatch,
     SigningBatchItem,
     SigningEvidence,
+    TimestampQueueEntry,
 )
 from kyso.platform.models.org import (
     Area,
@@ -61,6 +62,7 @@ __all__ = [
     "SigningUnit",
     "SigningUnitKind",
     "ThrottleAttempt",
+    "TimestampQueueEntry",
     "User",
     "VaccineProduct",
     "VerificationStatus",

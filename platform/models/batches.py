@@ -172,3 +172,28 @@ class SigningEvidence(Base):
     sha256: Mapped[str] = mapped_column(String(64))  # of der: stored once per batch
     der: Mapped[bytes] = mapped_column(LargeBinary)
     stored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class TimestampQueueEntry(Base):
+    """A stored signature waiting for its RFC 3161 time-stamp (CAdES-BES until then).
+
+    Signatures are stored as they arrive and time-stamped after storage by ``kyso-platform
+    signing timestamp`` (``signing/stamping.py``), so that the officer never waits for the TSA.
+    The entry goes in the same transaction as the signature and leaves in the same transaction
+    as the time-stamped CMS replaces it: a signature is never lost, nor left un-queued. A TSA
+    that cannot answer puts the entry off (``next_attempt_at``, growing with ``attempts``)."""
+
+    __tablename__ = "timestamp_queue"
+    __table_args__ = (
+        Index("ix_timestamp_queue_due", "next_attempt_at", "id"),
+        Index("ix_timestamp_queue_batch", "batch_id", "position"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("signing_batches.id", ondelete="CASCADE"))
+    # The item's position (per record); None: the batch signature (batch mode).
+    position: Mapped[int | None] = mapped_column(Integer)
+    queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text)

@@ -44,6 +44,12 @@ SIGNATURES_STORED = Counter(
     "kyso_signatures_stored_total", "Officers' signatures verified and stored."
 )
 PASSPORTS_ISSUED = Counter("kyso_passports_issued_total", "Vaccine passports issued.")
+PDF_TIMESTAMPS = Counter(
+    "kyso_pdf_timestamps_total",
+    "PDF passports by what the time-stamping authority allowed: stamped (PAdES B-LTA), "
+    "signed_without (the TSA failed, KYSO_TSA_POLICY soft: PAdES B-B) or refused (hard).",
+    ["outcome"],
+)
 LOOKUPS = Counter(
     "kyso_citizen_lookups_total", "Citizens' passport lookups, by outcome.", ["outcome"]
 )

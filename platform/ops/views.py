@@ -13,12 +13,16 @@ import ipaddress
 import re
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
+from sqlalchemy.exc import SQLAlchemyError
 
 from kyso.platform.ops import health, metrics
 from kyso.platform.settings import DEFAULT_METRICS_ALLOW
+from kyso.platform.signing import stamping
+from kyso.platform.web import db
 
 blueprint = Blueprint("ops", __name__)
 
@@ -95,4 +99,24 @@ def metrics_page() -> Any:
     if not _metrics_allowed(request.remote_addr):
         return Response("Not Found\n", status=404, mimetype="text/plain")
     body, content_type = metrics.exposition()
-    return Response(body, content_type=content_type)
+    return Response(body + _timestamp_queue(), content_type=content_type)
+
+
+def _timestamp_queue() -> bytes:
+    """The time-stamp queue read at scrape time (the worker is another process): how many stored
+    signatures wait for their RFC 3161 time-stamp and for how long the oldest has. Left out when
+    the database cannot answer (the scrape still shows the rest)."""
+    try:
+        count, oldest = stamping.waiting(db())
+    except SQLAlchemyError:
+        return b""
+    age = (datetime.now(UTC) - oldest).total_seconds() if oldest is not None else 0.0
+    return (
+        "# HELP kyso_timestamp_queue_signatures Stored signatures waiting for their RFC 3161 "
+        "time-stamp.\n"
+        "# TYPE kyso_timestamp_queue_signatures gauge\n"
+        f"kyso_timestamp_queue_signatures {count}\n"
+        "# HELP kyso_timestamp_queue_oldest_seconds How long the oldest of them has waited.\n"
+        "# TYPE kyso_timestamp_queue_oldest_seconds gauge\n"
+        f"kyso_timestamp_queue_oldest_seconds {max(age, 0.0):.3f}\n"
+    ).encode()

@@ -26,9 +26,14 @@ reads these variables when the app is made).
                                     embedded in every PDF (validation data)
 ``KYSO_PASSPORT_PDF_CRLS``          (optional) CRL files (DER or PEM, separated by ``:``) of
                                     those issuers, embedded in every PDF; re-read when changed
-``KYSO_PASSPORT_TSA_URL``           (optional) the RFC 3161 time-stamping authority: every
-                                    PDF is then PAdES B-LTA (signature and document time-stamps)
+``KYSO_PASSPORT_TSA_URL``           (optional) the RFC 3161 time-stamping authority, by default
+                                    the platform's (``KYSO_TSA_URL``): every PDF is then PAdES
+                                    B-LTA (signature and document time-stamps); when it fails,
+                                    ``KYSO_TSA_POLICY`` hard refuses the PDF (try again), soft
+                                    signs it B-B (no time-stamps); ``KYSO_TSA_TIMEOUT`` applies;
+                                    ``off``: no time-stamps in the PDF (PAdES B-B)
 ``KYSO_PASSPORT_TSA_ROOTS``         (with the TSA) PEM: the TSA certificate's trust roots
+                                    (default ``KYSO_TRUST_ANCHORS``)
 ``KYSO_PASSPORT_PDF_FETCH_REVOCATION`` ``1``: fetch revocation data not in the CRL files (the
                                     TSA's) from the certificates' CRL/OCSP addresses
 ``KYSO_TRUST_ANCHORS``              the facility certificates' trust anchors (as for signing)
@@ -140,9 +145,19 @@ def pdf_signing(settings: Mapping[str, Any], extensions: dict[str, Any]) -> PdfS
     assert isinstance(signer, HsmSigner)
     chain_path = _setting(settings, "PDF_CHAIN")
     crl_paths = [p for p in (_setting(settings, "PDF_CRLS") or "").split(os.pathsep) if p]
-    tsa = _setting(settings, "TSA_URL")
-    tsa_roots_path = _setting(settings, "TSA_ROOTS")
+    # The platform's TSA (KYSO_TSA_URL, which time-stamps the officers' signatures) unless the
+    # passport has one of its own; its roots: KYSO_PASSPORT_TSA_ROOTS, else the platform's
+    # trust anchors (a national root certifies both the CAs and the TSAs).
+    # ``off``: PDFs without time-stamps even when the platform has a TSA.
+    tsa = _setting(settings, "TSA_URL") or (str(settings.get("TSA_URL") or "").strip() or None)
+    if tsa == "off":
+        tsa = None
+    tsa_roots_path = _setting(settings, "TSA_ROOTS") or (
+        str(settings["TRUST_ANCHORS"]) if tsa and settings.get("TRUST_ANCHORS") else None
+    )
     fetch = _setting(settings, "PDF_FETCH_REVOCATION") in ("1", "true", "yes", "True")
+    policy = str(settings.get("TSA_POLICY") or "hard")
+    timeout = float(settings.get("TSA_TIMEOUT") or 10.0)
     files = [p for p in (chain_path, tsa_roots_path, *crl_paths) if p]
     try:
         stamp = tuple(Path(p).stat().st_mtime_ns for p in files)
@@ -150,7 +165,7 @@ def pdf_signing(settings: Mapping[str, Any], extensions: dict[str, Any]) -> PdfS
         raise DomainError(
             "passport.error_hsm_certificate", detail=f"cannot read the PDF validation data: {exc}"
         ) from exc
-    key = (signer, tuple(files), stamp, tsa, fetch)
+    key = (signer, tuple(files), stamp, tsa, fetch, policy, timeout)
     cached = extensions.get("kyso.passport_pdf_signing")
     if cached is not None and cached[0] == key:
         signing = cached[1]
@@ -176,8 +191,8 @@ def pdf_signing(settings: Mapping[str, Any], extensions: dict[str, Any]) -> PdfS
     if tsa:
         from pyhanko.sign.timestamps import HTTPTimeStamper
 
-        timestamper = HTTPTimeStamper(tsa, timeout=10)
-    signing = PdfSigning(signer, chain, crls, timestamper, tsa_roots, fetch)
+        timestamper = HTTPTimeStamper(tsa, timeout=timeout)
+    signing = PdfSigning(signer, chain, crls, timestamper, tsa_roots, fetch, policy)
     extensions["kyso.passport_pdf_signing"] = (key, signing)
     return signing
 

@@ -17,7 +17,7 @@ import io
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from fontTools import subset as ftsubset
 from fontTools.ttLib import TTFont
@@ -54,6 +54,7 @@ class PageFont:
     descent: int
     cap_height: int
     to_unicode: bytes  # the ToUnicode CMap, zlib-compressed
+    widths: bytes  # the CIDFont's /W array, written once: [0 [w0 w1 ...]] in 1/1000 em
 
     def width(self, text: str, size: float) -> float:
         """The width of ``text`` at ``size`` points, in millimetres."""
@@ -117,7 +118,23 @@ def page_font(path: Path, tag: str) -> PageFont:
         descent=round(os2.sTypoDescender * scale),
         cap_height=round(getattr(os2, "sCapHeight", 700) * scale),
         to_unicode=zlib.compress("\n".join(lines).encode("ascii"), 9),
+        widths=(
+            "[0 [" + " ".join(str(round(metrics[name][0] * scale)) for name in order) + "]]"
+        ).encode("ascii"),
     )
+
+
+class _Written(generic.PdfObject):
+    """A direct PDF object already written out: the same bytes in every passport (a font's
+    ~900 glyph widths were ~900 number objects made and written again for each PDF)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def write_to_stream(self, stream: Any, handler: Any = None, container_ref: Any = None) -> None:
+        if handler is not None:
+            raise ValueError("an encrypted PDF re-encodes its objects")
+        stream.write(self.data)
 
 
 def _font_objects(writer: PdfFileWriter, font: PageFont) -> generic.IndirectObject:
@@ -140,13 +157,7 @@ def _font_objects(writer: PdfFileWriter, font: PageFont) -> generic.IndirectObje
             n("/FontFile2"): writer.add_object(program),
         }
     )
-    scale = 1000 / font.units
-    widths = generic.ArrayObject(
-        [
-            generic.NumberObject(0),
-            generic.ArrayObject(generic.NumberObject(round(a * scale)) for a in font.advances),
-        ]
-    )
+    widths = _Written(font.widths)
     cid_font = generic.DictionaryObject(
         {
             n("/Type"): n("/Font"),

@@ -19,14 +19,16 @@ The font comes from ``KYSO_PASSPORT_FONT_DIR`` or the Debian package fonts-dejav
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import io
+import logging
 import struct
 import threading
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -35,6 +37,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from PIL import Image
 
+from kyso.platform import formatting
+from kyso.platform.i18n import DomainError
+from kyso.platform.ops.metrics import PDF_TIMESTAMPS
 from kyso.platform.passport import pdfpage, qrmask
 from kyso.platform.passport.hsm import HsmSigner
 from kyso.platform.passport.valuesets import value_sets
@@ -52,8 +57,9 @@ __all__ = [
     "symbol_png",
 ]
 
+logger = logging.getLogger(__name__)
+
 FONT_DIRS: Final = ("/usr/share/fonts/truetype/dejavu",)
-VIETNAM_TIME: Final = timezone(timedelta(hours=7), "ICT")
 
 
 # QR's alphanumeric set: base45's alphabet, so an ``HC1:`` text is one alphanumeric segment.
@@ -198,7 +204,10 @@ def display_date(value: object) -> str:
     text = str(value)[:10]
     parts = text.split("-")
     if len(parts) == 3 and all(p.isdigit() for p in parts):
-        return f"{parts[2]}/{parts[1]}/{parts[0]}"
+        try:
+            return formatting.day(date.fromisoformat(text))
+        except ValueError:
+            return text
     if len(parts) == 2 and all(p.isdigit() for p in parts):
         return f"{parts[1]}/{parts[0]}"
     return text
@@ -287,15 +296,14 @@ def passport_page(document: PassportDocument, font_dir: str | None = None) -> pd
     modules, rows = _qr_rows(_recent_symbol(document.payload), QR_BORDER)
     page.image((pdfpage.A4[0] - qr_size) / 2, page.y + 2, qr_size, modules, rows)
     page.y += qr_size + 4
-    issued = document.issued_at.astimezone(VIETNAM_TIME)
-    expires = document.expires_at.astimezone(VIETNAM_TIME)
+    issued = formatting.day(document.issued_at)  # the day in Vietnam
+    expires = formatting.day(document.expires_at)
     page.set_font("", 9)
     page.multi_cell(
         left,
         width,
         5,
-        f"Ngày cấp / Issued: {issued:%d/%m/%Y}    Mã QR có giá trị đến / QR valid until: "
-        f"{expires:%d/%m/%Y}",
+        f"Ngày cấp / Issued: {issued}    Mã QR có giá trị đến / QR valid until: {expires}",
         center=True,
     )
     page.set_font("", 7.5)
@@ -326,7 +334,9 @@ def signed_passport_pdf(
     font_dir: str | None = None,
 ) -> bytes:
     """The PDF passport, PAdES-signed in the writer that built it (no second parse)."""
-    return _sign(passport_page(document, font_dir).writer(_info(document)), signing, reason)
+    return _sign_as_policy_allows(
+        lambda: passport_page(document, font_dir).writer(_info(document)), signing, reason
+    )
 
 
 @dataclass(frozen=True)
@@ -343,6 +353,7 @@ class PdfSigning:
     trust roots, ``KYSO_PASSPORT_TSA_ROOTS``) are added after it, and a document time-stamp
     closes the file. ``fetch``: the revocation data not given in ``crls`` (the TSA's, say) is
     fetched from the certificates' CRL/OCSP addresses (``KYSO_PASSPORT_PDF_FETCH_REVOCATION``).
+    ``tsa_policy`` (``KYSO_TSA_POLICY``): what a TSA failure does (``_sign_as_policy_allows``).
     """
 
     signer: HsmSigner
@@ -351,6 +362,7 @@ class PdfSigning:
     timestamper: Any = None
     tsa_roots: tuple[x509.Certificate, ...] = ()
     fetch: bool = False
+    tsa_policy: str = "hard"  # when the TSA fails: "hard" (no PDF) or "soft" (B-B PDF)
 
     def validation_context(self) -> Any:
         """What pyHanko validates the signer and the TSA with, to embed their validation data."""
@@ -366,7 +378,17 @@ class PdfSigning:
                 for c in self.crls
             ],
             allow_fetching=self.fetch,
+            # requests-based fetchers: the default aiohttp ones leave a client session
+            # unclosed for every PDF (one per validation context).
+            fetcher_backend=_requests_fetchers() if self.fetch else None,
         )
+
+
+@functools.cache
+def _requests_fetchers() -> Any:
+    from pyhanko_certvalidator.fetchers.requests_fetchers import RequestsFetcherBackend
+
+    return RequestsFetcherBackend()
 
 
 def _asn1_certificate(certificate: x509.Certificate) -> Any:
@@ -399,7 +421,39 @@ def sign_pdf(pdf: bytes, signing: PdfSigning, *, reason: str | None = None) -> b
     """PAdES signature of ``pdf`` (an incremental update) by the document-signing key."""
     from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 
-    return _sign(IncrementalPdfFileWriter(io.BytesIO(pdf)), signing, reason)
+    return _sign_as_policy_allows(
+        lambda: IncrementalPdfFileWriter(io.BytesIO(pdf)), signing, reason
+    )
+
+
+def _sign_as_policy_allows(
+    writer: Callable[[], Any], signing: PdfSigning, reason: str | None
+) -> bytes:
+    """Signs the PDF ``writer()`` builds. When the TSA fails (unreachable, an error answer),
+    ``tsa_policy`` decides, and neither is silent (a warning or an error in the log, and
+    ``kyso_pdf_timestamps_total{outcome}``): ``hard`` refuses the PDF with a text that asks
+    to try again shortly (``passport.error_pdf_timestamp``); ``soft`` signs it without
+    time-stamps (PAdES B-B, the signer's validation data still embedded: valid offline until
+    the certificate expires). PDFs are made on every download, never stored: the next
+    download, once the TSA answers, is PAdES B-LTA again."""
+    from pyhanko.sign.timestamps import TimestampRequestError
+
+    if signing.timestamper is None:
+        return _sign(writer(), signing, reason)
+    try:
+        signed = _sign(writer(), signing, reason)
+    except TimestampRequestError as exc:
+        if signing.tsa_policy == "soft":
+            logger.warning(
+                "PDF passport signed without time-stamps (PAdES B-B): the TSA failed: %s", exc
+            )
+            PDF_TIMESTAMPS.labels(outcome="signed_without").inc()
+            return _sign(writer(), dataclasses.replace(signing, timestamper=None), reason)
+        logger.error("PDF passport refused: the TSA failed and KYSO_TSA_POLICY is hard: %s", exc)
+        PDF_TIMESTAMPS.labels(outcome="refused").inc()
+        raise DomainError("passport.error_pdf_timestamp", detail=str(exc)) from exc
+    PDF_TIMESTAMPS.labels(outcome="stamped").inc()
+    return signed
 
 
 def _sign(writer: Any, signing: PdfSigning, reason: str | None) -> bytes:

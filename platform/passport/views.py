@@ -196,7 +196,11 @@ def lookup_pdf() -> Any:
         passport.dcc, passport.payload, passport.issued_at, passport.expires_at
     )
     font_dir = current_app.config.get("PASSPORT_FONT_DIR")
-    signed = render.signed_passport_pdf(document, signing, font_dir=font_dir)
+    try:
+        signed = render.signed_passport_pdf(document, signing, font_dir=font_dir)
+    except DomainError as exc:  # the TSA failed and KYSO_TSA_POLICY is hard
+        flash(exc.text(language()), "error")
+        return redirect(url_for("passport.lookup_result"))
     response = Response(signed, mimetype="application/pdf")
     response.headers["Content-Disposition"] = 'attachment; filename="ho-chieu-vac-xin.pdf"'
     response.headers["Cache-Control"] = "no-store"

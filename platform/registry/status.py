@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from datetime import date
 from typing import Any
 
+from kyso.platform import formatting
 from kyso.platform.i18n import translate
 from kyso.platform.models.records import VerificationStatus
 from kyso.platform.registry.identity import FormatRule
@@ -92,7 +93,7 @@ def _registry_value(field: str, value: Any, lang: str) -> str | None:
     shown = value
     if field == "birth_date":
         try:
-            shown = date.fromisoformat(value).strftime("%d/%m/%Y")
+            shown = formatting.day(date.fromisoformat(value))
         except ValueError:
             shown = value
     elif field == "gender" and value in ("male", "female"):

@@ -19,11 +19,16 @@ certificate. ``evidence/`` holds the OCSP responses (``ocsp-N.der``) and CRLs (`
 the batch's signatures were accepted on. Batch mode writes ``SHA256SUMS`` from the batch
 document's list, so that ``sha256sum -c SHA256SUMS`` checks every record against it.
 ``kyso-platform verify-signed DIR`` checks the whole folder offline.
+
+Signatures are time-stamped after storage (``stamping.py``): a signature still waiting in the
+queue is exported as it is stored, CAdES-BES, without ``.tst``; ``NOT-TIMESTAMPED.txt`` lists
+them, and ``kyso-platform export-signed`` says so (``--wait`` waits for the worker first).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
@@ -40,6 +45,7 @@ from kyso.platform.models import BatchMode, ItemState, SigningBatch, SigningBatc
 from kyso.platform.signing.certificates import TrustStore, check_certificate
 from kyso.platform.signing.documents import record_id
 from kyso.platform.signing.evidence import batch_evidence
+from kyso.platform.signing.stamping import waiting_positions
 from kyso.platform.signing.timestamps import signature_value, timestamp_token
 
 VERIFY_TEXT = """\
@@ -81,6 +87,8 @@ class ExportSummary:
     records: int
     mode: BatchMode
     directory: Path
+    # The .p7s files whose signature is not time-stamped yet (still in the queue).
+    unstamped: tuple[str, ...] = ()
 
 
 def export_signed(
@@ -114,20 +122,28 @@ def export_signed(
     )
     count = 0
     tokens: list[bytes] = []
+    unstamped: list[str] = []
     for row in rows:
         name = record_id(row.dose_id, row.dose_version)
         (directory / f"{name}.json").write_bytes(row.document)
         if row.cms is not None:
-            tokens += _write_signature(directory, name, row.cms)
+            token = _write_signature(directory, name, row.cms)
+            tokens += token
+            if not token:
+                unstamped.append(f"{name}.p7s")
         count += 1
     if batch.mode is BatchMode.BATCH and batch.cms is not None:
         assert batch.document is not None
         (directory / f"batch-{batch.id}.json").write_bytes(batch.document)
-        tokens += _write_signature(directory, f"batch-{batch.id}", batch.cms)
+        token = _write_signature(directory, f"batch-{batch.id}", batch.cms)
+        tokens += token
+        if not token:
+            unstamped.append(f"batch-{batch.id}.p7s")
         listed = json.loads(batch.document)["records"]
         (directory / "SHA256SUMS").write_text(
             "".join(f"{r['sha256']}  {r['id']}.json\n" for r in listed), encoding="utf-8"
         )
+    _write_unstamped(directory, unstamped, bool(waiting_positions(session, batch.id)))
     chain = list(checked.chain)
     if tokens:
         for anchor in _tsa_anchors(tokens[0], trust):
@@ -146,7 +162,41 @@ def export_signed(
             suffix = "der" if item.kind == "ocsp" else "crl"
             (folder / f"{item.kind}-{numbers[item.kind]}.{suffix}").write_bytes(item.der)
     (directory / "VERIFY.txt").write_text(VERIFY_TEXT, encoding="utf-8")
-    return ExportSummary(batch.id, count, batch.mode, directory)
+    return ExportSummary(batch.id, count, batch.mode, directory, tuple(unstamped))
+
+
+UNSTAMPED_TEXT = """\
+Chữ ký chưa có dấu thời gian / Signatures not time-stamped yet
+=============================================================
+
+Các chữ ký dưới đây đã được lưu (CAdES-BES) nhưng chưa có dấu thời gian RFC 3161{queued_vi}.
+Chúng vẫn kiểm tra được bằng openssl cms khi chứng thư số còn hiệu lực, nhưng sau khi chứng
+thư hết hạn hoặc bị thu hồi thì không chứng minh được thời điểm ký. Hãy xuất lại khi đã có dấu
+thời gian (kyso-platform export-signed --wait 600 ...).
+The signatures below are stored (CAdES-BES) but have no RFC 3161 time-stamp yet{queued_en}.
+openssl cms verifies them while the certificate is valid, but once it expires or is revoked
+they cannot prove when they were made. Export again once they are time-stamped
+(kyso-platform export-signed --wait 600 ...).
+
+{names}
+"""
+
+
+def _write_unstamped(directory: Path, names: Sequence[str], queued: bool) -> None:
+    path = directory / "NOT-TIMESTAMPED.txt"
+    if not names:
+        path.unlink(missing_ok=True)  # an earlier export into the same folder
+        return
+    path.write_text(
+        UNSTAMPED_TEXT.format(
+            queued_vi=" (đang chờ trong hàng đợi: kyso-platform signing timestamp)"
+            if queued
+            else "",
+            queued_en=" (waiting in the queue: kyso-platform signing timestamp)" if queued else "",
+            names="\n".join(names),
+        ),
+        encoding="utf-8",
+    )
 
 
 def _write_signature(directory: Path, name: str, cms_der: bytes) -> list[bytes]:

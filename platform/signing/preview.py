@@ -48,6 +48,7 @@ from sqlalchemy.orm import Session
 
 from kyso.platform.auth.access import signable_facilities
 from kyso.platform.db import is_postgresql
+from kyso.platform.formatting import SortKey, sort_key
 from kyso.platform.i18n import translate
 from kyso.platform.models import (
     Dose,
@@ -254,16 +255,16 @@ def _validate(session: Session, officer: User) -> _Checked:
     first: date | None = None
     last: date | None = None
     facilities: set[str | None] = set()
-    people: set[tuple[str, int]] = set()
+    people: dict[int, str] = {}
     drops: dict[int, DropReason] = {}
-    for code, dose_id, person_id, key, facility, count, low, high, resigns in groups:
+    for code, dose_id, person_id, name, facility, count, low, high, resigns in groups:
         if code:
             drops[dose_id] = _REASONS[code]
             continue
         doses += count
         resign += resigns
         facilities.add(facility)
-        people.add((key, person_id))
+        people[person_id] = name
         first = low if first is None or low < first else first
         last = high if last is None or high > last else last
     dropped: tuple[Dropped, ...] = ()
@@ -281,7 +282,8 @@ def _validate(session: Session, officer: User) -> _Checked:
         facilities=tuple(sorted(name for name in facilities if name is not None)),
         resign=resign,
     )
-    return _Checked(facts, dropped, tuple(person_id for _key, person_id in sorted(people)))
+    order = sorted(people, key=lambda person_id: (sort_key(people[person_id]), person_id))
+    return _Checked(facts, dropped, tuple(order))
 
 
 # Built statements by (officer, role, signing unit, facility): an officer opens the preview
@@ -330,7 +332,7 @@ def _validation_statement(officer: User) -> Select[Any]:
             scoped.c.version.label("version"),
             scoped.c.facility_id.label("facility_id"),
             scoped.c.vaccinated_on.label("vaccinated_on"),
-            Person.name_key.label("name_key"),
+            Person.full_name.label("full_name"),
             Person.verification_status.label("status"),
             signed.label("signed"),
         )
@@ -356,7 +358,7 @@ def _validation_statement(officer: User) -> Select[Any]:
             reason,
             dropped_id,
             rows.c.person_id,
-            rows.c.name_key,
+            rows.c.full_name,
             Facility.name,
             func.count(),
             func.min(rows.c.vaccinated_on),
@@ -364,7 +366,7 @@ def _validation_statement(officer: User) -> Select[Any]:
             func.count(rows.c.signed),
         )
         .outerjoin(Facility, Facility.id == rows.c.facility_id)
-        .group_by(reason, dropped_id, rows.c.person_id, rows.c.name_key, Facility.name)
+        .group_by(reason, dropped_id, rows.c.person_id, rows.c.full_name, Facility.name)
     )
     if len(_STATEMENTS) >= _STATEMENTS_MAX:
         _STATEMENTS.clear()
@@ -376,14 +378,13 @@ def _describe(
     session: Session, officer: User, drops: Mapping[int, DropReason]
 ) -> tuple[Dropped, ...]:
     """What the messages about the dropped doses need (verification details: theirs only)."""
-    found: list[tuple[tuple[str, int, int, int], Dropped]] = []
+    found: list[tuple[tuple[SortKey, int, int, int], Dropped]] = []
     for chunk in _chunks(list(drops)):
         rows = (
             session.connection()
             .execute(
                 select(
                     Dose.id,
-                    Person.name_key,
                     Person.id,
                     Dose.dose_number,
                     Person.full_name,
@@ -397,7 +398,7 @@ def _describe(
             )
             .tuples()
         )
-        for dose_id, key, person_id, number, name, facility, status, detail in rows:
+        for dose_id, person_id, number, name, facility, status, detail in rows:
             item = Dropped(
                 dose_id=dose_id,
                 person_name=name,
@@ -407,7 +408,7 @@ def _describe(
                 status=status,
                 detail=detail,
             )
-            found.append(((key, person_id, number, dose_id), item))
+            found.append(((sort_key(name), person_id, number, dose_id), item))
     found.sort(key=lambda pair: pair[0])
     return tuple(item for _key, item in found)
 

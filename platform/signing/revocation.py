@@ -53,6 +53,7 @@ __all__ = [
     "expiry_warning",
     "flagged",
     "mark_compromised",
+    "normalise_tax_code",
     "parse_since",
     "revocation_reason",
     "set_unit_tax_code",
@@ -159,9 +160,10 @@ def check_for_unit(
     trust: TrustStore,
     revocation: RevocationChecker | None,
     at: datetime,
-) -> None:
+) -> CheckedCertificate:
     """The checks of a certificate that is to sign for ``unit`` at ``at``, beyond the serial:
-    path and revocation (``check_certificate``), the organisation binding and compromise.
+    path and revocation (``check_certificate``), the organisation binding and compromise;
+    returns the checked certificate.
 
     A revocation the CA reports is recorded on the registration (``persist`` is set on the
     error, so that the caller commits that record while refusing)."""
@@ -190,6 +192,7 @@ def check_for_unit(
             serial=registration.serial_hex,
             since=_utc(registration.compromised_from).astimezone(VIETNAM_TIME),
         )
+    return checked
 
 
 def revocation_reason(
@@ -281,18 +284,52 @@ def expiry_warning(
     return None
 
 
-_TAX_CODE = re.compile(r"^\d{10}(-\d{3})?$")
+_TAX_CODE = re.compile(r"^(\d{10})(?:-?(\d{3}))?$")
 
 
-def set_unit_tax_code(session: Session, unit_code: str, tax_code: str) -> SigningUnit:
+def normalise_tax_code(text: str) -> str:
+    """A Vietnamese tax code (mã số thuế) as typed: 10 digits, or 13 for a dependent unit
+    ("0123456789-001", also typed without the hyphen or with spaces), as certificates carry it
+    (``UID=MST:0123456789-001``). Raises ``DomainError`` (``revocation.bad_tax_code``)."""
+    value = "".join(text.split())
+    found = _TAX_CODE.fullmatch(value)
+    if found is None:
+        raise DomainError("revocation.bad_tax_code", tax_code=text.strip())
+    head, branch = found.groups()
+    return f"{head}-{branch}" if branch else head
+
+
+def set_unit_tax_code(
+    session: Session,
+    unit_code: str,
+    tax_code: str,
+    *,
+    actor: User | None = None,
+    ip: str | None = None,
+) -> SigningUnit:
     """Records a signing unit's tax code (10 digits, or 10-3 for a branch), which its officers'
-    certificates must carry as ``UID=MST:…``. The caller commits."""
+    certificates must carry as ``UID=MST:…``. ``actor``: the administrator on the web page, who
+    may set it only for units of their province (a provincial administrator) or any (a national
+    one); the command line passes none. The caller commits."""
     unit = session.scalars(select(SigningUnit).where(SigningUnit.code == unit_code)).one_or_none()
-    if unit is None:
+    outside = (
+        unit is not None
+        and actor is not None
+        and actor.province_id is not None
+        and unit.province_id != actor.province_id
+    )
+    if unit is None or outside:
         raise DomainError("revocation.unknown_unit", unit=unit_code)
-    value = tax_code.strip()
-    if not _TAX_CODE.fullmatch(value):
-        raise DomainError("revocation.bad_tax_code", tax_code=value)
+    value = normalise_tax_code(tax_code)
     before, unit.tax_code = unit.tax_code, value
-    audit(session, "signing_unit.tax_code", None, target=unit.code, before=before, after=value)
+    if before != value:
+        audit(
+            session,
+            "signing_unit.tax_code",
+            actor,
+            target=unit.code,
+            ip=ip,
+            before=before,
+            after=value,
+        )
     return unit

@@ -1,7 +1,8 @@
 """Finding the doses a signing officer may sign: filters, scope, pages of people.
 
-Results are pages of people (each with the doses that matched), ordered by the accent-free name
-and then the id, and paged by keyset (the last name and id of a page), not by OFFSET: a page
+Results are pages of people (each with the doses that matched), in Vietnamese alphabetical order
+of the name (a ă â b c d đ …, tones second: Dương before Đặng and Đoàn; ``db.vietnamese``) and
+then the id, and paged by keyset (the last name and id of a page), not by OFFSET: a page
 never repeats or skips a person when doses get signed, ticked or added between two clicks, and
 a late page costs the same as the first.
 
@@ -48,7 +49,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.types import NullType
 
 from kyso.platform.auth.access import signable_facilities
-from kyso.platform.db import backend, is_postgresql
+from kyso.platform.db import backend, is_postgresql, vietnamese
 from kyso.platform.formatting import day
 from kyso.platform.i18n import DomainError
 from kyso.platform.inputs import is_number, parse_date
@@ -163,13 +164,13 @@ def normalise_phone(text: str) -> str:
 
 @dataclass(frozen=True)
 class Cursor:
-    """Where a page starts or ends: the sort key of a person (accent-free name, id)."""
+    """Where a page starts or ends: the sort key of a person (name as written, id)."""
 
-    name_key: str
+    full_name: str
     person_id: int
 
     def encode(self) -> str:
-        return f"{self.person_id}:{self.name_key}"
+        return f"{self.person_id}:{self.full_name}"
 
     @classmethod
     def decode(cls, text: str | None) -> Cursor | None:
@@ -375,15 +376,21 @@ def search(
     # One query gives both the page and, on a first page, the capped count: the matching set
     # is computed once (it dominates the cost), only the first COUNT_CAP + 1 keys travel.
     first_page = after is None and before is None
-    keys = select(Person.id, Person.name_key).where(*matching)
-    sort_key = tuple_(Person.name_key, Person.id)
+    # Vietnamese alphabetical order (the database's collation for it), the id breaking ties.
+    name = vietnamese(session, Person.full_name)
+    keys = select(Person.id).where(*matching)
+    sort_key = tuple_(name, Person.id)
+
+    def at(cursor: Cursor) -> Any:
+        return tuple_(vietnamese(session, literal(cursor.full_name)), literal(cursor.person_id))
+
     if before is not None:
-        keys = keys.where(sort_key < tuple_(literal(before.name_key), literal(before.person_id)))
-        keys = keys.order_by(Person.name_key.desc(), Person.id.desc())
+        keys = keys.where(sort_key < at(before))
+        keys = keys.order_by(name.desc(), Person.id.desc())
     else:
         if after is not None:
-            keys = keys.where(sort_key > tuple_(literal(after.name_key), literal(after.person_id)))
-        keys = keys.order_by(Person.name_key, Person.id)
+            keys = keys.where(sort_key > at(after))
+        keys = keys.order_by(name, Person.id)
     limit = max(COUNT_CAP, page_size) + 1 if first_page else page_size + 1
     rows = list(session.execute(keys.limit(limit)))
     count = len(rows) if first_page else None
@@ -419,8 +426,8 @@ def search(
         people=people,
         count=None if count is None else min(count, COUNT_CAP),
         count_capped=count is not None and count > COUNT_CAP,
-        next_cursor=Cursor(found[-1].name_key, found[-1].id) if found and has_next else None,
-        previous_cursor=Cursor(found[0].name_key, found[0].id) if found and has_previous else None,
+        next_cursor=Cursor(found[-1].full_name, found[-1].id) if found and has_next else None,
+        previous_cursor=Cursor(found[0].full_name, found[0].id) if found and has_previous else None,
         filters=filters,
     )
 

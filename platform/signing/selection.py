@@ -22,7 +22,7 @@ from sqlalchemy import Row, delete, distinct, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from kyso.platform.auth.service import audit
-from kyso.platform.db import backend, is_sqlite
+from kyso.platform.db import backend, is_sqlite, vietnamese
 from kyso.platform.i18n import DomainError, translate
 from kyso.platform.models import (
     Dose,
@@ -284,7 +284,7 @@ def _checked(
             )
             .join(Person, Person.id == Dose.person_id)
             .where(Dose.id.in_(wanted))
-            .order_by(Person.name_key, Person.id, Dose.dose_number)
+            .order_by(vietnamese(session, Person.full_name), Person.id, Dose.dose_number)
         )
     )
     scope = set(facility_ids)
@@ -435,7 +435,7 @@ def add_search(
             (SigningSelection.dose_version.is_(None))
             | (SigningSelection.dose_version != Dose.version),
         )
-        .order_by(Person.name_key, Person.id, Dose.dose_number)
+        .order_by(vietnamese(session, Person.full_name), Person.id, Dose.dose_number)
     )
     # New doses can be at most MAX_DOSES; refreshed ones at most what is already selected, so
     # more than MAX_DOSES rows means the limit is exceeded whatever they are.

@@ -7,16 +7,12 @@ for a token over SHA-256 of the signature value (ETSI EN 319 122-1 5.3) and adds
 ``openssl cms -verify`` still passes; the token proves the signature existed at its time, so it
 can be validated after the certificate expires.
 
-Per-record mode stamps every signature of a stored chunk concurrently (a bounded pool of
-connections, one request per signature: standard tokens any verifier reads); batch mode stamps
-the one batch signature.
-
-The policy when the TSA cannot be reached or answers badly (``KYSO_TSA_POLICY``):
-
-- ``hard`` (the default): nothing of the chunk is stored; the officer is told to try again later
-  (a 4xx ``DomainError``, never a 500); the agent's signatures can be posted again;
-- ``soft``: the signatures are stored as CAdES-BES (without time-stamp) and the failure is
-  logged; ``kyso-platform verify-signed`` then validates them at the time it is run.
+Signatures are stored first, as CAdES-BES, and time-stamped after storage from the
+``timestamp_queue`` (``stamping.py``, run by ``kyso-platform signing timestamp``): the officer
+never waits for the TSA, and a TSA that cannot be reached delays the time-stamps, never the
+signing. The queue asks for the tokens of many signatures concurrently (a bounded pool of
+connections, one standard request per signature, ``KYSO_TSA_CONNECTIONS``). Batch mode stamps
+its one batch signature at once when the TSA answers, and queues it otherwise.
 
 An empty ``KYSO_TSA_URL`` disables time-stamping (development without a TSA).
 """
@@ -24,9 +20,7 @@ An empty ``KYSO_TSA_URL`` disables time-stamping (development without a TSA).
 from __future__ import annotations
 
 import concurrent.futures
-import enum
 import hashlib
-import logging
 import secrets
 import threading
 import time
@@ -38,11 +32,8 @@ import httpx
 from asn1crypto import cms as asn1_cms
 from asn1crypto import tsp as asn1_tsp
 
-from kyso.platform.i18n import DomainError
-
 __all__ = [
     "TimestampFailed",
-    "TimestampPolicy",
     "Timestamper",
     "add_timestamp",
     "signature_value",
@@ -51,16 +42,9 @@ __all__ = [
     "token_time",
 ]
 
-log = logging.getLogger(__name__)
-
 DEFAULT_TIMEOUT: Final = 10.0
 DEFAULT_CONNECTIONS: Final = 8
 CONTENT_TYPE: Final = "application/timestamp-query"
-
-
-class TimestampPolicy(enum.StrEnum):
-    HARD = "hard"
-    SOFT = "soft"
 
 
 class TimestampFailed(Exception):
@@ -120,13 +104,11 @@ class Timestamper:
     def __init__(
         self,
         url: str,
-        policy: TimestampPolicy | str = TimestampPolicy.HARD,
         *,
         timeout: float = DEFAULT_TIMEOUT,
         connections: int = DEFAULT_CONNECTIONS,
     ) -> None:
         self.url = url
-        self.policy = TimestampPolicy(policy)
         self.timeout = timeout
         self.connections = connections
         self._lock = threading.Lock()
@@ -157,8 +139,9 @@ class Timestamper:
                 self._pool.shutdown(wait=False)
             self._http, self._pool = None, None
 
-    def stamp(self, signature: bytes) -> bytes:
-        """A verified-shape token over SHA-256 of ``signature``; raises ``TimestampFailed``."""
+    def stamp(self, signature: bytes, *, timeout: float | None = None) -> bytes:
+        """A verified-shape token over SHA-256 of ``signature``; raises ``TimestampFailed``.
+        ``timeout`` (seconds) shortens this request's wait (default: the client's)."""
         imprint = hashlib.sha256(signature).digest()
         nonce = secrets.randbits(63)
         request = asn1_tsp.TimeStampReq(
@@ -174,7 +157,10 @@ class Timestamper:
         ).dump()
         try:
             answer = self._client().post(
-                self.url, content=request, headers={"Content-Type": CONTENT_TYPE}
+                self.url,
+                content=request,
+                headers={"Content-Type": CONTENT_TYPE},
+                timeout=self.timeout if timeout is None else timeout,
             )
         except httpx.HTTPError as exc:
             raise TimestampFailed(f"the TSA at {self.url} cannot be reached: {exc}") from exc
@@ -197,47 +183,42 @@ class Timestamper:
             raise TimestampFailed(f"the TSA's answer cannot be read: {exc}") from exc
         return der
 
-    def stamp_all(self, signatures: Sequence[bytes]) -> list[bytes]:
-        """Tokens for ``signatures`` in order, requested concurrently; or ``TimestampFailed``."""
+    def stamp_each(self, signatures: Sequence[bytes]) -> list[bytes | TimestampFailed]:
+        """A token or the failure for each of ``signatures``, in order, asked concurrently.
+
+        The first is asked alone: when the TSA cannot answer it, the others are not asked
+        (each would wait for its own time-out) and all fail with its reason."""
+        if not signatures:
+            return []
         started = time.perf_counter()
         try:
-            if len(signatures) <= 1:
-                return [self.stamp(s) for s in signatures]
+            first = self._attempt(signatures[0])
+            if isinstance(first, TimestampFailed):
+                return [first] * len(signatures)
+            if len(signatures) == 1:
+                return [first]
             self._client()
             assert self._pool is not None
-            return list(self._pool.map(self.stamp, signatures))
+            return [first, *self._pool.map(self._attempt, signatures[1:])]
         finally:
             self.requests += len(signatures)
             self.seconds += time.perf_counter() - started
 
-    def stamp_cms(self, blobs: Sequence[bytes]) -> list[bytes]:
-        """The CMS ``blobs`` with their time-stamps (CAdES-T). Under the ``soft`` policy a TSA
-        failure leaves them CAdES-BES; under ``hard`` it is a ``DomainError`` (nothing stored)."""
+    def _attempt(self, signature: bytes) -> bytes | TimestampFailed:
         try:
-            tokens = self.stamp_all([signature_value(blob) for blob in blobs])
+            return self.stamp(signature)
         except TimestampFailed as exc:
-            if self.policy is TimestampPolicy.SOFT:
-                log.warning("signatures stored without time-stamp (soft policy): %s", exc)
-                return list(blobs)
-            log.warning("signatures not stored, no time-stamp (hard policy): %s", exc)
-            raise DomainError("timestamps.unavailable") from exc
-        return [add_timestamp(blob, token) for blob, token in zip(blobs, tokens, strict=True)]
+            return exc
 
 
 def timestamper(settings: Mapping[str, Any]) -> Timestamper | None:
-    """The platform's TSA client (``TSA_URL``, ``TSA_POLICY``, ``TSA_TIMEOUT``,
-    ``TSA_CONNECTIONS``); None when no TSA is configured."""
+    """The platform's TSA client (``TSA_URL``, ``TSA_TIMEOUT``, ``TSA_CONNECTIONS``); None when
+    no TSA is configured."""
     url = str(settings.get("TSA_URL") or "").strip()
     if not url:
         return None
-    policy = str(settings.get("TSA_POLICY") or TimestampPolicy.HARD.value).lower()
-    try:
-        parsed = TimestampPolicy(policy)
-    except ValueError:
-        raise ValueError(f"KYSO_TSA_POLICY must be hard or soft, not {policy!r}") from None
     return Timestamper(
         url,
-        parsed,
         timeout=float(settings.get("TSA_TIMEOUT") or DEFAULT_TIMEOUT),
         connections=int(settings.get("TSA_CONNECTIONS") or DEFAULT_CONNECTIONS),
     )

@@ -9,7 +9,9 @@ signature over its ``.json`` intact and valid, and the signer certificate's path
 revoked (hard-fail: the stored answers must cover it). A time-stamped signature (CAdES-T) is
 validated at its time-stamp's time, once the token itself is intact and trusted: that is what
 lets it pass after the certificate's expiry. A signature without time-stamp is validated at
-``--at`` (default: now). A time-stamp later than ``--at`` fails.
+``--at`` (default: now), and its line says it is NOT time-stamped (a signature exported before
+the platform's worker time-stamped it); ``--require-timestamp`` fails it. A time-stamp later
+than ``--at`` fails.
 
 In batch mode each record ``.json`` without its own ``.p7s`` must be listed, with its SHA-256,
 in a batch document whose signature passed.
@@ -45,6 +47,7 @@ class FileResult:
     name: str
     ok: bool
     detail: str
+    unstamped: bool = False  # a valid signature without time-stamp (CAdES-BES)
 
     def line(self) -> str:
         return f"{'OK  ' if self.ok else 'FAIL'}  {self.name}: {self.detail}"
@@ -117,18 +120,21 @@ async def _validate(material: _Material, cms_der: bytes, content: bytes, at: dat
             f"({status.trust_problem_indic})"
         )
     if token is None:
-        return f"valid at {at:%Y-%m-%d %H:%M:%S}Z, no time-stamp"
+        return f"valid at {at:%Y-%m-%d %H:%M:%S}Z, {NOT_STAMPED}"
     ts = status.timestamp_validity
     if ts is None or not (ts.intact and ts.valid and ts.trusted):
         raise _Failed("the time-stamp token is not intact or not trusted")
     return f"valid, time-stamped {ts.timestamp.astimezone(UTC):%Y-%m-%d %H:%M:%S}Z"
 
 
+NOT_STAMPED = "NOT time-stamped (CAdES-BES: not yet time-stamped by the platform)"
+
+
 class _Failed(Exception):
     pass
 
 
-def _check(material: _Material, path: Path, at: datetime) -> FileResult:
+def _check(material: _Material, path: Path, at: datetime, require_timestamp: bool) -> FileResult:
     content_path = path.with_suffix(".json")
     if not content_path.exists():
         return FileResult(path.name, False, f"{content_path.name} is missing")
@@ -138,16 +144,26 @@ def _check(material: _Material, path: Path, at: datetime) -> FileResult:
         return FileResult(path.name, False, str(exc))
     except Exception as exc:  # a malformed file: reported, the rest still checked
         return FileResult(path.name, False, f"cannot be read: {exc}")
+    if detail.endswith(NOT_STAMPED):
+        return FileResult(path.name, not require_timestamp, detail, unstamped=True)
     return FileResult(path.name, True, detail)
 
 
 def verify_directory(
-    directory: Path, at: datetime | None = None, anchors: Path | None = None
+    directory: Path,
+    at: datetime | None = None,
+    anchors: Path | None = None,
+    *,
+    require_timestamp: bool = False,
 ) -> list[FileResult]:
-    """One result per signature and per record of the export in ``directory``."""
+    """One result per signature and per record of the export in ``directory``. A signature
+    without time-stamp is valid at ``at`` only, marked ``unstamped``, and fails when
+    ``require_timestamp``."""
     at = (at or datetime.now(UTC)).astimezone(UTC)
     material = _material(directory, anchors)
-    results = [_check(material, path, at) for path in sorted(directory.glob("*.p7s"))]
+    results = [
+        _check(material, path, at, require_timestamp) for path in sorted(directory.glob("*.p7s"))
+    ]
     passed = {r.name for r in results if r.ok}
     listed: dict[str, str] = {}
     for path in sorted(directory.glob("batch-*.json")):

@@ -18,7 +18,7 @@ from kyso.platform.signing import batches, revocation
 from kyso.platform.signing.certificates import CheckedCertificate, load_trust_store
 from kyso.platform.signing.manifest import ManifestSigner, load_signer
 from kyso.platform.signing.timestamps import timestamper
-from kyso.platform.signing.validation import revocation_checker
+from kyso.platform.signing.validation import RevocationChecker, revocation_checker
 
 
 def manifest_signer(app: Flask) -> ManifestSigner:
@@ -58,11 +58,19 @@ def signing_context() -> batches.SigningContext:
 
 def registration_check() -> Callable[[bytes, str, SigningUnit | None], CheckedCertificate]:
     """``revocation.check_registration`` with the platform's trust anchors and revocation
-    policy, at this moment (for the certificate registration page)."""
+    policy, at this moment (for the certificate registration page). The responder is asked
+    afresh, not through the batches' cache: an administrator registering a token they were
+    just told is revoked must be refused now, not in five minutes."""
     context = signing_context()
+    cached = context.revocation
+    fresh = (
+        None
+        if cached is None
+        else RevocationChecker(cached.policy, timeout=cached.timeout, cache_seconds=0)
+    )
     return functools.partial(
         revocation.check_registration,
         trust=context.trust,
-        revocation=context.revocation,
+        revocation=fresh,
         at=datetime.now(UTC),
     )

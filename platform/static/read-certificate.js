@@ -4,10 +4,13 @@
 // The form works without this script; every text comes from the page's configuration.
 
 import { AgentClient, AgentError, CLIENT_CODES, errorText } from "./agent-client.js";
+import { certificateFacts, serialDigits } from "./certificate-facts.js";
 
 const configEl = document.getElementById("kyso-read-certificate-config");
 const config = configEl ? JSON.parse(configEl.textContent) : null;
 const T = (config && config.texts) || {};
+// a certificate's labels, the same as on every page (common.cert_* in the catalogue)
+const labels = (config && config.certificate_labels) || {};
 const language = (config && config.language) === "en" ? "en" : "vi";
 const numbers = new Intl.NumberFormat(language === "en" ? "en-US" : "vi-VN");
 
@@ -44,11 +47,6 @@ function element(tag, text, attributes = {}) {
   return el;
 }
 
-function day(iso) {
-  const match = /^(\d{4})-(\d{2})-(\d{2})/.exec(iso || "");
-  return match ? `${match[3]}/${match[2]}/${match[1]}` : iso || "";
-}
-
 function showError(error) {
   errorEl.replaceChildren();
   const text =
@@ -74,13 +72,14 @@ function showError(error) {
 }
 
 function use(certificate) {
-  serialInput.value = certificate.serial;
+  const shown = certificateFacts(certificate).serial;
+  serialInput.value = shown;
   // The certificate itself goes with the serial: the platform checks it at registration
   // (trusted, valid, not revoked, the unit's).
   const derInput = document.querySelector("form input[name=certificate]");
   if (derInput && certificate.der) derInput.value = certificate.der;
   serialInput.dispatchEvent(new Event("input", { bubbles: true }));
-  statusEl.textContent = fill("read_filled", { serial: certificate.serial });
+  statusEl.textContent = fill("read_filled", { serial: shown });
   serialInput.focus();
 }
 
@@ -90,15 +89,23 @@ function showList(certificates) {
     listEl.append(element("p", fill("read_choose", { count: certificates.length })));
   }
   const list = element("ul", null, { class: "plain token-certificates" });
+  const registered = config.registered_serial ? serialDigits(config.registered_serial) : null;
   certificates.forEach((certificate, index) => {
+    const shown = certificateFacts(certificate);
     const item = element("li", null, { "data-serial": certificate.serial });
-    const facts = element("dl", null, { class: "facts" });
-    for (const [label, value] of [
-      [T.read_subject, certificate.subject],
-      [T.read_serial, certificate.serial],
-      [T.read_valid_until, day(certificate.not_after)],
+    if (registered && shown.serial_hex === registered) {
+      item.classList.add("registered");
+      item.append(element("p", T.read_registered, { class: "badge verified" }));
+    }
+    const facts = element("dl", null, { class: "facts certificate" });
+    for (const [label, value, name] of [
+      [labels.organisation, shown.organisation, "organisation"],
+      [labels.tax_code, shown.tax_code, "tax_code"],
+      [labels.key_type, shown.key_type, "key_type"],
+      [labels.validity, shown.valid, "valid"],
+      [labels.serial, shown.serial, "serial"],
     ]) {
-      const row = element("div");
+      const row = element("div", null, { "data-fact": name });
       row.append(element("dt", label), element("dd", value));
       facts.append(row);
     }

@@ -5,6 +5,7 @@
 // (platform/locales/signpage.toml); the agent's errors bring their own.
 
 import { AgentClient, AgentError, CLIENT_CODES, errorText } from "./agent-client.js";
+import { certificateFacts, formatSerial } from "./certificate-facts.js";
 
 const configEl = document.getElementById("kyso-signing-config");
 const config = configEl ? JSON.parse(configEl.textContent) : null;
@@ -436,11 +437,6 @@ function normaliseSerial(serial) {
   return hex.replace(/^0+(?=.)/, "");
 }
 
-function commonName(subject) {
-  const match = /(?:^|,)CN=((?:\\.|[^,])*)/.exec(subject || "");
-  return match ? match[1].replace(/\\(.)/g, "$1") : subject || "";
-}
-
 /** The certificate on the token whose serial is the officer's registered one. */
 function pickCertificate(certificates) {
   if (!config.registered_serial) throw new PageError(T.no_registered);
@@ -448,8 +444,15 @@ function pickCertificate(certificates) {
   const wanted = normaliseSerial(config.registered_serial);
   const found = certificates.find((c) => normaliseSerial(c.serial) === wanted);
   if (!found) {
-    const listed = certificates.map((c) => `${c.serial} (${commonName(c.subject)})`).join("; ");
-    throw new PageError(fill("wrong_certificate", { registered: wanted, found: listed }));
+    const listed = certificates
+      .map((c) => {
+        const facts = certificateFacts(c);
+        return `${facts.serial} (${facts.organisation}, ${facts.key_type}, ${facts.valid})`;
+      })
+      .join("; ");
+    throw new PageError(
+      fill("wrong_certificate", { registered: formatSerial(wanted), found: listed }),
+    );
   }
   return found;
 }

@@ -27,6 +27,7 @@ from flask import (
 )
 
 from kyso.platform.auth.service import audit
+from kyso.platform.formatting import vietnam_time
 from kyso.platform.i18n import DomainError, translate
 from kyso.platform.inputs import parse_number
 from kyso.platform.models import (
@@ -153,7 +154,8 @@ def invalid_export() -> Any:
     finally:
         path.unlink(missing_ok=True)  # the open handle keeps the data until it is closed
     size = os.fstat(handle.fileno()).st_size
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M")
+    # the time on the officer's clock (Vietnam), not the server's UTC
+    stamp = vietnam_time(datetime.now(UTC)).strftime("%Y%m%d-%H%M")
     filename = f"{translate('stats.export_filename', lang)}-{stamp}.xlsx"
     response = Response(_chunks(handle), mimetype=XLSX, direct_passthrough=True)
     response.headers["Content-Length"] = str(size)

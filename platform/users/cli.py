@@ -4,7 +4,11 @@ the pages do, and both are audited."""
 
 from __future__ import annotations
 
+import functools
 import getpass
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
 
 import click
 from flask import Flask
@@ -14,6 +18,9 @@ from sqlalchemy.orm import Session
 from kyso.platform.db import transaction
 from kyso.platform.i18n import DomainError
 from kyso.platform.models import Area, AreaLevel, Facility, Role, SigningUnit, User
+from kyso.platform.signing.certificates import CheckedCertificate, load_trust_store
+from kyso.platform.signing.revocation import check_registration
+from kyso.platform.signing.validation import revocation_checker
 from kyso.platform.users import service
 
 
@@ -112,7 +119,7 @@ def register_certificate(app: Flask, username: str, serial: str, by_username: st
         before = service.active_certificate(session, officer)
         try:
             registered = service.register_certificate(
-                session, actor, officer, serial, ip=f"cli:{getpass.getuser()}"
+                session, actor, officer, serial, ip=f"cli:{getpass.getuser()}", verify=_verify(app)
             )
         except DomainError as exc:
             session.commit()  # keep the audit record of a refused attempt
@@ -125,7 +132,32 @@ def register_certificate(app: Flask, username: str, serial: str, by_username: st
             message = f"{officer.username}: registered {shown} (replaces {old})"
         else:
             message = f"{officer.username}: registered {shown}"
+        unchecked = registered.der is None
     click.echo(message)
+    if unchecked:
+        click.echo(
+            f"WARNING: {shown} is registered by its serial only: the certificate itself (validity, "
+            "revocation, organisation) is checked at the officer's first batch; register it from "
+            "the user page with the token or its .cer file to check it now",
+            err=True,
+        )
+
+
+def _verify(
+    app: Flask,
+) -> Callable[[bytes, str, SigningUnit | None], CheckedCertificate] | None:
+    """The registration check with the platform's trust anchors and revocation policy (for a
+    serial whose certificate an earlier registration bound); None without trust anchors."""
+    configured = app.config.get("TRUST_ANCHORS")
+    path = Path(configured) if configured else Path(app.instance_path) / "trust-anchors.pem"
+    if not path.exists():
+        return None
+    return functools.partial(
+        check_registration,
+        trust=load_trust_store(path),
+        revocation=revocation_checker(app.config),
+        at=datetime.now(UTC),
+    )
 
 
 commands = [create_user, register_certificate]

@@ -623,7 +623,14 @@ def register_certificate(
     With the ``certificate`` itself (DER, read from the token or its .cer file) the serial may
     be left empty; ``verify`` (``signing.revocation.check_registration`` bound to the trust
     anchors and revocation policy) checks it now: trusted, valid, not revoked, the officer's
-    unit's. A refusal is audited. Without it, these checks happen at the first batch.
+    unit's. A refusal is audited.
+
+    A serial typed alone names no issuer nor OCSP responder, so it cannot be asked about by
+    itself. It is refused when the platform knows the certificate compromised or revoked (any
+    registration of that serial marked so); when an earlier registration bound that serial to
+    its certificate, that certificate is checked with ``verify`` as above. Otherwise nothing is
+    known yet: the registration has no ``der`` (callers say it is unchecked), and every check
+    happens at the first batch, before anything is signed.
     """
     if officer.role is not Role.SIGNING_OFFICER:
         raise DomainError("users.certificate_officers_only")
@@ -637,6 +644,23 @@ def register_certificate(
         # certificate must not be bound to it until an administrator corrects it.
         raise DomainError("users.certificate_account_inconsistent", facility=facility.name)
     checked = None
+
+    def checked_now(der: bytes, serial: str) -> CheckedCertificate:
+        assert verify is not None, "a certificate is checked with verify"
+        try:
+            return verify(der, serial, officer.signing_unit)
+        except DomainError as exc:
+            audit(
+                session,
+                "certificate.register_refused",
+                actor,
+                target=officer.username,
+                ip=ip,
+                serial=serial,
+                reason=getattr(getattr(exc, "problem", None), "value", exc.key),
+            )
+            raise
+
     if certificate is not None:
         try:
             parsed = x509.load_der_x509_certificate(certificate)
@@ -649,10 +673,18 @@ def register_certificate(
                 serial=format_serial(normalise_serial(serial_text)),
                 file_serial=format_serial(serial),
             )
-        assert verify is not None, "a certificate is checked with verify"
-        try:
-            checked = verify(certificate, serial, officer.signing_unit)
-        except DomainError as exc:
+        checked = checked_now(certificate, serial)
+    else:
+        serial = normalise_serial(serial_text)
+        earlier = list(
+            session.scalars(
+                select(SigningCertificate)
+                .where(SigningCertificate.serial_hex == serial)
+                .order_by(SigningCertificate.id.desc())
+            )
+        )
+        compromised = [r.compromised_from for r in earlier if r.compromised_from is not None]
+        if compromised:
             audit(
                 session,
                 "certificate.register_refused",
@@ -660,11 +692,15 @@ def register_certificate(
                 target=officer.username,
                 ip=ip,
                 serial=serial,
-                reason=getattr(getattr(exc, "problem", None), "value", exc.key),
+                reason="compromised",
             )
-            raise
-    else:
-        serial = normalise_serial(serial_text)
+            since = min(c if c.tzinfo else c.replace(tzinfo=UTC) for c in compromised)
+            raise DomainError(
+                "revocation.compromised", serial=serial, since=since.astimezone(formatting.VIETNAM)
+            )
+        known = next((r.der for r in earlier if r.der is not None), None)
+        if known is not None and verify is not None:
+            checked = checked_now(known, serial)
     _lock_registrations(session)
     current = active_certificate(session, officer)
     if current is not None and current.serial_hex == serial:

@@ -29,8 +29,9 @@ from kyso.platform import formatting
 from kyso.platform.auth.access import may_manage
 from kyso.platform.i18n import DomainError, catalogue, translate
 from kyso.platform.inputs import is_number
-from kyso.platform.models import Role, User
+from kyso.platform.models import Role, SigningUnit, User
 from kyso.platform.signing import revocation
+from kyso.platform.signing.certificates import CheckedCertificate
 from kyso.platform.signing.wiring import registration_check
 from kyso.platform.users import service
 from kyso.platform.web import (
@@ -347,6 +348,42 @@ def _certificate_upload() -> bytes | None:
     return None
 
 
+@blueprint.route("/units", methods=["GET", "POST"])
+@roles_required(Role.ADMINISTRATOR)
+def units() -> Any:
+    """Đơn vị ký: the signing units in the administrator's scope with their tax code (MST), which
+    their officers' certificates must carry; the administrator sets or corrects it here."""
+    me = _me()
+    choices = service.signing_unit_choices(db(), me)
+    error = None
+    typed: dict[int, str] = {}
+    if request.method == "POST":
+        unit_id = request.form.get("unit", "")
+        tax_code = request.form.get("tax_code", "")
+        unit = next((u for u in choices if str(u.id) == unit_id), None)
+        try:
+            if unit is None:
+                raise DomainError("revocation.unknown_unit", unit=unit_id)
+            revocation.set_unit_tax_code(db(), unit.code, tax_code, actor=me, ip=_ip())
+        except DomainError as exc:
+            db().rollback()
+            error = exc.text(language())
+            if unit is not None:
+                typed[unit.id] = tax_code
+        else:
+            db().commit()
+            flash(_("users.tax_code_saved", unit=unit.name, tax_code=unit.tax_code), "success")
+            return redirect(url_for("users.units"))
+    page = render_template("users/units.html", units=choices, error=error, typed=typed)
+    return page, 400 if error else 200
+
+
+def _registration_check(der: bytes, serial: str, unit: SigningUnit | None) -> CheckedCertificate:
+    """The platform's registration check, opened only when a certificate is to be checked (a
+    serial typed alone and never seen needs no trust anchors)."""
+    return registration_check()(der, serial, unit)
+
+
 @blueprint.route("/<int:user_id>/certificate", methods=["GET", "POST"])
 @roles_required(Role.ADMINISTRATOR)
 def certificate(user_id: int) -> Any:
@@ -369,7 +406,7 @@ def certificate(user_id: int) -> Any:
                 serial_text,
                 ip=_ip(),
                 certificate=der,
-                verify=registration_check() if der is not None else None,
+                verify=_registration_check,
             )
         except DomainError as exc:
             # Only the audit record of a refused attempt is pending: keep it.
@@ -395,6 +432,8 @@ def certificate(user_id: int) -> Any:
                     _("users.certificate_registered", serial=shown, name=officer.full_name),
                     "success",
                 )
+            if registered.der is None:
+                flash(_("users.certificate_unchecked", serial=shown), "warning")
             return redirect(url_for("users.certificate", user_id=officer.id))
     page = render_template(
         "users/certificate.html",

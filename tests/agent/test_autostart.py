@@ -1,80 +1,23 @@
-"""Start at login: the per-user entry the Settings option writes, and --autostart honouring it."""
+"""Start at login: the per-user entry the Settings option writes, and --autostart honouring it.
+
+The Windows Run-key entry is tested against the registry model in test_windows_adapters.py.
+"""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import pytest
 
 from kyso.agent.autostart import (
     AUTOSTART_FLAG,
-    RUN_KEY,
-    VALUE_NAME,
-    WindowsRunKey,
     XdgAutostart,
     for_this_system,
 )
 from kyso.agent.config import load_config
 from kyso.agent.settings import SettingsStore, UserSettings
-
-
-class FakeWinreg:
-    """The few winreg calls the Run-key entry makes, over a dict (Windows is not here)."""
-
-    HKEY_CURRENT_USER = "HKCU"
-    KEY_SET_VALUE = 2
-    REG_SZ = 1
-
-    def __init__(self) -> None:
-        self.keys: dict[tuple[str, str], dict[str, tuple[object, int]]] = {}
-
-    class _Key(SimpleNamespace):
-        def __enter__(self) -> Any:
-            return self
-
-        def __exit__(self, *exc: object) -> None:
-            return None
-
-    def OpenKey(self, root: str, path: str) -> Any:
-        if (root, path) not in self.keys:
-            raise FileNotFoundError(path)
-        return self._Key(values=self.keys[(root, path)])
-
-    def CreateKeyEx(self, root: str, path: str, reserved: int, access: int) -> Any:
-        return self._Key(values=self.keys.setdefault((root, path), {}))
-
-    def QueryValueEx(self, key: Any, name: str) -> tuple[object, int]:
-        if name not in key.values:
-            raise FileNotFoundError(name)
-        value: tuple[object, int] = key.values[name]
-        return value
-
-    def SetValueEx(self, key: Any, name: str, reserved: int, kind: int, value: object) -> None:
-        key.values[name] = (value, kind)
-
-    def DeleteValue(self, key: Any, name: str) -> None:
-        if name not in key.values:
-            raise FileNotFoundError(name)
-        del key.values[name]
-
-
-def test_windows_run_key_on_and_off() -> None:
-    reg = FakeWinreg()
-    command = [r"C:\Program Files\Kyso\kyso-agent.exe", AUTOSTART_FLAG]
-    entry = WindowsRunKey(command, winreg=reg)
-    assert not entry.enabled()
-    entry.set(True)
-    value, kind = reg.keys[("HKCU", RUN_KEY)][VALUE_NAME]
-    assert value == r'"C:\Program Files\Kyso\kyso-agent.exe" --autostart'
-    assert kind == reg.REG_SZ
-    assert entry.enabled()
-    entry.set(False)
-    entry.set(False)  # removing what is not there is fine
-    assert not entry.enabled()
 
 
 def test_xdg_autostart_file(tmp_path: Path) -> None:

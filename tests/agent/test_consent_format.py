@@ -44,3 +44,27 @@ def test_consent_counts_and_dates_are_written_as_people_read_them(token: Pkcs11T
     english = "\n".join(ConsoleUI("en", out=io.StringIO()).consent_lines(consent))
     assert "Signatures to make: 1,860" in english
     assert "01/03/2022 to" in english
+
+
+def test_consent_names_the_certificate_as_the_platform_shows_it(token: Pkcs11Token) -> None:
+    # before issue 17: the whole RFC 4514 subject and "valid until" the UTC day, the same for
+    # the RSA and the P-256 certificate of one organisation
+    lines: dict[str, str] = {}
+    for cert in token.list_certificates():
+        consent = ConsentRequest(ORIGIN, cert, _consent(token, 3).manifest, PinStatus())
+        text = ConsoleUI("vi", out=io.StringIO()).consent_lines(consent)
+        [line] = [x for x in text if x.startswith("Chứng thư số dùng để ký:")]
+        lines[cert.fingerprint_sha256] = line
+        assert "UID=" not in line
+        assert "CN=" not in line
+        digits = cert.serial_hex if len(cert.serial_hex) % 2 == 0 else "0" + cert.serial_hex
+        pairs = " ".join(digits[i : i + 2] for i in range(0, len(digits), 2))
+        assert f"số sê-ri {pairs} (hiệu lực " in line
+    assert len(set(lines.values())) == len(lines)  # every certificate reads differently
+    assert any(
+        line.startswith(
+            "Chứng thư số dùng để ký: Trạm Y tế Phường Bến Nghé — MST 0312345678 — RSA-2048 — "
+        )
+        for line in lines.values()
+    )
+    assert any("— ECDSA P-256 — số sê-ri " in line for line in lines.values())

@@ -23,6 +23,7 @@ from kyso.agent.protocol import (
     negotiate,
     parse_request,
     serialize,
+    serialize_utf8,
 )
 from kyso.agent.token.model import Algorithm
 
@@ -132,6 +133,7 @@ def test_a_chunk_of_signatures_is_the_json_encoders_text(
     generic = json.dumps(chunk.to_wire(), ensure_ascii=False, separators=(",", ":"))
     assert chunk.to_json() == generic
     assert serialize(chunk) == generic
+    assert chunk.to_utf8() == serialize_utf8(chunk) == generic.encode("utf-8")
 
 
 @pytest.mark.parametrize("algorithm", ["MD5", "SHA1", "NONE", "RSA_X_509", "ECDSA_SHA512", 1])

@@ -243,3 +243,94 @@ def test_two_tokens_need_a_choice_and_no_pin_is_tried(
     assert "several USB tokens are inserted" in out.getvalue()
     assert selftest.CERTIFICATE_ENV in out.getvalue()
     assert prompts == []  # no PIN asked, none tried
+
+
+# --- every exit code IT may read back from the installed self-test (issue 18) ----------------
+# kyso-agent-cli.exe --self-test: the admin guide lists these codes; each is reached here
+# through the real run, with only the failing piece replaced by what it does when it fails.
+
+
+def _a_system_library_that_is_no_pkcs11_module() -> str:
+    """An admin-owned shared library with no C_GetFunctionList (zlib): it passes the module
+    path check, and the driver load then fails as a wrong or broken driver does."""
+    for candidate in (
+        "/usr/lib/x86_64-linux-gnu/libz.so.1",
+        "/usr/lib/aarch64-linux-gnu/libz.so.1",
+    ):
+        if os.path.exists(candidate):
+            return os.path.realpath(candidate)
+    pytest.skip("no system zlib to stand in for a broken driver")
+
+
+def test_a_driver_that_does_not_load(tmp_path: Path) -> None:
+    config = _machine_config(tmp_path, _a_system_library_that_is_no_pkcs11_module())
+    code, out = _run(tmp_path, config, {})
+    assert code == selftest.EXIT_MODULE == 4, out
+    assert "[FAILED] token driver" in out
+
+
+def test_a_driver_that_does_not_load_exits_4_from_the_command_line(tmp_path: Path) -> None:
+    config = _machine_config(tmp_path, _a_system_library_that_is_no_pkcs11_module())
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kyso.agent.cli",
+            "--self-test",
+            "--config",
+            str(config),
+            "--user-config",
+            str(tmp_path / "user.toml"),
+            "--state-dir",
+            str(tmp_path / "state"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == selftest.EXIT_MODULE, done.stdout + done.stderr
+
+
+def test_a_server_that_cannot_listen(
+    tmp_path: Path, softhsm: ProvisionedToken, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What Windows answers when security software forbids the loopback port: WSAEACCES.
+    def refused(self: object) -> int:
+        raise OSError(13, "An attempt was made to access a socket in a way forbidden (10013)")
+
+    monkeypatch.setattr(selftest.ServerThread, "start", refused)
+    env = {selftest.PIN_ENV: softhsm.user_pin}
+    code, out = _run(tmp_path, _machine_config(tmp_path, softhsm.module_path), env)
+    assert code == selftest.EXIT_SERVER == 3, out
+    assert "10013" in out
+
+
+def test_an_agent_that_lets_an_unknown_page_in(
+    tmp_path: Path, softhsm: ProvisionedToken, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The "unknown" page is the self-test's own allowed origin: the handshake succeeds.
+    monkeypatch.setattr(selftest, "UNKNOWN_ORIGIN", selftest.SELFTEST_ORIGIN)
+    env = {selftest.PIN_ENV: softhsm.user_pin}
+    code, out = _run(tmp_path, _machine_config(tmp_path, softhsm.module_path), env)
+    assert code == selftest.EXIT_CONNECTION == 12, out
+    assert "HTTP 101" in out
+
+
+def test_a_signature_that_does_not_verify(
+    tmp_path: Path, softhsm: ProvisionedToken, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The platform's check, on a signature with one bit flipped on the way.
+    real = selftest.verify_signature
+
+    def on_a_damaged_signature(der: bytes, algorithm: str, digest: bytes, sig: bytes) -> bool:
+        return real(der, algorithm, digest, bytes([sig[0] ^ 1]) + sig[1:])
+
+    monkeypatch.setattr(selftest, "verify_signature", on_a_damaged_signature)
+    env = {
+        selftest.PIN_ENV: softhsm.user_pin,
+        selftest.CERTIFICATE_ENV: softhsm.certificates["p256"].fingerprint_sha256,
+    }
+    code, out = _run(tmp_path, _machine_config(tmp_path, softhsm.module_path), env)
+    assert code == selftest.EXIT_VERIFY == 14, out
+    assert "[FAILED] signature check" in out

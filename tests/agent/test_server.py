@@ -384,3 +384,70 @@ def test_a_page_that_goes_away_withdraws_its_origin_question(
     finally:
         ui.origin_hold.set()
         agent.stop()
+
+
+class _LoopBlockedAfterFirstChunk:
+    """The real token, except that when its first chunk is ready the event loop is kept busy
+    for a while (a busy PC): the chunks signed meanwhile must go with one wake-up, in order."""
+
+    def __init__(self, token: Pkcs11Token, loop: asyncio.AbstractEventLoop) -> None:
+        self._token = token
+        self._loop = loop
+        self.blocked = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._token, name)
+
+    def sign_batch(self, *args: Any, **kwargs: Any) -> int:
+        certificate, algorithm, digests_, pin, on_chunk, cancel = args
+
+        def chunk_after_blocking(offset: int, signatures: list[bytes]) -> None:
+            if not self.blocked.is_set():
+                self._loop.call_soon_threadsafe(self._block)
+                assert self.blocked.wait(5)
+            on_chunk(offset, signatures)
+
+        return self._token.sign_batch(
+            certificate, algorithm, digests_, pin, chunk_after_blocking, cancel, **kwargs
+        )
+
+    def _block(self) -> None:  # on the event loop
+        self.blocked.set()
+        threading.Event().wait(0.5)  # the loop does nothing else meanwhile
+
+
+def test_chunks_signed_while_the_loop_is_busy_go_with_one_wake_up(
+    token: Pkcs11Token, softhsm: ProvisionedToken, tmp_path: Path
+) -> None:
+    agent = start_agent(token, tmp_path)
+    try:
+        loop = agent.thread._loop
+        assert loop is not None
+        slow = _LoopBlockedAfterFirstChunk(token, loop)
+        agent.service._token = slow  # type: ignore[assignment]
+        wake_ups: list[str] = []
+        real = loop.call_soon_threadsafe
+
+        def counting(callback: Any, *args: Any, **kwargs: Any) -> Any:
+            if threading.current_thread().name.startswith("kyso-pkcs11"):
+                wake_ups.append(getattr(callback, "__name__", ""))  # the worker wakes the loop
+            return real(callback, *args, **kwargs)
+
+        loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+        certificate = softhsm.certificates["p256"]
+        items = digests(500)  # 5 chunks, signed in far less than the loop is kept busy
+        page = agent.page()
+        page.hello()
+        replies = page.request(
+            sign_request(agent, certificate.fingerprint_sha256, "ECDSA_SHA256", items)
+        )
+        assert replies[-1]["type"] == "result", replies[-1]
+        chunks = [r for r in replies if r["type"] == "signatures"]
+        assert [c["offset"] for c in chunks] == [0, 100, 200, 300, 400]  # in order, each ≤ 100
+        signatures = collect(replies)
+        for digest, signature in zip(items, signatures, strict=True):
+            verify(certificate.der, "ECDSA_SHA256", digest, signature)
+        assert slow.blocked.is_set()
+        assert [w for w in wake_ups if w != "_block"] == ["take_chunks"]  # not one per chunk
+    finally:
+        agent.stop()

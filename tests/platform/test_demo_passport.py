@@ -15,17 +15,19 @@ import base64
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 from asn1crypto import x509 as asn1_x509
 from asn1crypto.crl import CertificateList
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from pyhanko.pdf_utils.reader import PdfFileReader
-from pyhanko.sign.validation import validate_pdf_signature
+from pyhanko.sign.validation import validate_pdf_signature, validate_pdf_timestamp
 from pyhanko.sign.validation.dss import DocumentSecurityStore
 from pyhanko_certvalidator import ValidationContext
 
@@ -41,6 +43,10 @@ CHILD = textwrap.dedent(
     demo.provision()
     demo.prepare_platform()
     os.environ.update(demo.platform_env())
+    # The demo's test PKI, as `make demo` serves it (on a free port here): its TSA
+    # time-stamps the PDF passport.
+    from kyso.platform import testpki
+    running_pki = testpki.start(demo.DEMO / "pki", port=demo.PKI_PORT)
     from kyso.platform.app import create_app
     from support.platform_client import csrf_token, login
 
@@ -110,17 +116,24 @@ CHILD = textwrap.dedent(
         "trust_list": lists.get_data(as_text=True),
         "trust_status": lists.status_code,
         "env": {k: v for k, v in demo.platform_env().items() if k.startswith("KYSO_PASSPORT")},
+        "tsa_url": demo.platform_env()["KYSO_TSA_URL"],
+        "tsa_root": str(demo.DEMO / "demo-ca.pem"),
     }))
+    running_pki.stop()
     """
 )
 
 
 def test_the_demo_issuer_runs_the_queue_with_the_provisioned_passport_key(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a free port for the demo's PKI (8091 may be in use)
+        probe.bind(("127.0.0.1", 0))
+        pki_port = probe.getsockname()[1]
     env = dict(
         os.environ,
         KYSO_DEMO_DIR=str(tmp_path / "demo-data"),
         KYSO_DEMO_PEOPLE="12",
         KYSO_SECURE_COOKIES="0",
+        KYSO_DEMO_PKI_PORT=str(pki_port),
     )
     for name in [n for n in env if n.startswith("KYSO_PASSPORT_")]:
         del env[name]  # only what the demo configures
@@ -155,15 +168,40 @@ def test_the_demo_issuer_runs_the_queue_with_the_provisioned_passport_key(tmp_pa
     assert result["pdf_status"] == 200, result["found"][-2000:]
     assert result["pdf_type"] == "application/pdf"
     _assert_signed_and_trusted(
-        base64.b64decode(result["pdf"]), Path(configured["KYSO_PASSPORT_PDF_CHAIN"])
+        base64.b64decode(result["pdf"]),
+        Path(configured["KYSO_PASSPORT_PDF_CHAIN"]),
+        Path(result["tsa_root"]),
     )
+    # PAdES B-LTA with the test PKI's TSA (KYSO_TSA_URL): a signature time-stamp, then the
+    # validation data and a document time-stamp, trusted under the PKI's root.
+    assert result["tsa_url"] == f"http://127.0.0.1:{pki_port}/tsa"
+    reader = PdfFileReader(io.BytesIO(base64.b64decode(result["pdf"])))
+    signature, document_stamp = reader.embedded_signatures
+    assert document_stamp.sig_object["/Type"] == "/DocTimeStamp"
+    tsa_roots = _certificates(Path(result["tsa_root"]))
+    stamp = validate_pdf_timestamp(
+        document_stamp, validation_context=ValidationContext(trust_roots=tsa_roots)
+    )
+    assert stamp.intact
+    assert stamp.valid
+    assert stamp.trusted
+    unsigned = signature.signer_info["unsigned_attrs"]
+    assert [a["type"].native for a in unsigned] == ["signature_time_stamp_token"]
 
 
-def _assert_signed_and_trusted(pdf: bytes, roots: Path) -> None:
+def _certificates(path: Path) -> list[Any]:
+    return [
+        asn1_x509.Certificate.load(c.public_bytes(serialization.Encoding.DER))
+        for c in x509.load_pem_x509_certificates(path.read_bytes())
+    ]
+
+
+def _assert_signed_and_trusted(pdf: bytes, roots: Path, tsa_roots: Path) -> None:
     """pyHanko: intact, valid, trusted against the demo document root, revocation checked
-    offline with the CRL the PDF carries."""
+    offline with the CRL the PDF carries; its signature time-stamp trusted under the test
+    PKI's root."""
     reader = PdfFileReader(io.BytesIO(pdf))
-    (signature,) = reader.embedded_signatures
+    signature = reader.embedded_signatures[0]  # then the document time-stamp
     dss = DocumentSecurityStore.read_dss(reader)
     context = ValidationContext(
         trust_roots=[
@@ -175,7 +213,18 @@ def _assert_signed_and_trusted(pdf: bytes, roots: Path) -> None:
         allow_fetching=False,
         revocation_mode="require",
     )
-    status = validate_pdf_signature(signature, context)
+    status = validate_pdf_signature(
+        signature,
+        context,
+        ts_validation_context=ValidationContext(
+            trust_roots=_certificates(tsa_roots),
+            other_certs=list(dss.load_certs()),
+            crls=[CertificateList.load(crl.get_object().data) for crl in dss.crls],
+            allow_fetching=False,
+        ),
+    )
+    assert status.timestamp_validity is not None
+    assert status.timestamp_validity.trusted
     assert status.intact
     assert status.valid
     assert status.trusted

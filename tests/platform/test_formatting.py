@@ -59,7 +59,8 @@ def test_signed_batches_are_listed_in_vietnam_time(
     assert "1.860" in page
     # The batch's certificate serial in the one format of every page: pairs, upper case.
     result = text(client.get("/signing/batches/KB210408TESTUTC"))
-    assert '<span class="muted">0A 1B</span>' in result
+    # (its DER here is no certificate: the serial alone, and no error page)
+    assert '<dd id="batch-certificate">0A 1B</dd>' in result
 
 
 def _certificate(session: Session, org: Seed) -> int:
@@ -160,3 +161,79 @@ def test_the_audit_log_says_what_happened_in_words(
     client.get("/lang/en")
     english = text(client.get("/users/audit"))
     assert "Signed a batch of 1,860 doses, 0 refused" in english
+
+
+def test_sqlite_sorts_by_bytes_that_compare_as_the_sort_key() -> None:
+    """db.vietnamese on SQLite orders by formatting.sort_bytes: the same order as sort_key."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from kyso.platform.formatting import sort_bytes, sort_key
+
+    letters = st.text(alphabet="aăâdđeêouươyAĐƯ áàảãạ9-" + "\u0301\u0300\u0323", max_size=12)
+
+    @settings(max_examples=500, deadline=None)
+    @given(letters, letters)
+    def same_order(a: str, b: str) -> None:
+        assert (sort_key(a) < sort_key(b)) == (sort_bytes(a) < sort_bytes(b)), (a, b)
+        assert (sort_key(a) == sort_key(b)) == (sort_bytes(a) == sort_bytes(b)), (a, b)
+
+    same_order()
+    names = ["Đoàn Văn Phản", "Dư Văn Hùng", "Đặng Thị Hoa", "Duy Văn Bình", "Dương Văn Minh"]
+    assert sorted(names, key=sort_bytes) == [
+        "Duy Văn Bình",
+        "Dư Văn Hùng",
+        "Dương Văn Minh",
+        "Đặng Thị Hoa",
+        "Đoàn Văn Phản",
+    ]
+
+
+def _issued_certificate(key: object, serial: int, not_after: datetime) -> bytes:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    from kyso.agent.devpki import vn_organisation_subject
+
+    subject = vn_organisation_subject("Trạm Y tế Phường Bến Nghé")
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())  # type: ignore[attr-defined]
+        .serial_number(serial)
+        .not_valid_before(datetime(2026, 1, 1, 3, tzinfo=UTC))
+        .not_valid_after(not_after)
+        .sign(key, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    return certificate.public_bytes(serialization.Encoding.DER)
+
+
+def test_a_certificate_reads_as_people_compare_it() -> None:
+    """Organisation, tax code (MST from UID), key type, validity in Vietnam days, one serial
+    format: two certificates with the same subject are told apart (issue 17)."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    from kyso.platform.formatting import certificate_facts, serial, serial_digits
+
+    late = datetime(2027, 12, 4, 18, 30, tzinfo=UTC)  # already 5 December in Vietnam
+    rsa_der = _issued_certificate(rsa.generate_private_key(65537, 2048), 0x0A1B2C, late)
+    ec_der = _issued_certificate(ec.generate_private_key(ec.SECP256R1()), 0x0A1B2D, late)
+    first, second = certificate_facts(rsa_der), certificate_facts(ec_der)
+    assert first.organisation == "Trạm Y tế Phường Bến Nghé"
+    assert first.tax_code == "0312345678"
+    assert (first.key_type, second.key_type) == ("RSA-2048", "ECDSA P-256")
+    assert first.valid == "01/01/2026–05/12/2027"
+    assert first.serial == "0A 1B 2C"
+    assert first.serial_hex == "A1B2C"
+    assert first.label() != second.label()
+    assert first.label() == (
+        "Trạm Y tế Phường Bến Nghé · MST 0312345678 · RSA-2048 · 01/01/2026–05/12/2027 · 0A 1B 2C"
+    )
+    # typed with colons, spaces or none: one serial, one way of writing it
+    assert {serial_digits(t) for t in ("0a:1b:2c", "0A 1B 2C", "a1b2c")} == {"A1B2C"}
+    assert {serial(t) for t in ("0a:1b:2c", "0A 1B 2C", "a1b2c")} == {"0A 1B 2C"}
+    # only the serial registered (no certificate read yet): the serial alone
+    only = certificate_facts(None, "a1b2c")
+    assert (only.serial, only.key_type, only.valid) == ("0A 1B 2C", "—", "—")
+    assert certificate_facts(b"\x30\x00", "a1b2c") == only  # unreadable: the serial alone

@@ -161,3 +161,33 @@ def test_the_verify_page_says_what_failed(
     )
     assert "Mã hóa base45 hợp lệ" in picture.get_data(as_text=True)
     assert "KHÔNG HỢP LỆ" in picture.get_data(as_text=True)
+
+
+def test_when_the_tsa_is_away_the_citizen_is_told_to_download_the_pdf_later(
+    configured: Flask,
+    client: FlaskClient,
+    session: Session,
+    org: Seed,
+    facility_pki: Pki,
+    facility_officer: Officer,
+    issue: object,
+) -> None:
+    # The platform's TSA (KYSO_TSA_URL) time-stamps the PDFs too; KYSO_TSA_POLICY is hard.
+    configured.config.update(TSA_URL="http://127.0.0.1:9/tsa", TSA_TIMEOUT=2.0)
+    _signed_person(session, org, facility_pki, facility_officer)
+    issue()  # type: ignore[operator]
+    token = csrf_token(client, "/passports/lookup")
+    client.post(
+        "/passports/lookup",
+        data={
+            "csrf_token": token,
+            "identity_number": "079190000777",
+            "birth_date": "17/05/1990",
+            "phone_last4": "4321",
+        },
+    )
+    pdf = client.get("/passports/lookup/passport.pdf", follow_redirects=True)
+    assert pdf.mimetype == "text/html"
+    page = pdf.get_data(as_text=True)
+    assert "máy chủ cấp dấu thời gian (TSA) không trả lời" in page
+    assert "Hộ chiếu vắc xin của Hồ Thị Kỳ Duyên" in page  # back on the result, QR still there

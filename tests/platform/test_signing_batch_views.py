@@ -7,6 +7,7 @@ real agent with SoftHSM are in the Chromium tests.
 from __future__ import annotations
 
 import base64
+import html
 import re
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from support.platform_seed import Seed
 from support.signing_data import bulk_people
 from support.signing_keys import Pki, Signer, make_pki
 
+from kyso.platform.formatting import certificate_facts
 from kyso.platform.models import AuditEvent, Dose, SigningBatch
 from kyso.platform.signing.manifest import ManifestSigner
 from kyso.platform.signing.selection import add_doses
@@ -154,6 +156,12 @@ def test_prepare_sign_complete_through_http(
     assert 'data-status="completed"' in result
     assert 'data-reason="signature_invalid"' in result
     assert "kyso-signing-config" not in result  # nothing to resume
+    # the certificate as every page shows it (issue 17), not its RFC 4514 subject
+    shown = re.search(r'<dd id="batch-certificate">([^<]*)</dd>', result)
+    assert shown is not None
+    assert html.unescape(shown.group(1)) == certificate_facts(pki.p256.der).label()
+    assert "ECDSA P-256" in shown.group(1)
+    assert "CN=" not in result
     actions = set(session.scalars(select(AuditEvent.action)))
     assert {"signing.batch_prepared", "signing.batch_completed"} <= actions
 

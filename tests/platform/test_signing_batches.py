@@ -33,6 +33,7 @@ from kyso.platform.models import (
     DoseSignature,
     ItemState,
     PassportQueueEntry,
+    Person,
     RejectReason,
     SigningBatch,
     SigningBatchItem,
@@ -541,3 +542,23 @@ def test_a_batch_left_open_with_nothing_pending_is_completed_when_listed_or_open
         assert batch is not None
         assert batch.completed_at is not None
         assert _completions(session, batch_id) == 1
+
+
+def test_a_batch_lists_its_records_in_vietnamese_alphabetical_order(
+    session: Session, org: Seed, context: batches.SigningContext, pki: Pki
+) -> None:
+    # the positions (the result page's and the export's order) follow the names, Đ after D
+    order = ["Duy Văn Bình", "Dương Văn Minh", "Đặng Thị Hoa", "Đoàn Văn Phản", "Lê Văn An"]
+    _register(session, org, pki.p256)
+    people = [add_person(session, org, name, doses=1) for name in reversed(order)]
+    _select(session, org.officer, [p.doses[0].id for p in people])
+    prepared = batches.prepare(session, org.officer, pki.p256.der, context)
+    session.commit()
+    listed = session.execute(
+        select(Person.full_name)
+        .join(Dose, Dose.person_id == Person.id)
+        .join(SigningBatchItem, SigningBatchItem.dose_id == Dose.id)
+        .where(SigningBatchItem.batch_id == prepared.batch_id)
+        .order_by(SigningBatchItem.position)
+    ).scalars()
+    assert list(listed) == order

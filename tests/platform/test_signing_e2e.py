@@ -36,6 +36,7 @@ from support.signing_data import bulk_people
 from kyso.agent.token.pkcs11_token import Pkcs11Token
 from kyso.agent.token.softhsm import ProvisionedToken
 from kyso.platform.app import create_app
+from kyso.platform.formatting import certificate_facts, day
 from kyso.platform.models import Dose, DoseSignature, SigningAttempt, SigningBatch, User
 from kyso.platform.signing.certificates import load_trust_store
 from kyso.platform.signing.export import export_signed
@@ -206,8 +207,11 @@ def test_signing_page_agent_not_running_then_wrong_token(
             session.commit()
         page.goto(f"{site.url}/signing/preview")
         page.get_by_role("button", name="Ký số").click()
-        expect(error).to_contain_text("(số sê-ri ABCDEF12) không có trên USB token")
-        expect(error).to_contain_text(site.serial)  # what the token holds
+        # serials in the one format of every page (issue 17), with what tells them apart
+        expect(error).to_contain_text("(số sê-ri AB CD EF 12) không có trên USB token")
+        expect(error).to_contain_text(f"{format_serial(site.serial)} (Trạm Y tế")  # the token's
+        expect(error).to_contain_text("ECDSA P-256")
+        expect(error).to_contain_text("RSA-2048")
         assert agent.ui.consents == []  # nothing was sent to sign
     finally:
         officer.close()
@@ -370,21 +374,63 @@ def test_user_page_reads_the_serial_from_the_token(
     site.app.config["AGENT_PORT"] = agent.port
     admin = PlatformPage(browser, site, site.admin)
     page = admin.page
+    page.set_viewport_size({"width": 1366, "height": 768})
     wanted = x509.load_der_x509_certificate(softhsm.certificates["rsa"].der)
     serial = format(wanted.serial_number, "X")
+    # what the platform's pages write for each certificate on the token
+    facts = {
+        format(x509.load_der_x509_certificate(c.der).serial_number, "X"): certificate_facts(c.der)
+        for c in softhsm.certificates.values()
+    }
     try:
         page.goto(f"{site.url}/users/{site.officer_id}/certificate")
         page.get_by_role("button", name="Đọc chứng thư số từ USB token").click()
         items = page.locator("#read-certificate-list li")
         expect(items.first).to_be_visible()
         assert items.count() > 1  # several certificates: the officer's is chosen from a list
-        item = page.locator(f"#read-certificate-list li[data-serial='{serial}']")
-        expect(item).to_contain_text(wanted.not_valid_after_utc.strftime("%d/%m/%Y"))
-        item.get_by_role("button", name="Dùng chứng thư này").click()
-        expect(page.locator("input[name=serial]")).to_have_value(serial)
-        expect(page.locator("#read-certificate-status")).to_contain_text(serial)
+        shown: list[str] = []
+        for index in range(items.count()):
+            item = items.nth(index)
+            listed = facts[str(item.get_attribute("data-serial"))]
+            for name in ("organisation", "tax_code", "key_type", "valid", "serial"):
+                fact = item.locator(f"[data-fact={name}] dd")
+                assert fact.inner_text() == getattr(listed, name), (name, listed)
+            shown.append(item.inner_text())
+        # the RSA and the P-256 certificate have the same subject: what is shown tells them apart
+        assert len(set(shown)) == len(shown), shown
+        rsa = page.locator(f"#read-certificate-list li[data-serial='{serial}']")
+        expect(rsa.locator("[data-fact=key_type] dd")).to_have_text("RSA-2048")
+        expect(rsa.locator("[data-fact=tax_code] dd")).to_have_text("0312345678")
+        expect(rsa.locator("[data-fact=organisation] dd")).to_have_text("Trạm Y tế Phường Bến Nghé")
+        # the last day in Vietnam time (the UTC day before it from 17:00 UTC)
+        expect(rsa).to_contain_text(f"–{day(wanted.not_valid_after_utc)}")
+        # the one already registered (the fixture's P-256) is marked, and only that one
+        registered = page.locator("#read-certificate-list li.registered")
+        expect(registered).to_have_count(1)
+        expect(registered).to_have_attribute("data-serial", site.serial)
+        expect(registered).to_contain_text("Đang đăng ký cho người dùng này")
+        expect(registered.locator("[data-fact=key_type] dd")).to_have_text("ECDSA P-256")
+        page.screenshot(path=str(tmp_path / "picker-1366.png"), full_page=True)
+        rsa.get_by_role("button", name="Dùng chứng thư này").click()
+        expect(page.locator("input[name=serial]")).to_have_value(format_serial(serial))
+        expect(page.locator("#read-certificate-status")).to_contain_text(format_serial(serial))
         page.get_by_role("button", name="Lưu").click()
         expect(page.locator(".flash.success")).to_contain_text(format_serial(serial))
+        # the page then shows the registered certificate the way the picker did
+        current = page.locator("dl.certificate").first
+        expect(current.locator("[data-fact=key_type] dd")).to_have_text("RSA-2048")
+        expect(current.locator("[data-fact=valid] dd")).to_have_text(facts[serial].valid)
+        expect(current.locator("[data-fact=serial] dd")).to_have_text(format_serial(serial))
+        history = page.locator("table .certificate-line")
+        expect(history.first).to_contain_text("RSA-2048")
+        page.screenshot(path=str(tmp_path / "registered-1366.png"), full_page=True)
+        page.set_viewport_size({"width": 360, "height": 740})
+        page.get_by_role("button", name="Đọc chứng thư số từ USB token").click()
+        expect(page.locator("#read-certificate-list li.registered")).to_have_attribute(
+            "data-serial", serial
+        )
+        assert page.evaluate("document.documentElement.scrollWidth") <= 360
+        page.screenshot(path=str(tmp_path / "picker-360.png"), full_page=True)
         assert agent.ui.origin_requests == [site.url]
     finally:
         admin.close()
@@ -454,6 +500,7 @@ def test_signatures_altered_on_the_way_are_rejected_per_record(
     try:
         page.route("**/signatures", alter)
         page.goto(f"{site.url}/signing/preview")
+        expect(page.locator("#sign-progress")).to_be_hidden()  # no empty bar before signing
         page.get_by_role("button", name="Ký số").click()
         page.wait_for_url("**/signing/batches/*", timeout=30_000)
         expect(page.locator("#batch-rejected")).to_have_text("1")

@@ -282,3 +282,14 @@ def test_changes_pending_in_the_session_are_seen(session: Session, org: Seed) ->
     result = preview(session, org.officer)
     assert [d.reason for d in result.dropped] == [DropReason.NOT_VERIFIED]
     assert (result.dose_count, result.people_count) == (0, 0)
+
+
+def test_the_preview_lists_people_in_vietnamese_alphabetical_order(
+    session: Session, org: Seed
+) -> None:
+    # before issue 17 the accent-free key put Đặng and Đoàn before Dương
+    order = ["Duy Văn Bình", "Dương Văn Minh", "Đặng Thị Hoa", "Đoàn Văn Phản", "Lê Văn An"]
+    people = [add_person(session, org, name, doses=1) for name in reversed(order)]
+    add_doses(session, org.officer, [p.doses[0].id for p in people])
+    result = preview(session, org.officer)
+    assert [p.full_name for p in result.people] == order

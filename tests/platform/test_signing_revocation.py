@@ -8,6 +8,7 @@ import io
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -35,7 +36,7 @@ from kyso.platform.models import (
     SigningCertificate,
     SigningUnit,
 )
-from kyso.platform.signing import batches, revocation
+from kyso.platform.signing import batches, certificates, revocation
 from kyso.platform.signing.certificates import (
     VIETNAM_TIME,
     CertificateRejected,
@@ -158,6 +159,28 @@ def test_one_ocsp_request_serves_the_whole_batch(
         session.commit()
     assert batches.complete(session, org.officer, prepared.batch_id).signed == prepared.total
     assert test_pki.hits["/ocsp"] - before == 1
+
+
+def test_preparation_validates_the_certificate_path_once(
+    session: Session, org: Seed, test_pki: TestPki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Path validation with revocation is the costly part of preparing a batch: it runs once
+    (it ran twice, once with revocation and once without, before)."""
+    signer = make_signer(test_pki.issuing, "p256")
+    _ready(session, org, signer)
+    context = _context(test_pki, RevocationChecker("hard", cache_seconds=300))
+    validations: list[object] = []
+    validate = certificates.validate_path
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        validations.append(args[0])
+        return validate(*args, **kwargs)
+
+    monkeypatch.setattr(certificates, "validate_path", counted)
+    batches.inspect_certificate(session, org.officer, signer.der, context)
+    assert len(validations) == 1
+    batches.prepare(session, org.officer, signer.der, context)
+    assert len(validations) == 2
 
 
 def test_certificate_of_another_organisation_is_refused(
@@ -506,3 +529,85 @@ def test_unit_tax_code_command(
     assert "not well formed" in wrong.output
     unknown = CliRunner().invoke(main, ["unit-tax-code", "SU-XX", "0312345600"], env=env)
     assert "no signing unit coded “SU-XX”" in unknown.output
+
+
+def _type_serial(client: FlaskClient, org: Seed, serial: str) -> tuple[int, str]:
+    """The administrator types a serial on the registration page (no token, no file)."""
+    path = f"/users/{org.officer.id}/certificate"
+    answer = client.post(
+        path,
+        data={"csrf_token": csrf_token(client, path), "serial": serial},
+        follow_redirects=True,
+    )
+    return answer.status_code, html.unescape(answer.get_data(as_text=True))
+
+
+def test_typed_serial_of_a_certificate_the_ca_revoked_is_refused_at_registration(
+    app: Flask,
+    client: FlaskClient,
+    session: Session,
+    org: Seed,
+    test_pki: TestPki,
+    tmp_path: Path,
+) -> None:
+    """A serial typed alone names no OCSP responder; when an earlier registration bound that
+    serial to its certificate, that certificate is asked about (before: registered unchecked)."""
+    signer = make_signer(test_pki.issuing, "p256")
+    status, _ = _register_page(app, client, org, test_pki, signer, tmp_path)  # bound, good
+    assert status == 302
+    other = make_signer(test_pki.issuing, "p256")
+    assert _type_serial(client, org, other.serial)[0] == 200  # replaces it
+    test_pki.revoke(signer.certificate.serial_number, datetime(2026, 10, 1, 1, 0, tzinfo=UTC))
+
+    status, page = _type_serial(client, org, signer.serial)
+    assert status == 400
+    assert "đã bị thu hồi từ 08:00 ngày 01/10/2026" in page
+    session.expire_all()
+    registration = active_certificate(session, org.officer)
+    assert registration is not None
+    assert registration.serial_hex == other.serial  # unchanged
+    refused = session.scalars(
+        select(AuditEvent).where(AuditEvent.action == "certificate.register_refused")
+    ).all()
+    assert [event.detail["reason"] for event in refused if event.detail] == ["revoked"]
+
+
+def test_typed_serial_of_a_compromised_certificate_is_refused_at_registration(
+    client: FlaskClient, session: Session, org: Seed, test_pki: TestPki
+) -> None:
+    signer = make_signer(test_pki.issuing, "p256")
+    registration = register_certificate(session, org.admin, org.officer, signer.serial)
+    since = datetime(2026, 11, 20, 3, 15, tzinfo=UTC)
+    revocation.mark_compromised(
+        session, registration, since, source=revocation.SOURCE_ADMINISTRATOR, actor=org.admin
+    )
+    register_certificate(
+        session, org.admin, org.officer, make_signer(test_pki.issuing, "rsa").serial
+    )
+    session.commit()
+
+    login(client, org.admin.username)
+    status, page = _type_serial(client, org, signer.serial)
+    assert status == 400
+    assert f"(số serial {signer.serial}) đã được báo là bị lộ từ 10:15 ngày 20/11/2026" in page
+    session.expire_all()
+    current = active_certificate(session, org.officer)
+    assert current is not None
+    assert current.serial_hex != signer.serial
+    with pytest.raises(DomainError) as raised:  # the command line and any caller alike
+        register_certificate(session, org.admin, org.officer, signer.serial)
+    assert raised.value.key == "revocation.compromised"
+
+
+def test_typed_serial_never_seen_is_registered_and_said_to_be_unchecked(
+    client: FlaskClient, session: Session, org: Seed, test_pki: TestPki
+) -> None:
+    signer = make_signer(test_pki.issuing, "p256")
+    login(client, org.admin.username)
+    status, page = _type_serial(client, org, signer.serial)
+    assert status == 200
+    assert "mới được đăng ký theo số serial, nên chưa kiểm tra được chứng thư đó" in page
+    session.expire_all()
+    registration = active_certificate(session, org.officer)
+    assert registration is not None
+    assert registration.der is None  # the first batch checks it (test above: at preparation)

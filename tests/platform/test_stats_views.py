@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 from flask import Flask
@@ -16,6 +17,7 @@ from support.feedback_data import citizen, invalid_people, registry
 from support.platform_client import csrf_token, login
 from support.platform_seed import Seed
 
+from kyso.platform.formatting import vietnam_time
 from kyso.platform.models import AuditEvent, Person, RecordVersion, VerificationStatus
 
 
@@ -57,10 +59,16 @@ def test_export_downloads_a_workbook(client: FlaskClient, org: Seed, session: Se
     invalid_people(session, org)
     session.commit()
     login(client, org.staff.username)
+    before = vietnam_time(datetime.now(UTC))
     response = client.get("/stats/invalid/export.xlsx?group=mismatch")
+    after = vietnam_time(datetime.now(UTC))
     assert response.status_code == 200
     assert response.mimetype.endswith("spreadsheetml.sheet")
     assert "attachment" in response.headers["Content-Disposition"]
+    # the file is named with the time on a clock in Vietnam (it was UTC, 7 hours behind)
+    named = re.search(r"-(\d{8}-\d{4})\.xlsx", response.headers["Content-Disposition"])
+    assert named is not None
+    assert named.group(1) in {f"{t:%Y%m%d-%H%M}" for t in (before, after)}
     body = response.get_data()
     assert int(response.headers["Content-Length"]) == len(body)
     rows = list(

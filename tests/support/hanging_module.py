@@ -1,9 +1,11 @@
 """A stuck USB token driver and a stuck keyring, for the "window never freezes" tests (issue 18).
 
 ``hanging_module`` compiles ``hanging_pkcs11.c`` with gcc once per session: a PKCS#11 module
-whose C_GetSlotList and C_Login block while the file named by ``KYSO_HANG_GATE`` exists.
-``Gate`` holds and releases it. ``BlockingKeyring`` is a real keyring backend whose writes wait
-until released, like a keyring daemon that shows an unlock prompt nobody answers.
+whose C_GetSlotList and C_Login block while the file named by ``KYSO_HANG_GATE`` exists, and
+whose C_Initialize blocks while the one named by ``KYSO_HANG_INIT_GATE`` exists. ``Gate`` holds
+and releases one; the ``gate`` and ``init_gate`` fixtures are open at the start of each test.
+``BlockingKeyring`` is a real keyring backend whose writes wait until released, like a keyring
+daemon that shows an unlock prompt nobody answers.
 """
 
 from __future__ import annotations
@@ -60,6 +62,17 @@ def gate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gate]:
         yield gate
     finally:
         gate.release()  # never leave a thread of the session blocked in the module
+
+
+@pytest.fixture
+def init_gate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gate]:
+    """An open gate for the module's C_Initialize (``KYSO_HANG_INIT_GATE``)."""
+    gate = Gate(tmp_path / "driver-initialize-stuck")
+    monkeypatch.setenv("KYSO_HANG_INIT_GATE", str(gate.path))
+    try:
+        yield gate
+    finally:
+        gate.release()
 
 
 class BlockingKeyring(MemoryKeyring):

@@ -3,7 +3,9 @@
  * It behaves like a reader with no token inserted, except that C_GetSlotList and C_Login block
  * for as long as the file named by the environment variable KYSO_HANG_GATE exists (checked
  * every 5 ms), the way a stuck USB token driver does. Deleting the file releases every blocked
- * call. Every other function answers CKR_FUNCTION_NOT_SUPPORTED.
+ * call. C_Initialize blocks the same way on the file named by KYSO_HANG_INIT_GATE (a driver
+ * that hangs as the agent starts; a separate gate, because the agent re-initialises a module
+ * with no token while it polls). Every other function answers CKR_FUNCTION_NOT_SUPPORTED.
  *
  * Self-contained (no pkcs11.h needed): a CK_FUNCTION_LIST is a CK_VERSION followed by the 68
  * function pointers of PKCS#11 v2.40 in their fixed order; only the indexes below matter.
@@ -42,14 +44,22 @@ typedef struct {
 
 static FUNCTION_LIST table;
 
-static void wait_at_gate(void) {
-    const char *gate = getenv("KYSO_HANG_GATE");
+static void wait_at(const char *variable) {
+    const char *gate = getenv(variable);
     struct timespec pause = {0, 5 * 1000 * 1000};
     while (gate != NULL && access(gate, F_OK) == 0) nanosleep(&pause, NULL);
 }
 
+static void wait_at_gate(void) { wait_at("KYSO_HANG_GATE"); }
+
 static CK_RV not_supported(void) { return CKR_FUNCTION_NOT_SUPPORTED; }
 static CK_RV ok(void *unused) { (void)unused; return CKR_OK; }
+
+static CK_RV initialize(void *unused) {
+    (void)unused;
+    wait_at("KYSO_HANG_INIT_GATE");
+    return CKR_OK;
+}
 
 static CK_RV get_info(CK_INFO *info) {
     if (info == NULL) return CKR_ARGUMENTS_BAD;
@@ -84,7 +94,7 @@ CK_RV C_GetFunctionList(FUNCTION_LIST **list) {
     table.version.major = 2;
     table.version.minor = 40;
     for (int i = 0; i < FUNCTIONS; i++) table.functions[i] = (void *)not_supported;
-    table.functions[0] = (void *)ok;  /* C_Initialize */
+    table.functions[0] = (void *)initialize;  /* C_Initialize */
     table.functions[1] = (void *)ok;  /* C_Finalize */
     table.functions[I_GET_INFO] = (void *)get_info;
     table.functions[I_GET_FUNCTION_LIST] = (void *)C_GetFunctionList;

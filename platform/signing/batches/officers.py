@@ -32,13 +32,7 @@ def inspect_certificate(
 ) -> CheckedCertificate:
     """The checks of ``prepare`` on a certificate read from the token, without preparing."""
     registration = active_certificate(session, officer)
-    _check_for_unit(session, officer, registration, der, context, datetime.now(UTC))
-    return check_certificate(
-        der,
-        registered_serial=registration.serial_hex if registration else None,
-        trust=context.trust,
-        at=datetime.now(UTC),
-    )
+    return _checked(session, officer, registration, der, context, datetime.now(UTC))
 
 
 def _officer_unit(session: Session, officer: User) -> SigningUnit:
@@ -54,13 +48,7 @@ def _check_officer_certificate(
     session: Session, officer: User, der: bytes, context: SigningContext, now: datetime
 ) -> tuple[SigningCertificate, CheckedCertificate]:
     registration = active_certificate(session, officer)
-    _check_for_unit(session, officer, registration, der, context, now)
-    checked = check_certificate(
-        der,
-        registered_serial=registration.serial_hex if registration else None,
-        trust=context.trust,
-        at=now,
-    )
+    checked = _checked(session, officer, registration, der, context, now)
     assert registration is not None  # check_certificate refuses an unregistered officer
     if registration.fingerprint_sha256 is None:
         # The first batch binds the registered serial to the certificate read from the token.
@@ -75,19 +63,20 @@ def _check_officer_certificate(
     return registration, checked
 
 
-def _check_for_unit(
+def _checked(
     session: Session,
     officer: User,
     registration: SigningCertificate | None,
     der: bytes,
     context: SigningContext,
     now: datetime,
-) -> None:
-    """Revocation, organisation binding and compromise (``revocation.check_for_unit``)."""
-    if registration is None:
-        return  # check_certificate says the officer has no registered certificate
+) -> CheckedCertificate:
+    """Path, revocation, organisation binding and compromise, each checked once (the path was
+    validated twice per batch before: once with revocation, once without)."""
+    if registration is None:  # refused: the officer has no registered certificate
+        return check_certificate(der, registered_serial=None, trust=context.trust, at=now)
     unit = _officer_unit(session, officer)
-    revocations.check_for_unit(
+    return revocations.check_for_unit(
         session,
         registration,
         der,

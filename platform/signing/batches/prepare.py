@@ -18,6 +18,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from kyso.platform.auth.service import audit
+from kyso.platform.formatting import sort_key
 from kyso.platform.i18n import DomainError
 from kyso.platform.models import (
     BatchMode,
@@ -296,7 +297,6 @@ def _certificate_rows(session: Session, selected: dict[int, int]) -> list[Any]:
                     Dose.vaccinated_on,
                     Dose.lot,
                     Person.full_name,
-                    Person.name_key,
                     Person.birth_date,
                     Person.gender,
                     Person.identity_number,
@@ -315,5 +315,6 @@ def _certificate_rows(session: Session, selected: dict[int, int]) -> list[Any]:
         )
     # Only the versions the preview validated: a dose edited since is not signed stale.
     rows = [row for row in rows if selected[row.id] == row.version]
-    rows.sort(key=lambda r: (r.name_key, r.person_id, r.dose_number, r.id))
+    # Vietnamese alphabetical order: the batch's positions, so its lists, follow it.
+    rows.sort(key=lambda r: (sort_key(r.full_name), r.person_id, r.dose_number, r.id))
     return rows

@@ -39,7 +39,7 @@ from kyso.platform.models import (
     User,
 )
 from kyso.platform.ops.metrics import SIGNATURES_STORED, count_on_commit
-from kyso.platform.signing import cms
+from kyso.platform.signing import cms, stamping
 from kyso.platform.signing import revocation as revocations
 from kyso.platform.signing.batches.completion import _finish_if_done, _progress, _recount
 from kyso.platform.signing.batches.officers import (
@@ -147,12 +147,10 @@ def _accept_record_signatures(
             except cms.SignatureInvalid:
                 reason = RejectReason.SIGNATURE_INVALID
         rejections.append(Rejection(row.position, reason))
-    if accepted and timestamper is not None:
-        # CAdES-T: the chunk's signatures time-stamped concurrently before anything is stored
-        # (the hard policy refuses the whole chunk when the TSA cannot answer).
-        stamped = timestamper.stamp_cms([blob for _, blob in accepted])
-        accepted = [(row, blob) for (row, _), blob in zip(accepted, stamped, strict=True)]
     _store_signed(session, batch, [(row, blob) for row, blob in accepted], now)
+    if accepted and timestamper is not None:
+        # CAdES-T after storage: queued in this transaction, time-stamped by the worker.
+        stamping.queue_signed(session, batch.id, [row.position for row, _ in accepted], now)
     _store_rejected(session, batch, rejections, now)
     return tuple(rejections)
 
@@ -186,7 +184,9 @@ def _accept_batch_signature(
     assembled = cms.Assembler(certificate, batch.algorithm, chain).assemble(
         batch.signed_attributes, signature
     )
-    batch.cms = timestamper.stamp_cms([assembled])[0] if timestamper else assembled
+    batch.cms = assembled
+    if timestamper is not None:
+        stamping.stamp_batch_now(session, batch, timestamper, now)  # or queued
     rejections = [
         Rejection(row.position, stale) for row in rows if (stale := _stale_reason(row)) is not None
     ]

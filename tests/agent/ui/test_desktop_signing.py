@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QCoreApplication, Qt
 from PySide6.QtWidgets import QApplication, QLabel
 from pytestqt.qtbot import QtBot
 from support.agent_harness import Page
@@ -73,7 +73,14 @@ def desktop(qtbot: QtBot, token: Pkcs11Token, tmp_path: Path) -> Iterator[Deskto
 
 
 def result(qtbot: QtBot, future: Future[T], timeout: int = 60_000) -> T:
+    """The page's answer, once the Qt thread has handled what the agent told it before it.
+
+    The service posts the outcome to the Qt thread before it sends the page its reply, but the
+    wait can see the reply first: the events already posted are processed before returning.
+    """
     qtbot.waitUntil(future.done, timeout=timeout)
+    QCoreApplication.sendPostedEvents()
+    QCoreApplication.processEvents()
     return future.result()
 
 

@@ -11,6 +11,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QDialog, QLabel, QLineEdit
 from pytestqt.qtbot import QtBot
 
+from kyso.agent.certificate_facts import certificate_facts
 from kyso.agent.i18n import tr
 from kyso.agent.protocol import ErrorCode
 from kyso.agent.service import BatchOutcome, ConsentRequest
@@ -53,8 +54,17 @@ def test_consent_shows_what_the_agent_verified(
     assert "Đơn vị: Trạm Y tế Phường Bến Nghé, Quận 1" in text
     assert "Mã xác nhận: K7Q-4MZ" in text
     assert "Ngày tiêm: từ 01/03/2022 đến 31/03/2022" in text  # dd/mm/yyyy (issue 17)
-    not_after = request.certificate.not_after.strftime("%d/%m/%Y")  # as the platform writes dates
-    assert f"hiệu lực đến {not_after}" in text
+    # the certificate as the platform's pages show it (issue 17): organisation, tax code, key
+    # type, serial in pairs and the validity in Vietnam days, so that RSA and P-256 certificates
+    # of one subject read differently
+    # (tests/platform/test_certificate_facts.py: the same facts as the platform's pages)
+    facts = certificate_facts(request.certificate)
+    assert facts.tax_code == "0312345678"
+    assert facts.organisation == "Trạm Y tế Phường Bến Nghé"
+    assert (
+        f"Chứng thư số dùng để ký: {facts.organisation} — MST {facts.tax_code} — "
+        f"ECDSA P-256 — số sê-ri {facts.serial} (hiệu lực {facts.valid})"
+    ) in text
     # The platform's words are inside the framed summary, and nothing renders as rich text.
     frame = dialog.findChild(QLabel, "summary")
     assert frame is not None
@@ -104,14 +114,17 @@ def test_pin_is_masked_and_enter_after_the_delay_approves(
 ) -> None:
     dialog = shown(qtbot, ConsentDialog(consent_request(), "vi"))
     assert dialog.pin_edit.echoMode() == QLineEdit.EchoMode.Password
-    qtbot.keyClicks(dialog.pin_edit, "123456")
-    assert dialog.pin_edit.displayText() != "123456"
-    assert "123456" not in texts(dialog)
+    # a PIN that no other text of the dialog contains (the tax code 0312345678 holds "123456")
+    pin = "864209"
+    assert pin not in texts(dialog)
+    qtbot.keyClicks(dialog.pin_edit, pin)
+    assert dialog.pin_edit.displayText() != pin
+    assert pin not in texts(dialog)
     qtbot.waitUntil(dialog.approve_button.isEnabled, timeout=3000)
     with qtbot.waitSignal(dialog.finished, timeout=1000) as finished:
         qtbot.keyClick(dialog.pin_edit, Qt.Key.Key_Return)
     assert finished.args == [QDialog.DialogCode.Accepted]
-    assert dialog.take_pin() == "123456"
+    assert dialog.take_pin() == pin
     assert dialog.pin_edit.text() == ""  # read once, then gone
 
 

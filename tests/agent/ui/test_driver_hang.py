@@ -3,12 +3,14 @@ not answer, leave the window repainting and answering clicks, the other pages co
 nothing running after Quit.
 
 The driver is a real PKCS#11 module built in the test session (tests/support/hanging_pkcs11.c)
-whose C_GetSlotList blocks while the test holds its gate; the keyring is a real keyring backend
-whose writes wait until released.
+whose C_GetSlotList (or, with the other gate, C_Initialize) blocks while the test holds its
+gate; the keyring is a real keyring backend whose writes wait until released. The launch tests
+go through ``launch``, what ``kyso-agent`` runs after reading its configuration.
 """
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 import uuid
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer
+from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 from support.hanging_module import BlockingKeyring, Gate
 from support.platform_keys import ManifestIssuer
@@ -26,9 +29,10 @@ from websockets.sync.client import connect
 from kyso.agent.config import AgentConfig, AllowedOrigin, key_fingerprint, load_manifest_key
 from kyso.agent.i18n import tr
 from kyso.agent.pairing import FetchedKey, OriginStore, PairingManager
+from kyso.agent.token import library
 from kyso.agent.token.pkcs11_token import Pkcs11Token
-from kyso.agent.ui.app import DesktopApp
-from kyso.agent.ui.controller import TrayState
+from kyso.agent.ui.app import DesktopApp, launch
+from kyso.agent.ui.controller import SHUTDOWN_SECONDS, TrayState
 
 from .conftest import ORIGIN, start_and_wait
 
@@ -272,3 +276,174 @@ def test_removing_a_paired_page_while_the_keyring_hangs(
     finally:
         blocking_keyring.release()
         app.shutdown()
+
+
+# --- a driver that hangs as the app starts ---------------------------------------------------
+
+
+@pytest.fixture
+def fresh_module(hanging_module: Path, tmp_path: Path) -> str:
+    """The hanging module under a path of this test's own: python-pkcs11 keeps one library per
+    path, and only a library loaded afresh calls the driver's C_Initialize."""
+    copy = tmp_path / "libkyso-hanging-launch.so"
+    shutil.copy(hanging_module, copy)
+    return str(copy)
+
+
+def _launch(
+    fresh_module: str, tmp_path: Path, qtbot: QtBot, *, listen: bool, **options: object
+) -> DesktopApp:
+    config = AgentConfig(port=0, state_dir=tmp_path / "state", listen_at_launch=listen)
+    launched = time.monotonic()
+    app = launch(
+        config,
+        "vi",
+        resolve=lambda _config: fresh_module,
+        use_tray=False,
+        port=0,
+        hotplug_interval=0.2,
+        **options,
+    )
+    assert time.monotonic() - launched < 1  # the driver is waited for elsewhere
+    qtbot.addWidget(app.window)
+    qtbot.waitExposed(app.window)
+    return app
+
+
+@pytest.mark.parametrize("stuck", ["C_Initialize", "C_GetSlotList"])
+def test_a_driver_hung_at_launch_leaves_the_window_shown_answering_and_quit_clean(
+    qtbot: QtBot,
+    fresh_module: str,
+    gate: Gate,
+    init_gate: Gate,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    stuck: str,
+) -> None:
+    before = set(threading.enumerate())
+    (init_gate if stuck == "C_Initialize" else gate).close()
+    # A window that does freeze must fail the test, not hang the suite.
+    watchdog = threading.Timer(20, lambda: (gate.release(), init_gate.release()))
+    watchdog.start()
+    quits: list[bool] = []
+    monkeypatch.setattr(QApplication, "quit", staticmethod(lambda: quits.append(True)))
+    try:
+        app = _launch(fresh_module, tmp_path, qtbot, listen=True)
+        window, controller = app.window, app.controller
+        assert window.isVisible()
+        live = Liveness(window)
+        assert controller.waiting
+        assert controller.status is TrayState.WAITING
+        assert window.values["status"].text() == WAITING
+        assert window.waiting.isVisibleTo(window)
+        assert window.cancel_button.text() == "Hủy"
+        assert not window.start_button.isEnabled()
+        if stuck == "C_Initialize":
+            assert controller.loading
+            assert controller.token is None
+            assert window.values["token"].text() == tr("ui.token_loading", "vi")
+        live.assert_alive_for(qtbot, 1000)
+        qtbot.mouseClick(window.about_button, Qt.MouseButton.LeftButton)  # clicks are answered
+        assert app.about is not None
+        assert app.about.isVisible()
+        app.about.close()
+        assert controller.waiting
+
+        qtbot.mouseClick(window.cancel_button, Qt.MouseButton.LeftButton)
+        assert not controller.waiting
+        assert not controller.listening
+        assert window.error.text() == tr("ui.driver_cancelled", "vi")
+        assert window.start_button.isEnabled()
+        live.assert_alive_for(qtbot, 300)
+
+        pressed = time.monotonic()
+        qtbot.mouseClick(window.quit_button, Qt.MouseButton.LeftButton)
+        # Quit hides the window at once; it waits for no C_Initialize, and for a Start stuck
+        # in the slot list at most SHUTDOWN_SECONDS (the server thread may still stop cleanly).
+        limit = 2 if stuck == "C_Initialize" else SHUTDOWN_SECONDS + 2
+        assert time.monotonic() - pressed < limit
+        assert quits == [True]
+        assert not window.isVisible()
+        # Still inside the driver: the process would end without finalising it (os._exit).
+        assert not controller.release_token(timeout=0.5)
+    finally:
+        watchdog.cancel()
+        gate.release()
+        init_gate.release()
+    # Once the driver answers, whatever it still held ends: no thread of ours, module finalised.
+    qtbot.waitUntil(lambda: not _new_threads(before), timeout=10_000)
+    assert fresh_module not in library._library_users
+
+
+def test_a_driver_that_answers_late_at_launch_is_taken_and_start_works(
+    qtbot: QtBot, fresh_module: str, init_gate: Gate, tmp_path: Path
+) -> None:
+    before = set(threading.enumerate())
+    init_gate.close()
+    watchdog = threading.Timer(20, init_gate.release)
+    watchdog.start()
+    try:
+        app = _launch(fresh_module, tmp_path, qtbot, listen=False, driver_timeout=1.0)
+        window, controller = app.window, app.controller
+        assert controller.waiting  # the load is waited for even without listening at launch
+        assert window.waiting_text.text() == tr("ui.driver_waiting_hint", "vi", seconds=1)
+        qtbot.waitUntil(lambda: not controller.waiting, timeout=5000)
+        assert window.error.text() == tr("ui.driver_timeout", "vi", seconds=1)
+        assert controller.loading  # given up waiting, not loading
+
+        # Start while the driver still has not answered: the window waits again, and the
+        # server starts when it answers.
+        qtbot.mouseClick(window.start_button, Qt.MouseButton.LeftButton)
+        assert controller.waiting
+        assert window.error.text() == ""
+        assert not controller.listening
+        init_gate.release()
+        qtbot.waitUntil(lambda: controller.listening, timeout=10_000)
+        assert controller.token is not None
+        assert not controller.loading
+        assert controller.status is TrayState.NO_TOKEN  # the hanging module has no token
+        assert window.values["token"].text() == tr("ui.token_missing", "vi")
+        qtbot.mouseClick(window.start_button, Qt.MouseButton.LeftButton)  # Stop
+        assert not controller.listening
+        assert controller.shutdown(timeout=10)
+        assert controller.release_token(timeout=10)  # it loaded the token: it closes it
+        assert controller.token is None
+    finally:
+        watchdog.cancel()
+        init_gate.release()
+    qtbot.waitUntil(lambda: not _new_threads(before), timeout=10_000)
+    assert fresh_module not in library._library_users
+
+
+def test_a_driver_answering_late_after_quit_is_closed_by_its_loading_thread(
+    qtbot: QtBot, fresh_module: str, init_gate: Gate, tmp_path: Path
+) -> None:
+    before = set(threading.enumerate())
+    init_gate.close()
+    try:
+        app = _launch(fresh_module, tmp_path, qtbot, listen=True)
+        assert app.controller.loading
+        app.shutdown()
+        assert not app.controller.release_token(timeout=0.2)
+    finally:
+        init_gate.release()
+    qtbot.waitUntil(lambda: not _new_threads(before), timeout=10_000)
+    assert fresh_module not in library._library_users
+    assert app.controller.token is None  # never adopted after Quit
+    assert not app.controller.listening
+
+
+def test_a_driver_that_cannot_be_loaded_at_launch_is_named(qtbot: QtBot, tmp_path: Path) -> None:
+    missing = str(tmp_path / "libnot-there.so")
+    app = _launch(missing, tmp_path, qtbot, listen=True)
+    controller, window = app.controller, app.window
+    qtbot.waitUntil(lambda: not controller.waiting, timeout=5000)
+    assert controller.token is None
+    assert not controller.listening
+    expected = controller.module_error
+    assert expected is not None
+    assert "libnot-there.so" in expected.get("vi")
+    assert window.values["token"].text() == expected.get("vi")
+    assert window.error.text() == expected.get("vi")  # the Start asked for at launch says why
+    app.shutdown()
+    assert controller.release_token(timeout=1)

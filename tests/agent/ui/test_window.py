@@ -3,11 +3,14 @@ and stopped), the certificate that will sign, the icons, and the single-instance
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PySide6.QtCore import Qt
@@ -15,13 +18,20 @@ from PySide6.QtGui import QImage
 from pytestqt.qtbot import QtBot
 
 from kyso.agent.config import AgentConfig
+from kyso.agent.service import BatchOutcome
 from kyso.agent.token import softhsm as softhsm2
 from kyso.agent.token.pkcs11_token import Pkcs11Token
 from kyso.agent.token.softhsm import ProvisionedToken
 from kyso.agent.ui.app import DesktopApp
 from kyso.agent.ui.controller import TrayState
 from kyso.agent.ui.icons import status_pixmap
-from kyso.agent.ui.single_instance import SingleInstance, activate_running, instance_name
+from kyso.agent.ui.single_instance import (
+    SingleInstance,
+    WindowsSession,
+    activate_running,
+    current_session,
+    instance_name,
+)
 from kyso.agent.ui.widgets import short_subject
 
 from .conftest import start_and_wait
@@ -30,6 +40,7 @@ LABEL = "Kyso Desk"
 PROVISION = """
 import sys
 from pathlib import Path
+from typing import Any
 from kyso.agent.token import softhsm
 softhsm.provision(Path(sys.argv[1]), label=sys.argv[2])
 """
@@ -87,6 +98,24 @@ def test_start_and_stop(qtbot: QtBot, desktop: DesktopApp) -> None:
     qtbot.mouseClick(window.start_button, Qt.MouseButton.LeftButton)
     assert desktop.controller.listening_port is None
     assert window.start_button.text() == "Bắt đầu"
+
+
+def test_the_tray_stops_saying_signing_when_the_result_is_shown(
+    qtbot: QtBot, desktop: DesktopApp
+) -> None:
+    """The outcome and the service's "ready" reach the Qt thread through two queued signals:
+    the window must not say "signing" in between (it did, under load)."""
+    controller = desktop.controller
+    assert start_and_wait(qtbot, controller)
+    qtbot.waitUntil(lambda: controller.snapshot.present, timeout=10_000)
+    busy = dataclasses.replace(controller.snapshot, busy=True)
+    controller._take_snapshot(controller._generation, busy)  # the service: a batch runs
+    assert controller.status is TrayState.SIGNING
+    controller.record_outcome(
+        BatchOutcome("https://tiemchung.example.vn", "B1", 120, 120, None, datetime.now(UTC))
+    )
+    assert controller.status is TrayState.LISTENING  # before the service's "ready" arrives
+    controller.stop()
 
 
 def test_port_taken_is_explained(qtbot: QtBot, token: Pkcs11Token, tmp_path: Path) -> None:
@@ -231,3 +260,40 @@ def test_instance_names_are_per_user() -> None:
     assert instance_name("a") != instance_name("b")
     assert instance_name("a") == instance_name("a")
     assert instance_name("a", extra="x") != instance_name("a")
+
+
+class _Kernel32:
+    """ProcessIdToSessionId and GetCurrentProcessId as Windows documents them: a BOOL, the
+    session written through the pointer; FALSE for a process it cannot look at."""
+
+    def __init__(self, sessions: dict[int, int], pid: int) -> None:
+        self.sessions = sessions
+        self.pid = pid
+
+    def GetCurrentProcessId(self) -> int:
+        return self.pid
+
+    def ProcessIdToSessionId(self, pid: int, session: Any) -> int:
+        if pid not in self.sessions:
+            return 0
+        session.contents.value = self.sessions[pid]
+        return 1
+
+
+def test_on_windows_each_logon_session_has_its_own_instance() -> None:
+    # The officer signed in at the console (session 1) and over Remote Desktop (session 3):
+    # named pipes are machine-wide, so each session needs its own name.
+    sessions = {4100: 1, 5200: 3, 5300: 3}
+    console, remote, remote_again = (
+        current_session("win32", WindowsSession(_Kernel32(sessions, pid)))
+        for pid in (4100, 5200, 5300)
+    )
+    assert (console, remote, remote_again) == ("1", "3", "3")
+    assert instance_name("officer", session=console) != instance_name("officer", session=remote)
+    assert instance_name("officer", session=remote) == instance_name(
+        "officer", session=remote_again
+    )
+    # Windows refusing the lookup: one instance per user, as without sessions.
+    refused = current_session("win32", WindowsSession(_Kernel32({}, 4100)))
+    assert refused == ""
+    assert current_session("linux") == ""
