@@ -169,27 +169,24 @@ def test_citizen_pages_fit_a_phone_and_have_an_icon(site: Site, browser: Any) ->
 
 
 @pytest.mark.timeout(240)
-def test_no_page_scrolls_sideways_on_a_phone(site: Site) -> None:
+def test_no_page_scrolls_sideways_on_a_phone(site: Site, browser: Any) -> None:
     # before: /stats/invalid was 412 px wide at 360 px (the filter's dropdown kept its width)
     too_wide: list[str] = []
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        for username, paths in _pages(site).items():
-            for lang in ("vi", "en"):
-                page = browser.new_page(locale="vi-VN", viewport={"width": 360, "height": 740})
-                if username is not None:
-                    _login(page, site.url, username)
-                page.goto(f"{site.url}/lang/{lang}")
-                for path in paths:
-                    page.goto(site.url + path)
-                    width = page.evaluate("document.documentElement.scrollWidth")
-                    if width > 360:
-                        too_wide.append(f"{username} {lang} {path}: {width} px")
-                    if SCREENSHOTS and lang == "vi":  # to look at them: KYSO_TEST_SCREENSHOTS=dir
-                        name = (username or "citizen") + path.replace("/", "_")
-                        page.screenshot(path=f"{SCREENSHOTS}/phone-{name}.png", full_page=True)
-                page.close()
-        browser.close()
+    for username, paths in _pages(site).items():
+        for lang in ("vi", "en"):
+            page = browser.new_page(locale="vi-VN", viewport={"width": 360, "height": 740})
+            if username is not None:
+                login(page, site.url, username)
+            page.goto(f"{site.url}/lang/{lang}")
+            for path in paths:
+                page.goto(site.url + path)
+                width = page.evaluate("document.documentElement.scrollWidth")
+                if width > 360:
+                    too_wide.append(f"{username} {lang} {path}: {width} px")
+                if SCREENSHOTS and lang == "vi":  # to look at them: KYSO_TEST_SCREENSHOTS=dir
+                    name = (username or "citizen") + path.replace("/", "_")
+                    page.screenshot(path=f"{SCREENSHOTS}/phone-{name}.png", full_page=True)
+            page.close()
     assert not too_wide, "wider than a 360-px phone:\n" + "\n".join(too_wide)
 
 
