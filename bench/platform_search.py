@@ -103,11 +103,11 @@ from kyso.platform.models import (
 from kyso.platform.records import demo, seed
 from kyso.platform.records.bulk import PEOPLE, insert_rows
 from kyso.platform.records.names import name_key
-from kyso.platform.records.reference import load_reference_data, read_toml
+from kyso.platform.records.reference_data import load_reference_data, read_toml
 from kyso.platform.registry.identity import check_identity
 from kyso.platform.registry.protocol import RegistryCitizen
 from kyso.platform.registry.service import compare_with_registry
-from kyso.platform.signing import service
+from kyso.platform.signing import preview, search, selection
 from kyso.platform.signing.search import signed_current
 
 PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
@@ -644,22 +644,22 @@ def fill_selections(
                 by_person[person_id].append(dose_id)
             chosen: list[int] = []
             people = sorted(by_person.values(), key=lambda doses: (-len(doses), rng.random()))
-            for doses in people[: service.MAX_PEOPLE]:
-                if len(chosen) + len(doses) > service.MAX_DOSES:
+            for doses in people[: selection.MAX_PEOPLE]:
+                if len(chosen) + len(doses) > selection.MAX_DOSES:
                     continue
                 chosen.extend(doses)
             sized.append((len(chosen), officer, chosen))
-            full = [s for s in sized if s[0] == service.MAX_DOSES]
+            full = [s for s in sized if s[0] == selection.MAX_DOSES]
             if len(full) >= PREVIEW_OFFICERS:
                 break
     sized.sort(key=lambda s: -s[0])
-    full = [s for s in sized if s[0] == service.MAX_DOSES]
+    full = [s for s in sized if s[0] == selection.MAX_DOSES]
     selected: dict[int, int] = {}
     for size, officer, dose_ids in (full or sized)[:PREVIEW_OFFICERS]:
         with factory() as session:
             user = session.get_one(User, officer.user_id)
-            service.clear(session, user)
-            service.add_doses(session, user, dose_ids)
+            selection.clear(session, user)
+            selection.add_doses(session, user, dose_ids)
             session.commit()
         selected[officer.user_id] = size
     return selected
@@ -822,13 +822,13 @@ def run_call(factory: sessionmaker[Session], log: StatementLog, call: Call) -> S
         log.take()
         if call.args is not None:
             cpu, started = time.process_time(), time.perf_counter()
-            filters, _problems = service.parse_filters(call.args)
-            page = service.search(session, officer, filters, page_size=PAGE_SIZE)
+            filters, _problems = search.parse_filters(call.args)
+            page = search.search(session, officer, filters, page_size=PAGE_SIZE)
             seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
             rows = len(page.people)
         elif call.page:
             cpu, started = time.process_time(), time.perf_counter()
-            result = service.preview(session, officer, page=call.page)
+            result = preview.preview(session, officer, page=call.page)
             seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
             rows = result.dose_count
             if result.dropped:
@@ -836,7 +836,7 @@ def run_call(factory: sessionmaker[Session], log: StatementLog, call: Call) -> S
             session.rollback()
         else:
             cpu, started = time.process_time(), time.perf_counter()
-            doses, dropped = service.validated_selection(session, officer)
+            doses, dropped = preview.validated_selection(session, officer)
             seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
             rows = len(doses)
             if dropped:

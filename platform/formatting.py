@@ -19,7 +19,8 @@ from typing import TypeVar
 from babel.dates import format_date, format_datetime
 from babel.numbers import format_decimal
 
-from kyso.platform.i18n import DEFAULT_LANGUAGE, DomainError
+from kyso.platform.errors import DomainError
+from kyso.platform.i18n import DEFAULT_LANGUAGE
 
 T = TypeVar("T")
 

@@ -2,7 +2,7 @@
 
 Texts live in ``platform/locales/*.toml`` (one file per area; keys ``area.key``), each with a
 ``vi`` and an ``en`` text. Templates call ``_("signing.title")``; services raise domain errors
-carrying a key and values, which views translate.
+(``errors.DomainError``) carrying a key and values, which views translate.
 """
 
 from __future__ import annotations
@@ -38,15 +38,3 @@ def translate(key: str, language: str = DEFAULT_LANGUAGE, **values: Any) -> str:
         raise KeyError(f"no text {key!r} in platform/locales")
     text = entry["en" if language == "en" else "vi"]
     return text.format_map(_Values(values)) if values else text
-
-
-class DomainError(Exception):
-    """A business rule said no. ``key`` names the text that tells the person what to do."""
-
-    def __init__(self, key: str, **values: Any) -> None:
-        super().__init__(key)
-        self.key = key
-        self.values = values
-
-    def text(self, language: str = DEFAULT_LANGUAGE) -> str:
-        return translate(self.key, language, **self.values)

@@ -35,7 +35,7 @@ from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.orm import Session
 
 from kyso.platform.db import serialize_on
-from kyso.platform.i18n import DomainError
+from kyso.platform.errors import DomainError
 from kyso.platform.models import ThrottleAttempt
 from kyso.platform.ops.metrics import THROTTLED
 

@@ -38,7 +38,8 @@ from werkzeug.routing import IntegerConverter, Map
 from kyso.platform import i18n
 from kyso.platform.auth import sessions
 from kyso.platform.db import is_transient
-from kyso.platform.i18n import DomainError, translate
+from kyso.platform.errors import DomainError
+from kyso.platform.i18n import translate
 from kyso.platform.models import AuthSession, Role, User
 
 P = ParamSpec("P")

@@ -45,7 +45,7 @@ from kyso.platform import formatting
 from kyso.platform.models import Person, User, VerificationStatus
 from kyso.platform.passport import testcerts
 from kyso.platform.records.demo import DEMO_PASSWORD
-from kyso.platform.records.reference import read_toml
+from kyso.platform.records.reference_data import read_toml
 from kyso.platform.testpki import TestPki
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -291,7 +291,7 @@ ENTRY_POINTS = {
     "kyso.platform.entry",  # the kyso-platform program: prepares, then runs the command line
     "kyso.platform.ops.serve",  # the production server (gunicorn's app, its logging)
     "kyso.platform.ops.logs",  # JSON logs carrying the request id
-    "kyso.platform.registry.reference",  # the reference registry: its own small WSGI app
+    "kyso.platform.registry.reference_server",  # the reference registry: its own small WSGI app
     "kyso.platform.testpki",  # the test and demo PKI: its own small HTTP service
     "kyso.platform.records.demo",  # the demo-data tool (also writes the reference registry's data)
 }
@@ -410,6 +410,107 @@ def test_one_date_parser() -> None:
     # signing/revocation.parse_since reads a date *and time* (a datetime-local input).
     assert _attribute_users("strptime") == {
         "platform/inputs.py",
-        "platform/registry/reference.py",
+        "platform/registry/reference_server.py",
         "platform/signing/revocation.py",
     }
+
+
+# --- Each domain owns its models (issue 13) -------------------------------------------------
+
+# Every table and the domain that owns it: the feature package (platform/<owner>/) or plumbing
+# module (platform/<owner>.py) whose service writes it, or "org", the organisation every
+# feature reads and none owns. Its model lives in kyso.platform.models.<owner>, nowhere else.
+TABLE_OWNERS = {
+    "areas": "org",
+    "facilities": "org",
+    "signing_units": "org",
+    "users": "users",
+    "signing_certificates": "users",
+    "audit_events": "auth",
+    "auth_sessions": "auth",
+    "people": "records",
+    "doses": "records",
+    "vaccine_products": "records",
+    "signing_selections": "signing",
+    "signing_batches": "signing",
+    "signing_batch_items": "signing",
+    "signing_attempts": "signing",
+    "signing_evidence": "signing",
+    "dose_signatures": "signing",
+    "timestamp_queue": "signing",
+    "passport_queue": "passport",
+    "passports": "passport",
+    "passport_signers": "passport",
+    "passport_runs": "passport",
+    "passport_errors": "passport",
+    "feedback": "feedback",
+    "feedback_replies": "feedback",
+    "record_versions": "corrections",
+    "correction_requests": "corrections",
+    "throttle_attempts": "throttle",
+}
+MODELS = ROOT / "platform" / "models"
+
+
+def _declared_tables(path: Path) -> dict[str, str]:
+    """The classes of one source file that declare a table: class name -> ``__tablename__``."""
+    tables = {}
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not isinstance(node, ast.ClassDef):
+            continue
+        for statement in node.body:
+            if (
+                isinstance(statement, ast.Assign)
+                and any(
+                    isinstance(t, ast.Name) and t.id == "__tablename__" for t in statement.targets
+                )
+                and isinstance(statement.value, ast.Constant)
+            ):
+                tables[node.name] = str(statement.value.value)
+    return tables
+
+
+def test_every_model_lives_in_its_owners_module() -> None:
+    """``models/<owner>.py`` holds the tables of the domain that owns them, and only those."""
+    found = {}
+    for path in (ROOT / "platform").rglob("*.py"):
+        if "migrations" in path.relative_to(ROOT / "platform").parts:
+            continue  # Alembic's scripts describe tables, they declare no model
+        for model, table in _declared_tables(path).items():
+            found[table] = (model, path.relative_to(ROOT).as_posix())
+    assert {"passport_queue", "dose_signatures", "audit_events"} <= set(found)  # it sees them
+    misplaced = {
+        table: where
+        for table, (model, where) in found.items()
+        if where != f"platform/models/{TABLE_OWNERS.get(table, '?')}.py"
+    }
+    assert misplaced == {}, "a model outside its owner's module, or a table with no owner"
+    assert set(found) == set(TABLE_OWNERS)
+
+
+def test_every_owner_is_a_feature_or_plumbing_module() -> None:
+    platform = ROOT / "platform"
+    for owner in set(TABLE_OWNERS.values()) - {"org"}:
+        assert (platform / owner / "__init__.py").is_file() or (platform / f"{owner}.py").is_file()
+    modules = {p.stem for p in MODELS.glob("*.py")} - {"__init__"}
+    # columns.py: shared column helpers; stats.py: the statistics' index (no table).
+    assert modules == set(TABLE_OWNERS.values()) | {"columns", "stats"}
+
+
+def test_importing_the_models_registers_every_table() -> None:
+    """What Alembic's environment imports (``kyso.platform.models``) is enough for it to see
+    every table and to resolve every relationship, in a fresh interpreter."""
+    script = (
+        "import kyso.platform.models\n"
+        "from sqlalchemy.orm import configure_mappers\n"
+        "from kyso.platform.db import Base\n"
+        "configure_mappers()\n"
+        "print(' '.join(sorted(Base.metadata.tables)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert set(done.stdout.split()) == set(TABLE_OWNERS)
+    env = (ROOT / "platform" / "migrations" / "env.py").read_text(encoding="utf-8")
+    assert "import kyso.platform.models" in env
+    assert "target_metadata=Base.metadata" in env

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, redirect, render_template, request, session, url_for
 
 from kyso.platform.auth import service, sessions
-from kyso.platform.i18n import DomainError
+from kyso.platform.errors import DomainError
 from kyso.platform.models import Role
 from kyso.platform.web import begin_session, current_user, db, end_current_session, language
 

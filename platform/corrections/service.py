@@ -26,8 +26,8 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from kyso.platform.auth.service import audit
+from kyso.platform.errors import DomainError
 from kyso.platform.feedback import service as feedback_service
-from kyso.platform.i18n import DomainError
 from kyso.platform.models import (
     CorrectionRequest,
     CorrectionRequestStatus,

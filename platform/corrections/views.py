@@ -13,7 +13,8 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 from sqlalchemy import select
 
 from kyso.platform.corrections import service as corrections
-from kyso.platform.i18n import DomainError, translate
+from kyso.platform.errors import DomainError
+from kyso.platform.i18n import translate
 from kyso.platform.inputs import is_number, parse_date, parse_number
 from kyso.platform.models import (
     Area,

@@ -50,7 +50,7 @@ from sqlalchemy.orm import Session
 from kyso.platform import throttle
 from kyso.platform.auth.access import visible_facilities
 from kyso.platform.auth.service import audit
-from kyso.platform.i18n import DomainError
+from kyso.platform.errors import DomainError
 from kyso.platform.inputs import is_number, parse_date
 from kyso.platform.models import (
     Dose,

@@ -13,8 +13,9 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 
 from kyso.platform import formatting
 from kyso.platform.corrections import service as corrections
+from kyso.platform.errors import DomainError
 from kyso.platform.feedback import service
-from kyso.platform.i18n import DomainError, translate
+from kyso.platform.i18n import translate
 from kyso.platform.models import Feedback, FeedbackStatus, Role, User
 from kyso.platform.throttle import Throttled
 from kyso.platform.web import current_user, db, forbidden, language, roles_required

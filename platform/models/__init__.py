@@ -1,58 +1,93 @@
-"""Typed models, one module per domain. Importing this package registers every table."""
+"""Typed models: every table of the platform, one module per domain that owns it.
 
-from kyso.platform.models.batches import (
-    BatchMode,
-    BatchStatus,
-    ItemState,
-    PassportQueueEntry,
-    PassportState,
-    RejectReason,
-    SigningAttempt,
-    SigningBatch,
-    SigningBatchItem,
-    SigningEvidence,
-    TimestampQueueEntry,
+The rule (``tests/test_layout.py`` checks it): a table's model lives in ``models/<owner>.py``,
+where ``<owner>`` is the feature package (``platform/<owner>/``) or plumbing module
+(``platform/<owner>.py``) whose service writes it; ``org.py`` holds the organisation every
+feature reads and none owns (areas, facilities, signing units); ``columns.py`` the column
+helpers. No model lives anywhere else, so that models import nothing but SQLAlchemy, the
+database plumbing and each other, and so that importing this package registers every table
+(Alembic's environment, schema comparisons, ``kyso-platform db revision``).
+
+Features import models from here (``from kyso.platform.models import Dose``).
+"""
+
+import kyso.platform.models.stats  # noqa: F401 - the statistics' index of the people table
+from kyso.platform.models.auth import AuditEvent, AuthSession
+from kyso.platform.models.corrections import (
+    CorrectionRequest,
+    CorrectionRequestStatus,
+    RecordVersion,
 )
+from kyso.platform.models.feedback import Feedback, FeedbackReply, FeedbackStatus
 from kyso.platform.models.org import (
     Area,
     AreaLevel,
-    AuditEvent,
     Facility,
     FacilityType,
-    Role,
-    SigningCertificate,
     SigningUnit,
     SigningUnitKind,
-    User,
+)
+from kyso.platform.models.passport import (
+    IssuanceError,
+    IssuanceRun,
+    Passport,
+    PassportQueueEntry,
+    PassportSigner,
+    PassportState,
+    RunStatus,
 )
 from kyso.platform.models.records import (
     Dose,
-    DoseSignature,
     Gender,
     Person,
     VaccineProduct,
     VerificationStatus,
 )
-from kyso.platform.models.signing import SigningSelection
+from kyso.platform.models.signing import (
+    BatchMode,
+    BatchStatus,
+    DoseSignature,
+    ItemState,
+    RejectReason,
+    SigningAttempt,
+    SigningBatch,
+    SigningBatchItem,
+    SigningEvidence,
+    SigningSelection,
+    TimestampQueueEntry,
+)
 from kyso.platform.models.throttle import ThrottleAttempt
+from kyso.platform.models.users import Role, SigningCertificate, User
 
 __all__ = [
     "Area",
     "AreaLevel",
     "AuditEvent",
+    "AuthSession",
     "BatchMode",
     "BatchStatus",
+    "CorrectionRequest",
+    "CorrectionRequestStatus",
     "Dose",
     "DoseSignature",
     "Facility",
     "FacilityType",
+    "Feedback",
+    "FeedbackReply",
+    "FeedbackStatus",
     "Gender",
+    "IssuanceError",
+    "IssuanceRun",
     "ItemState",
+    "Passport",
     "PassportQueueEntry",
+    "PassportSigner",
     "PassportState",
     "Person",
+    "RecordVersion",
     "RejectReason",
     "Role",
+    "RunStatus",
     "SigningAttempt",
     "SigningBatch",
     "SigningBatchItem",
@@ -67,27 +102,3 @@ __all__ = [
     "VaccineProduct",
     "VerificationStatus",
 ]
-
-from kyso.platform.models.feedback import (
-    Feedback,
-    FeedbackReply,
-    FeedbackStatus,
-    RecordVersion,
-)
-
-__all__ += ["Feedback", "FeedbackReply", "FeedbackStatus", "RecordVersion"]
-
-from kyso.platform.models.sessions import AuthSession  # noqa: E402
-
-__all__ += ["AuthSession"]
-
-from kyso.platform.models.corrections import (  # noqa: E402
-    CorrectionRequest,
-    CorrectionRequestStatus,
-)
-
-__all__ += ["CorrectionRequest", "CorrectionRequestStatus"]
-
-# The passport tables' models live with their feature; importing them here registers them in
-# Base.metadata wherever the models are (migrations, schema comparisons, `db revision`).
-import kyso.platform.passport.models  # noqa: E402, F401

@@ -1,6 +1,11 @@
-"""Correction requests: a change that would supersede another signing unit's signature.
+"""Corrections (``corrections/``): the history of corrected records, and correction requests.
 
-A facility may record a dose for a person whom another signing unit vaccinated and signed. Such
+A correction (from the invalid-people list or from a feedback) keeps the previous values of the
+record in ``record_versions``: what changed, from what, by whom, when, why, and which feedback
+asked for it. Nothing here is ever deleted.
+
+Correction requests carry a change that would supersede another signing unit's signature. A
+facility may record a dose for a person whom another signing unit vaccinated and signed. Such
 a facility does not correct the person's data itself: its change becomes a request to the unit
 whose signature the change would supersede; that unit's staff accept it (the correction service
 applies it, so the usual supersede and re-sign machinery runs) or reject it with a reason.
@@ -12,12 +17,40 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, Text
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from kyso.platform.db import Base
-from kyso.platform.models.org import Facility, SigningUnit, User, db_enum, utcnow
+from kyso.platform.models.columns import db_enum, utcnow
+from kyso.platform.models.org import Facility, SigningUnit
 from kyso.platform.models.records import Person
+from kyso.platform.models.users import User
+
+
+class RecordVersion(Base):
+    """The values a person or dose had before a correction, and who changed them and why."""
+
+    __tablename__ = "record_versions"
+    __table_args__ = (Index("ix_record_versions_person", "person_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "person" or "dose"
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id"))
+    dose_id: Mapped[int | None] = mapped_column(ForeignKey("doses.id"))
+    version_before: Mapped[int] = mapped_column(Integer)
+    version_after: Mapped[int] = mapped_column(Integer)
+    fields: Mapped[list[str]] = mapped_column(JSON)
+    before: Mapped[dict[str, Any]] = mapped_column(JSON)
+    after: Mapped[dict[str, Any]] = mapped_column(JSON)
+    reason: Mapped[str] = mapped_column(Text)
+    feedback_id: Mapped[int | None] = mapped_column(ForeignKey("feedback.id"), index=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Signatures and passports marked superseded by this correction (ids).
+    superseded_signatures: Mapped[list[int]] = mapped_column(JSON)
+    superseded_passports: Mapped[list[int]] = mapped_column(JSON)
+
+    user: Mapped[User | None] = relationship()
 
 
 class CorrectionRequestStatus(enum.StrEnum):

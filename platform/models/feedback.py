@@ -1,37 +1,24 @@
-"""Citizen feedback on vaccination records, and the history of corrections.
+"""Citizen feedback (``feedback/``) on vaccination records.
 
 A citizen reports a wrong field or dose ("Phản ánh thông tin tiêm chủng") without an account; the
 report is routed to the facility that administered the dose (or the person's latest dose) and
 answered there, with a status, a due date and replies the citizen reads by tracking code.
 Submissions and status lookups are throttled by ``kyso.platform.throttle``.
-
-A correction (from the invalid-people list or from a feedback) keeps the previous values of the
-record in ``record_versions``: what changed, from what, by whom, when, why, and which feedback
-asked for it. Nothing here is ever deleted.
 """
 
 from __future__ import annotations
 
 import enum
 from datetime import date, datetime
-from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    Date,
-    DateTime,
-    ForeignKey,
-    Index,
-    Integer,
-    SmallInteger,
-    String,
-    Text,
-)
+from sqlalchemy import Date, DateTime, ForeignKey, Index, SmallInteger, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from kyso.platform.db import Base
-from kyso.platform.models.org import Facility, User, db_enum, utcnow
+from kyso.platform.models.columns import db_enum, utcnow
+from kyso.platform.models.org import Facility
 from kyso.platform.models.records import Dose, Person
+from kyso.platform.models.users import User
 
 
 class FeedbackStatus(enum.StrEnum):
@@ -101,34 +88,3 @@ class FeedbackReply(Base):
 
     feedback: Mapped[Feedback] = relationship(back_populates="replies")
     author: Mapped[User | None] = relationship()
-
-
-class RecordVersion(Base):
-    """The values a person or dose had before a correction, and who changed them and why."""
-
-    __tablename__ = "record_versions"
-    __table_args__ = (Index("ix_record_versions_person", "person_id", "id"),)
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    kind: Mapped[str] = mapped_column(String(16))  # "person" or "dose"
-    person_id: Mapped[int] = mapped_column(ForeignKey("people.id"))
-    dose_id: Mapped[int | None] = mapped_column(ForeignKey("doses.id"))
-    version_before: Mapped[int] = mapped_column(Integer)
-    version_after: Mapped[int] = mapped_column(Integer)
-    fields: Mapped[list[str]] = mapped_column(JSON)
-    before: Mapped[dict[str, Any]] = mapped_column(JSON)
-    after: Mapped[dict[str, Any]] = mapped_column(JSON)
-    reason: Mapped[str] = mapped_column(Text)
-    feedback_id: Mapped[int | None] = mapped_column(ForeignKey("feedback.id"), index=True)
-    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    # Signatures and passports marked superseded by this correction (ids).
-    superseded_signatures: Mapped[list[int]] = mapped_column(JSON)
-    superseded_passports: Mapped[list[int]] = mapped_column(JSON)
-
-    user: Mapped[User | None] = relationship()
-
-
-# The invalid-people list (stats) pages people of one verification group by id: an index on
-# (status, id) gives PostgreSQL an ordered scan per status instead of sorting the whole group.
-Index("ix_people_status_id", Person.verification_status, Person.id)

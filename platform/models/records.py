@@ -1,7 +1,8 @@
-"""Vaccination records: people, doses, vaccine products, and which dose versions are signed.
+"""Vaccination records (``records/``): people, doses and vaccine products.
 
 A dose's ``version`` changes on every edit of the dose or of its person (the signed document
-holds both), so "already signed in its current version" is a comparison of two integers.
+holds both), so "already signed in its current version" is a comparison of two integers with
+``dose_signatures`` (``models/signing.py``).
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from kyso.platform.db import Base
-from kyso.platform.models.org import Area, Facility, User, db_enum, utcnow
+from kyso.platform.models.columns import db_enum, utcnow
+from kyso.platform.models.org import Area, Facility
+from kyso.platform.models.users import User
 
 
 class Gender(enum.StrEnum):
@@ -128,25 +131,3 @@ class Dose(Base):
     facility: Mapped[Facility] = relationship(foreign_keys=[facility_id])
     created_by_facility: Mapped[Facility] = relationship(foreign_keys=[created_by_facility_id])
     created_by_user: Mapped[User | None] = relationship()
-
-
-class DoseSignature(Base):
-    """A facility signature over one version of a dose's certificate document.
-
-    Kept forever: a correction makes the dose's version move on, and the signature of the old
-    version is then superseded, never deleted. The signing issue adds the CMS and batch data.
-    """
-
-    __tablename__ = "dose_signatures"
-    __table_args__ = (
-        UniqueConstraint("dose_id", "dose_version", name="uq_dose_signatures_dose_version"),
-    )
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    dose_id: Mapped[int] = mapped_column(ForeignKey("doses.id"), index=True)
-    dose_version: Mapped[int] = mapped_column(Integer)
-    certificate_id: Mapped[int | None] = mapped_column(ForeignKey("signing_certificates.id"))
-    signed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    superseded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-
-    dose: Mapped[Dose] = relationship()

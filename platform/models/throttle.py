@@ -13,7 +13,7 @@ from sqlalchemy import Boolean, DateTime, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from kyso.platform.db import Base
-from kyso.platform.models.org import utcnow
+from kyso.platform.models.columns import utcnow
 
 
 class ThrottleAttempt(Base):

@@ -27,10 +27,11 @@ from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
 from kyso.platform.db import exit_database_unavailable, is_transient
-from kyso.platform.i18n import DomainError, translate
+from kyso.platform.errors import DomainError
+from kyso.platform.i18n import translate
+from kyso.platform.models import RunStatus
 from kyso.platform.passport import config
 from kyso.platform.passport.issuance import issue_passports, retry_failed, worker_name
-from kyso.platform.passport.models import RunStatus
 from kyso.platform.passport.pictures import MAX_PICTURE_BYTES
 from kyso.platform.passport.revocation import (
     CHUNK,

@@ -53,7 +53,7 @@ from typing import Any
 from cryptography import x509
 from sqlalchemy.orm import Session
 
-from kyso.platform.i18n import DomainError
+from kyso.platform.errors import DomainError
 from kyso.platform.passport.hsm import (
     PIN_FILE_VARIABLE,
     PIN_VARIABLE,

@@ -55,9 +55,14 @@ from kyso.platform.models import (
     BatchMode,
     Dose,
     DoseSignature,
+    IssuanceError,
+    IssuanceRun,
+    Passport,
     PassportQueueEntry,
+    PassportSigner,
     PassportState,
     Person,
+    RunStatus,
     SigningBatch,
     SigningBatchItem,
     SigningCertificate,
@@ -65,13 +70,6 @@ from kyso.platform.models import (
 )
 from kyso.platform.ops.metrics import PASSPORTS_ISSUED, count_on_commit
 from kyso.platform.passport import dcc
-from kyso.platform.passport.models import (
-    IssuanceError,
-    IssuanceRun,
-    Passport,
-    PassportSigner,
-    RunStatus,
-)
 from kyso.platform.passport.valuesets import CodeProblem, schema, value_sets
 from kyso.platform.passport.verifier import schema_validator
 from kyso.platform.signing import cms, documents

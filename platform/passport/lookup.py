@@ -19,11 +19,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kyso.platform import throttle
-from kyso.platform.i18n import DomainError
+from kyso.platform.errors import DomainError
 from kyso.platform.inputs import parse_date
-from kyso.platform.models import Person
+from kyso.platform.models import Passport, Person
 from kyso.platform.ops.metrics import LOOKUPS, count_on_commit
-from kyso.platform.passport.models import Passport
 
 __all__ = ["WINDOW", "find_passport"]
 

@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives import serialization
 from PIL import Image
 
 from kyso.platform import formatting
-from kyso.platform.i18n import DomainError
+from kyso.platform.errors import DomainError
 from kyso.platform.ops.metrics import PDF_TIMESTAMPS
 from kyso.platform.passport import pdfpage, qrmask
 from kyso.platform.passport.hsm import HsmSigner

@@ -50,8 +50,8 @@ from cryptography import x509
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from kyso.platform.models import Passport
 from kyso.platform.passport.dcc import COUNTRY, CWT_ISS, HEADER_KID, PREFIX, parse_cose
-from kyso.platform.passport.models import Passport
 from kyso.platform.passport.signedlist import ListError, read_source, sign_list, verify_list
 
 __all__ = [

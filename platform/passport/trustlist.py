@@ -25,8 +25,8 @@ from cryptography import x509
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from kyso.platform.models import PassportSigner
 from kyso.platform.passport.dcc import COUNTRY, key_id
-from kyso.platform.passport.models import PassportSigner
 from kyso.platform.passport.revocation import Signer
 from kyso.platform.passport.signedlist import ListError, read_source, verify_list
 from kyso.platform.passport.verifier import SignerList

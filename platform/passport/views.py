@@ -24,8 +24,9 @@ from flask import (
     url_for,
 )
 
-from kyso.platform.i18n import DomainError, translate
-from kyso.platform.models import Role
+from kyso.platform.errors import DomainError
+from kyso.platform.i18n import translate
+from kyso.platform.models import Passport, Role
 from kyso.platform.passport import (
     config,
     issuance,
@@ -36,7 +37,6 @@ from kyso.platform.passport import (
     trustlist,
     verifier,
 )
-from kyso.platform.passport.models import Passport
 from kyso.platform.passport.render import FIELDS, field_values
 from kyso.platform.web import current_user, db, language, roles_required
 

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from kyso.platform.db import is_postgresql
 from kyso.platform.models import Dose, Person, VerificationStatus
-from kyso.platform.models.org import utcnow
+from kyso.platform.models.columns import utcnow
 from kyso.platform.records.names import name_key
 
 PEOPLE: Table = Person.__table__  # type: ignore[assignment]

@@ -19,7 +19,7 @@ from kyso.platform.models import Facility, User
 @click.pass_obj
 def reference_data(app: Flask) -> None:
     """Load or update the provinces, areas and vaccine products shipped in platform/data."""
-    from kyso.platform.records.reference import load_reference_data
+    from kyso.platform.records.reference_data import load_reference_data
 
     with transaction(app.extensions["kyso.sessions"]) as session:
         summary = load_reference_data(session)
@@ -98,7 +98,7 @@ def demo_data(
     The same --seed gives the same people.
     """
     from kyso.platform.records import demo
-    from kyso.platform.records.reference import load_reference_data
+    from kyso.platform.records.reference_data import load_reference_data
 
     started = time.perf_counter()
     factory = app.extensions["kyso.sessions"]
@@ -116,7 +116,7 @@ def demo_data(
     for problem in demo.IdentityProblem:
         click.echo(f"  identity number {problem.value}: {stats.problems[problem]}")
     if registry_dataset is not None:
-        from kyso.platform.registry.reference import write_dataset
+        from kyso.platform.registry.reference_server import write_dataset
 
         write_dataset(
             registry_dataset, demo.registry_citizens(demo.generate_people(world, count, seed))

@@ -44,11 +44,11 @@ from kyso.platform.models import (
     VaccineProduct,
 )
 from kyso.platform.records import seed as build
-from kyso.platform.records.reference import areas, products, read_toml
+from kyso.platform.records.reference_data import areas, products, read_toml
 from kyso.platform.registry.identity import PROVINCES, century_gender_digit
 
 if TYPE_CHECKING:
-    from kyso.platform.registry.reference import Citizen
+    from kyso.platform.registry.reference_server import Citizen
 
 DEMO_PASSWORD = "kyso-demo-2022"
 REFERENCE_DAY = date(2022, 1, 1)  # ages in the data file are ages on this day
@@ -572,7 +572,7 @@ def insert_people(
 
 def registry_citizens(people: Iterable[DemoPerson]) -> Iterator[Citizen]:
     """What the reference population registry holds about these people."""
-    from kyso.platform.registry.reference import Citizen
+    from kyso.platform.registry.reference_server import Citizen
 
     for person in people:
         entry = person.registry

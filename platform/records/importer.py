@@ -64,7 +64,7 @@ from kyso.platform.models import (
 from kyso.platform.records import csv_limits, rules, xlsx_limits
 from kyso.platform.records.bulk import insert_doses, insert_people
 from kyso.platform.records.names import name_key
-from kyso.platform.records.reference import product_aliases
+from kyso.platform.records.reference_data import product_aliases
 from kyso.platform.records.service import may_record_at, recording_facilities
 from kyso.platform.registry.identity import check_identity
 
@@ -1106,7 +1106,7 @@ def template_xlsx(language: str = "vi", products: Iterable[tuple[str, str]] = ()
 
     ``products`` are (code, name) pairs to list; the shipped reference products by default.
     """
-    from kyso.platform.records.reference import products as reference_products
+    from kyso.platform.records.reference_data import products as reference_products
 
     listed = list(products) or [(p.code, p.name) for p in reference_products()]
     workbook = openpyxl.Workbook()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
-from kyso.platform.i18n import DomainError
+from kyso.platform.errors import DomainError
 
 # Vietnam started vaccinating against COVID-19 on 8 March 2021; nothing is dated before March.
 FIRST_VACCINATION_DAY = date(2021, 3, 1)

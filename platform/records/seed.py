@@ -42,7 +42,7 @@ from kyso.platform.models import (
     VaccineProduct,
     VerificationStatus,
 )
-from kyso.platform.models.org import utcnow
+from kyso.platform.models.columns import utcnow
 from kyso.platform.records import bulk
 from kyso.platform.records.names import name_key
 

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from kyso.platform.auth.access import recordable_facilities, visible_facilities
 from kyso.platform.auth.service import audit
-from kyso.platform.i18n import DomainError
+from kyso.platform.errors import DomainError
 from kyso.platform.models import (
     Area,
     Dose,

@@ -7,7 +7,8 @@ from typing import Any
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 
 from kyso.platform.corrections import service as corrections
-from kyso.platform.i18n import DomainError, translate
+from kyso.platform.errors import DomainError
+from kyso.platform.i18n import translate
 from kyso.platform.models import CorrectionRequest, Facility, Role
 from kyso.platform.records.importer import MAX_ROWS, import_records, template_csv, template_for
 from kyso.platform.records.service import importable_facilities

@@ -16,11 +16,11 @@ from flask import Flask
 from sqlalchemy.exc import DBAPIError
 
 from kyso.platform.db import EX_TEMPFAIL, exit_database_unavailable, is_transient
-from kyso.platform.i18n import DomainError
+from kyso.platform.errors import DomainError
 from kyso.platform.models import VerificationStatus
 from kyso.platform.registry.client import load_registry
 from kyso.platform.registry.protocol import MAX_BATCH
-from kyso.platform.registry.reference import (
+from kyso.platform.registry.reference_server import (
     DatasetError,
     make_app,
     read_citizens_csv,

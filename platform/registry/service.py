@@ -25,7 +25,7 @@ from sqlalchemy.orm.attributes import History
 
 from kyso.platform.auth.service import audit
 from kyso.platform.db import is_sqlite, is_transient
-from kyso.platform.i18n import DomainError
+from kyso.platform.errors import DomainError
 from kyso.platform.models import Gender, Person, VerificationStatus
 from kyso.platform.records.names import name_key
 from kyso.platform.registry.client import (

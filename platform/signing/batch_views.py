@@ -22,11 +22,10 @@ from flask import (
     url_for,
 )
 
-from kyso.platform.i18n import DomainError
+from kyso.platform.errors import DomainError
 from kyso.platform.models import BatchStatus, Role, User
 from kyso.platform.signing import batches, revocation
-from kyso.platform.signing.page_texts import sign_page_texts
-from kyso.platform.signing.texts import count_text
+from kyso.platform.signing.texts import count_text, sign_page_texts
 from kyso.platform.signing.wiring import manifest_signer, signing_context
 from kyso.platform.users.service import active_certificate
 from kyso.platform.web import current_user, db, language, roles_required

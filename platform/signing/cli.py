@@ -13,7 +13,7 @@ from flask import Flask
 from sqlalchemy.exc import DBAPIError
 
 from kyso.platform.db import exit_database_unavailable, is_transient
-from kyso.platform.i18n import DomainError
+from kyso.platform.errors import DomainError
 from kyso.platform.signing.certificates import load_trust_store
 from kyso.platform.signing.export import export_signed
 from kyso.platform.signing.revocation import set_unit_tax_code

@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives import serialization
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from kyso.platform.i18n import DomainError
+from kyso.platform.errors import DomainError
 from kyso.platform.models import BatchMode, ItemState, SigningBatch, SigningBatchItem
 from kyso.platform.signing.certificates import TrustStore, check_certificate
 from kyso.platform.signing.documents import record_id

@@ -50,8 +50,8 @@ from sqlalchemy.types import NullType
 
 from kyso.platform.auth.access import signable_facilities
 from kyso.platform.db import backend, is_postgresql, vietnamese
+from kyso.platform.errors import DomainError
 from kyso.platform.formatting import day
-from kyso.platform.i18n import DomainError
 from kyso.platform.inputs import is_number, parse_date
 from kyso.platform.models import (
     Dose,

@@ -23,7 +23,8 @@ from sqlalchemy.orm import Session
 
 from kyso.platform.auth.service import audit
 from kyso.platform.db import backend, is_sqlite, vietnamese
-from kyso.platform.i18n import DomainError, translate
+from kyso.platform.errors import DomainError
+from kyso.platform.i18n import translate
 from kyso.platform.models import (
     Dose,
     Person,

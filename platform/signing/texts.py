@@ -1,8 +1,15 @@
-"""Texts of the signing page that depend on data: verification reasons, fixes and counts.
+"""The signing pages' texts that take more than one catalogue lookup.
 
-The words for verification statuses belong to the registry (``registry/status.py``); this adds
-who must act. The signing officer does not correct records: the facility that administered the
-dose does, so every problem that needs a correction names that facility.
+- Verification reasons and fixes. The words for verification statuses belong to the registry
+  (``registry/status.py``); this adds who must act. The signing officer does not correct
+  records: the facility that administered the dose does, so every problem that needs a
+  correction names that facility.
+- Counts as officers write them ("1.000", "3.000+"), also inside refusals (``CountError``).
+- The texts the signing page's script shows (``sign_page_texts``), handed to it in its JSON
+  configuration. They live in ``platform/locales/signpage.toml`` (keys ``signpage.*``); the
+  script receives them unformatted, keyed without the prefix (``"agent_not_running"``), and
+  fills placeholders such as ``{signed}`` itself. The agent's own errors carry their texts;
+  these are the page's.
 """
 
 from __future__ import annotations
@@ -10,7 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from kyso.platform.i18n import DomainError, translate
+from kyso.platform.errors import DomainError
+from kyso.platform.i18n import catalogue, translate
 from kyso.platform.models import VerificationStatus
 from kyso.platform.registry.status import status_hint, status_label, status_text
 
@@ -29,6 +37,7 @@ __all__ = [
     "NEEDS_CORRECTION",
     "CountError",
     "count_text",
+    "sign_page_texts",
     "status_fix",
     "status_label",
     "status_reason",
@@ -71,3 +80,16 @@ class CountError(DomainError):
             for key, value in self.values.items()
         }
         return translate(self.key, language, **values)
+
+
+SIGN_PAGE_PREFIX = "signpage."
+
+
+def sign_page_texts(lang: str) -> dict[str, str]:
+    """Every ``signpage.*`` text in ``lang`` (Vietnamese unless ``"en"``), placeholders kept."""
+    column = "en" if lang == "en" else "vi"
+    return {
+        key.removeprefix(SIGN_PAGE_PREFIX): entry[column]
+        for key, entry in catalogue().items()
+        if key.startswith(SIGN_PAGE_PREFIX)
+    }

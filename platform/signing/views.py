@@ -24,10 +24,22 @@ from flask import (
 )
 from werkzeug.datastructures import MultiDict
 
-from kyso.platform.i18n import DomainError, translate
+from kyso.platform.errors import DomainError
+from kyso.platform.i18n import translate
 from kyso.platform.inputs import is_number, parse_number
 from kyso.platform.models import Facility, Role, SigningUnit, User, VerificationStatus
-from kyso.platform.signing import service
+from kyso.platform.signing import selection
+from kyso.platform.signing.preview import Preview
+from kyso.platform.signing.preview import preview as preview_selection
+from kyso.platform.signing.search import (
+    COUNT_CAP,
+    Cursor,
+    SearchFilters,
+    SearchPage,
+    StateFilter,
+    parse_filters,
+)
+from kyso.platform.signing.search import search as find_people
 from kyso.platform.signing.texts import count_text, status_fix, status_label, status_reason
 from kyso.platform.web import current_user, db, language, roles_required
 
@@ -61,7 +73,7 @@ def _ints(values: list[str]) -> list[int]:
     return [int(v) for v in values if is_number(v)]
 
 
-def _summary_payload(summary: service.SelectionSummary, lang: str) -> dict[str, Any]:
+def _summary_payload(summary: selection.SelectionSummary, lang: str) -> dict[str, Any]:
     return {
         "people": summary.people,
         "doses": summary.doses,
@@ -74,7 +86,7 @@ def _summary_payload(summary: service.SelectionSummary, lang: str) -> dict[str, 
     }
 
 
-def _change_message(change: service.SelectionChange, lang: str) -> str:
+def _change_message(change: selection.SelectionChange, lang: str) -> str:
     parts = []
     if change.added:
         parts.append(translate("signing.added", lang, count=count_text(change.added, lang)))
@@ -91,13 +103,13 @@ def _change_message(change: service.SelectionChange, lang: str) -> str:
 
 
 def _respond(
-    change: service.SelectionChange | None, error: DomainError | None, default: str
+    change: selection.SelectionChange | None, error: DomainError | None, default: str
 ) -> Any:
     """Commit (refusals keep their audit trail), then answer the form or the script."""
     session = db()
     session.commit()
     lang = language()
-    summary = change.summary if change else service.summary(session, _officer())
+    summary = change.summary if change else selection.summary(session, _officer())
     message = error.text(lang) if error else _change_message(change, lang) if change else ""
     if _wants_json():
         payload = {"ok": error is None, "message": message, **_summary_payload(summary, lang)}
@@ -107,9 +119,9 @@ def _respond(
     return redirect(_safe_next(default))
 
 
-def _filters_from(args: MultiDict[str, str]) -> service.SearchFilters:
+def _filters_from(args: MultiDict[str, str]) -> SearchFilters:
     """The search a form carries; refused if unreadable (ignoring a filter would widen it)."""
-    filters, problems = service.parse_filters(args)
+    filters, problems = parse_filters(args)
     if problems:
         raise DomainError("signing.unreadable_search")
     return filters
@@ -121,20 +133,20 @@ def search() -> Any:
     officer = _officer()
     session = db()
     lang = language()
-    filters, problems = service.parse_filters(request.args)
+    filters, problems = parse_filters(request.args)
     errors = [p.text(lang) for p in problems]
     page_size = int(current_app.config["PAGE_SIZE"])
     page_number = request.args.get("p", "1")
     page_number_value = parse_number(page_number) or 1
-    result: service.SearchPage | None = None
+    result: SearchPage | None = None
     try:
-        result = service.search(
+        result = find_people(
             session,
             officer,
             filters,
             page_size=page_size,
-            after=service.Cursor.decode(request.args.get("after")),
-            before=service.Cursor.decode(request.args.get("before")),
+            after=Cursor.decode(request.args.get("after")),
+            before=Cursor.decode(request.args.get("before")),
         )
     except DomainError as exc:
         errors.append(exc.text(lang))
@@ -145,9 +157,9 @@ def search() -> Any:
     else:
         carried = request.args.get("n", "")
         if is_number(carried):
-            count = min(int(carried), service.COUNT_CAP)
-            count_capped = int(carried) > service.COUNT_CAP
-    summary = service.summary(session, officer)
+            count = min(int(carried), COUNT_CAP)
+            count_capped = int(carried) > COUNT_CAP
+    summary = selection.summary(session, officer)
     return render_template(
         "signing/search.html",
         officer=officer,
@@ -162,9 +174,9 @@ def search() -> Any:
         page_number=page_number_value,
         summary=summary,
         statuses=list(VerificationStatus),
-        states=list(service.StateFilter),
-        max_people=service.MAX_PEOPLE,
-        max_doses=service.MAX_DOSES,
+        states=list(StateFilter),
+        max_people=selection.MAX_PEOPLE,
+        max_doses=selection.MAX_DOSES,
         count_text=count_text,
         status_label=status_label,
         status_reason=status_reason,
@@ -216,7 +228,7 @@ def update_selection() -> Any:
     add |= ticked - set(shown)
     seen = {dose_id: version for dose_id, (_person, version) in shown.items()}
     try:
-        change = service.update_page(db(), _officer(), add=add, remove=remove, seen=seen)
+        change = selection.update_page(db(), _officer(), add=add, remove=remove, seen=seen)
     except DomainError as exc:
         return _respond(None, exc, url_for("signing.search"))
     return _respond(change, None, url_for("signing.search"))
@@ -231,10 +243,10 @@ def person_selection() -> Any:
         return _respond(None, DomainError("signing.bad_filter"), url_for("signing.search"))
     try:
         if request.form.get("op") == "remove":
-            change = service.remove_person(db(), _officer(), int(person))
+            change = selection.remove_person(db(), _officer(), int(person))
         else:
             filters = _filters_from(request.form)
-            change = service.add_person(db(), _officer(), int(person), filters)
+            change = selection.add_person(db(), _officer(), int(person), filters)
     except DomainError as exc:
         return _respond(None, exc, url_for("signing.search"))
     return _respond(change, None, url_for("signing.search"))
@@ -246,12 +258,12 @@ def remove_from_selection() -> Any:
     """The preview's "Bỏ" buttons: remove doses (``dose``) or whole people (``person``)."""
     session = db()
     officer = _officer()
-    change = service.remove_doses(session, officer, _ints(request.form.getlist("dose")))
+    change = selection.remove_doses(session, officer, _ints(request.form.getlist("dose")))
     removed = change.removed
     for person_id in _ints(request.form.getlist("person")):
-        removed += service.remove_person(session, officer, person_id).removed
-    change = service.SelectionChange(
-        added=0, removed=removed, summary=service.summary(session, officer)
+        removed += selection.remove_person(session, officer, person_id).removed
+    change = selection.SelectionChange(
+        added=0, removed=removed, summary=selection.summary(session, officer)
     )
     return _respond(change, None, url_for("signing.preview"))
 
@@ -261,7 +273,7 @@ def remove_from_selection() -> Any:
 def select_search() -> Any:
     """Tick all ("chọn tất cả") of the search whose filters the form carries."""
     try:
-        change = service.add_search(
+        change = selection.add_search(
             db(), _officer(), _filters_from(request.form), first=request.form.get("first") == "1"
         )
     except DomainError as exc:
@@ -272,7 +284,7 @@ def select_search() -> Any:
 @blueprint.post("/selection/clear")
 @roles_required(Role.SIGNING_OFFICER)
 def clear_selection() -> Any:
-    change = service.clear(db(), _officer())
+    change = selection.clear(db(), _officer())
     lang = language()
     db().commit()
     message = translate("signing.cleared", lang, count=count_text(change.removed, lang))
@@ -292,10 +304,10 @@ def preview() -> Any:
     session = db()
     lang = language()
     error = None
-    result: service.Preview | None = None
+    result: Preview | None = None
     page = request.args.get("page", "1")
     try:
-        result = service.preview(session, _officer(), page=parse_number(page, 5) or 1)
+        result = preview_selection(session, _officer(), page=parse_number(page, 5) or 1)
     except DomainError as exc:
         error = exc.text(lang)
     session.commit()  # the dropped doses leave the selection
@@ -303,8 +315,8 @@ def preview() -> Any:
         "signing/preview.html",
         preview=result,
         error=error,
-        max_people=service.MAX_PEOPLE,
-        max_doses=service.MAX_DOSES,
+        max_people=selection.MAX_PEOPLE,
+        max_doses=selection.MAX_DOSES,
         count_text=count_text,
         here=request.full_path.rstrip("?"),
     )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from flask import Flask, current_app, request
 
-from kyso.platform.i18n import DomainError
+from kyso.platform.errors import DomainError
 from kyso.platform.models import SigningUnit
 from kyso.platform.signing import batches, revocation
 from kyso.platform.signing.certificates import CheckedCertificate, load_trust_store

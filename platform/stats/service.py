@@ -35,7 +35,7 @@ from sqlalchemy import ColumnElement, Select, and_, exists, extract, false, func
 from sqlalchemy.orm import Session, aliased
 
 from kyso.platform.auth.access import recordable_facilities, visible_facilities
-from kyso.platform.i18n import DomainError
+from kyso.platform.errors import DomainError
 from kyso.platform.inputs import parse_number, storable
 from kyso.platform.models import (
     Area,

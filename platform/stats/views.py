@@ -27,8 +27,9 @@ from flask import (
 )
 
 from kyso.platform.auth.service import audit
+from kyso.platform.errors import DomainError
 from kyso.platform.formatting import vietnam_time
-from kyso.platform.i18n import DomainError, translate
+from kyso.platform.i18n import translate
 from kyso.platform.inputs import parse_number
 from kyso.platform.models import (
     Role,

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from kyso.platform.db import transaction
-from kyso.platform.i18n import DomainError
+from kyso.platform.errors import DomainError
 from kyso.platform.models import Area, AreaLevel, Facility, Role, SigningUnit, User
 from kyso.platform.signing.certificates import CheckedCertificate, load_trust_store
 from kyso.platform.signing.revocation import check_registration

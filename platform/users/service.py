@@ -46,7 +46,8 @@ from kyso.platform.auth.sessions import (
     end_user_sessions,
 )
 from kyso.platform.db import serialize_on, vietnamese
-from kyso.platform.i18n import LANGUAGES, DomainError, catalogue, translate
+from kyso.platform.errors import DomainError
+from kyso.platform.i18n import LANGUAGES, catalogue, translate
 from kyso.platform.inputs import storable
 from kyso.platform.models import (
     Area,
@@ -58,7 +59,7 @@ from kyso.platform.models import (
     SigningUnit,
     User,
 )
-from kyso.platform.models.org import utcnow
+from kyso.platform.models.columns import utcnow
 from kyso.platform.signing.certificates import CheckedCertificate
 
 T = TypeVar("T")

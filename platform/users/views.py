@@ -27,7 +27,8 @@ from werkzeug.wrappers import Response
 
 from kyso.platform import formatting
 from kyso.platform.auth.access import may_manage
-from kyso.platform.i18n import DomainError, catalogue, translate
+from kyso.platform.errors import DomainError
+from kyso.platform.i18n import catalogue, translate
 from kyso.platform.inputs import is_number
 from kyso.platform.models import Role, SigningUnit, User
 from kyso.platform.signing import revocation

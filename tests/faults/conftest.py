@@ -45,10 +45,10 @@ from kyso.platform.models import (
     Dose,
     DoseSignature,
     ItemState,
+    Passport,
     SigningBatch,
     SigningBatchItem,
 )
-from kyso.platform.passport.models import Passport
 from kyso.platform.signing.certificates import load_trust_store
 from kyso.platform.signing.export import export_signed
 from kyso.platform.signing.selection import add_doses

@@ -15,8 +15,7 @@ from support.passport_fixtures import passport_keys  # noqa: F401 (a fixture)
 from support.passport_hsm import PassportKeys
 from support.pg_faults import HeldLock, LockTrap
 
-from kyso.platform.models import PassportQueueEntry, PassportState
-from kyso.platform.passport.models import IssuanceRun, Passport
+from kyso.platform.models import IssuanceRun, Passport, PassportQueueEntry, PassportState
 
 from .conftest import Officer, World, invariants
 

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from support.platform_seed import add_person
 
 from kyso.platform.models import Gender, Person, VerificationStatus
-from kyso.platform.registry.reference import Citizen, write_dataset
+from kyso.platform.registry.reference_server import Citizen, write_dataset
 
 from .conftest import World, invariants
 

@@ -29,7 +29,7 @@ from support.signing import digests, verify
 from kyso.agent.token.pkcs11_token import Pkcs11Token
 from kyso.agent.token.softhsm import ProvisionedToken
 from kyso.platform.app import CONTENT_SECURITY_POLICY
-from kyso.platform.signing.page_texts import sign_page_texts
+from kyso.platform.signing.texts import sign_page_texts
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 

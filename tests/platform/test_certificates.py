@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from support.platform_seed import ProvinceSeed, Seed, add_province
 
-from kyso.platform.i18n import DomainError
+from kyso.platform.errors import DomainError
 from kyso.platform.models import AuditEvent, SigningCertificate, User
 from kyso.platform.users import service
 from kyso.platform.users.service import (
@@ -147,7 +147,8 @@ def test_first_registration(session: Session, org: Seed) -> None:
     assert certificate.user_id == org.officer.id
     assert certificate.registered_by_id == org.admin.id
     assert certificate.registered_at is not None
-    # The token is read through the agent in a later issue: these stay empty.
+    # Registered by serial alone: subject, DER and fingerprint are filled in only when the
+    # certificate is read from the token through the agent ("Đọc chứng thư số từ USB token").
     assert (certificate.subject, certificate.der, certificate.fingerprint_sha256) == (
         None,
         None,

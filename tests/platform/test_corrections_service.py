@@ -21,17 +21,17 @@ from kyso.platform.corrections.service import (
     made_for,
     verify_person_now,
 )
-from kyso.platform.i18n import DomainError
+from kyso.platform.errors import DomainError
 from kyso.platform.models import (
     AuditEvent,
     DoseSignature,
     Feedback,
     FeedbackStatus,
+    Passport,
     Person,
     RecordVersion,
     VerificationStatus,
 )
-from kyso.platform.passport.models import Passport
 from kyso.platform.records.service import DoseData, PersonData
 from kyso.platform.registry.client import HttpPopulationRegistry
 from kyso.platform.signing.search import SearchFilters, SigningState, StateFilter, search

@@ -31,7 +31,7 @@ from kyso.platform.models import (
 from kyso.platform.records import demo, rules
 from kyso.platform.records.demo import IdentityProblem
 from kyso.platform.records.names import name_key
-from kyso.platform.records.reference import load_reference_data, read_toml
+from kyso.platform.records.reference_data import load_reference_data, read_toml
 from kyso.platform.registry.identity import PROVINCES, check_identity
 
 SAMPLE = 6000
@@ -290,7 +290,7 @@ def test_demo_accounts_log_in_with_the_documented_password(
 
 
 def test_registry_dataset(tmp_path: Path, world: demo.DemoWorld) -> None:
-    from kyso.platform.registry.reference import write_dataset
+    from kyso.platform.registry.reference_server import write_dataset
 
     generated = list(demo.generate_people(world, 800, seed=5))
     path = tmp_path / "registry.db"

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from support.platform_seed import Seed, add_person, add_province
 
+from kyso.platform.errors import DomainError
 from kyso.platform.feedback import service
 from kyso.platform.feedback.service import (
     FeedbackForm,
@@ -22,7 +23,6 @@ from kyso.platform.feedback.service import (
     issue_form_token,
     submit,
 )
-from kyso.platform.i18n import DomainError
 from kyso.platform.models import (
     AuditEvent,
     Dose,

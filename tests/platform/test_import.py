@@ -34,7 +34,7 @@ from kyso.platform.records.importer import (
     template_headers,
     template_xlsx,
 )
-from kyso.platform.records.reference import load_reference_data
+from kyso.platform.records.reference_data import load_reference_data
 
 TODAY = date(2022, 6, 1)
 HEADERS = template_headers("vi")

@@ -27,7 +27,7 @@ from support.signing_data import sign
 
 from kyso.platform.auth.service import hash_password
 from kyso.platform.corrections.service import correct
-from kyso.platform.i18n import DomainError
+from kyso.platform.errors import DomainError
 from kyso.platform.models import (
     AuditEvent,
     CorrectionRequest,
@@ -40,7 +40,7 @@ from kyso.platform.models import (
     VerificationStatus,
 )
 from kyso.platform.records.importer import ImportReport, import_records, template_headers
-from kyso.platform.records.reference import load_reference_data
+from kyso.platform.records.reference_data import load_reference_data
 from kyso.platform.records.service import PersonData
 
 TODAY = date(2022, 6, 1)

@@ -15,7 +15,7 @@ from support.platform_client import csrf_token, login
 from support.platform_seed import Seed
 
 from kyso.platform.models import AuditEvent, Dose, Person
-from kyso.platform.records.reference import load_reference_data
+from kyso.platform.records.reference_data import load_reference_data
 
 PAGE = "/records/import"
 HEADER = (

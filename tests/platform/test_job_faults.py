@@ -31,11 +31,23 @@ from support.platform_db import postgresql_only
 from support.platform_seed import Seed, add_person
 
 from kyso.platform.cli import main
-from kyso.platform.models import Gender, PassportQueueEntry, PassportState, VerificationStatus
+from kyso.platform.models import (
+    Gender,
+    IssuanceRun,
+    Passport,
+    PassportQueueEntry,
+    PassportState,
+    RunStatus,
+    VerificationStatus,
+)
 from kyso.platform.models import Person as PersonRow
 from kyso.platform.passport.issuance import IssuanceContext, issue_passports
-from kyso.platform.passport.models import IssuanceRun, Passport, RunStatus
-from kyso.platform.registry.reference import Citizen, ReferenceServer, make_app, write_dataset
+from kyso.platform.registry.reference_server import (
+    Citizen,
+    ReferenceServer,
+    make_app,
+    write_dataset,
+)
 
 RUN_UPDATE = "UPDATE passport_runs%"
 

@@ -19,7 +19,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from support.platform_db import Databases
 
-from kyso.platform.registry.reference import ReferenceServer, make_app, write_dataset
+from kyso.platform.registry.reference_server import ReferenceServer, make_app, write_dataset
 
 KYSO_PLATFORM = str(Path(sys.executable).with_name("kyso-platform"))
 

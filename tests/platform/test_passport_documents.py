@@ -21,7 +21,7 @@ from support.passport_fixtures import *  # noqa: F403
 from support.passport_hsm import PassportKeys
 from support.platform_seed import Seed, add_person
 
-from kyso.platform.i18n import DomainError
+from kyso.platform.errors import DomainError
 from kyso.platform.passport import dcc, lookup, render, verifier
 from kyso.platform.passport.hsm import HsmSigner
 from kyso.platform.passport.issuance import SchemaGuard

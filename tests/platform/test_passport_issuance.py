@@ -33,15 +33,18 @@ from support.platform_seed import Seed, add_person
 from kyso.platform.models import (
     Dose,
     DoseSignature,
+    IssuanceError,
+    IssuanceRun,
+    Passport,
     PassportQueueEntry,
     PassportState,
+    RunStatus,
     SigningBatch,
     SigningBatchItem,
     VaccineProduct,
 )
 from kyso.platform.passport import issuance as service
 from kyso.platform.passport.hsm import HsmSigner
-from kyso.platform.passport.models import IssuanceError, IssuanceRun, Passport, RunStatus
 
 
 def plain_decode(payload: str) -> tuple[dict[Any, Any], dict[Any, Any], bytes, bytes, bytes]:

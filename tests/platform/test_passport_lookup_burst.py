@@ -9,7 +9,7 @@ from flask import Flask
 from sqlalchemy.orm import Session
 from support.platform_seed import Seed, add_person
 
-from kyso.platform.i18n import DomainError
+from kyso.platform.errors import DomainError
 from kyso.platform.passport import lookup
 
 

@@ -40,7 +40,7 @@ from support.passport_fixtures import signer_for
 from support.passport_hsm import KEY_LABELS, PassportKeys, issue_crl
 
 from kyso.agent import devpki
-from kyso.platform.i18n import DomainError
+from kyso.platform.errors import DomainError
 from kyso.platform.passport import config, dcc, pdfcms, render
 from kyso.platform.passport.hsm import HsmConfig, HsmError, HsmSigner
 from kyso.platform.passport.valuesets import value_sets

@@ -37,11 +37,10 @@ from support.platform_seed import Seed, add_person
 from werkzeug.serving import make_server
 
 from kyso.platform.cli import main
-from kyso.platform.models import PassportQueueEntry, PassportState
+from kyso.platform.models import Passport, PassportQueueEntry, PassportState
 from kyso.platform.passport import dcc, revocation, signedlist, verifier
 from kyso.platform.passport.hsm import HsmSigner
 from kyso.platform.passport.issuance import supersede_for_person
-from kyso.platform.passport.models import Passport
 from kyso.platform.passport.revocation import RevocationList
 from kyso.platform.passport.signedlist import ListError
 from kyso.platform.passport.valuesets import VaccineCodes

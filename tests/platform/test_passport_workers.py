@@ -27,10 +27,9 @@ from support.passport_hsm import PassportKeys
 from support.platform_db import postgresql_only
 from support.platform_seed import Seed
 
-from kyso.platform.models import PassportQueueEntry, PassportState
+from kyso.platform.models import IssuanceRun, Passport, PassportQueueEntry, PassportState
 from kyso.platform.passport import render
 from kyso.platform.passport.issuance import IssuanceContext, RunSummary, issue_passports
-from kyso.platform.passport.models import IssuanceRun, Passport
 
 WORKERS = 4
 

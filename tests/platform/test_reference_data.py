@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from support.platform_seed import Seed
 
 from kyso.platform.models import Area, AreaLevel, VaccineProduct
-from kyso.platform.records import reference
+from kyso.platform.records import reference_data
 from kyso.platform.records.names import name_key
 
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -51,7 +51,7 @@ def _plain(name: str) -> str:
 
 
 def test_the_63_provinces_are_those_of_the_identity_number_rules() -> None:
-    provinces = [a for a in reference.areas() if a.level is AreaLevel.PROVINCE]
+    provinces = [a for a in reference_data.areas() if a.level is AreaLevel.PROVINCE]
     documented = _identity_doc_provinces()
     assert len(documented) == 63
     assert len(provinces) == 63
@@ -68,7 +68,7 @@ def test_the_63_provinces_are_those_of_the_identity_number_rules() -> None:
 
 
 def test_demo_areas_form_a_tree_under_known_provinces() -> None:
-    rows = reference.areas()
+    rows = reference_data.areas()
     by_code = {row.code: row for row in rows}
     assert len(by_code) == len(rows), "area codes must be unique"
     position = {row.code: i for i, row in enumerate(rows)}
@@ -100,7 +100,7 @@ def test_products_match_the_dcc_value_sets() -> None:
         entry["vaccine-code"]: entry
         for entry in _valueset("vaccine-encoding-instructions.json").values()
     }
-    rows = reference.products()
+    rows = reference_data.products()
     assert len({p.code for p in rows}) == len(rows)
     for product in rows:
         assert product.code in products, product.code
@@ -131,7 +131,7 @@ def test_products_are_those_of_decision_5772() -> None:
         "Abdala": "CIGB",
     }
     assert {row["mp"]: row["ma"] for row in _table("decision-5772-vaccines.csv")} == expected
-    assert {p.code: p.manufacturer_code for p in reference.products()} == expected
+    assert {p.code: p.manufacturer_code for p in reference_data.products()} == expected
 
 
 @pytest.mark.parametrize(
@@ -148,21 +148,21 @@ def test_products_are_those_of_decision_5772() -> None:
     ],
 )
 def test_aliases_facilities_write(written: str, code: str) -> None:
-    assert reference.product_aliases()[name_key(written)] == code
+    assert reference_data.product_aliases()[name_key(written)] == code
 
 
 def test_covishield_is_not_taken_for_vaxzevria() -> None:
-    assert name_key("Covishield") not in reference.product_aliases()
+    assert name_key("Covishield") not in reference_data.product_aliases()
 
 
 def test_loading_is_an_idempotent_upsert(session: Session) -> None:
-    first = reference.load_reference_data(session)
+    first = reference_data.load_reference_data(session)
     session.commit()
-    assert first.areas_added == len(reference.areas())
-    assert first.products_added == len(reference.products())
-    second = reference.load_reference_data(session)
-    assert second == reference.LoadSummary(0, 0, 0, 0)
-    assert session.scalar(select(func.count()).select_from(Area)) == len(reference.areas())
+    assert first.areas_added == len(reference_data.areas())
+    assert first.products_added == len(reference_data.products())
+    second = reference_data.load_reference_data(session)
+    assert second == reference_data.LoadSummary(0, 0, 0, 0)
+    assert session.scalar(select(func.count()).select_from(Area)) == len(reference_data.areas())
 
     ben_nghe = session.scalar(select(Area).where(Area.code == "26740"))
     assert ben_nghe is not None
@@ -182,7 +182,7 @@ def test_loading_corrects_changed_rows_and_keeps_existing_ids(session: Session, 
     org.pfizer.prophylaxis_code = "J07BX03"  # deprecated code, as an old deployment had
     org.ben_nghe.name = "P. Bến Nghé"
     session.commit()
-    summary = reference.load_reference_data(session)
+    summary = reference_data.load_reference_data(session)
     session.commit()
     assert summary.products_updated >= 1
     assert summary.areas_updated >= 1
@@ -200,9 +200,9 @@ def test_the_command(database_url: str, tmp_path: Path, session: Session) -> Non
     env = {"DATABASE_URL": database_url, "KYSO_INSTANCE_PATH": str(tmp_path / "instance")}
     first = CliRunner().invoke(main, ["reference-data"], env=env)
     assert first.exit_code == 0, first.output
-    assert f"areas: {len(reference.areas())} added" in first.output
+    assert f"areas: {len(reference_data.areas())} added" in first.output
     again = CliRunner().invoke(main, ["reference-data"], env=env)
     assert "areas: 0 added, 0 updated; vaccine products: 0 added, 0 updated" in again.output
     assert session.scalar(select(func.count()).select_from(VaccineProduct)) == len(
-        reference.products()
+        reference_data.products()
     )

@@ -20,7 +20,7 @@ from support.platform_seed import Seed, add_person
 from kyso.platform.cli import main
 from kyso.platform.models import Gender, Person, VerificationStatus
 from kyso.platform.registry.protocol import RegistryCitizen
-from kyso.platform.registry.reference import (
+from kyso.platform.registry.reference_server import (
     Citizen,
     ReferenceServer,
     dataset_size,

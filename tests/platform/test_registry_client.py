@@ -28,7 +28,7 @@ from kyso.platform.registry.client import (
     load_registry,
 )
 from kyso.platform.registry.protocol import LOOKUP_PATH, MAX_BATCH, RegistryCitizen
-from kyso.platform.registry.reference import (
+from kyso.platform.registry.reference_server import (
     Citizen,
     DatasetError,
     ReferenceServer,

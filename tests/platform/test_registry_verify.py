@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from support.platform_seed import Seed, add_person
 
-from kyso.platform.i18n import DomainError
+from kyso.platform.errors import DomainError
 from kyso.platform.models import AuditEvent, Gender, Person, VerificationStatus
 from kyso.platform.records.names import name_key
 from kyso.platform.registry.client import (
@@ -23,7 +23,12 @@ from kyso.platform.registry.client import (
     RegistryCitizen,
     RegistryUnavailable,
 )
-from kyso.platform.registry.reference import Citizen, ReferenceServer, make_app, write_dataset
+from kyso.platform.registry.reference_server import (
+    Citizen,
+    ReferenceServer,
+    make_app,
+    write_dataset,
+)
 from kyso.platform.registry.service import (
     AUDIT_ACTION,
     VerificationReport,

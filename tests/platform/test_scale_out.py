@@ -33,8 +33,14 @@ from support.platform_seed import PASSWORD, Seed
 from support.signing_data import bulk_people
 from support.signing_keys import Pki, make_pki
 
-from kyso.platform.models import AuditEvent, Dose, PassportQueueEntry, PassportState
-from kyso.platform.passport.models import IssuanceRun, Passport
+from kyso.platform.models import (
+    AuditEvent,
+    Dose,
+    IssuanceRun,
+    Passport,
+    PassportQueueEntry,
+    PassportState,
+)
 from kyso.platform.signing.selection import add_doses
 from kyso.platform.users.service import register_certificate
 

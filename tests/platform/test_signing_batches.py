@@ -24,7 +24,7 @@ from support.signing_keys import Pki, Signer, make_pki, make_signer
 
 from kyso.agent import devpki
 from kyso.agent.manifest import commitment, verify_manifest
-from kyso.platform.i18n import DomainError
+from kyso.platform.errors import DomainError
 from kyso.platform.models import (
     AuditEvent,
     BatchMode,

@@ -16,7 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from support.cms_pki import Pki, create_pki, create_root, der, issue_ca, new_key
 
 from kyso.agent import devpki
-from kyso.platform.i18n import DomainError, catalogue
+from kyso.platform.errors import DomainError
+from kyso.platform.i18n import catalogue
 from kyso.platform.signing import cms
 from kyso.platform.signing.certificates import (
     VIETNAM_TIME,

@@ -11,16 +11,9 @@ from support.signing_data import bulk_people, edit, sign
 
 from kyso.platform.models import Dose, SigningSelection, SigningUnit, SigningUnitKind, User
 from kyso.platform.models import VerificationStatus as Status
-from kyso.platform.signing.service import (
-    DropReason,
-    SearchFilters,
-    SigningState,
-    add_doses,
-    add_search,
-    clear,
-    preview,
-    validated_selection,
-)
+from kyso.platform.signing.preview import DropReason, preview, validated_selection
+from kyso.platform.signing.search import SearchFilters, SigningState
+from kyso.platform.signing.selection import add_doses, add_search, clear
 
 
 def selected(session: Session, officer: User) -> set[int]:

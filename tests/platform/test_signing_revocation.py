@@ -25,7 +25,7 @@ from support.signing_keys import Signer, make_signer
 
 from kyso.agent import devpki
 from kyso.platform.cli import main
-from kyso.platform.i18n import DomainError
+from kyso.platform.errors import DomainError
 from kyso.platform.models import (
     AuditEvent,
     Dose,

@@ -11,11 +11,11 @@ from sqlalchemy.orm import Session
 from support.platform_seed import Seed, add_person
 from support.signing_data import bulk_people, edit, sign
 
+from kyso.platform.errors import DomainError
 from kyso.platform.formatting import sort_key
-from kyso.platform.i18n import DomainError
 from kyso.platform.models import Dose, Person, User, VerificationStatus
 from kyso.platform.signing import search as search_module
-from kyso.platform.signing.service import (
+from kyso.platform.signing.search import (
     Cursor,
     SearchFilters,
     SearchPage,

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from support.platform_seed import Seed, add_person
 from support.signing_data import bulk_people, edit, sign
 
-from kyso.platform.i18n import DomainError
+from kyso.platform.errors import DomainError
 from kyso.platform.models import (
     AuditEvent,
     Dose,
@@ -22,13 +22,12 @@ from kyso.platform.models import (
     User,
     VerificationStatus,
 )
-from kyso.platform.signing.service import (
+from kyso.platform.signing.search import SearchFilters, StateFilter
+from kyso.platform.signing.selection import (
     MAX_DOSES,
     MAX_PEOPLE,
     LimitExceeded,
     NotVerified,
-    SearchFilters,
-    StateFilter,
     add_doses,
     add_search,
     clear,
@@ -37,7 +36,7 @@ from kyso.platform.signing.service import (
     summary,
     update_page,
 )
-from kyso.platform.signing.service import add_person as select_person
+from kyso.platform.signing.selection import add_person as select_person
 
 
 def selected(session: Session, officer: User) -> set[int]:

@@ -12,7 +12,7 @@ from support.feedback_data import invalid_people
 from support.platform_seed import Seed, add_person, add_province
 from support.signing_data import bulk_people
 
-from kyso.platform.i18n import DomainError
+from kyso.platform.errors import DomainError
 from kyso.platform.models import Role, User, VerificationStatus
 from kyso.platform.stats.export import headers, write_invalid_xlsx
 from kyso.platform.stats.service import (

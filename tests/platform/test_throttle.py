@@ -18,9 +18,9 @@ from support.platform_seed import PASSWORD, Seed, add_person
 
 from kyso.platform import throttle
 from kyso.platform.auth.service import LOGIN
+from kyso.platform.errors import DomainError
 from kyso.platform.feedback import service as feedback
 from kyso.platform.feedback.service import issue_form_token
-from kyso.platform.i18n import DomainError
 from kyso.platform.models import AuditEvent
 from kyso.platform.passport import lookup
 

@@ -20,7 +20,8 @@ from support.platform_seed import PASSWORD, ProvinceSeed, Seed, add_person, add_
 
 from kyso.platform.auth.access import may_manage, signable_facilities
 from kyso.platform.auth.service import hash_password
-from kyso.platform.i18n import DomainError, translate
+from kyso.platform.errors import DomainError
+from kyso.platform.i18n import translate
 from kyso.platform.models import (
     Facility,
     FacilityType,
@@ -29,8 +30,9 @@ from kyso.platform.models import (
     SigningUnitKind,
     User,
 )
+from kyso.platform.signing.preview import DropReason, preview
 from kyso.platform.signing.search import scope_facility_ids
-from kyso.platform.signing.service import DropReason, add_doses, preview
+from kyso.platform.signing.selection import add_doses
 from kyso.platform.users import service
 from kyso.platform.users.service import UserForm, UserQuery
 

@@ -12,7 +12,7 @@ from support.platform_seed import PASSWORD, ProvinceSeed, Seed, add_province
 
 from kyso.platform.auth.access import may_manage
 from kyso.platform.auth.service import authenticate
-from kyso.platform.i18n import DomainError
+from kyso.platform.errors import DomainError
 from kyso.platform.models import AuditEvent, Role, User
 from kyso.platform.users import service
 from kyso.platform.users.service import AuditQuery, UserForm, UserQuery

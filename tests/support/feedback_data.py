@@ -10,9 +10,21 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from kyso.platform.models import Dose, DoseSignature, Gender, Person, VerificationStatus
-from kyso.platform.passport.models import Passport, PassportSigner
-from kyso.platform.registry.reference import Citizen, ReferenceServer, make_app, write_dataset
+from kyso.platform.models import (
+    Dose,
+    DoseSignature,
+    Gender,
+    Passport,
+    PassportSigner,
+    Person,
+    VerificationStatus,
+)
+from kyso.platform.registry.reference_server import (
+    Citizen,
+    ReferenceServer,
+    make_app,
+    write_dataset,
+)
 from support.platform_seed import Seed, add_person
 
 # 079 (Hồ Chí Minh City), 0 = male born in the 1900s, 90 = 1990.

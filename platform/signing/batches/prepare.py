@@ -18,8 +18,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from kyso.platform.auth.service import audit
+from kyso.platform.errors import DomainError
 from kyso.platform.formatting import sort_key
-from kyso.platform.i18n import DomainError
 from kyso.platform.models import (
     BatchMode,
     BatchStatus,

@@ -24,7 +24,7 @@ from sqlalchemy.dialects.sqlite import insert as lite_insert
 from sqlalchemy.orm import Session
 
 from kyso.platform.db import is_postgresql
-from kyso.platform.i18n import DomainError
+from kyso.platform.errors import DomainError
 from kyso.platform.models import (
     BatchMode,
     Dose,

@@ -1,10 +1,12 @@
-"""Vaccine passports: what the central issuer signed, who signed it, and each issuance run.
+"""Vaccine passports (``passport/``): the queue of facility-signed certificates, what the
+central issuer signed, who signed it, and each issuance run.
 
-A passport is one EU DCC vaccination certificate for a person's latest facility-signed dose. It
-is never deleted: a correction or a later dose issues a new passport that supersedes the old
-one (``superseded_at``, ``superseded_by``, ``superseded_reason``). The database keeps at most
-one current passport per person (a partial unique index), so two workers can never both issue
-one for the same person.
+Every facility signature the platform stores enters ``passport_queue``, and the issuance
+workers take their work from there. A passport is one EU DCC vaccination certificate for a
+person's latest facility-signed dose. It is never deleted: a correction or a later dose issues a
+new passport that supersedes the old one (``superseded_at``, ``superseded_by``,
+``superseded_reason``). The database keeps at most one current passport per person (a partial
+unique index), so two workers can never both issue one for the same person.
 
 The central signing key lives on a PKCS#11 token; only its public certificate is stored here
 (``passport_signers``: the platform's own signer certificate list, found by ``kid``).
@@ -16,30 +18,36 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    DateTime,
-    ForeignKey,
-    Index,
-    Integer,
-    LargeBinary,
-    String,
-    Text,
-    text,
-)
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from kyso.platform.db import Base
-from kyso.platform.models.org import db_enum, utcnow
+from kyso.platform.models.columns import db_enum, utcnow
 from kyso.platform.models.records import Person
+from kyso.platform.models.signing import DoseSignature
 
-__all__ = [
-    "IssuanceError",
-    "IssuanceRun",
-    "Passport",
-    "PassportSigner",
-    "RunStatus",
-]
+
+class PassportState(enum.StrEnum):
+    PENDING = "pending"
+    ISSUED = "issued"
+    FAILED = "failed"
+
+
+class PassportQueueEntry(Base):
+    """A facility-signed certificate waiting for the central vaccine passport system."""
+
+    __tablename__ = "passport_queue"
+    __table_args__ = (Index("ix_passport_queue_state_queued", "state", "queued_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    signature_id: Mapped[int] = mapped_column(ForeignKey("dose_signatures.id"), unique=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id"), index=True)
+    state: Mapped[PassportState] = mapped_column(
+        db_enum(PassportState, "passport_state"), default=PassportState.PENDING
+    )
+    queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    signature: Mapped[DoseSignature] = relationship()
 
 
 class RunStatus(enum.StrEnum):
