@@ -18,7 +18,7 @@ from flask import Flask, Response, request
 from flask_wtf.csrf import CSRFProtect
 
 from kyso.platform import settings, web
-from kyso.platform.db import make_engine, make_session_factory
+from kyso.platform.db import make_engine, make_replica_engine, make_session_factory
 from kyso.platform.request_json import JSONProvider
 
 csrf = CSRFProtect()
@@ -81,6 +81,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     engine = make_engine(app.config["DATABASE_URL"])
     app.extensions["kyso.engine"] = engine
     app.extensions["kyso.sessions"] = make_session_factory(engine)
+    if app.config.get("DATABASE_REPLICA_URL"):
+        # Heavy reads (statistics, export) go there: web.read_db() and web.read_session().
+        replica = make_replica_engine(app.config["DATABASE_REPLICA_URL"])
+        app.extensions["kyso.replica_engine"] = replica
+        app.extensions["kyso.replica_sessions"] = make_session_factory(replica)
     csrf.init_app(app)
 
     _register_blueprints(app)

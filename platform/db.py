@@ -66,6 +66,27 @@ def make_engine(url: str, **options: Any) -> Engine:
     return create_engine(url, pool_pre_ping=True, **options)
 
 
+# Seconds to wait for the replica's connection: a replica that does not answer sends the reads
+# to the primary quickly, instead of holding the page for the system's TCP timeout.
+REPLICA_CONNECT_TIMEOUT = 3
+
+
+def make_replica_engine(url: str) -> Engine:
+    """The engine of a read-only replica (``DATABASE_REPLICA_URL``).
+
+    Its sessions are read-only at the server (``default_transaction_read_only``): a write sent
+    there by mistake fails at once, also on a copy of the database that is not a hot standby
+    (which refuses writes by itself).
+    """
+    return make_engine(
+        url,
+        connect_args={
+            "options": "-c default_transaction_read_only=on",
+            "connect_timeout": REPLICA_CONNECT_TIMEOUT,
+        },
+    )
+
+
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
 

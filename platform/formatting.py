@@ -9,7 +9,6 @@ order (a ă â b c d đ e ê …, tones second). The Jinja filters are registere
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +18,6 @@ from typing import TypeVar
 from babel.dates import format_date, format_datetime
 from babel.numbers import format_decimal
 
-from kyso.platform.errors import DomainError
 from kyso.platform.i18n import DEFAULT_LANGUAGE
 
 T = TypeVar("T")
@@ -181,43 +179,6 @@ def certificate_facts(der: bytes | None, serial_hex: str | None = None) -> Certi
         serial=serial(digits),
         serial_hex=digits,
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# Typed dates: dd/mm/yyyy text fields, never the browser's locale-dependent date picker
-
-_TYPED_DAY = re.compile(r"\s*(\d{1,2})\s*[/.-]\s*(\d{1,2})\s*[/.-]\s*(\d{4})\s*")
-_ISO_DAY = re.compile(r"\s*(\d{4})-(\d{2})-(\d{2})\s*")  # links and bookmarks made before
-MIN_YEAR = 1900
-MAX_YEAR = 2100
-
-
-class DateInputError(DomainError):
-    """A typed date that is not a real dd/mm/yyyy day; the text says what was typed."""
-
-
-def parse_day(text: str, field: str = "") -> date | None:
-    """The day typed as dd/mm/yyyy (also d/m/yyyy, or with '.' or '-'); empty means none.
-
-    31/02/2021 and 08/04/20211 are refused with a message naming the field and the text,
-    never silently emptied or accepted.
-    """
-    if not text or not text.strip():
-        return None
-    matched = _TYPED_DAY.fullmatch(text)
-    iso = _ISO_DAY.fullmatch(text)
-    if matched is not None:
-        day_, month, year = (int(part) for part in matched.groups())
-    elif iso is not None:
-        year, month, day_ = (int(part) for part in iso.groups())
-    else:
-        raise DateInputError("common.date_invalid", field=field, value=text.strip()[:40])
-    if not MIN_YEAR <= year <= MAX_YEAR:
-        raise DateInputError("common.date_invalid", field=field, value=text.strip()[:40])
-    try:
-        return date(year, month, day_)
-    except ValueError:
-        raise DateInputError("common.date_invalid", field=field, value=text.strip()[:40]) from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,7 +7,11 @@ the database's integer). Every number taken from a URL, form or cursor goes thro
 
 from __future__ import annotations
 
-from datetime import date, datetime
+import re
+from datetime import date
+
+from kyso.platform.errors import DomainError
+from kyso.platform.i18n import DEFAULT_LANGUAGE, translate
 
 ID_DIGITS = 9  # below 2**31: every integer column of the schema
 
@@ -27,24 +31,48 @@ def storable(text: str) -> bool:
     return "\x00" not in text
 
 
-# The ways Vietnamese forms and spreadsheets write a date, day first; ISO for the date inputs.
-# A year always has four digits (``%Y`` takes no fewer): a two-digit year is never guessed.
-DATE_FORMATS = ("%d/%m/%Y", "%d-%m-%Y", "%d.%m.%Y", "%Y-%m-%d", "%Y/%m/%d")
+# The ways Vietnamese forms and spreadsheets write a date: day first (17/05/1990, 17-05-1990,
+# 17.05.1990, 7/5/1990), or ISO year first for links, bookmarks and date inputs (1990-05-17,
+# 1990/05/17). A year always has four ASCII digits: a two-digit year is never guessed, and
+# 08/04/20211 is no date.
+_DAY_FIRST = re.compile(r"([0-9]{1,2})\s*[/.-]\s*([0-9]{1,2})\s*[/.-]\s*([0-9]{4})")
+_YEAR_FIRST = re.compile(r"([0-9]{4})([/-])([0-9]{1,2})\2([0-9]{1,2})")
 DATE_MAX_CHARS = 20
+DATE_ERROR = "common.date_invalid"
 
 
-def parse_date(text: str | None) -> date | None:
-    """A date a person typed (``17/05/1990``, ``17-05-1990``, ``17.05.1990``, ``1990-05-17``),
-    or ``None`` when it is none of those or no real day. The one date parser of the platform's
-    forms, search filters and imports."""
-    if text is None:
+class DateInvalid(DomainError):
+    """A typed date that is no real day (31/02/2021, a five-digit year, words): the message
+    names the field and repeats what was typed, in the reader's language."""
+
+    def __init__(self, value: str, field: str | None = None) -> None:
+        super().__init__(DATE_ERROR, value=value[:40])
+        self.field = field  # the catalogue key of the field's label
+
+    def text(self, language: str = DEFAULT_LANGUAGE) -> str:
+        label = translate(self.field, language) if self.field else ""
+        return translate(self.key, language, field=label, **self.values)
+
+
+def parse_date(text: str | None, field: str | None = None) -> date | None:
+    """The one parser of the dates people type, in every form, filter, import and command.
+
+    ``None`` when nothing was typed; the day when the text is a real day in one of the ways
+    above; otherwise :class:`DateInvalid`, whose message names ``field`` (the catalogue key of
+    the field's label) and the text: a wrong date is never silently emptied or accepted.
+    """
+    if text is None or not text.strip():
         return None
-    text = text.strip()
-    if not text or len(text) > DATE_MAX_CHARS:
-        return None
-    for pattern in DATE_FORMATS:
+    typed = text.strip()
+    if len(typed) <= DATE_MAX_CHARS:
+        if (day_first := _DAY_FIRST.fullmatch(typed)) is not None:
+            day, month, year = (int(part) for part in day_first.groups())
+        elif (year_first := _YEAR_FIRST.fullmatch(typed)) is not None:
+            year, month, day = int(year_first[1]), int(year_first[3]), int(year_first[4])
+        else:
+            raise DateInvalid(typed, field)
         try:
-            return datetime.strptime(text, pattern).date()
+            return date(year, month, day)
         except ValueError:
-            continue
-    return None
+            pass
+    raise DateInvalid(typed, field)

@@ -14,6 +14,9 @@ Variable (default)                 Meaning
                                    (a relative path is taken from the current directory)
 ``DATABASE_URL``                   the database (default SQLite ``kyso.db`` in the instance
                                    folder; PostgreSQL ``postgresql+psycopg://...``)
+``DATABASE_REPLICA_URL``           optional: a read-only PostgreSQL replica (streaming
+                                   replication) where the statistics pages and the export
+                                   read; when it cannot be reached they read the primary
 **security**
 ``KYSO_SECRET_KEY``                the cookies' signing key (default: a random key kept in the
                                    instance folder's ``secret_key``)
@@ -187,6 +190,7 @@ class PassportSettings:
 class Settings:
     instance_path: str | None = None
     database_url: str | None = None
+    database_replica_url: str | None = None
     security: SecuritySettings = SecuritySettings()
     signing: SigningSettings = SigningSettings()
     downloads: DownloadsSettings = DownloadsSettings()
@@ -203,6 +207,7 @@ class Settings:
             self.passport,
         )
         return {
+            "DATABASE_REPLICA_URL": self.database_replica_url,
             "SESSION_COOKIE_SECURE": security.secure_cookies,
             "TRUSTED_PROXIES": security.trusted_proxies,
             "METRICS_ALLOW": security.metrics_allow,
@@ -321,9 +326,16 @@ def from_environ(environ: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(
             f'{k}REGISTRY_ADAPTER must look like "package.module:factory", not {adapter!r}'
         )
+    replica_url = read.text("DATABASE_REPLICA_URL")
+    if replica_url is not None and not replica_url.startswith("postgresql"):
+        raise SettingsError(
+            "DATABASE_REPLICA_URL must be a PostgreSQL replica (postgresql+psycopg://...), not "
+            f"{replica_url.partition(':')[0]!r}: correct it, or remove it to read the primary only"
+        )
     return Settings(
         instance_path=_absolute(read.text(f"{k}INSTANCE_PATH")),
         database_url=read.text("DATABASE_URL"),
+        database_replica_url=replica_url,
         security=security,
         signing=SigningSettings(
             trust_anchors=read.text(f"{k}TRUST_ANCHORS"),

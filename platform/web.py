@@ -1,7 +1,8 @@
 """The web layer's request helpers, in one place: the views' toolbox.
 
 Views (``*/views.py``, ``signing/batch_views.py``, ``downloads.py``) import from here: the
-request's database session (:func:`db`), its language (:func:`language`), who is logged in
+request's database session (:func:`db`; :func:`read_db` for heavy reads, which may go to a
+replica), its language (:func:`language`), who is logged in
 (:func:`current_user`), the role decorators, and the error pages. ``app.py`` wires it in
 (:func:`install`); nothing here imports ``app.py`` or any views module, and services never import
 this module (``tests/test_layout.py`` checks both).
@@ -13,6 +14,7 @@ happened and what to do); the JSON API (:func:`wants_json`) gets ``{"error", "me
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import wraps
@@ -32,7 +34,8 @@ from flask import (
     session,
     url_for,
 )
-from sqlalchemy.orm import Session
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.routing import IntegerConverter, Map
 
 from kyso.platform import i18n
@@ -41,6 +44,7 @@ from kyso.platform.db import is_transient
 from kyso.platform.errors import DomainError
 from kyso.platform.i18n import translate
 from kyso.platform.models import AuthSession, Role, User
+from kyso.platform.ops import metrics
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -61,6 +65,49 @@ def db() -> Session:
     if "db" not in g:
         g.db = current_app.extensions["kyso.sessions"]()
     session_: Session = g.db
+    return session_
+
+
+# After the replica failed to answer, this process reads the primary for this many seconds
+# before trying the replica again: pages do not each wait for a replica that is down.
+REPLICA_RETRY_SECONDS = 30.0
+
+
+def read_session() -> Session:
+    """A new session for heavy read-only work (statistics, exports): on the replica
+    (``DATABASE_REPLICA_URL``) when one is configured and answers, else on the primary.
+
+    The replica may lag the primary by a few seconds (streaming replication): only reads whose
+    readers accept that come here, never a read that decides a write. A replica that does not
+    answer is logged once per retry period and counted (``kyso_replica_fallbacks_total``), and
+    the reads go to the primary; the caller closes the session.
+    """
+    extensions = current_app.extensions
+    factory: sessionmaker[Session] | None = extensions.get("kyso.replica_sessions")
+    if factory is not None and time.monotonic() >= extensions.get("kyso.replica_retry_at", 0.0):
+        replica = factory()
+        try:
+            replica.connection()  # connects now: a replica that is down is found here
+        except DBAPIError as exc:
+            replica.close()
+            extensions["kyso.replica_retry_at"] = time.monotonic() + REPLICA_RETRY_SECONDS
+            metrics.REPLICA_FALLBACKS.inc()
+            current_app.logger.warning(
+                "database replica unavailable, reading the primary for %.0f s: %s",
+                REPLICA_RETRY_SECONDS,
+                type(exc.orig or exc).__name__,
+            )
+        else:
+            return replica
+    primary: Session = extensions["kyso.sessions"]()
+    return primary
+
+
+def read_db() -> Session:
+    """The request's session for heavy reads (:func:`read_session`); :func:`db` for the rest."""
+    if "read_db" not in g:
+        g.read_db = read_session()
+    session_: Session = g.read_db
     return session_
 
 
@@ -290,9 +337,10 @@ def install(app: Flask) -> None:
 
     @app.teardown_appcontext
     def _close_session(_exc: BaseException | None) -> None:
-        session_ = g.pop("db", None)
-        if session_ is not None:
-            session_.close()
+        for name in ("db", "read_db"):
+            session_ = g.pop(name, None)
+            if session_ is not None:
+                session_.close()
 
     # Flask's default error pages are English and say nothing of what to do.
     @app.errorhandler(CSRFError)

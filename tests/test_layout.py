@@ -405,13 +405,73 @@ def test_one_database_dialect_helper() -> None:
 
 
 def test_one_date_parser() -> None:
-    """The dates people type: ``inputs.parse_date``. The reference registry (its own small
-    service) reads its dataset's one fixed format."""
-    # signing/revocation.parse_since reads a date *and time* (a datetime-local input).
-    assert _attribute_users("strptime") == {
-        "platform/inputs.py",
-        "platform/registry/reference_server.py",
-        "platform/signing/revocation.py",
+    """The dates people type: ``inputs.parse_date``, in every form, filter and import. The
+    reference registry (its own small service) reads its dataset's one fixed format."""
+    assert _attribute_users("strptime") == {"platform/registry/reference_server.py"}
+    assert _callers("parse_day") == set()  # formatting.parse_day was the second parser
+    assert _callers("parse_date") >= {
+        "platform/signing/search.py",
+        "platform/feedback/service.py",
+        "platform/corrections/views.py",
+        "platform/passport/lookup.py",
+        "platform/users/views.py",
+        "platform/records/importer/rows.py",
+        "platform/signing/revocation.py",  # the day of "compromised from dd/mm/yyyy hh:mm"
+    }
+
+
+def _dose_joins() -> set[str]:
+    """Platform places that join a dose to its person, product or facility, or a row to the dose
+    it names, by hand: a ``join``/``outerjoin`` whose condition uses ``Dose.person_id``,
+    ``Dose.product_id`` or ``Dose.facility_id``, or that joins ``Dose`` on a ``*.dose_id``."""
+    found = set()
+    for path in (ROOT / "platform").rglob("*.py"):
+        if "migrations" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("join", "outerjoin")
+                and len(node.args) == 2
+            ):
+                continue
+            target, condition = (ast.unparse(argument) for argument in node.args)
+            links = ("Dose.person_id", "Dose.product_id", "Dose.facility_id")
+            if any(link in condition for link in links) or (
+                target == "Dose" and ".dose_id" in condition
+            ):
+                found.add(f"{path.relative_to(ROOT).as_posix()}:{node.lineno}")
+    return found
+
+
+def _callers(function: str) -> set[str]:
+    """Platform files that call ``function`` by its bare name."""
+    return {
+        path.relative_to(ROOT).as_posix()
+        for path in (ROOT / "platform").rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == function
+    }
+
+
+def test_one_read_model_for_a_dose_and_what_it_points_to() -> None:
+    """Search, preview, selection, batches, statistics and issuance read a dose with its
+    person, product and facility through ``records/readmodel.py`` alone, which spells the
+    joins through variables (so this check does not see it)."""
+    assert _dose_joins() == set()
+    assert _callers("with_dose_details") >= {
+        "platform/signing/search.py",
+        "platform/signing/preview.py",
+        "platform/signing/selection.py",
+        "platform/signing/batches/prepare.py",
+        "platform/stats/service.py",
+    }
+    assert _callers("join_dose") >= {
+        "platform/signing/batches/queries.py",
+        "platform/passport/issuance.py",
     }
 
 

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from kyso.platform.corrections import service as corrections
 from kyso.platform.errors import DomainError
 from kyso.platform.i18n import translate
-from kyso.platform.inputs import is_number, parse_date, parse_number
+from kyso.platform.inputs import DateInvalid, is_number, parse_date, parse_number
 from kyso.platform.models import (
     Area,
     CorrectionRequest,
@@ -252,7 +252,11 @@ def save_person(person_id: int) -> Any:
     person = _person_or_404(person_id)
     feedback = _feedback(person)
     form = request.form
-    born = parse_date(form.get("birth_date", ""))
+    try:
+        born = parse_date(form.get("birth_date", ""), "records.column_birth_date")
+    except DateInvalid as invalid:
+        flash(invalid.text(lang), "error")
+        return _refused_person(person, form)
     try:
         gender = Gender(form.get("gender", ""))
     except ValueError:
@@ -306,7 +310,11 @@ def save_dose(dose_id: int) -> Any:
     feedback = _feedback(person)
     form = request.form
     number = _int(form.get("dose_number"))
-    when = parse_date(form.get("vaccinated_on", ""))
+    try:
+        when = parse_date(form.get("vaccinated_on", ""), "records.column_vaccinated_on")
+    except DateInvalid as invalid:
+        flash(invalid.text(lang), "error")
+        return _refused_dose(person, dose, form)
     product_id = _int(form.get("product_id"))
     facility_id = _int(form.get("facility_id"))
     if number is None or when is None or product_id is None or facility_id is None:

@@ -51,7 +51,8 @@ from kyso.platform import throttle
 from kyso.platform.auth.access import visible_facilities
 from kyso.platform.auth.service import audit
 from kyso.platform.errors import DomainError
-from kyso.platform.inputs import is_number, parse_date
+from kyso.platform.i18n import DEFAULT_LANGUAGE
+from kyso.platform.inputs import DateInvalid, is_number, parse_date
 from kyso.platform.models import (
     Dose,
     Feedback,
@@ -215,9 +216,12 @@ class InvalidFeedback(DomainError):
     """One or more fields are wrong; ``problems`` maps each field to its DomainError."""
 
     def __init__(self, problems: dict[str, DomainError]) -> None:
-        first = next(iter(problems.values()))
-        super().__init__(first.key, **first.values)
+        self.first = next(iter(problems.values()))
+        super().__init__(self.first.key, **self.first.values)
         self.problems = problems
+
+    def text(self, language: str = DEFAULT_LANGUAGE) -> str:
+        return self.first.text(language)  # a date's problem names its field in the language
 
 
 def clean(form: FeedbackForm, today: date | None = None) -> CleanForm:
@@ -229,9 +233,12 @@ def clean(form: FeedbackForm, today: date | None = None) -> CleanForm:
         problems["full_name"] = DomainError("feedback.name_required")
     elif len(name) > NAME_MAX:
         problems["full_name"] = DomainError("feedback.name_too_long", limit=NAME_MAX)
-    born = parse_date(form.birth_date[:20])
-    if born is None or born > today or born < rules.EARLIEST_BIRTH_DATE:
-        problems["birth_date"] = DomainError("feedback.birth_date_invalid")
+    try:
+        born = parse_date(form.birth_date[:40], "feedback.birth_date")
+        if born is None or born > today or born < rules.EARLIEST_BIRTH_DATE:
+            problems["birth_date"] = DomainError("feedback.birth_date_invalid")
+    except DateInvalid as invalid:
+        problems["birth_date"] = invalid
     phone = rules.clean_phone(form.phone[:30]) or ""
     if not re.fullmatch(r"0\d{9,10}", phone):
         problems["phone"] = DomainError("feedback.phone_invalid")

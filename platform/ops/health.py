@@ -1,8 +1,10 @@
 """Readiness checks: can this instance do its work now? Flask-free; no personal data in results.
 
 Each check answers ``ok``, ``fail`` (the instance should not get traffic: the load balancer takes
-it out) or ``skipped`` (not configured on this instance, e.g. the passport HSM on a server that
-only serves pages), with a short technical detail and the time it took.
+it out), ``skipped`` (not configured on this instance, e.g. the passport HSM on a server that
+only serves pages) or ``degraded`` (an optional part failed and the instance works without it:
+a database replica that does not answer, whose reads go to the primary), with a short technical
+detail and the time it took.
 """
 
 from __future__ import annotations
@@ -50,6 +52,24 @@ def database(engine: Engine) -> str:
     return backend(engine).value
 
 
+def replica(engine: Engine | None) -> str:
+    """The read replica (``DATABASE_REPLICA_URL``): reachable, and how far behind it is."""
+    if engine is None:
+        raise Skipped("no DATABASE_REPLICA_URL: the heavy reads go to the primary")
+    with engine.connect() as connection:
+        in_recovery, lag = connection.execute(
+            text(
+                "SELECT pg_is_in_recovery(), "
+                "extract(epoch FROM now() - pg_last_xact_replay_timestamp())"
+            )
+        ).one()
+    if not in_recovery:
+        return "reachable; not a standby (a copy or a promoted server)"
+    if lag is None:
+        return "streaming standby, nothing replayed yet"
+    return f"streaming standby, last replayed transaction {float(lag):.1f} s ago"
+
+
 def registry(config: Mapping[str, Any], api_key: str | None) -> str:
     from kyso.platform.registry.client import load_registry
 
@@ -76,6 +96,15 @@ def passport_signer(open_signer: Callable[[], Any] | None) -> str:
     return f"{signer.algorithm} key on the token"
 
 
-def readiness(checks: Mapping[str, Callable[[], str]]) -> tuple[bool, list[Check]]:
-    results = [run_check(name, probe) for name, probe in checks.items()]
+def readiness(
+    checks: Mapping[str, Callable[[], str]], optional: frozenset[str] = frozenset()
+) -> tuple[bool, list[Check]]:
+    """Runs the checks; a failure of an ``optional`` one is ``degraded`` and leaves the
+    instance ready (taking every instance out because a replica is down would stop the site)."""
+    results = []
+    for name, probe in checks.items():
+        result = run_check(name, probe)
+        if result.status == "fail" and name in optional:
+            result = Check(name, "degraded", result.detail, result.milliseconds)
+        results.append(result)
     return all(r.status != "fail" for r in results), results

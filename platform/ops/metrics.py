@@ -64,6 +64,10 @@ REGISTRY_SECONDS = Histogram(
 REGISTRY_ERRORS = Counter(
     "kyso_registry_errors_total", "Population registry lookups that failed, by kind.", ["kind"]
 )
+REPLICA_FALLBACKS = Counter(
+    "kyso_replica_fallbacks_total",
+    "Heavy reads sent to the primary because the database replica did not answer.",
+)
 
 
 _PENDING = "kyso.metrics.pending"

@@ -61,6 +61,7 @@ def readyz() -> Any:
     config = current_app.config
     api_key = config.get("REGISTRY_API_KEY")
     engine = current_app.extensions["kyso.engine"]
+    replica = current_app.extensions.get("kyso.replica_engine")
 
     open_signer = None
     if config.get("PASSPORT_PKCS11_MODULE"):
@@ -74,9 +75,14 @@ def readyz() -> Any:
             "database": lambda: health.database(engine),
             "registry": lambda: health.registry(config, str(api_key) if api_key else None),
             "passport_hsm": lambda: health.passport_signer(open_signer),
-        }
+            "database_replica": lambda: health.replica(replica),
+        },
+        optional=frozenset({"database_replica"}),
     )
-    body = {"status": "ok" if ready else "fail", "checks": {r.name: r.as_json() for r in results}}
+    status = "fail" if not ready else "ok"
+    if ready and any(r.status == "degraded" for r in results):
+        status = "degraded"  # still serving: HTTP 200, the body says what is missing
+    body = {"status": status, "checks": {r.name: r.as_json() for r in results}}
     return jsonify(body), 200 if ready else 503
 
 

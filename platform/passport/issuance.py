@@ -72,6 +72,7 @@ from kyso.platform.ops.metrics import PASSPORTS_ISSUED, count_on_commit
 from kyso.platform.passport import dcc
 from kyso.platform.passport.valuesets import CodeProblem, schema, value_sets
 from kyso.platform.passport.verifier import schema_validator
+from kyso.platform.records.readmodel import join_dose
 from kyso.platform.signing import cms, documents
 from kyso.platform.signing.certificates import (
     CertificateRejected,
@@ -447,20 +448,20 @@ class _Candidate:
 def _latest_signatures(session: Session, people: Sequence[int]) -> dict[int, _Candidate]:
     """Per person, the latest dose whose current version is signed and reached the queue."""
     rows = session.execute(
-        select(
-            PassportQueueEntry.person_id,
-            PassportQueueEntry.id.label("queue_id"),
-            DoseSignature.id.label("signature_id"),
+        join_dose(
+            select(
+                PassportQueueEntry.person_id,
+                PassportQueueEntry.id.label("queue_id"),
+                DoseSignature.id.label("signature_id"),
+                DoseSignature.dose_id,
+                DoseSignature.dose_version,
+                DoseSignature.certificate_id,
+                DoseSignature.signed_at,
+                Dose.vaccinated_on,
+                Dose.dose_number,
+            ).join(DoseSignature, DoseSignature.id == PassportQueueEntry.signature_id),
             DoseSignature.dose_id,
-            DoseSignature.dose_version,
-            DoseSignature.certificate_id,
-            DoseSignature.signed_at,
-            Dose.vaccinated_on,
-            Dose.dose_number,
-        )
-        .join(DoseSignature, DoseSignature.id == PassportQueueEntry.signature_id)
-        .join(Dose, Dose.id == DoseSignature.dose_id)
-        .where(
+        ).where(
             PassportQueueEntry.person_id.in_(people),
             PassportQueueEntry.state.in_([PassportState.PENDING, PassportState.ISSUED]),
             DoseSignature.superseded_at.is_(None),

@@ -80,8 +80,10 @@ def _find(
     now = now or datetime.now(UTC)
     number = _DIGITS.sub("", identity_number)
     last4 = _DIGITS.sub("", phone_last4)
-    born = parse_date(birth_date)
-    if len(number) not in (9, 12) or len(last4) != 4 or born is None:
+    if len(number) not in (9, 12) or len(last4) != 4:
+        raise DomainError("passport.lookup_bad_input")
+    born = parse_date(birth_date, "passport.lookup_birth_date")
+    if born is None:
         raise DomainError("passport.lookup_bad_input")
     attempt = throttle.attempt(session, POLICY, subject=number, ip=ip, now=now)
     people = session.scalars(

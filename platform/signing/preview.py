@@ -62,6 +62,7 @@ from kyso.platform.models import (
     VaccineProduct,
     VerificationStatus,
 )
+from kyso.platform.records.readmodel import join_dose, with_dose_details
 from kyso.platform.signing.search import SigningState, check_officer, signed_any
 from kyso.platform.signing.selection import MAX_DOSES, MAX_PEOPLE
 from kyso.platform.signing.texts import status_reason
@@ -383,18 +384,19 @@ def _describe(
         rows = (
             session.connection()
             .execute(
-                select(
-                    Dose.id,
-                    Person.id,
-                    Dose.dose_number,
-                    Person.full_name,
-                    Facility.name,
-                    Person.verification_status,
-                    Person.verification_detail,
-                )
-                .join(Person, Person.id == Dose.person_id)
-                .join(Facility, Facility.id == Dose.facility_id)
-                .where(Dose.id.in_(chunk))
+                with_dose_details(
+                    select(
+                        Dose.id,
+                        Person.id,
+                        Dose.dose_number,
+                        Person.full_name,
+                        Facility.name,
+                        Person.verification_status,
+                        Person.verification_detail,
+                    ),
+                    person=True,
+                    facility=True,
+                ).where(Dose.id.in_(chunk))
             )
             .tuples()
         )
@@ -421,28 +423,31 @@ def _page(session: Session, officer: User, people_ids: Sequence[int]) -> tuple[P
     rows = (
         session.connection()
         .execute(
-            select(
-                Person.id,
-                Person.full_name,
-                Person.birth_date,
-                Person.gender,
-                Person.identity_number,
-                Dose.id,
-                Dose.version,
-                Dose.dose_number,
-                Dose.vaccinated_on,
-                Dose.lot,
-                Dose.facility_id,
-                VaccineProduct.name,
-                Facility.name,
-                signed_any(),
-            )
-            .select_from(SigningSelection)
-            .join(Person, Person.id == SigningSelection.person_id)
-            .join(Dose, Dose.id == SigningSelection.dose_id)
-            .join(VaccineProduct, VaccineProduct.id == Dose.product_id)
-            .join(Facility, Facility.id == Dose.facility_id)
-            .where(
+            with_dose_details(
+                join_dose(
+                    select(
+                        Person.id,
+                        Person.full_name,
+                        Person.birth_date,
+                        Person.gender,
+                        Person.identity_number,
+                        Dose.id,
+                        Dose.version,
+                        Dose.dose_number,
+                        Dose.vaccinated_on,
+                        Dose.lot,
+                        Dose.facility_id,
+                        VaccineProduct.name,
+                        Facility.name,
+                        signed_any(),
+                    )
+                    .select_from(SigningSelection)
+                    .join(Person, Person.id == SigningSelection.person_id),
+                    SigningSelection.dose_id,
+                ),
+                product=True,
+                facility=True,
+            ).where(
                 SigningSelection.user_id == officer.id,
                 _among(SigningSelection.person_id, people_ids, session),
             )

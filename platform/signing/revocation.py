@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from kyso.platform.auth.service import audit
 from kyso.platform.errors import DomainError
+from kyso.platform.inputs import DateInvalid, parse_date
 from kyso.platform.models import (
     Dose,
     DoseSignature,
@@ -258,17 +259,24 @@ def check_registration(
     return checked
 
 
+_TIME_OF_DAY = re.compile(r"([01]?\d|2[0-3])[:hH]([0-5]\d)(?::[0-5]\d)?")
+
+
 def parse_since(text: str) -> datetime:
-    """A date and time typed in Vietnam time ("2026-11-20T10:15", as a datetime-local input
-    sends it, or "20/11/2026 10:15"), as UTC."""
-    value = text.strip()
-    for pattern in ("%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%d/%m/%Y %H:%M", "%d/%m/%Y"):
-        try:
-            parsed = datetime.strptime(value, pattern)
-        except ValueError:
-            continue
-        return parsed.replace(tzinfo=VIETNAM_TIME).astimezone(UTC)
-    raise DomainError("revocation.bad_since")
+    """A date and time typed in Vietnam time, as UTC: "20/11/2026 10:15" (the form's
+    dd/mm/yyyy hh:mm), a day alone (from its midnight), or ISO "2026-11-20T10:15". The day goes
+    through the one date parser (``inputs.parse_date``): 31/02 or a five-digit year is refused."""
+    day_text, _, time_text = text.strip()[:40].replace("T", " ", 1).partition(" ")
+    try:
+        day = parse_date(day_text)
+    except DateInvalid:
+        day = None
+    time_text = time_text.strip()
+    clock = _TIME_OF_DAY.fullmatch(time_text) if time_text else None
+    if day is None or (time_text and clock is None):
+        raise DomainError("revocation.bad_since")
+    hour, minute = (int(clock[1]), int(clock[2])) if clock else (0, 0)
+    return datetime(day.year, day.month, day.day, hour, minute, tzinfo=VIETNAM_TIME).astimezone(UTC)
 
 
 def expiry_warning(

@@ -52,7 +52,7 @@ from kyso.platform.auth.access import signable_facilities
 from kyso.platform.db import backend, is_postgresql, vietnamese
 from kyso.platform.errors import DomainError
 from kyso.platform.formatting import day
-from kyso.platform.inputs import is_number, parse_date
+from kyso.platform.inputs import DateInvalid, is_number, parse_date
 from kyso.platform.models import (
     Dose,
     DoseSignature,
@@ -66,6 +66,7 @@ from kyso.platform.models import (
     VerificationStatus,
 )
 from kyso.platform.records.names import name_key
+from kyso.platform.records.readmodel import with_dose_details
 
 COUNT_CAP = 1000  # a result count above this is shown as "1.000+"
 CANDIDATE_CAP = 20_000  # people with a matching dose looked up by id, at most
@@ -120,14 +121,12 @@ def parse_filters(args: Mapping[str, str]) -> tuple[SearchFilters, list[DomainEr
     """Filters from a query string or form; what cannot be read is left out and reported."""
     problems: list[DomainError] = []
 
-    def when(key: str, problem: str) -> date | None:
-        text = (args.get(key) or "").strip()
-        if not text:
+    def when(key: str, label: str) -> date | None:
+        try:
+            return parse_date(args.get(key), label)
+        except DateInvalid as invalid:
+            problems.append(invalid)  # that condition is left out
             return None
-        found = parse_date(text)
-        if found is None:
-            problems.append(DomainError(problem, value=text[:20]))
-        return found
 
     status: VerificationStatus | None = None
     raw_status = (args.get("status") or "").strip()
@@ -142,8 +141,8 @@ def parse_filters(args: Mapping[str, str]) -> tuple[SearchFilters, list[DomainEr
         problems.append(DomainError("signing.bad_filter"))
         state = StateFilter.ALL
     filters = SearchFilters(
-        date_from=when("from", "signing.bad_date_from"),
-        date_to=when("to", "signing.bad_date_to"),
+        date_from=when("from", "signing.date_from"),
+        date_to=when("to", "signing.date_to"),
         name=" ".join((args.get("name") or "").split())[:NAME_MAX],
         phone=(args.get("phone") or "").strip()[:20],
         identity_number=(args.get("id") or "").strip()[:20],
@@ -483,22 +482,24 @@ def _page_doses(
     if not verified:
         return {}
     stmt = (
-        select(
-            Dose.id,
-            Dose.person_id,
-            Dose.version,
-            Dose.dose_number,
-            Dose.vaccinated_on,
-            Dose.lot,
-            Dose.facility_id,
-            VaccineProduct.name,
-            Facility.name,
-            signed_current().label("signed_current"),
-            signed_any().label("signed_any"),
-            SigningSelection.dose_version,
+        with_dose_details(
+            select(
+                Dose.id,
+                Dose.person_id,
+                Dose.version,
+                Dose.dose_number,
+                Dose.vaccinated_on,
+                Dose.lot,
+                Dose.facility_id,
+                VaccineProduct.name,
+                Facility.name,
+                signed_current().label("signed_current"),
+                signed_any().label("signed_any"),
+                SigningSelection.dose_version,
+            ),
+            product=True,
+            facility=True,
         )
-        .join(VaccineProduct, VaccineProduct.id == Dose.product_id)
-        .join(Facility, Facility.id == Dose.facility_id)
         .outerjoin(
             SigningSelection,
             and_(SigningSelection.dose_id == Dose.id, SigningSelection.user_id == officer.id),

@@ -32,6 +32,7 @@ from kyso.platform.models import (
     User,
     VerificationStatus,
 )
+from kyso.platform.records.readmodel import with_dose_details
 from kyso.platform.signing.search import (
     SearchFilters,
     StateFilter,
@@ -272,18 +273,20 @@ def _checked(
         raise CountError("signing.too_many_requested", max_doses=MAX_DOSES)
     rows = list(
         session.execute(
-            select(
-                Dose.id.label("dose_id"),
-                Dose.person_id,
-                Dose.version,
-                Dose.dose_number,
-                Dose.facility_id,
-                Person.full_name,
-                Person.verification_status,
-                Person.verification_detail,
-                signed_current().label("signed"),
+            with_dose_details(
+                select(
+                    Dose.id.label("dose_id"),
+                    Dose.person_id,
+                    Dose.version,
+                    Dose.dose_number,
+                    Dose.facility_id,
+                    Person.full_name,
+                    Person.verification_status,
+                    Person.verification_detail,
+                    signed_current().label("signed"),
+                ),
+                person=True,
             )
-            .join(Person, Person.id == Dose.person_id)
             .where(Dose.id.in_(wanted))
             .order_by(vietnamese(session, Person.full_name), Person.id, Dose.dose_number)
         )
@@ -418,13 +421,15 @@ def add_search(
         has_matching_dose(session, filters, doses_match),
     ]
     selectable = (
-        select(
-            Dose.id.label("dose_id"),
-            Dose.person_id,
-            Dose.version,
-            SigningSelection.dose_version.label("selected_version"),
+        with_dose_details(
+            select(
+                Dose.id.label("dose_id"),
+                Dose.person_id,
+                Dose.version,
+                SigningSelection.dose_version.label("selected_version"),
+            ),
+            person=True,
         )
-        .join(Person, Person.id == Dose.person_id)
         .outerjoin(
             SigningSelection,
             (SigningSelection.dose_id == Dose.id) & (SigningSelection.user_id == officer.id),

@@ -50,6 +50,7 @@ from kyso.platform.models import (
     VaccineProduct,
     VerificationStatus,
 )
+from kyso.platform.records.readmodel import with_dose_details
 
 STATS_ROLES = frozenset({Role.FACILITY_STAFF, Role.ADMINISTRATOR})
 PAGE_SIZE_MAX = 200
@@ -427,17 +428,19 @@ def page(
     doses: dict[int, list[DoseRow]] = {}
     if ids:
         dose_statement = (
-            select(
-                Dose.id,
-                Dose.person_id,
-                Dose.dose_number,
-                Dose.vaccinated_on,
-                VaccineProduct.name,
-                Dose.lot,
-                Facility.name,
+            with_dose_details(
+                select(
+                    Dose.id,
+                    Dose.person_id,
+                    Dose.dose_number,
+                    Dose.vaccinated_on,
+                    VaccineProduct.name,
+                    Dose.lot,
+                    Facility.name,
+                ),
+                product=True,
+                facility=True,
             )
-            .join(VaccineProduct, VaccineProduct.id == Dose.product_id)
-            .join(Facility, Facility.id == Dose.facility_id)
             .where(Dose.person_id.in_(ids))
             .order_by(Dose.person_id, Dose.dose_number)
         )
@@ -506,28 +509,33 @@ def export_rows(
     product = aliased(VaccineProduct)
     facility = aliased(Facility)
     statement = (
-        select(
-            Person.id,
-            Person.full_name,
-            Person.birth_date,
-            Person.gender,
-            Person.identity_number,
-            Person.phone,
-            Person.address,
-            Area.name,
-            Person.verification_status,
-            Person.verification_detail,
-            Dose.dose_number,
-            Dose.vaccinated_on,
-            product.name,
-            Dose.lot,
-            facility.name,
-            _not_kept(scope),
+        with_dose_details(
+            select(
+                Person.id,
+                Person.full_name,
+                Person.birth_date,
+                Person.gender,
+                Person.identity_number,
+                Person.phone,
+                Person.address,
+                Area.name,
+                Person.verification_status,
+                Person.verification_detail,
+                Dose.dose_number,
+                Dose.vaccinated_on,
+                product.name,
+                Dose.lot,
+                facility.name,
+                _not_kept(scope),
+            )
+            .outerjoin(Area, Area.id == Person.area_id)
+            .outerjoin(Dose, dose_join),
+            product=True,
+            facility=True,
+            outer=True,
+            product_table=product,
+            facility_table=facility,
         )
-        .outerjoin(Area, Area.id == Person.area_id)
-        .outerjoin(Dose, dose_join)
-        .outerjoin(product, product.id == Dose.product_id)
-        .outerjoin(facility, facility.id == Dose.facility_id)
         .where(
             Person.verification_status.in_(_statuses(filters)),
             *conditions(session, scope, filters),

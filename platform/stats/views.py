@@ -1,6 +1,9 @@
 """Verification statistics pages: counts, the invalid-people list and its export.
 
 Thin: parse, call ``stats.service``, render; correcting one record is ``corrections.views``.
+The counts, charts, list and export read through ``read_db``/``read_session``: the replica
+(``DATABASE_REPLICA_URL``) when one is configured and answers, else the primary; who the user
+is and what they may see come from the primary, and the audit trail is written there.
 The export is written to a temporary file with constant memory (``stats.export``) and
 streamed from it.
 """
@@ -38,7 +41,15 @@ from kyso.platform.models import (
 from kyso.platform.registry.status import detail_text, status_hint, status_label
 from kyso.platform.stats import charts, service
 from kyso.platform.stats.export import write_invalid_xlsx
-from kyso.platform.web import current_user, db, forbidden, language, roles_required
+from kyso.platform.web import (
+    current_user,
+    db,
+    forbidden,
+    language,
+    read_db,
+    read_session,
+    roles_required,
+)
 
 blueprint = Blueprint("stats", __name__, url_prefix="/stats")
 
@@ -64,11 +75,12 @@ def _scope() -> service.Scope:
 def invalid_list() -> Any:
     lang = language()
     scope = _scope()
-    filters, problems = service.parse_filters(db(), scope, request.args)
+    reads = read_db()  # the replica when there is one: these counts are the heavy part
+    filters, problems = service.parse_filters(reads, scope, request.args)
     for problem in problems:
         flash(problem.text(lang), "error")
     after = request.args.get("after", "")
-    counts = service.counts(db(), scope, filters)
+    counts = service.counts(reads, scope, filters)
 
     def number(n: int) -> str:
         return f"{n:,}".replace(",", "." if lang == "vi" else ",")
@@ -84,7 +96,7 @@ def invalid_list() -> Any:
         translate("stats.chart_areas", lang, top=service.AREAS_CHARTED),
         [
             (area.name or translate("stats.chart_area_unknown", lang), area.people)
-            for area in service.by_area(db(), scope, filters)
+            for area in service.by_area(reads, scope, filters)
         ],
         number,
     )
@@ -93,12 +105,12 @@ def invalid_list() -> Any:
         translate("stats.chart_months", lang),
         [
             (f"{month.month:02d}/{month.year}", month.people)
-            for month in service.by_latest_dose_month(db(), scope, filters)
+            for month in service.by_latest_dose_month(reads, scope, filters)
         ],
         number,
     )
     result = service.page(
-        db(),
+        reads,
         scope,
         filters,
         after=parse_number(after),
@@ -127,7 +139,7 @@ def invalid_export() -> Any:
     lang = language()
     user = _user()
     scope = _scope()
-    filters, problems = service.parse_filters(db(), scope, request.args)
+    filters, problems = service.parse_filters(read_db(), scope, request.args)
     if problems:
         for problem in problems:
             flash(problem.text(lang), "error")
@@ -137,7 +149,8 @@ def invalid_export() -> Any:
     path = Path(name)
     try:
         # A session of its own: its server-side cursor stays open while the rows are written.
-        with current_app.extensions["kyso.sessions"]() as reader:
+        # On the replica when there is one; the audit event below is written to the primary.
+        with read_session() as reader:
             reader_scope = service.scope_for(reader, reader.get(User, user.id) or user)
             rows = write_invalid_xlsx(
                 service.export_rows(reader, reader_scope, filters), path, lang

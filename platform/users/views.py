@@ -29,7 +29,7 @@ from kyso.platform import formatting
 from kyso.platform.auth.access import may_manage
 from kyso.platform.errors import DomainError
 from kyso.platform.i18n import catalogue, translate
-from kyso.platform.inputs import is_number
+from kyso.platform.inputs import is_number, parse_date
 from kyso.platform.models import Role, SigningUnit, User
 from kyso.platform.signing import revocation
 from kyso.platform.signing.certificates import CheckedCertificate
@@ -516,8 +516,7 @@ def deactivate_certificate(user_id: int, certificate_id: int) -> Any:
 
 def _date_arg(name: str) -> date | None:
     # dd/mm/yyyy typed in a text field: the browser's locale never decides the order.
-    field = translate(f"users.audit_{name}", language())
-    return formatting.parse_day(request.args.get(name, ""), field)
+    return parse_date(request.args.get(name, ""), f"users.audit_{name}")
 
 
 @blueprint.get("/audit")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import io
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -447,7 +448,7 @@ def test_administrator_marks_a_token_compromised_and_the_batch_list_flags_it(
     since = (now - timedelta(hours=1)).astimezone(VIETNAM_TIME)
     answer = client.post(
         f"/users/{org.officer.id}/certificates/{registration.id}/compromised",
-        data={"csrf_token": csrf_token(client, path), "since": since.strftime("%Y-%m-%dT%H:%M")},
+        data={"csrf_token": csrf_token(client, path), "since": since.strftime("%d/%m/%Y %H:%M")},
         follow_redirects=True,
     )
     text = html.unescape(answer.get_data(as_text=True))
@@ -470,6 +471,35 @@ def test_administrator_marks_a_token_compromised_and_the_batch_list_flags_it(
     }
     assert "Ký bằng chứng thư số bị lộ/thu hồi" in rows[later]
     assert "Ký bằng chứng thư số bị lộ/thu hồi" not in rows[kept]
+
+
+def test_the_compromised_from_field_is_a_vietnamese_date_and_time(
+    client: FlaskClient, session: Session, org: Seed, test_pki: TestPki
+) -> None:
+    """Issue 17: no date field depends on the browser's locale (a datetime-local input shows
+    mm/dd/yyyy in an English Chromium): dd/mm/yyyy hh:mm typed, read in Vietnam time, and a day
+    that does not exist is refused, not moved."""
+    signer = make_signer(test_pki.issuing, "p256")
+    register_certificate(session, org.admin, org.officer, signer.serial)
+    session.commit()
+    login(client, org.admin.username)
+    page = client.get(f"/users/{org.officer.id}/certificate").get_data(as_text=True)
+    field = re.search(r'<input[^>]*name="since"[^>]*>', page)
+    assert field is not None
+    assert 'type="text"' in field[0]
+    assert 'placeholder="dd/mm/yyyy hh:mm"' in field[0]
+
+    vietnam = timedelta(hours=7)
+    assert (
+        revocation.parse_since("20/11/2026 10:15")
+        == datetime(2026, 11, 20, 10, 15).replace(tzinfo=UTC) - vietnam
+    )
+    assert revocation.parse_since(" 2/1/2026 ") == datetime(2026, 1, 2, tzinfo=UTC) - vietnam
+    assert revocation.parse_since("2026-11-20T10:15") == revocation.parse_since("20/11/2026 10:15")
+    for wrong in ("", "31/02/2026 10:00", "20/11/20261 10:00", "20/11/2026 24:00", "hôm qua"):
+        with pytest.raises(DomainError) as caught:
+            revocation.parse_since(wrong)
+        assert caught.value.key == "revocation.bad_since", wrong
 
 
 def test_signing_page_warns_30_days_before_the_registered_certificate_expires(

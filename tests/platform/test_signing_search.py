@@ -453,7 +453,7 @@ def test_parse_filters() -> None:
     assert [p.key for p in problems] == [
         "signing.bad_filter",
         "signing.bad_filter",
-        "signing.bad_date_from",
+        "common.date_invalid",
     ]
     assert any("31/02/2022" in p.text() for p in problems)
 

@@ -96,13 +96,14 @@ def _refusal(data: bytes) -> str:
 
 CHILD = """
 import json, resource, sys
-from kyso.platform.records import importer
-report = importer.ImportReport(filename="bomb.xlsx")
+from kyso.platform.records.importer import reading
+from kyso.platform.records.importer.report import ImportReport, _FileRejected
+report = ImportReport(filename="bomb.xlsx")
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 with open(sys.argv[1], "rb") as stream:
     try:
-        importer._find_header(importer._xlsx_rows(stream, report), report)
-    except importer._FileRejected:
+        reading._find_header(reading._xlsx_rows(stream, report), report)
+    except _FileRejected:
         pass
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"keys": [p.key for p in report.problems], "growth_kb": after - before}))

@@ -35,6 +35,7 @@ from kyso.platform.models import (
     VaccineProduct,
 )
 from kyso.platform.ops.metrics import BATCHES, count_on_commit
+from kyso.platform.records.readmodel import join_dose, with_dose_details
 from kyso.platform.signing import cms, documents
 from kyso.platform.signing.batches.completion import _finish_if_done
 from kyso.platform.signing.batches.officers import (
@@ -186,8 +187,9 @@ def new_attempt(
     _reject_stale(session, batch, now)
     pending = list(
         session.execute(
-            select(SigningBatchItem.position, Dose.vaccinated_on)
-            .join(Dose, Dose.id == SigningBatchItem.dose_id)
+            join_dose(
+                select(SigningBatchItem.position, Dose.vaccinated_on), SigningBatchItem.dose_id
+            )
             .where(
                 SigningBatchItem.batch_id == batch.id,
                 SigningBatchItem.state == ItemState.PENDING,
@@ -285,34 +287,32 @@ def _new_batch_id(now: datetime) -> str:
 
 def _certificate_rows(session: Session, selected: dict[int, int]) -> list[Any]:
     ids = list(selected)
+    read = with_dose_details(
+        select(
+            Dose.id,
+            Dose.version,
+            Dose.person_id,
+            Dose.dose_number,
+            Dose.vaccinated_on,
+            Dose.lot,
+            Person.full_name,
+            Person.birth_date,
+            Person.gender,
+            Person.identity_number,
+            VaccineProduct.code.label("product_code"),
+            VaccineProduct.manufacturer_code,
+            VaccineProduct.prophylaxis_code,
+            VaccineProduct.disease_code,
+            Facility.code.label("facility_code"),
+            Facility.name.label("facility_name"),
+        ),
+        person=True,
+        product=True,
+        facility=True,
+    )
     rows: list[Any] = []
     for start in range(0, len(ids), 1000):
-        rows.extend(
-            session.execute(
-                select(
-                    Dose.id,
-                    Dose.version,
-                    Dose.person_id,
-                    Dose.dose_number,
-                    Dose.vaccinated_on,
-                    Dose.lot,
-                    Person.full_name,
-                    Person.birth_date,
-                    Person.gender,
-                    Person.identity_number,
-                    VaccineProduct.code.label("product_code"),
-                    VaccineProduct.manufacturer_code,
-                    VaccineProduct.prophylaxis_code,
-                    VaccineProduct.disease_code,
-                    Facility.code.label("facility_code"),
-                    Facility.name.label("facility_name"),
-                )
-                .join(Person, Person.id == Dose.person_id)
-                .join(VaccineProduct, VaccineProduct.id == Dose.product_id)
-                .join(Facility, Facility.id == Dose.facility_id)
-                .where(and_(Dose.id.in_(ids[start : start + 1000])))
-            ).all()
-        )
+        rows.extend(session.execute(read.where(and_(Dose.id.in_(ids[start : start + 1000])))).all())
     # Only the versions the preview validated: a dose edited since is not signed stale.
     rows = [row for row in rows if selected[row.id] == row.version]
     # Vietnamese alphabetical order: the batch's positions, so its lists, follow it.

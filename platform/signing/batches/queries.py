@@ -19,6 +19,7 @@ from kyso.platform.models import (
     SigningBatchItem,
     User,
 )
+from kyso.platform.records.readmodel import join_dose, with_dose_details
 from kyso.platform.signing.batches.completion import _finish_if_done, _recount
 from kyso.platform.signing.batches.officers import (
     _own_batch,
@@ -38,14 +39,16 @@ def result(session: Session, officer: User, batch_id: str) -> BatchResult:
         _recount(session, batch)
         _finish_if_done(session, batch, officer, datetime.now(UTC))
     rows = session.execute(
-        select(
-            SigningBatchItem.position,
-            SigningBatchItem.reason,
-            Person.full_name,
-            Dose.dose_number,
-            Dose.vaccinated_on,
+        join_dose(
+            select(
+                SigningBatchItem.position,
+                SigningBatchItem.reason,
+                Person.full_name,
+                Dose.dose_number,
+                Dose.vaccinated_on,
+            ),
+            SigningBatchItem.dose_id,
         )
-        .join(Dose, Dose.id == SigningBatchItem.dose_id)
         .join(Person, Person.id == SigningBatchItem.person_id)
         .where(
             SigningBatchItem.batch_id == batch.id,
@@ -59,9 +62,12 @@ def result(session: Session, officer: User, batch_id: str) -> BatchResult:
     )
     facilities = tuple(
         session.scalars(
-            select(Facility.name)
-            .join(Dose, Dose.facility_id == Facility.id)
-            .join(SigningBatchItem, SigningBatchItem.dose_id == Dose.id)
+            with_dose_details(
+                join_dose(
+                    select(Facility.name).select_from(SigningBatchItem), SigningBatchItem.dose_id
+                ),
+                facility=True,
+            )
             .where(SigningBatchItem.batch_id == batch.id)
             .distinct()
             .order_by(Facility.name)

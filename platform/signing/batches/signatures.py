@@ -39,6 +39,7 @@ from kyso.platform.models import (
     User,
 )
 from kyso.platform.ops.metrics import SIGNATURES_STORED, count_on_commit
+from kyso.platform.records.readmodel import join_dose
 from kyso.platform.signing import cms, stamping
 from kyso.platform.signing import revocation as revocations
 from kyso.platform.signing.batches.completion import _finish_if_done, _progress, _recount
@@ -272,7 +273,7 @@ def _item_rows(batch: SigningBatch) -> Any:
         .limit(1)
         .scalar_subquery()
     )
-    return (
+    return join_dose(
         select(
             SigningBatchItem.position,
             SigningBatchItem.state,
@@ -282,10 +283,9 @@ def _item_rows(batch: SigningBatch) -> Any:
             SigningBatchItem.signed_attributes,
             Dose.version.label("current_version"),
             current.label("signed_by"),
-        )
-        .join(Dose, Dose.id == SigningBatchItem.dose_id)
-        .where(SigningBatchItem.batch_id == batch.id)
-    )
+        ),
+        SigningBatchItem.dose_id,
+    ).where(SigningBatchItem.batch_id == batch.id)
 
 
 def _stale_reason(row: Any) -> RejectReason | None:
