@@ -17,7 +17,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
 __all__ = [
     "KEY_USAGE_NAMES",
@@ -26,8 +26,10 @@ __all__ = [
     "IssuerPrivateKey",
     "SubjectPublicKey",
     "create_ca",
+    "issue_certificate",
     "key_usage_extension",
     "random_key_id",
+    "signing_extended_key_usage",
     "vn_organisation_subject",
     "write_key_pem",
     "write_pem",
@@ -122,41 +124,93 @@ class DevCA:
         not_after: datetime | None = None,
         key_usage: Iterable[str] | None = SIGNING_KEY_USAGE,
         serial_number: int | None = None,
+        extensions: Iterable[tuple[x509.ExtensionType, bool]] = (),
     ) -> x509.Certificate:
         """Issues an end-entity certificate for ``public_key``.
 
         Validity defaults to yesterday .. one year from now. ``key_usage=None`` leaves the
         extension out (a certificate that says nothing about its use). The serial is random
-        (159 bits, positive) unless given, as RFC 5280 CAs do.
+        (159 bits, positive) unless given, as RFC 5280 CAs do. ``extensions``: more, as
+        (extension, critical) pairs (a CA's AIA and CRL distribution point).
         """
-        now = datetime.now(UTC)
-        start = not_before or now - timedelta(days=1)
-        end = not_after or now + timedelta(days=365)
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(self.certificate.subject)
-            .public_key(public_key)
-            .serial_number(x509.random_serial_number() if serial_number is None else serial_number)
-            .not_valid_before(start)
-            .not_valid_after(end)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
-                critical=False,
-            )
+        return issue_certificate(
+            self.key,
+            self.certificate,
+            public_key,
+            subject,
+            key_usage=key_usage,
+            extended_key_usage=signing_extended_key_usage(key_usage),
+            extensions=extensions,
+            not_before=not_before,
+            not_after=not_after,
+            serial_number=serial_number,
         )
-        if key_usage is not None:
-            builder = builder.add_extension(key_usage_extension(key_usage), critical=True)
-            if {"digitalSignature", "nonRepudiation"} & set(key_usage):
-                builder = builder.add_extension(
-                    x509.ExtendedKeyUsage(
-                        [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.EMAIL_PROTECTION]
-                    ),
-                    critical=False,
-                )
-        return builder.sign(self.key, _signature_hash(self.key))
+
+
+def signing_extended_key_usage(key_usage: Iterable[str] | None) -> tuple[ObjectIdentifier, ...]:
+    """The extended key usages an officer's signing certificate carries: clientAuth and
+    emailProtection when it may sign (digitalSignature or nonRepudiation), none otherwise."""
+    if key_usage is not None and {"digitalSignature", "nonRepudiation"} & set(key_usage):
+        return (ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.EMAIL_PROTECTION)
+    return ()
+
+
+def issue_certificate(
+    issuer_key: IssuerPrivateKey,
+    issuer: x509.Certificate | None,
+    public_key: SubjectPublicKey,
+    subject: x509.Name,
+    *,
+    ca: bool = False,
+    path_length: int | None = None,
+    key_usage: Iterable[str] | None = SIGNING_KEY_USAGE,
+    extended_key_usage: Iterable[ObjectIdentifier] = (),
+    extended_key_usage_critical: bool = False,
+    extensions: Iterable[tuple[x509.ExtensionType, bool]] = (),
+    not_before: datetime | None = None,
+    not_after: datetime | None = None,
+    valid_days: int = 365,
+    serial_number: int | None = None,
+    hash_algorithm: hashes.SHA256 | hashes.SHA384 | None = None,
+) -> x509.Certificate:
+    """The one certificate builder of the tests, the demo and the test PKIs.
+
+    ``issuer=None`` makes a self-signed certificate (``issuer_key`` is then the subject's own
+    key). Every certificate gets BasicConstraints (critical), a SubjectKeyIdentifier, an
+    AuthorityKeyIdentifier when it has an issuer, KeyUsage (critical; left out when ``None``),
+    ExtendedKeyUsage when any is given, then ``extensions`` as (extension, critical) pairs.
+    Validity defaults to yesterday .. ``valid_days`` from now; the serial is random unless
+    given; the hash follows the issuer key (SHA-384 above P-256) unless given.
+    """
+    now = datetime.now(UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer.subject if issuer is not None else subject)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number() if serial_number is None else serial_number)
+        .not_valid_before(not_before or now - timedelta(days=1))
+        .not_valid_after(not_after or now + timedelta(days=valid_days))
+        .add_extension(
+            x509.BasicConstraints(ca=ca, path_length=path_length if ca else None), critical=True
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+    )
+    if issuer is not None:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+            critical=False,
+        )
+    if key_usage is not None:
+        builder = builder.add_extension(key_usage_extension(key_usage), critical=True)
+    usages = list(extended_key_usage)
+    if usages:
+        builder = builder.add_extension(
+            x509.ExtendedKeyUsage(usages), critical=extended_key_usage_critical
+        )
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
+    return builder.sign(issuer_key, hash_algorithm or _signature_hash(issuer_key))
 
 
 def create_ca(
@@ -181,21 +235,15 @@ def create_ca(
             x509.NameAttribute(NameOID.COMMON_NAME, common_name),
         ]
     )
-    now = datetime.now(UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=1))
-        .not_valid_after(now + timedelta(days=valid_days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            key_usage_extension(("keyCertSign", "cRLSign", "digitalSignature")), critical=True
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, _signature_hash(key))
+    certificate = issue_certificate(
+        key,
+        None,
+        key.public_key(),
+        name,
+        ca=True,
+        path_length=0,
+        key_usage=("keyCertSign", "cRLSign", "digitalSignature"),
+        valid_days=valid_days,
     )
     return DevCA(key=key, certificate=certificate)
 

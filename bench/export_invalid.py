@@ -51,20 +51,16 @@ def build(url: str, rows: int) -> int:
     from kyso.platform.db import make_engine
     from kyso.platform.migrations import upgrade
     from kyso.platform.models import (
-        Area,
         AreaLevel,
         Dose,
-        Facility,
         FacilityType,
         Gender,
         Person,
         Role,
-        SigningUnit,
         SigningUnitKind,
-        User,
-        VaccineProduct,
         VerificationStatus,
     )
+    from kyso.platform.records import seed
     from kyso.platform.records.names import name_key
 
     upgrade(url)
@@ -72,40 +68,29 @@ def build(url: str, rows: int) -> int:
     from sqlalchemy.orm import Session
 
     with Session(engine) as session:
-        province = Area(code="79", name="Thành phố Hồ Chí Minh", level=AreaLevel.PROVINCE)
-        session.add(province)
-        session.flush()
-        province.province_id = province.id
-        commune = Area(
-            code="26740",
-            name="Phường Bến Nghé",
-            level=AreaLevel.COMMUNE,
-            parent_id=province.id,
-            province_id=province.id,
+        province = seed.area(session, "79", "Thành phố Hồ Chí Minh", AreaLevel.PROVINCE)
+        commune = seed.area(session, "26740", "Phường Bến Nghé", AreaLevel.COMMUNE, province)
+        unit = seed.signing_unit(
+            session, "SU-79-1", "Trạm Y tế", SigningUnitKind.FACILITY, province
         )
-        unit = SigningUnit(
-            code="SU-79-1", name="Trạm Y tế", kind=SigningUnitKind.FACILITY, province_id=None
+        facility = seed.facility(
+            session,
+            "79760-BN",
+            "Trạm Y tế Phường Bến Nghé",
+            FacilityType.COMMUNE_STATION,
+            commune,
+            unit,
         )
-        session.add_all([commune, unit])
-        session.flush()
-        facility = Facility(
-            code="79760-BN",
-            name="Trạm Y tế Phường Bến Nghé",
-            type=FacilityType.COMMUNE_STATION,
-            area_id=commune.id,
-            signing_unit_id=unit.id,
-        )
-        product = VaccineProduct(
-            code="EU/1/20/1528",
-            name="Comirnaty (Pfizer-BioNTech)",
+        product = seed.product(
+            session,
+            "EU/1/20/1528",
+            "Comirnaty (Pfizer-BioNTech)",
             manufacturer_code="ORG-100030215",
             prophylaxis_code="J07BN01",
         )
-        admin = User(
-            username="admin", full_name="Quản trị viên", password_hash="x", role=Role.ADMINISTRATOR
+        admin = seed.account(
+            session, "admin", "Quản trị viên", Role.ADMINISTRATOR, password_hash="x"
         )
-        session.add_all([facility, product, admin])
-        session.flush()
         now = datetime.now(UTC)
         people_count = rows // 2
         kinds = [

@@ -102,7 +102,7 @@ from kyso.platform.models import (
     VerificationStatus,
 )
 from kyso.platform.models.columns import utcnow
-from kyso.platform.records import bulk, demo
+from kyso.platform.records import bulk, demo, seed
 from kyso.platform.records.bulk import PEOPLE
 from kyso.platform.records.names import name_key
 from kyso.platform.records.reference_data import load_reference_data, read_toml
@@ -323,54 +323,35 @@ def extend_organisation(session: Session, people: int) -> None:
     for unit in session.scalars(select(SigningUnit).order_by(SigningUnit.code)):
         if unit.id in has_officer:
             continue
-        own = unit.kind is SigningUnitKind.FACILITY
-        session.add(
-            User(
-                username=f"bench.{unit.code.lower()}",
-                full_name="Cán bộ ký duyệt (benchmark)",
-                password_hash="!",  # not a hash: this account cannot log in
-                role=Role.SIGNING_OFFICER,
-                signing_unit_id=unit.id,
-                facility_id=stations.get(unit.id) if own else None,
-            )
+        station = stations.get(unit.id) if unit.kind is SigningUnitKind.FACILITY else None
+        seed.account(
+            session,
+            f"bench.{unit.code.lower()}",
+            "Cán bộ ký duyệt (benchmark)",
+            Role.SIGNING_OFFICER,
+            password_hash="!",  # not a hash: this account cannot log in
+            signing_unit=unit,
+            facility=session.get(Facility, station) if station else None,
         )
-    session.flush()
 
 
 def _synthetic_district(session: Session, province: Area, number: int) -> None:
     code = f"{province.code}B{number:02d}"
-    district = Area(
-        code=code,
-        name=f"Quận mô phỏng {number}",
-        level=AreaLevel.DISTRICT,
-        parent_id=province.id,
-        province_id=province.id,
-    )
-    session.add(district)
-    session.flush()
+    district = seed.area(session, code, f"Quận mô phỏng {number}", AreaLevel.DISTRICT, province)
     wards = [
-        Area(
-            code=f"{code}{ward:02d}",
-            name=f"Phường {ward}",
-            level=AreaLevel.COMMUNE,
-            parent_id=district.id,
-            province_id=province.id,
-        )
+        seed.area(session, f"{code}{ward:02d}", f"Phường {ward}", AreaLevel.COMMUNE, district)
         for ward in range(1, COMMUNES_PER_DISTRICT + 1)
     ]
-    session.add_all(wards)
-    session.flush()
-    central = number % 2 == 0
     centre = None
-    if central:
-        centre = SigningUnit(
-            code=f"SU-{code}",
-            name=f"Trung tâm Y tế Quận mô phỏng {number}",
-            kind=SigningUnitKind.DISTRICT_HEALTH_CENTRE,
-            province_id=province.id,
+    if number % 2 == 0:  # signs centrally
+        centre = seed.signing_unit(
+            session,
+            f"SU-{code}",
+            f"Trung tâm Y tế Quận mô phỏng {number}",
+            SigningUnitKind.DISTRICT_HEALTH_CENTRE,
+            province,
             batch_mode=True,
         )
-        session.add(centre)
     facilities = [
         (f"TYT-{ward.code}", f"Trạm Y tế {ward.name}, {district.name}", "station", ward)
         for ward in wards
@@ -383,25 +364,10 @@ def _synthetic_district(session: Session, province: Area, number: int) -> None:
         "mobile": FacilityType.MOBILE_TEAM,
     }
     for facility_code, name, kind, ward in facilities:
-        unit = centre
-        if unit is None:
-            unit = SigningUnit(
-                code=f"SU-{facility_code}",
-                name=name,
-                kind=SigningUnitKind.FACILITY,
-                province_id=province.id,
-            )
-            session.add(unit)
-        session.flush()
-        session.add(
-            Facility(
-                code=facility_code,
-                name=name,
-                type=kinds[kind],
-                area_id=ward.id,
-                signing_unit_id=unit.id,
-            )
+        unit = centre or seed.signing_unit(
+            session, f"SU-{facility_code}", name, SigningUnitKind.FACILITY, province
         )
+        seed.facility(session, facility_code, name, kinds[kind], ward, unit)
 
 
 def shaped_world(world: demo.DemoWorld, rng: random.Random) -> demo.DemoWorld:

@@ -57,7 +57,7 @@ from kyso.agent.devpki import (
     DevCA,
     IssuerPrivateKey,
     SubjectPublicKey,
-    key_usage_extension,
+    issue_certificate,
 )
 
 __all__ = ["IssuingCA", "RunningPki", "TestPki", "main", "start"]
@@ -182,35 +182,21 @@ class IssuingCA(DevCA):
         not_after: datetime | None = None,
         key_usage: Iterable[str] | None = SIGNING_KEY_USAGE,
         serial_number: int | None = None,
+        extensions: Iterable[tuple[x509.ExtensionType, bool]] = (),
     ) -> x509.Certificate:
-        now = datetime.now(UTC)
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(self.certificate.subject)
-            .public_key(public_key)
-            .serial_number(x509.random_serial_number() if serial_number is None else serial_number)
-            .not_valid_before(not_before or now - timedelta(days=1))
-            .not_valid_after(not_after or now + timedelta(days=365))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
-                critical=False,
-            )
-            .add_extension(_aia(self.base_url, "issuing"), critical=False)
-            .add_extension(_crl_dp(self.base_url, "issuing"), critical=False)
+        certificate = super().issue(
+            public_key,
+            subject,
+            not_before=not_before,
+            not_after=not_after,
+            key_usage=key_usage,
+            serial_number=serial_number,
+            extensions=[
+                *extensions,
+                (_aia(self.base_url, "issuing"), False),
+                (_crl_dp(self.base_url, "issuing"), False),
+            ],
         )
-        if key_usage is not None:
-            builder = builder.add_extension(key_usage_extension(key_usage), critical=True)
-            if {"digitalSignature", "nonRepudiation"} & set(key_usage):
-                builder = builder.add_extension(
-                    x509.ExtendedKeyUsage(
-                        [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.EMAIL_PROTECTION]
-                    ),
-                    critical=False,
-                )
-        certificate = builder.sign(self.key, hashes.SHA256())
         if self.issued_dir is not None:
             self.issued_dir.mkdir(parents=True, exist_ok=True)
             (self.issued_dir / f"{certificate.serial_number:X}.pem").write_bytes(_pem(certificate))
@@ -257,29 +243,25 @@ def _ca_certificate(
     path_length: int | None,
 ) -> x509.Certificate:
     now = datetime.now(UTC)
-    signer = issuer.key if issuer else key
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer.certificate.subject if issuer else name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=30))
-        .not_valid_after(now + timedelta(days=3650 if issuer is None else 1825))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
-        .add_extension(key_usage_extension(("keyCertSign", "cRLSign")), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-    )
+    extensions: list[tuple[x509.ExtensionType, bool]] = []
     if issuer is not None:
-        builder = (
-            builder.add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()),
-                critical=False,
-            )
-            .add_extension(_aia(base_url, "root", ocsp=False), critical=False)
-            .add_extension(_crl_dp(base_url, "root"), critical=False)
-        )
-    return builder.sign(signer, hashes.SHA256())
+        extensions = [
+            (_aia(base_url, "root", ocsp=False), False),
+            (_crl_dp(base_url, "root"), False),
+        ]
+    return issue_certificate(
+        issuer.key if issuer else key,
+        issuer.certificate if issuer else None,
+        key.public_key(),
+        name,
+        ca=True,
+        path_length=path_length,
+        key_usage=("keyCertSign", "cRLSign"),
+        extensions=extensions,
+        not_before=now - timedelta(days=30),
+        valid_days=3650 if issuer is None else 1825,
+        hash_algorithm=hashes.SHA256(),
+    )
 
 
 def _service_certificate(
@@ -291,31 +273,24 @@ def _service_certificate(
     issuer_label: str,
 ) -> x509.Certificate:
     now = datetime.now(UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(common_name, "Kyso Test PKI"))
-        .issuer_name(issuer.certificate.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(days=30))
-        .not_valid_after(now + timedelta(days=1825))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(key_usage_extension(("digitalSignature",)), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage([usage]),
-            critical=usage == ExtendedKeyUsageOID.TIME_STAMPING,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()),
-            critical=False,
-        )
+    last: x509.ExtensionType = (
+        x509.OCSPNoCheck()
+        if usage == ExtendedKeyUsageOID.OCSP_SIGNING
+        else _crl_dp(base_url, issuer_label)
     )
-    if usage == ExtendedKeyUsageOID.OCSP_SIGNING:
-        builder = builder.add_extension(x509.OCSPNoCheck(), critical=False)
-    else:
-        builder = builder.add_extension(_crl_dp(base_url, issuer_label), critical=False)
-    return builder.sign(issuer.key, hashes.SHA256())
+    return issue_certificate(
+        issuer.key,
+        issuer.certificate,
+        key.public_key(),
+        _name(common_name, "Kyso Test PKI"),
+        key_usage=("digitalSignature",),
+        extended_key_usage=(usage,),
+        extended_key_usage_critical=usage == ExtendedKeyUsageOID.TIME_STAMPING,
+        extensions=[(last, False)],
+        not_before=now - timedelta(days=30),
+        valid_days=1825,
+        hash_algorithm=hashes.SHA256(),
+    )
 
 
 _FILES: Final = ("root", "issuing", "ocsp", "tsa")

@@ -30,9 +30,14 @@ REQUEST_SECONDS = Histogram(
     ["endpoint", "method", "status"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
+# A batch is counted once when prepared and once when it ends (nothing left pending): as
+# "completed" when at least one of its records was signed, as "failed" when every record was
+# rejected (nothing signed: a wrong key, a revoked or replaced certificate, every dose edited).
+# So prepared = completed + failed + the batches still open.
 BATCHES = Counter(
     "kyso_signing_batches_total",
-    "Signing batches by what happened to them: prepared, completed or failed.",
+    "Signing batches: prepared; ended with at least one record signed (completed); ended with "
+    "every record rejected, nothing signed (failed).",
     ["event"],
 )
 SIGNATURES_STORED = Counter(

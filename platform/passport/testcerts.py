@@ -27,6 +27,16 @@ EKU_VACCINATION: Final = ObjectIdentifier("1.3.6.1.4.1.1847.2021.1.2")
 EKU_RECOVERY: Final = ObjectIdentifier("1.3.6.1.4.1.1847.2021.1.3")
 
 
+def _subject(name: str, organisation: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "VN"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, organisation),
+            x509.NameAttribute(NameOID.COMMON_NAME, name),
+        ]
+    )
+
+
 def create_csca(
     name: str = "Kyso Test CSCA Viet Nam", organisation: str = "Bộ Y tế (test only)"
 ) -> devpki.DevCA:
@@ -49,33 +59,17 @@ def issue_dsc(
 
     nonRepudiation besides digitalSignature: the same key PAdES-signs the PDF passports, and
     PDF validators (pyHanko's default policy) ask for it on a document signature."""
-    now = datetime.now(UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(
-            x509.Name(
-                [
-                    x509.NameAttribute(NameOID.COUNTRY_NAME, "VN"),
-                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, organisation),
-                    x509.NameAttribute(NameOID.COMMON_NAME, name),
-                ]
-            )
-        )
-        .issuer_name(csca.certificate.subject)
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before or now - timedelta(days=1))
-        .not_valid_after(not_after or now + timedelta(days=730))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(devpki.key_usage_extension(key_usage), critical=True)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(csca.key.public_key()),
-            critical=False,
-        )
+    return devpki.issue_certificate(
+        csca.key,
+        csca.certificate,
+        public_key,
+        _subject(name, organisation),
+        key_usage=key_usage,
+        extended_key_usage=eku or (),
+        not_before=not_before,
+        not_after=not_after,
+        valid_days=730,
     )
-    if eku:
-        builder = builder.add_extension(x509.ExtendedKeyUsage(list(eku)), critical=False)
-    return builder.sign(csca.key, hashes.SHA256())
 
 
 def create_document_ca(
@@ -99,46 +93,25 @@ def issue_document_certificate(
     not_after: datetime | None = None,
 ) -> x509.Certificate:
     """The document-signing certificate of the PDF passports (CRL distribution point set)."""
-    now = datetime.now(UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(
-            x509.Name(
-                [
-                    x509.NameAttribute(NameOID.COUNTRY_NAME, "VN"),
-                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, organisation),
-                    x509.NameAttribute(NameOID.COMMON_NAME, name),
-                ]
+    crl_distribution = x509.CRLDistributionPoints(
+        [
+            x509.DistributionPoint(
+                [x509.UniformResourceIdentifier(DOCUMENT_CRL_URL)], None, None, None
             )
-        )
-        .issuer_name(ca.certificate.subject)
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before or now - timedelta(days=1))
-        .not_valid_after(not_after or now + timedelta(days=730))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            devpki.key_usage_extension(("digitalSignature", "nonRepudiation")), critical=True
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
-            critical=False,
-        )
-        .add_extension(
-            x509.CRLDistributionPoints(
-                [
-                    x509.DistributionPoint(
-                        [x509.UniformResourceIdentifier(DOCUMENT_CRL_URL)], None, None, None
-                    )
-                ]
-            ),
-            critical=False,
-        )
+        ]
     )
-    if eku:
-        builder = builder.add_extension(x509.ExtendedKeyUsage(list(eku)), critical=False)
-    return builder.sign(ca.key, hashes.SHA256())
+    return devpki.issue_certificate(
+        ca.key,
+        ca.certificate,
+        public_key,
+        _subject(name, organisation),
+        key_usage=("digitalSignature", "nonRepudiation"),
+        extended_key_usage=eku or (),
+        extensions=[(crl_distribution, False)],
+        not_before=not_before,
+        not_after=not_after,
+        valid_days=730,
+    )
 
 
 def issue_crl(ca: devpki.DevCA, *, days: int = 7) -> x509.CertificateRevocationList:

@@ -12,6 +12,7 @@ no such number). ``registry_citizens`` gives what the reference registry should 
 
 The demo organisation (``platform/data/demo-org.toml``) and its accounts are created when
 missing and never changed afterwards; every demo account has the password ``DEMO_PASSWORD``.
+Everything is written through ``records.seed``, as the tests and the benchmarks write theirs.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from kyso.platform.models import (
     User,
     VaccineProduct,
 )
-from kyso.platform.records import bulk
+from kyso.platform.records import seed as build
 from kyso.platform.records.reference_data import areas, products, read_toml
 from kyso.platform.registry.identity import PROVINCES, century_gender_digit
 
@@ -179,17 +180,15 @@ def ensure_demo_organisation(session: Session) -> list[DemoAccount]:
     units = {u.code: u for u in session.scalars(select(SigningUnit))}
     for entry in spec["signing_unit"]:
         if entry["code"] not in units:
-            unit = SigningUnit(
-                code=entry["code"],
-                name=entry["name"],
-                kind=SigningUnitKind(entry["kind"]),
-                province_id=area_by_code[entry["province"]].id,
+            units[entry["code"]] = build.signing_unit(
+                session,
+                entry["code"],
+                entry["name"],
+                SigningUnitKind(entry["kind"]),
+                area_by_code[entry["province"]],
                 batch_mode=bool(entry.get("batch_mode", False)),
                 tax_code=entry.get("tax_code"),
             )
-            session.add(unit)
-            units[unit.code] = unit
-    session.flush()
 
     facilities = {f.code: f for f in session.scalars(select(Facility))}
     wanted: list[dict[str, Any]] = list(spec["facility"])
@@ -209,17 +208,15 @@ def ensure_demo_organisation(session: Session) -> list[DemoAccount]:
                 )
     for entry in wanted:
         if entry["code"] not in facilities:
-            facility = Facility(
-                code=entry["code"],
-                name=entry["name"],
-                type=FacilityType(entry["type"]),
-                area_id=area_by_code[entry["area"]].id,
+            facilities[entry["code"]] = build.facility(
+                session,
+                entry["code"],
+                entry["name"],
+                FacilityType(entry["type"]),
+                area_by_code[entry["area"]],
+                units[entry["signing_unit"]],
                 under_ministry=bool(entry.get("under_ministry", False)),
-                signing_unit_id=units[entry["signing_unit"]].id,
             )
-            session.add(facility)
-            facilities[facility.code] = facility
-    session.flush()
 
     accounts: list[DemoAccount] = []
     users = {u.username: u for u in session.scalars(select(User))}
@@ -233,17 +230,16 @@ def ensure_demo_organisation(session: Session) -> list[DemoAccount]:
         created = user is None
         if user is None:
             password_hash = password_hash or hash_password(DEMO_PASSWORD)
-            user = User(
-                username=entry["username"],
-                full_name=entry["full_name"],
+            user = build.account(
+                session,
+                entry["username"],
+                entry["full_name"],
+                Role(entry["role"]),
                 password_hash=password_hash,
-                role=Role(entry["role"]),
-                facility_id=facilities[facility_code].id if facility_code else None,
-                signing_unit_id=units[unit_code].id if unit_code else None,
-                province_id=area_by_code[province_code].id if province_code else None,
+                facility=facilities[facility_code] if facility_code else None,
+                signing_unit=units[unit_code] if unit_code else None,
+                province=area_by_code[province_code] if province_code else None,
             )
-            session.add(user)
-            session.flush()
             audit(session, "user.create", None, target=user.username, via="demo-data")
         accounts.append(DemoAccount(user.username, user.full_name, user.role, created, where))
     return accounts
@@ -544,41 +540,33 @@ def insert_people(
     calls to insert a very large population in several transactions).
     """
     stats = InsertStats()
-    iterator = iter(people)
-    while batch := list(itertools.islice(iterator, batch_size)):
-        ids = bulk.insert_people(
-            session,
-            [
-                {
-                    "full_name": p.full_name,
-                    "birth_date": p.birth_date,
-                    "gender": p.gender,
-                    "identity_number": p.identity_number,
-                    "phone": p.phone,
-                    "area_id": world.area_ids[p.area_code],
-                    "address": p.address,
-                }
-                for p in batch
-            ],
-        )
-        dose_rows = [
-            {
-                "person_id": person_id,
-                "product_id": world.product_ids[d.product_code],
-                "lot": d.lot,
-                "vaccinated_on": d.vaccinated_on,
-                "dose_number": d.dose_number,
-                "facility_id": world.facility_ids[d.facility_code],
-                "created_by_facility_id": world.facility_ids[d.facility_code],
-                "created_by_user_id": None,
-            }
-            for p, person_id in zip(batch, ids, strict=True)
-            for d in p.doses
-        ]
-        bulk.insert_doses(session, dose_rows)
-        stats.people += len(batch)
-        stats.doses += len(dose_rows)
-        stats.problems.update(p.problem for p in batch)
+
+    def rows() -> Iterator[build.NewPerson]:
+        for p in people:
+            stats.problems[p.problem] += 1
+            yield build.NewPerson(
+                full_name=p.full_name,
+                birth_date=p.birth_date,
+                gender=p.gender,
+                identity_number=p.identity_number,
+                phone=p.phone,
+                area_id=world.area_ids[p.area_code],
+                address=p.address,
+                doses=tuple(
+                    build.NewDose(
+                        dose_number=d.dose_number,
+                        vaccinated_on=d.vaccinated_on,
+                        product_id=world.product_ids[d.product_code],
+                        lot=d.lot,
+                        facility_id=world.facility_ids[d.facility_code],
+                    )
+                    for d in p.doses
+                ),
+            )
+
+    inserted = build.people(session, rows(), batch_size)
+    stats.people = len(inserted.ids)
+    stats.doses = inserted.doses
     return stats
 
 

@@ -9,6 +9,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
+from support.chromium import browser  # noqa: F401 - the browser tests' shared Chromium
+from support.fast_passwords import fast_password_hashes  # noqa: F401 - autouse, whole session
 from support.platform_db import Databases, databases
 from support.platform_seed import Seed, seed
 

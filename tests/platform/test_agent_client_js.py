@@ -24,7 +24,6 @@ from urllib.parse import urlsplit
 import pytest
 from cryptography import x509
 from support.agent_harness import ORIGIN, RunningAgent, running_agent
-from support.chromium import CHROMIUM, CHROMIUM_ARGS
 from support.signing import digests, verify
 
 from kyso.agent.token.pkcs11_token import Pkcs11Token
@@ -108,16 +107,6 @@ def _substitute(value: Any, code: str | None = None) -> Any:
     if isinstance(value, list):
         return [_substitute(v, code) for v in value]
     return value
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed")
-    with playwright_api.sync_playwright() as p:
-        instance = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield instance
-        instance.close()
 
 
 def _serve(route: Any) -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+from argon2 import Type
 from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from support import fast_passwords
 from support.platform_client import csrf_token, login
 from support.platform_seed import PASSWORD, Seed
 
@@ -56,6 +58,18 @@ def test_passwords_are_argon2id(session: Session, org: Seed) -> None:
     hashes = session.scalars(select(User.password_hash)).all()
     assert hashes
     assert all(h.startswith("$argon2id$") for h in hashes)
+
+
+def test_the_platform_hashes_at_argon2_defaults_cost() -> None:
+    """The suite hashes at argon2id's lowest cost (support/fast_passwords.py); the platform's
+    own hasher keeps argon2-cffi's defaults (RFC 9106's second recommended option)."""
+    assert fast_passwords.PRODUCTION.type is Type.ID
+    assert (
+        fast_passwords.PRODUCTION.time_cost,
+        fast_passwords.PRODUCTION.memory_cost,
+        fast_passwords.PRODUCTION.parallelism,
+    ) == (3, 65536, 4)
+    assert fast_passwords.PRODUCTION is not fast_passwords.FAST
 
 
 def test_security_headers_and_no_inline_script(client: FlaskClient, org: Seed) -> None:

@@ -1,5 +1,5 @@
-"""`/metrics` counts the domain: batches prepared and completed, signatures stored, citizens'
-lookups by outcome, throttled requests, the population registry's latency and failures.
+"""`/metrics` counts the domain: batches prepared, completed and failed, signatures stored,
+citizens' lookups by outcome, throttled requests, the population registry's latency and failures.
 
 Only what committed is counted: a refused request, rolled back, leaves the counts alone.
 The counters belong to the process, so each test reads them before and after.
@@ -129,6 +129,7 @@ def test_a_signed_batch_a_lookup_and_a_throttled_login_are_counted(
 
     assert grew("kyso_signing_batches_total", event="prepared") == 1
     assert grew("kyso_signing_batches_total", event="completed") == 1
+    assert grew("kyso_signing_batches_total", event="failed") == 0  # one record was signed
     assert grew("kyso_signatures_stored_total") == len(doses) - 1  # the stranger's is rejected
     assert grew("kyso_citizen_lookups_total", outcome="not_found") == 1
     assert grew("kyso_citizen_lookups_total", outcome="bad_input") == 1
@@ -142,6 +143,47 @@ def test_a_signed_batch_a_lookup_and_a_throttled_login_are_counted(
     ((limit,),) = [labels for labels, grown in throttled.items() if grown]
     assert limit[0] == "limit"
     assert limit[1].startswith("login:")
+
+
+def test_a_batch_that_ends_with_nothing_signed_is_counted_as_failed(
+    signing_app: Flask,
+    client: FlaskClient,
+    session: Session,
+    org: Seed,
+    pki: Pki,
+) -> None:
+    """Every signature is another key's: every record is rejected, the batch ends (nothing is
+    pending) with nothing signed. It is counted once as failed, never as completed, however
+    often its end is asked for."""
+    register_certificate(session, org.admin, org.officer, pki.p256.serial)
+    people = bulk_people(session, org, 3, doses=1)
+    doses = list(session.scalars(select(Dose.id).where(Dose.person_id.in_(people))))
+    add_doses(session, org.officer, doses)
+    session.commit()
+    login(client, "kyduyet.bennghe")
+    token = csrf(client)
+    before = read_metrics(client)
+    prepared = post(client, "/signing/api/batches", {"der": b64(pki.p256.der)}, token)
+    assert prepared.status_code == 200, prepared.get_json()
+    data = prepared.get_json()
+    attempt = data["attempt"]
+    signatures = [b64(pki.stranger.sign(base64.b64decode(d))) for d in attempt["digests"]]
+    url = f"/signing/api/batches/{data['batch']}"
+    body = {"attempt": attempt["id"], "offset": 0, "signatures": signatures}
+    assert post(client, f"{url}/signatures", body, token).status_code == 200
+    for _ in range(2):  # completing twice ends it once
+        done = post(client, f"{url}/complete", {}, token).get_json()
+        assert (done["status"], done["signed"], done["rejected"]) == ("completed", 0, len(doses))
+    assert client.get(f"/signing/batches/{data['batch']}").status_code == 200  # result page
+    after = read_metrics(client)
+
+    def grew(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert grew("kyso_signing_batches_total", event="prepared") == 1
+    assert grew("kyso_signing_batches_total", event="failed") == 1
+    assert grew("kyso_signing_batches_total", event="completed") == 0
+    assert grew("kyso_signatures_stored_total") == 0
 
 
 def test_a_count_is_forgotten_when_its_transaction_or_savepoint_rolls_back(

@@ -23,12 +23,12 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from support.cms_pki import Officer, Pki
-from support.passport_data import sign_people
+from support.passport_data import queue_signed
 from support.passport_fixtures import *  # noqa: F403
 from support.passport_hsm import PassportKeys
 from support.pg_faults import LockTrap
+from support.platform_db import postgresql_only
 from support.platform_seed import Seed, add_person
-from support.signing_data import bulk_people
 
 from kyso.platform.cli import main
 from kyso.platform.models import (
@@ -52,17 +52,8 @@ from kyso.platform.registry.reference_server import (
 RUN_UPDATE = "UPDATE passport_runs%"
 
 
-@pytest.fixture(autouse=True)
-def _postgres_only(database_url: str) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("pg_terminate_backend is PostgreSQL's")
-
-
-def _queue(session: Session, org: Seed, pki: Pki, officer: Officer, people: int) -> list[int]:
-    ids = bulk_people(session, org, people, doses=2)
-    session.commit()
-    sign_people(session, org, pki, officer, ids)
-    return ids
+# pg_terminate_backend is PostgreSQL's: no SQLite case is collected.
+pytestmark = postgresql_only
 
 
 def _trap_first_chunk(
@@ -109,7 +100,7 @@ def test_a_run_stopped_by_a_lost_connection_counts_only_what_committed(
 ) -> None:
     """Issue 19, 2: the chunk's counts were added to the run before the chunk committed and the
     error handler saved them (issued = 3 with no passport of the run). Fails on the old code."""
-    _queue(session, org, facility_pki, facility_officer, 3)
+    queue_signed(session, org, facility_pki, facility_officer, 3)
     traps: list[LockTrap] = []
     with pytest.raises(DBAPIError):
         issue_passports(
@@ -141,7 +132,7 @@ def test_a_chunk_is_tried_again_after_a_lost_connection(
 ) -> None:
     """Issue 19, 4: the job retries a chunk itself (a bounded number of times). Fails on the old
     code (the run stopped with the raw error)."""
-    people = _queue(session, org, facility_pki, facility_officer, 3)
+    people = queue_signed(session, org, facility_pki, facility_officer, 3)
     traps: list[LockTrap] = []
     summary = issue_passports(
         app.extensions["kyso.sessions"],
@@ -188,7 +179,7 @@ def test_issue_passports_says_try_again_later_on_a_lost_database(
     """Issue 19, 4: the real command, its database connection terminated whenever it writes a
     run: a clear message and exit code 75, no traceback. Fails on the old code (a raw
     SQLAlchemy traceback, exit code 1)."""
-    _queue(session, org, facility_pki, facility_officer, 2)
+    queue_signed(session, org, facility_pki, facility_officer, 2)
     session.rollback()
     command = shutil.which("kyso-platform", path=str(Path(sys.executable).parent))
     assert command is not None

@@ -17,34 +17,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import pytest
 from flask import Flask
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from support.cms_pki import Officer, Pki
-from support.passport_data import sign_people
+from support.passport_data import queue_signed
 from support.passport_fixtures import *  # noqa: F403
 from support.passport_hsm import PassportKeys
+from support.platform_db import postgresql_only
 from support.platform_seed import Seed
-from support.signing_data import bulk_people
 
 from kyso.platform.models import IssuanceRun, Passport, PassportQueueEntry, PassportState
 from kyso.platform.passport import render
 from kyso.platform.passport.issuance import IssuanceContext, RunSummary, issue_passports
 
 WORKERS = 4
-
-
-def _postgres_only(database_url: str) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("concurrent workers need PostgreSQL (SQLite has one writer)")
-
-
-def _queue(session: Session, org: Seed, pki: Pki, officer: Officer, people: int) -> list[int]:
-    ids = bulk_people(session, org, people, doses=2)
-    session.commit()
-    sign_people(session, org, pki, officer, ids)
-    return ids
 
 
 def _assert_issued_once(session: Session, people: Sequence[int], runs: Sequence[int]) -> None:
@@ -79,6 +66,7 @@ def _assert_issued_once(session: Session, people: Sequence[int], runs: Sequence[
     assert sum(1 for r in rows if r.issued > 0) >= 2
 
 
+@postgresql_only  # concurrent workers need PostgreSQL (SQLite has one writer)
 def test_four_processes_issue_each_certificate_once(
     app: Flask,
     database_url: str,
@@ -89,8 +77,7 @@ def test_four_processes_issue_each_certificate_once(
     passport_keys: PassportKeys,
     tmp_path: Path,
 ) -> None:
-    _postgres_only(database_url)
-    people = _queue(session, org, facility_pki, facility_officer, 600)
+    people = queue_signed(session, org, facility_pki, facility_officer, 600)
     anchors = facility_pki.write_anchors(tmp_path / "anchors.pem", with_intermediate=True)
     command = shutil.which("kyso-platform", path=str(Path(sys.executable).parent))
     assert command is not None
@@ -144,6 +131,7 @@ def test_four_processes_issue_each_certificate_once(
     assert "NOT VALID" in done.stdout
 
 
+@postgresql_only  # concurrent workers need PostgreSQL (SQLite has one writer)
 def test_four_threads_issue_each_certificate_once(
     app: Flask,
     database_url: str,
@@ -153,8 +141,7 @@ def test_four_threads_issue_each_certificate_once(
     facility_officer: Officer,
     issuance: IssuanceContext,
 ) -> None:
-    _postgres_only(database_url)
-    people = _queue(session, org, facility_pki, facility_officer, 400)
+    people = queue_signed(session, org, facility_pki, facility_officer, 400)
     factory = app.extensions["kyso.sessions"]
     context = IssuanceContext(
         trust=issuance.trust,

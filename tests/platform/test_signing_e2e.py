@@ -26,13 +26,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import func, select
 from support.agent_harness import ScriptedUI, start_agent
-from support.chromium import CHROMIUM, CHROMIUM_ARGS
+from support.chromium import needs_chromium, serve
 from support.openssl_cms import verify_export
 from support.platform_db import Databases
 from support.platform_keys import ManifestIssuer
 from support.platform_seed import PASSWORD, seed
 from support.signing_data import bulk_people
-from werkzeug.serving import BaseWSGIServer, make_server
 
 from kyso.agent.token.pkcs11_token import Pkcs11Token
 from kyso.agent.token.softhsm import ProvisionedToken
@@ -48,16 +47,6 @@ from kyso.platform.users.service import format_serial, register_certificate
 playwright_api = pytest.importorskip("playwright.sync_api")
 
 INSTALLER = "https://tiemchung.example.vn/tai/kyso-agent.msi"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed")
-    with playwright_api.sync_playwright() as p:
-        instance = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield instance
-        instance.close()
 
 
 def _free_port() -> int:
@@ -92,8 +81,7 @@ def site(
     the test says otherwise), all ticked by the officer whose registered certificate is one of
     the SoftHSM token's (P-256 unless the test says otherwise)."""
     people_count, doses_each, kind = getattr(request, "param", (6, 2, "p256"))
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed")
+    needs_chromium()
     manifest_key = ec.generate_private_key(ec.SECP256R1())
     key_path = tmp_path / "manifest-key.pem"
     key_path.write_bytes(
@@ -126,17 +114,9 @@ def site(
         add_doses(session, org.officer, dose_ids)
         session.commit()
         officer, officer_id, admin = org.officer.username, org.officer.id, org.admin.username
-    server: BaseWSGIServer = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_port}"
-    try:
+    with serve(app) as url:
         issuer = ManifestIssuer(url, manifest_key)
         yield Site(url, app, officer, officer_id, admin, serial, len(dose_ids), issuer, anchors)
-    finally:
-        server.shutdown()
-        thread.join(timeout=5)
-        app.extensions["kyso.engine"].dispose()
 
 
 class PlatformPage:

@@ -3,7 +3,6 @@ of the latest dose): the service's grouped counts, and the page in Chromium unde
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -11,13 +10,10 @@ from typing import Any
 
 import pytest
 from sqlalchemy.orm import Session
-from support.chromium import CHROMIUM, CHROMIUM_ARGS
+from support.chromium import login, platform_app, serve
 from support.feedback_data import invalid_people
-from support.platform_db import Databases
-from support.platform_seed import PASSWORD, Seed, add_person, seed
-from werkzeug.serving import BaseWSGIServer, make_server
+from support.platform_seed import Seed, add_person, seed
 
-from kyso.platform.app import create_app
 from kyso.platform.models import Dose, VerificationStatus
 from kyso.platform.stats.charts import BAR_MAX, bar_chart
 from kyso.platform.stats.service import (
@@ -119,37 +115,13 @@ def test_bars_are_proportional_and_numbers_vietnamese() -> None:
     assert bar_chart("x", "t", [], str).bars == ()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def site(
-    request: pytest.FixtureRequest, platform_databases: Databases, tmp_path: Path
-) -> Iterator[str]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed")
-    url = (
-        platform_databases.sqlite(tmp_path)
-        if request.param == "sqlite"
-        else platform_databases.postgresql()
-    )
-    app = create_app(
-        {
-            "DATABASE_URL": url,
-            "SECRET_KEY": "charts-test",
-            "SESSION_COOKIE_SECURE": False,
-            "REGISTRY_URL": "http://127.0.0.1:9",
-        }
-    )
-    app.instance_path = str(tmp_path / "instance")
+@pytest.fixture
+def site(database_url: str, tmp_path: Path) -> Iterator[str]:
+    app = platform_app(database_url, tmp_path)
     with app.extensions["kyso.sessions"]() as session:
         _people(session, seed(session))
-    server: BaseWSGIServer = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=5)
-        app.extensions["kyso.engine"].dispose()
+    with serve(app) as url:
+        yield url
 
 
 def _bars(page: Any, key: str) -> list[tuple[float, int, str]]:
@@ -173,53 +145,48 @@ def _proportional(bars: list[tuple[float, int, str]]) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_statistics_page_draws_its_charts_under_the_csp(site: str, tmp_path: Path) -> None:
+def test_statistics_page_draws_its_charts_under_the_csp(
+    site: str, browser: Any, tmp_path: Path
+) -> None:
     """Fails on the old code: the page had the table only, no chart."""
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(locale="vi-VN", viewport={"width": 1366, "height": 768})
-        console: list[str] = []
-        page.on("console", lambda message: console.append(message.text))
-        page.goto(f"{site}/login")
-        page.get_by_label("Tên đăng nhập").fill("nhanvien.bennghe")
-        page.get_by_label("Mật khẩu").fill(PASSWORD)
-        page.get_by_role("button", name="Đăng nhập").click()
-        page.wait_for_load_state()
-        page.goto(f"{site}/stats/invalid")
-        charts = page.locator("#stats-charts svg[role=img]")
-        assert charts.count() == 3
-        for i in range(3):
-            assert charts.nth(i).get_attribute("aria-label")
-            assert charts.nth(i).locator("title").count() == 1
+    page = browser.new_page(locale="vi-VN", viewport={"width": 1366, "height": 768})
+    console: list[str] = []
+    page.on("console", lambda message: console.append(message.text))
+    login(page, site, "nhanvien.bennghe")
+    page.goto(f"{site}/stats/invalid")
+    charts = page.locator("#stats-charts svg[role=img]")
+    assert charts.count() == 3
+    for i in range(3):
+        assert charts.nth(i).get_attribute("aria-label")
+        assert charts.nth(i).locator("title").count() == 1
 
-        groups = _bars(page, "groups")
-        # The same numbers as the table: no identity 3, wrong format 1, mismatch 2.
-        table = [page.locator(f"#count-{group.value} .count").inner_text() for group in Group]
-        assert [text for _, _, text in groups] == table == ["3", "1", "2"]
-        _proportional(groups)
-        areas = _bars(page, "areas")
-        assert [count for _, count, _ in areas] == [5, 1]
-        _proportional(areas)
-        months = _bars(page, "months")
-        assert [count for _, count, _ in months] == [1, 4, 1]
-        assert page.locator("#chart-months text.chart-label").all_text_contents() == [
-            "12/2021",
-            "03/2022",
-            "05/2022",
-        ]
-        _proportional(months)
-        # Drawn, not just present: the longest bar is wider on screen than the shortest.
-        rects = page.locator("#chart-groups rect")
-        assert rects.nth(0).bounding_box()["width"] > 2 * rects.nth(1).bounding_box()["width"]
-        page.screenshot(path=str(tmp_path / "stats-1366.png"), full_page=True)
-        page.set_viewport_size({"width": 360, "height": 740})
-        page.reload()
-        for i in range(3):
-            box = charts.nth(i).bounding_box()
-            assert box is not None
-            assert box["x"] >= 0
-            assert box["x"] + box["width"] <= 360, "the charts fit a phone"
-        page.locator("#stats-charts").screenshot(path=str(tmp_path / "stats-360.png"))
-        browser.close()
+    groups = _bars(page, "groups")
+    # The same numbers as the table: no identity 3, wrong format 1, mismatch 2.
+    table = [page.locator(f"#count-{group.value} .count").inner_text() for group in Group]
+    assert [text for _, _, text in groups] == table == ["3", "1", "2"]
+    _proportional(groups)
+    areas = _bars(page, "areas")
+    assert [count for _, count, _ in areas] == [5, 1]
+    _proportional(areas)
+    months = _bars(page, "months")
+    assert [count for _, count, _ in months] == [1, 4, 1]
+    assert page.locator("#chart-months text.chart-label").all_text_contents() == [
+        "12/2021",
+        "03/2022",
+        "05/2022",
+    ]
+    _proportional(months)
+    # Drawn, not just present: the longest bar is wider on screen than the shortest.
+    rects = page.locator("#chart-groups rect")
+    assert rects.nth(0).bounding_box()["width"] > 2 * rects.nth(1).bounding_box()["width"]
+    page.screenshot(path=str(tmp_path / "stats-1366.png"), full_page=True)
+    page.set_viewport_size({"width": 360, "height": 740})
+    page.reload()
+    for i in range(3):
+        box = charts.nth(i).bounding_box()
+        assert box is not None
+        assert box["x"] >= 0
+        assert box["x"] + box["width"] <= 360, "the charts fit a phone"
+    page.locator("#stats-charts").screenshot(path=str(tmp_path / "stats-360.png"))
     violations = [text for text in console if "Content Security Policy" in text]
     assert not violations, violations

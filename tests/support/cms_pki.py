@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -136,28 +136,20 @@ def _issue_ca(
     not_before: datetime | None = None,
     not_after: datetime | None = None,
 ) -> devpki.DevCA:
-    now = datetime.now(UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer.subject if issuer is not None else name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before or now - timedelta(days=1))
-        .not_valid_after(not_after or now + timedelta(days=1825))
-        .add_extension(
-            x509.BasicConstraints(ca=ca, path_length=path_length if ca else None), critical=True
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    certificate = devpki.issue_certificate(
+        issuer_key,
+        issuer,
+        key.public_key(),
+        name,
+        ca=ca,
+        path_length=path_length,
+        key_usage=key_usage,
+        not_before=not_before,
+        not_after=not_after,
+        valid_days=1825,
+        hash_algorithm=hashes.SHA256(),
     )
-    if issuer is not None:
-        builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
-            critical=False,
-        )
-    if key_usage is not None:
-        builder = builder.add_extension(devpki.key_usage_extension(key_usage), critical=True)
-    return devpki.DevCA(key=key, certificate=builder.sign(issuer_key, hashes.SHA256()))
+    return devpki.DevCA(key=key, certificate=certificate)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from kyso.platform.signing.selection import add_doses
 from kyso.platform.users.service import active_certificate, register_certificate
 from support.cms_pki import Officer, Pki
 from support.platform_seed import Seed
+from support.signing_data import bulk_people
 
 ORIGIN = "https://tiemchung.example.vn"
 _MANIFEST_KEY = ec.generate_private_key(ec.SECP256R1())
@@ -92,3 +93,14 @@ def sign_people(
         session.scalars(select(Dose.id).where(Dose.person_id.in_(person_ids)).order_by(Dose.id))
     )
     return sign_doses(session, org, pki, officer_key, dose_ids, batch_mode=batch_mode)
+
+
+def queue_signed(
+    session: Session, org: Seed, pki: Pki, officer_key: Officer, people: int
+) -> list[int]:
+    """``people`` new verified people with two doses each, signed (so queued for passports)
+    through the batch service; returns their ids."""
+    ids = bulk_people(session, org, people, doses=2)
+    session.commit()
+    sign_people(session, org, pki, officer_key, ids)
+    return ids

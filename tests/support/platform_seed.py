@@ -1,4 +1,4 @@
-"""A small, realistic organisation for the platform's tests.
+"""A small, realistic organisation for the platform's tests (built with ``records.seed``).
 
 Hồ Chí Minh City, District 1: Trạm Y tế Phường Bến Nghé signs its own records; the District 1
 health centre signs centrally for Trạm Y tế Phường Bến Thành and a mobile team. One signing
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -16,7 +17,6 @@ from kyso.platform.auth.service import hash_password
 from kyso.platform.models import (
     Area,
     AreaLevel,
-    Dose,
     Facility,
     FacilityType,
     Gender,
@@ -28,6 +28,7 @@ from kyso.platform.models import (
     VaccineProduct,
     VerificationStatus,
 )
+from kyso.platform.records import seed as build
 
 PASSWORD = "kyso-test-password"
 
@@ -53,103 +54,75 @@ class Seed:
 
 
 def seed(session: Session) -> Seed:
-    province = Area(code="79", name="Thành phố Hồ Chí Minh", level=AreaLevel.PROVINCE)
-    session.add(province)
-    session.flush()
-    province.province_id = province.id
-    district = Area(
-        code="760", name="Quận 1", level=AreaLevel.DISTRICT, parent=province, province_id=None
-    )
-    session.add(district)
-    session.flush()
-    district.province_id = province.id
-    ben_nghe = Area(code="26740", name="Phường Bến Nghé", level=AreaLevel.COMMUNE)
-    ben_thanh = Area(code="26743", name="Phường Bến Thành", level=AreaLevel.COMMUNE)
-    for commune in (ben_nghe, ben_thanh):
-        commune.parent_id = district.id
-        commune.province_id = province.id
-        session.add(commune)
-
-    unit_ben_nghe = SigningUnit(
-        code="SU-79-26740",
-        name="Trạm Y tế Phường Bến Nghé",
-        kind=SigningUnitKind.FACILITY,
-        province_id=province.id,
+    province = build.area(session, "79", "Thành phố Hồ Chí Minh", AreaLevel.PROVINCE)
+    district = build.area(session, "760", "Quận 1", AreaLevel.DISTRICT, province)
+    ben_nghe = build.area(session, "26740", "Phường Bến Nghé", AreaLevel.COMMUNE, district)
+    ben_thanh = build.area(session, "26743", "Phường Bến Thành", AreaLevel.COMMUNE, district)
+    unit_ben_nghe = build.signing_unit(
+        session,
+        "SU-79-26740",
+        "Trạm Y tế Phường Bến Nghé",
+        SigningUnitKind.FACILITY,
+        province,
         tax_code="0312345678",  # what the test certificates carry (UID=MST:0312345678)
     )
-    unit_district = SigningUnit(
-        code="SU-79-760",
-        name="Trung tâm Y tế Quận 1",
-        kind=SigningUnitKind.DISTRICT_HEALTH_CENTRE,
-        province_id=province.id,
+    unit_district = build.signing_unit(
+        session,
+        "SU-79-760",
+        "Trung tâm Y tế Quận 1",
+        SigningUnitKind.DISTRICT_HEALTH_CENTRE,
+        province,
         tax_code="0312345600",
     )
-    session.add_all([unit_ben_nghe, unit_district])
-    session.flush()
-    station_ben_nghe = Facility(
-        code="79760-BN",
-        name="Trạm Y tế Phường Bến Nghé",
-        type=FacilityType.COMMUNE_STATION,
-        area_id=ben_nghe.id,
-        signing_unit_id=unit_ben_nghe.id,
+    station = FacilityType.COMMUNE_STATION
+    station_ben_nghe = build.facility(
+        session, "79760-BN", "Trạm Y tế Phường Bến Nghé", station, ben_nghe, unit_ben_nghe
     )
-    station_ben_thanh = Facility(
-        code="79760-BT",
-        name="Trạm Y tế Phường Bến Thành",
-        type=FacilityType.COMMUNE_STATION,
-        area_id=ben_thanh.id,
-        signing_unit_id=unit_district.id,
+    station_ben_thanh = build.facility(
+        session, "79760-BT", "Trạm Y tế Phường Bến Thành", station, ben_thanh, unit_district
     )
-    mobile_team = Facility(
-        code="79760-LD1",
-        name="Đội tiêm lưu động Quận 1",
-        type=FacilityType.MOBILE_TEAM,
-        area_id=ben_thanh.id,
-        signing_unit_id=unit_district.id,
+    mobile_team = build.facility(
+        session,
+        "79760-LD1",
+        "Đội tiêm lưu động Quận 1",
+        FacilityType.MOBILE_TEAM,
+        ben_thanh,
+        unit_district,
     )
-    pfizer = VaccineProduct(
-        code="EU/1/20/1528",
-        name="Comirnaty (Pfizer-BioNTech)",
+    pfizer = build.product(
+        session,
+        "EU/1/20/1528",
+        "Comirnaty (Pfizer-BioNTech)",
         manufacturer_code="ORG-100030215",
         prophylaxis_code="J07BN01",
     )
-    astrazeneca = VaccineProduct(
-        code="EU/1/21/1529",
-        name="Vaxzevria (AstraZeneca)",
+    astrazeneca = build.product(
+        session,
+        "EU/1/21/1529",
+        "Vaxzevria (AstraZeneca)",
         manufacturer_code="ORG-100001699",
         prophylaxis_code="J07BN02",
     )
-    session.add_all([station_ben_nghe, station_ben_thanh, mobile_team, pfizer, astrazeneca])
-    session.flush()
-
     password = hash_password(PASSWORD)
 
-    def user(username: str, full_name: str, role: Role, **kw: object) -> User:
-        account = User(
-            username=username, full_name=full_name, password_hash=password, role=role, **kw
-        )
-        session.add(account)
-        return account
+    def user(username: str, full_name: str, role: Role, **where: Any) -> User:
+        return build.account(session, username, full_name, role, password_hash=password, **where)
 
     admin = user("admin", "Quản trị viên", Role.ADMINISTRATOR)
     officer = user(
         "kyduyet.bennghe",
         "Lê Thị Hồng",
         Role.SIGNING_OFFICER,
-        facility_id=station_ben_nghe.id,
-        signing_unit_id=unit_ben_nghe.id,
+        facility=station_ben_nghe,
+        signing_unit=unit_ben_nghe,
     )
     district_officer = user(
-        "kyduyet.quan1",
-        "Trần Văn Minh",
-        Role.SIGNING_OFFICER,
-        signing_unit_id=unit_district.id,
+        "kyduyet.quan1", "Trần Văn Minh", Role.SIGNING_OFFICER, signing_unit=unit_district
     )
     staff = user(
-        "nhanvien.bennghe", "Phạm Thu Trang", Role.FACILITY_STAFF, facility_id=station_ben_nghe.id
+        "nhanvien.bennghe", "Phạm Thu Trang", Role.FACILITY_STAFF, facility=station_ben_nghe
     )
     issuer = user("cucduphong", "Cục Y tế dự phòng", Role.CENTRAL_ISSUER)
-    session.flush()
     return Seed(
         province,
         district,
@@ -184,35 +157,22 @@ def add_person(
     phone: str | None = "0901234567",
     first_dose: date = date(2022, 3, 1),
 ) -> Person:
-    from kyso.platform.records.names import name_key
-
     facility = facility or seed_.station_ben_nghe
-    person = Person(
-        full_name=full_name,
-        name_key=name_key(full_name),
-        birth_date=birth_date,
-        gender=gender,
-        identity_number=identity_number,
-        phone=phone,
-        area_id=facility.area_id,
-        verification_status=status,
+    return build.person(
+        session,
+        build.NewPerson(
+            full_name=full_name,
+            birth_date=birth_date,
+            gender=gender,
+            identity_number=identity_number,
+            phone=phone,
+            area_id=facility.area_id,
+            status=status,
+            doses=build.doses_every(
+                first_dose, doses, product_id=seed_.pfizer.id, facility_id=facility.id
+            ),
+        ),
     )
-    session.add(person)
-    session.flush()
-    for number in range(1, doses + 1):
-        session.add(
-            Dose(
-                person_id=person.id,
-                product_id=seed_.pfizer.id,
-                lot=f"FK{1000 + number}",
-                vaccinated_on=date.fromordinal(first_dose.toordinal() + 28 * (number - 1)),
-                dose_number=number,
-                facility_id=facility.id,
-                created_by_facility_id=facility.id,
-            )
-        )
-    session.flush()
-    return person
 
 
 @dataclass
@@ -236,63 +196,51 @@ def add_province(
     after seed() to get only a provincial administrator and a second station there."""
     from sqlalchemy import select
 
-    existing = session.scalar(select(Area).where(Area.code == code))
-    if existing is None:
-        province = Area(code=code, name=name, level=AreaLevel.PROVINCE)
-        session.add(province)
-        session.flush()
-        province.province_id = province.id
-    else:
-        province = existing
-    commune = Area(
-        code=f"{code}-{prefix}-1",
-        name=f"Phường Một ({prefix})",
-        level=AreaLevel.COMMUNE,
-        parent_id=province.id,
-        province_id=province.id,
+    province = session.scalar(select(Area).where(Area.code == code)) or build.area(
+        session, code, name, AreaLevel.PROVINCE
     )
-    session.add(commune)
-    session.flush()
-    unit = SigningUnit(
-        code=f"SU-{code}-{prefix}",
-        name=f"Trạm Y tế Phường Một ({prefix})",
-        kind=SigningUnitKind.FACILITY,
-        province_id=province.id,
+    commune = build.area(
+        session, f"{code}-{prefix}-1", f"Phường Một ({prefix})", AreaLevel.COMMUNE, province
     )
-    session.add(unit)
-    session.flush()
-    station = Facility(
-        code=f"{code}-{prefix}-TYT",
-        name=f"Trạm Y tế Phường Một ({prefix})",
-        type=FacilityType.COMMUNE_STATION,
-        area_id=commune.id,
-        signing_unit_id=unit.id,
+    unit = build.signing_unit(
+        session,
+        f"SU-{code}-{prefix}",
+        f"Trạm Y tế Phường Một ({prefix})",
+        SigningUnitKind.FACILITY,
+        province,
     )
-    session.add(station)
-    session.flush()
+    station = build.facility(
+        session,
+        f"{code}-{prefix}-TYT",
+        f"Trạm Y tế Phường Một ({prefix})",
+        FacilityType.COMMUNE_STATION,
+        commune,
+        unit,
+    )
     password = hash_password(PASSWORD)
-    admin = User(
-        username=f"admin.{prefix}",
-        full_name=f"Quản trị viên {name}",
+    admin = build.account(
+        session,
+        f"admin.{prefix}",
+        f"Quản trị viên {name}",
+        Role.ADMINISTRATOR,
         password_hash=password,
-        role=Role.ADMINISTRATOR,
-        province_id=province.id,
+        province=province,
     )
-    officer = User(
-        username=f"kyduyet.{prefix}",
-        full_name="Nguyễn Văn An",
+    officer = build.account(
+        session,
+        f"kyduyet.{prefix}",
+        "Nguyễn Văn An",
+        Role.SIGNING_OFFICER,
         password_hash=password,
-        role=Role.SIGNING_OFFICER,
-        facility_id=station.id,
-        signing_unit_id=unit.id,
+        facility=station,
+        signing_unit=unit,
     )
-    staff = User(
-        username=f"nhanvien.{prefix}",
-        full_name="Đỗ Thị Bình",
+    staff = build.account(
+        session,
+        f"nhanvien.{prefix}",
+        "Đỗ Thị Bình",
+        Role.FACILITY_STAFF,
         password_hash=password,
-        role=Role.FACILITY_STAFF,
-        facility_id=station.id,
+        facility=station,
     )
-    session.add_all([admin, officer, staff])
-    session.flush()
     return ProvinceSeed(province, commune, unit, station, admin, officer, staff)

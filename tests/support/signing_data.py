@@ -1,21 +1,14 @@
-"""Many people and doses at once for the signing page's tests (bulk inserts, both databases)."""
+"""Many people and doses at once for the signing page's tests (``records.seed``'s bulk inserts)."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 
-from sqlalchemy import insert, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from kyso.platform.models import (
-    Dose,
-    DoseSignature,
-    Facility,
-    Gender,
-    Person,
-    VerificationStatus,
-)
-from kyso.platform.records.names import name_key
+from kyso.platform.models import Dose, DoseSignature, Facility, Gender, VerificationStatus
+from kyso.platform.records import seed as build
 from support.platform_seed import Seed
 
 
@@ -33,49 +26,24 @@ def bulk_people(
 ) -> list[int]:
     """``count`` people named "<name> 0001"… with ``doses`` doses each; returns their ids."""
     facility = facility or seed.station_ben_nghe
-    now = datetime.now(UTC)
-    people = [
-        {
-            "full_name": f"{name} {start + i:04d}",
-            "name_key": name_key(f"{name} {start + i:04d}"),
-            "birth_date": date(1960, 1, 1) + timedelta(days=(start + i) * 7),
-            "gender": Gender.MALE if i % 2 else Gender.FEMALE,
-            "identity_number": f"0791{start + i:08d}",
-            "phone": f"09{start + i:08d}",
-            "area_id": facility.area_id,
-            "verification_status": status,
-            "verification_attempts": 0,
-            "version": 1,
-            "created_at": now,
-            "updated_at": now,
-        }
-        for i in range(count)
-    ]
-    ids = list(
-        session.scalars(insert(Person).returning(Person.id, sort_by_parameter_order=True), people)
-    )
-    if doses:
-        session.execute(
-            insert(Dose),
-            [
-                {
-                    "person_id": person_id,
-                    "product_id": seed.pfizer.id,
-                    "lot": f"FK{1000 + n}",
-                    "vaccinated_on": first_dose + timedelta(days=28 * (n - 1)),
-                    "dose_number": n,
-                    "facility_id": facility.id,
-                    "created_by_facility_id": facility.id,
-                    "version": 1,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for person_id in ids
-                for n in range(1, doses + 1)
-            ],
-        )
-    session.flush()
-    return ids
+    return build.people(
+        session,
+        (
+            build.NewPerson(
+                full_name=f"{name} {start + i:04d}",
+                birth_date=date(1960, 1, 1) + timedelta(days=(start + i) * 7),
+                gender=Gender.MALE if i % 2 else Gender.FEMALE,
+                identity_number=f"0791{start + i:08d}",
+                phone=f"09{start + i:08d}",
+                area_id=facility.area_id,
+                status=status,
+                doses=build.doses_every(
+                    first_dose, doses, product_id=seed.pfizer.id, facility_id=facility.id
+                ),
+            )
+            for i in range(count)
+        ),
+    ).ids
 
 
 def sign(session: Session, dose: Dose, version: int | None = None) -> DoseSignature:

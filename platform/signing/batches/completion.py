@@ -52,7 +52,8 @@ def _finish_if_done(session: Session, batch: SigningBatch, officer: User, now: d
             signed=batch.signed,
             rejected=batch.rejected,
         )
-        count_on_commit(session, BATCHES, event="completed")
+        # ops.metrics.BATCHES: a batch that ends with nothing signed failed.
+        count_on_commit(session, BATCHES, event="completed" if batch.signed else "failed")
 
 
 def _recount(session: Session, batch: SigningBatch) -> None:
