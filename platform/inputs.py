@@ -35,6 +35,10 @@ def storable(text: str) -> bool:
 # 17.05.1990, 7/5/1990), or ISO year first for links, bookmarks and date inputs (1990-05-17,
 # 1990/05/17). A year always has four ASCII digits: a two-digit year is never guessed, and
 # 08/04/20211 is no date.
+# A year like 0001 or 9999 is a typing slip, and would overflow the time-zone arithmetic of the
+# filters (Vietnam midnight in UTC). The range is wide on purpose: the rules of each form say
+# more precisely what they accept (a birth before 1900 has the importer's own message).
+YEARS = range(1800, 2201)
 _DAY_FIRST = re.compile(r"([0-9]{1,2})\s*[/.-]\s*([0-9]{1,2})\s*[/.-]\s*([0-9]{4})")
 _YEAR_FIRST = re.compile(r"([0-9]{4})([/-])([0-9]{1,2})\2([0-9]{1,2})")
 DATE_MAX_CHARS = 20
@@ -72,7 +76,8 @@ def parse_date(text: str | None, field: str | None = None) -> date | None:
         else:
             raise DateInvalid(typed, field)
         try:
-            return date(year, month, day)
+            if year in YEARS:
+                return date(year, month, day)
         except ValueError:
             pass
     raise DateInvalid(typed, field)

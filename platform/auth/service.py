@@ -95,7 +95,8 @@ def authenticate(
 ) -> User:
     """Returns the user or raises DomainError; records the attempt either way (caller commits)."""
     now = now or datetime.now(UTC)
-    username = username.strip().lower()[:64]
+    # No account name holds a NUL (inputs.storable), and PostgreSQL refuses one in a query.
+    username = username.replace("\x00", "").strip().lower()[:64]
     try:
         attempt = throttle.attempt(session, LOGIN, subject=username, ip=ip, now=now)
     except throttle.Throttled as exc:

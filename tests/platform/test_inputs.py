@@ -76,6 +76,9 @@ def test_nothing_typed_is_no_date_and_no_error(text: str | None) -> None:
         "08/04/20211",  # a five-digit year
         "20211-04-08",
         "17/05/90",  # a two-digit year is never guessed
+        "01/01/0001",  # outside 1800-2200: a slip, and beyond the filters' time-zone arithmetic
+        "31/12/9999",
+        "1799-12-31",
         "1990-13-01",
         "17 05 1990",
         "1990-05/17",

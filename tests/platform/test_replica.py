@@ -2,8 +2,10 @@
 export read the replica, every write goes to the primary, and a replica that does not answer
 sends the reads to the primary and shows as ``degraded`` in ``/readyz``.
 
-The "replica" is a copy of the primary made with ``CREATE DATABASE ... TEMPLATE`` and then
-changed, so that the two hold different rows and a page says which one it read.
+The "replica" is a second database migrated and seeded the same way as the primary (the same
+rows, the same ids) and then changed, so that the two hold different rows and a page says which
+one it read. (A ``CREATE DATABASE ... TEMPLATE`` copy needs the primary without connections,
+which other tests' pools of the same session may still hold.)
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from support.platform_seed import Seed, seed
 from kyso.platform import settings, web
 from kyso.platform.app import create_app
 from kyso.platform.db import make_engine
+from kyso.platform.migrations import upgrade
 from kyso.platform.models import AuditEvent, AuthSession
 from kyso.platform.ops import metrics
 from kyso.platform.registry.reference_server import ReferenceServer, make_app, write_dataset
@@ -52,14 +55,19 @@ def pair(platform_databases: Databases) -> Iterator[Pair]:
         org = seed(session)
         invalid_people(session, org)
         session.commit()
-    engine.dispose()  # CREATE DATABASE ... TEMPLATE needs the template without connections
-    source = primary.rsplit("/", 1)[1]
-    name = f"{source}_replica"
+    engine.dispose()
+    name = f"{primary.rsplit('/', 1)[1]}_replica"
     with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{source}"')
+        admin.execute(f'CREATE DATABASE "{name}"')
     replica = PG_URL.format(name=name)
+    upgrade(replica)
     copy = make_engine(replica)
+    with Session(copy) as session:
+        copied = seed(session)
+        invalid_people(session, copied)
+        session.commit()
+        assert copied.station_ben_nghe.id == org.station_ben_nghe.id  # the same ids both sides
     with copy.begin() as connection:
         changed = connection.execute(
             text(
