@@ -39,7 +39,8 @@ then checked to carry its token. ``OCSP`` is the time the platform spent in OCSP
 validation during the flow (one cached answer per certificate: a cold cache at the first
 prepare of a certificate).
 
-Bars (issue 4): whole flow ≤ 1.5 × the raw RSA-2048 token time (3,000 digests); prepare ≤ 1 s
+Bars (issue 4): whole flow ≤ 1.5 × the raw RSA-2048 token time (3,000 digests), + 1 s with OCSP
+and TSA on (issue 14; --no-pki measures issue 4's bar alone); prepare ≤ 1 s
 and complete ≤ 1 s for 3,000 doses; batch mode ≤ 2 s in all. A miss prints MISS and is not an
 error (benchmarks report, tests assert); a signing that fails (not every dose signed, any
 rejection) exits 1.
@@ -132,6 +133,7 @@ FAMILY_NAMES = (
     "Ngô Thị Oanh",
 )
 WHOLE_OVER_RAW = 1.5
+PKI_ALLOWANCE = 1.0  # issue 14: with OCSP and TSA on, whole ≤ 1.5 × raw + 1 s
 PREPARE_BAR = COMPLETE_BAR = 1.0
 BATCH_WHOLE_BAR = 2.0
 
@@ -650,7 +652,7 @@ def median_run(runs: list[Run]) -> Run:
     return Run(**values)
 
 
-def report(backend: str, results: dict[Mode, list[Run]], rounds: int) -> None:
+def report(backend: str, results: dict[Mode, list[Run]], rounds: int, *, pki: bool) -> None:
     print(f"\n{backend}: {PEOPLE:,} people / {PEOPLE * DOSES_EACH:,} doses, median of {rounds}")
     header = (
         f"{'mode':<22}{'connect':>9}{'prepare':>9}{'agent':>9}{'complete':>10}{'whole':>9}"
@@ -694,11 +696,13 @@ def report(backend: str, results: dict[Mode, list[Run]], rounds: int) -> None:
                 (f"whole {m.whole:.3f} s ≤ {BATCH_WHOLE_BAR} s", m.whole <= BATCH_WHOLE_BAR)
             )
         else:
-            limit = WHOLE_OVER_RAW * raw_rsa
+            allowance = PKI_ALLOWANCE if pki else 0.0
+            limit = WHOLE_OVER_RAW * raw_rsa + allowance
+            plus = f" + {allowance:g} s" if allowance else ""
             checks.append(
                 (
                     f"whole {m.whole:.3f} s ≤ {WHOLE_OVER_RAW} × raw RSA-2048 {raw_rsa:.3f} s"
-                    f" = {limit:.3f} s",
+                    f"{plus} = {limit:.3f} s",
                     m.whole <= limit,
                 )
             )
@@ -779,7 +783,7 @@ def run_backend(
                         f" {rate:.0f}/s)",
                         flush=True,
                     )
-            report(backend, results, rounds)
+            report(backend, results, rounds, pki=pki is not None)
             if profile:
                 write_profiles(site, profile, backend)
         finally:
