@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session
 from support.chromium import login, platform_app, serve
-from support.feedback_data import invalid_people
+from support.feedback_data import invalid_people, kept_elsewhere_with_a_dose_here
 from support.platform_seed import Seed, add_person, seed
 
-from kyso.platform.models import Dose, VerificationStatus
+from kyso.platform.models import VerificationStatus
 from kyso.platform.stats.charts import BAR_MAX, bar_chart
 from kyso.platform.stats.service import (
     AreaCount,
@@ -42,27 +42,7 @@ def _people(session: Session, org: Seed) -> None:
         identity_number="079090222222",
         first_dose=date(2021, 12, 20),
     )
-    other = add_person(
-        session,
-        org,
-        "Bùi Thị Khác",
-        facility=org.station_ben_thanh,
-        doses=1,
-        status=VerificationStatus.NO_IDENTITY,
-        identity_number=None,
-        phone="0903000001",
-    )
-    session.add(
-        Dose(
-            person_id=other.id,
-            product_id=org.pfizer.id,
-            lot="FK2001",
-            vaccinated_on=date(2022, 5, 10),
-            dose_number=2,
-            facility_id=org.station_ben_nghe.id,
-            created_by_facility_id=org.station_ben_nghe.id,
-        )
-    )
+    kept_elsewhere_with_a_dose_here(session, org)
     session.commit()
 
 

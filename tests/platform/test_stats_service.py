@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from openpyxl import load_workbook
 from sqlalchemy.orm import Session
-from support.feedback_data import invalid_people
+from support.feedback_data import invalid_people, kept_elsewhere_with_a_dose_here
 from support.platform_seed import Seed, add_person, add_province
 from support.signing_data import bulk_people
 
@@ -248,30 +248,9 @@ def test_list_hides_what_another_unit_keeps_whatever_the_dose_ids_of_others(
     """Fails on the old code: the "first dose" subquery lost its correlation inside EXISTS and
     took the first dose of everybody, so a person whose first dose another unit recorded was
     shown with phone and area as soon as anyone else's dose had a smaller id."""
-    from kyso.platform.models import Dose
 
     invalid_people(session, org)  # doses with smaller ids, at Bến Nghé
-    other = add_person(
-        session,
-        org,
-        "Bùi Thị Khác",
-        facility=org.station_ben_thanh,
-        doses=1,
-        status=VerificationStatus.NO_IDENTITY,
-        identity_number=None,
-        phone="0903000001",
-    )
-    session.add(
-        Dose(
-            person_id=other.id,
-            product_id=org.pfizer.id,
-            lot="FK2001",
-            vaccinated_on=date(2022, 5, 10),
-            dose_number=2,
-            facility_id=org.station_ben_nghe.id,
-            created_by_facility_id=org.station_ben_nghe.id,
-        )
-    )
+    other = kept_elsewhere_with_a_dose_here(session, org)
     session.commit()
     scope = scope_for(session, org.staff)
     listed = {p.id: p for p in page(session, scope, StatsFilters()).people}

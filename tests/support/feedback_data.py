@@ -87,6 +87,33 @@ def invalid_people(session: Session, org: Seed) -> dict[str, Person]:
     return people
 
 
+def kept_elsewhere_with_a_dose_here(session: Session, org: Seed) -> Person:
+    """Bùi Thị Khác: an unverified person whose record Bến Thành keeps (first dose there) and who
+    had a second dose at Bến Nghé; what another unit keeps stays hidden from Bến Nghé's staff."""
+    other = add_person(
+        session,
+        org,
+        "Bùi Thị Khác",
+        facility=org.station_ben_thanh,
+        doses=1,
+        status=VerificationStatus.NO_IDENTITY,
+        identity_number=None,
+        phone="0903000001",
+    )
+    session.add(
+        Dose(
+            person_id=other.id,
+            product_id=org.pfizer.id,
+            lot="FK2001",
+            vaccinated_on=date(2022, 5, 10),
+            dose_number=2,
+            facility_id=org.station_ben_nghe.id,
+            created_by_facility_id=org.station_ben_nghe.id,
+        )
+    )
+    return other
+
+
 @contextmanager
 def registry(
     tmp_path: Path, citizens: list[Citizen], api_key: str | None = None
