@@ -113,7 +113,8 @@ from kyso.platform.signing import preview, search, selection
 from kyso.platform.signing.search import signed_current
 
 PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
-PG_DATABASE = "kyso_bench"
+# KYSO_BENCH_DATABASE: another database name, so that two people (or branches) can keep their own.
+PG_DATABASE = os.environ.get("KYSO_BENCH_DATABASE", "kyso_bench")
 SQLITE_FILE = Path(tempfile.gettempdir()) / "kyso-bench" / "platform_search.db"
 DATA_VERSION = "2"  # change when the generated data changes shape: --reuse regenerates
 
@@ -670,6 +671,8 @@ def prepare(backend: str, people: int, seed: int, reuse: bool, jobs: int = 1) ->
         meta = read_meta(backend)
         wanted = wanted_meta(people, seed)
         if meta is not None and all(meta.get(k) == v for k, v in wanted.items()):
+            # Migrations added since the generation apply to the kept data, as on a server.
+            upgrade(database_url(backend))
             return Generation.from_meta(meta)
         say(f"{backend}: no database generated with {wanted} to reuse")
     return generate(backend, people, seed, jobs)

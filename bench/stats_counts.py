@@ -32,7 +32,9 @@ from kyso.platform.db import make_engine, make_session_factory
 from kyso.platform.models import Area, Dose, Facility, FacilityType, Person, Role, User
 from kyso.platform.stats import service
 
-URL = "postgresql+psycopg://postgres@127.0.0.1:5432/kyso_bench"
+URL = "postgresql+psycopg://postgres@127.0.0.1:5432/" + os.environ.get(
+    "KYSO_BENCH_DATABASE", "kyso_bench"
+)
 BAR_MS = 200.0  # counts for a province, p95
 
 Call = Callable[[Session, service.Scope, service.StatsFilters], Any]
