@@ -107,6 +107,7 @@ from kyso.platform.models import (  # noqa: E402
     SigningUnit,
     User,
 )
+from kyso.platform.ops.serve import settle_heap  # noqa: E402
 from kyso.platform.signing.selection import add_doses  # noqa: E402
 from kyso.platform.signing.stamping import stamp_due, waiting_positions  # noqa: E402
 from kyso.platform.signing.timestamps import Timestamper, timestamp_token  # noqa: E402
@@ -339,6 +340,7 @@ def platform(
     if profile:
         app.wsgi_app = ProfilingMiddleware(app.wsgi_app, profiles)  # type: ignore[method-assign]
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
+    settle_heap()  # as each of kyso-platform serve's workers does once its app is built
     server: BaseWSGIServer = make_server("127.0.0.1", 0, app, threaded=True)
     origin = f"http://127.0.0.1:{server.server_port}"
     app.config["PUBLIC_ORIGIN"] = origin
