@@ -6,9 +6,10 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from sqlalchemy import (
+    Table,
     delete,
     func,
     insert,
@@ -318,7 +319,7 @@ def _insert_items(session: Session, items: list[dict[str, Any]]) -> None:
     executemany elsewhere."""
     connection = session.connection()
     if connection.dialect.name != "postgresql":
-        connection.execute(insert(SigningBatchItem.__table__), items)
+        connection.execute(insert(cast(Table, SigningBatchItem.__table__)), items)
         return
     driver = connection.connection.driver_connection
     assert driver is not None
