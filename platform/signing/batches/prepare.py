@@ -18,6 +18,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from kyso.platform.auth.service import audit
+from kyso.platform.db import is_postgresql
 from kyso.platform.errors import DomainError
 from kyso.platform.formatting import SortKey, sort_key
 from kyso.platform.models import (
@@ -318,7 +319,7 @@ def _insert_items(session: Session, items: list[dict[str, Any]]) -> None:
     the ORM's executemany, which built and sent each row's parameters on its own); a Core
     executemany elsewhere."""
     connection = session.connection()
-    if connection.dialect.name != "postgresql":
+    if not is_postgresql(connection):
         connection.execute(insert(cast(Table, SigningBatchItem.__table__)), items)
         return
     driver = connection.connection.driver_connection
