@@ -286,19 +286,23 @@ def validate_path(
         return chain
     assert revocation is not None
     key = _key(certificate)
-    outcome = revocation.cached(key)
-    if outcome is not None:
-        if outcome.refused is not None:
-            raise outcome.refused
-        assert outcome.chain is not None
-        return outcome.chain
-    running = revocation.running(key)
-    if running is not None:
-        # A prefetch of this certificate is asking the responder now: its answer is this one's.
-        # A deadline well past the responder timeout, in case that thread never finishes.
-        done, _ = concurrent.futures.wait([running], timeout=4 * revocation.timeout + 5)
-        if done:
-            return running.result()
+    # The cache is read again after looking for a running prefetch: one that ended in between
+    # left its outcome there.
+    for _ in range(2):
+        outcome = revocation.cached(key)
+        if outcome is not None:
+            if outcome.refused is not None:
+                raise outcome.refused
+            assert outcome.chain is not None
+            return outcome.chain
+        running = revocation.running(key)
+        if running is not None:
+            # A prefetch of this certificate is asking the responder now: its answer is this
+            # one's. A deadline well past the responder timeout, in case it never finishes.
+            done, _ = concurrent.futures.wait([running], timeout=4 * revocation.timeout + 5)
+            if done:
+                return running.result()
+            break
     return _validate_and_cache(certificate, anchors, intermediates, at, revocation, key)
 
 
