@@ -12,6 +12,7 @@ from kyso.platform.records import rules
 from kyso.platform.records.bulk import insert_doses, insert_people
 from kyso.platform.records.importer.people import _Group
 from kyso.platform.records.importer.rows import _Row
+from kyso.platform.stats import summary
 
 
 def _write(
@@ -52,6 +53,11 @@ def _write(
             for group, new in plan
             for row in new
         ],
+    )
+    # The statistics' summary of these people, in this transaction (Core inserts: no flush).
+    summary.refresh(
+        session,
+        [group.person.id if group.person else group.person_id for group, new in plan if new],
     )
     # Recorded people loaded above must not show stale dose lists to the rest of the request.
     for group, new in plan:
