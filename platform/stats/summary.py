@@ -46,6 +46,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, UOWTransaction
+from sqlalchemy.sql.elements import BindParameter
 
 from kyso.platform.db import is_postgresql
 from kyso.platform.models import Area, Dose, Facility, Person, StatsPerson
@@ -127,7 +128,7 @@ def refresh(session: Session, person_ids: Iterable[int]) -> None:
 def _refresh(connection: Connection, ids: Sequence[int]) -> None:
     for start in range(0, len(ids), CHUNK):
         chunk = list(ids[start : start + CHUNK])
-        wanted = bindparam("ids", chunk, expanding=True)
+        wanted: BindParameter[int] = bindparam("ids", chunk, expanding=True)
         if is_postgresql(connection):
             # Two transactions refreshing one person: the second waits here for the first to
             # end, then reads its doses (READ COMMITTED: each statement sees what is committed).
@@ -159,20 +160,31 @@ class Drift:
     missing: int  # rows the truth has and the summary lacks (or holds with other values)
     extra: int  # rows the summary has and the truth does not (or with other values)
     people: int  # distinct people concerned
+    provinces: tuple[tuple[int, int], ...] = ()  # (province id, rows differing), largest first
 
     @property
     def none(self) -> bool:
         return self.missing == 0 and self.extra == 0
 
 
-def drifted_people(session: Session) -> set[int]:
-    """The ids of the people whose summary rows differ from a full recompute."""
+def _differences(session: Session) -> list[tuple[int, int]]:
+    """(province id, person id) of every row that differs, in either direction."""
     kept = select(*(SUMMARY.c[name] for name in COLUMNS))
     truth = summary_rows()
-    missing = except_(truth, kept).subquery()
-    extra = except_(kept, truth).subquery()
-    ids = set(session.connection().scalars(select(missing.c.person_id)))
-    return ids | set(session.connection().scalars(select(extra.c.person_id)))
+    rows: list[tuple[int, int]] = []
+    connection = session.connection()
+    for first, second in ((truth, kept), (kept, truth)):
+        different = except_(first, second).subquery()
+        rows += [
+            (int(p), int(q))
+            for p, q in connection.execute(select(different.c.province_id, different.c.person_id))
+        ]
+    return rows
+
+
+def drifted_people(session: Session) -> set[int]:
+    """The ids of the people whose summary rows differ from a full recompute."""
+    return {person for _, person in _differences(session)}
 
 
 def drift(session: Session) -> Drift:
@@ -182,7 +194,14 @@ def drift(session: Session) -> Drift:
     connection = session.connection()
     missing = connection.scalar(select(func.count()).select_from(except_(truth, kept).subquery()))
     extra = connection.scalar(select(func.count()).select_from(except_(kept, truth).subquery()))
-    return Drift(int(missing or 0), int(extra or 0), len(drifted_people(session)))
+    if not missing and not extra:
+        return Drift(0, 0, 0)
+    differences = _differences(session)
+    per_province: dict[int, int] = {}
+    for province, _ in differences:
+        per_province[province] = per_province.get(province, 0) + 1
+    ranked = tuple(sorted(per_province.items(), key=lambda item: (-item[1], item[0])))
+    return Drift(int(missing or 0), int(extra or 0), len({p for _, p in differences}), ranked)
 
 
 # -- the ORM writers: a flush refreshes the people it touched ---------------------------------
@@ -236,7 +255,7 @@ def same_rows(session: Session, person_ids: Iterable[int]) -> bool:
     ids = sorted(set(person_ids))
     if not ids:
         return True
-    wanted = bindparam("ids", ids, expanding=True)
+    wanted: BindParameter[int] = bindparam("ids", ids, expanding=True)
     kept = set(
         session.connection().execute(
             select(*(SUMMARY.c[name] for name in COLUMNS)).where(SUMMARY.c.person_id.in_(wanted))

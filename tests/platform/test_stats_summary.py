@@ -438,7 +438,7 @@ def test_two_transactions_refreshing_one_person_do_not_collide(
                     first_refreshed.set()
                     threading.Event().wait(0.5)  # the second is blocked meanwhile
                 other.commit()
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+        except BaseException as exc:  # reported by the assertion below
             errors.append(exc)
 
     first = threading.Thread(target=write, args=(1, org.station_ben_nghe.id, None))
@@ -456,3 +456,43 @@ def test_two_transactions_refreshing_one_person_do_not_collide(
     assert [(r.province_id, r.latest_dose_on) for r in rows] == [
         (org.province.id, date(2022, 1, 2))
     ]
+
+
+# -- the commands ------------------------------------------------------------------------------
+
+
+def test_the_check_and_rebuild_commands(
+    database_url: str, tmp_path: Path, session: Session, org: Seed
+) -> None:
+    from click.testing import CliRunner
+
+    from kyso.platform.cli import main
+
+    env = {"DATABASE_URL": database_url, "KYSO_INSTANCE_PATH": str(tmp_path / "instance")}
+    person = add_person(session, org, "Trần Văn Một", status=S.MISMATCH, phone="0909123456")
+    session.commit()
+    result = CliRunner().invoke(main, ["stats", "check"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "no drift" in result.output
+
+    session.execute(delete(StatsPerson))  # a restore that bypassed the platform, say
+    session.commit()
+    result = CliRunner().invoke(main, ["stats", "check"], env=env)
+    assert result.exit_code == 1
+    assert "1 people" in result.output
+    assert f"province {org.province.code}: 1 rows" in result.output
+    assert person.full_name not in result.output
+    assert "0909123456" not in result.output
+
+    result = CliRunner().invoke(main, ["stats", "rebuild"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "stats summary rebuilt: 1 rows" in result.output
+    session.expire_all()
+    assert summary.drift(session).none
+
+    session.execute(delete(StatsPerson))
+    session.commit()
+    result = CliRunner().invoke(main, ["stats", "check", "--repair"], env=env)
+    assert result.exit_code == 1
+    assert "repaired" in result.output
+    assert CliRunner().invoke(main, ["stats", "check"], env=env).exit_code == 0

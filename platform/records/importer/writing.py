@@ -55,10 +55,8 @@ def _write(
         ],
     )
     # The statistics' summary of these people, in this transaction (Core inserts: no flush).
-    summary.refresh(
-        session,
-        [group.person.id if group.person else group.person_id for group, new in plan if new],
-    )
+    touched = [group.person.id if group.person else group.person_id for group, new in plan if new]
+    summary.refresh(session, [person_id for person_id in touched if person_id is not None])
     # Recorded people loaded above must not show stale dose lists to the rest of the request.
     for group, new in plan:
         if group.person is not None and new:
