@@ -686,6 +686,11 @@ def prepare(backend: str, people: int, seed: int, reuse: bool, jobs: int = 1) ->
             started = time.perf_counter()
             upgrade(database_url(backend))
             say(f"{backend}: migrations applied in {time.perf_counter() - started:.0f} s")
+            # What autovacuum would do to tables a migration filled (the stats summary): the
+            # visibility map its index-only scans need.
+            engine = make_engine(database_url(backend))
+            analyse(engine, backend, Generation())
+            engine.dispose()
             return Generation.from_meta(meta)
         say(f"{backend}: no database generated with {wanted} to reuse")
     return generate(backend, people, seed, jobs)

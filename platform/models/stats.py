@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from sqlalchemy import Date, Index, Integer
+from sqlalchemy import Date, Index, Integer, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from kyso.platform.db import Base
@@ -31,7 +31,8 @@ Index("ix_people_status_id", Person.verification_status, Person.id)
 
 
 class StatsPerson(Base):
-    """A person with at least one dose in a province (one row per such province)."""
+    """A person with at least one dose in a province (one row per such province; doses at a
+    facility in no province under province 0)."""
 
     __tablename__ = "stats_people"
     __table_args__ = (
@@ -45,8 +46,19 @@ class StatsPerson(Base):
             "first_province_id",
             "latest_dose_on",
         ),
-        # refresh() deletes a person's rows by person.
+        # refresh() deletes a person's rows by person; other scopes' per-month chart finds a
+        # person's one "first" row (below) by person.
         Index("ix_stats_people_person", "person_id"),
+        # One row per person with a dose (the row of the first dose's province): the national
+        # per-month chart, an index-only scan over the invalid people.
+        Index(
+            "ix_stats_people_first",
+            "verification_status",
+            "area_id",
+            "latest_dose_on",
+            postgresql_where=text("province_id = first_province_id"),
+            sqlite_where=text("province_id = first_province_id"),
+        ),
     )
 
     # The primary key pages a province's people by id (the list's keyset).
@@ -56,7 +68,8 @@ class StatsPerson(Base):
         db_enum(VerificationStatus, "verification_status")
     )
     area_id: Mapped[int | None] = mapped_column(Integer)
-    # The province of the facility of the person's first recorded dose (lowest dose id); None
-    # when that facility's area lies in no province.
-    first_province_id: Mapped[int | None] = mapped_column(Integer)
+    # The province of the facility of the person's first recorded dose (lowest dose id);
+    # ``stats.summary.NO_PROVINCE`` (0) when that facility's area lies in no province, as
+    # ``province_id`` for such doses.
+    first_province_id: Mapped[int] = mapped_column(Integer)
     latest_dose_on: Mapped[date] = mapped_column(Date)

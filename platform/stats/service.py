@@ -27,8 +27,9 @@ Reading. A province's administrator (without a facility condition) reads the sum
 every writer of doses and of people's status and area): the counts and charts are index-only
 scans over the province's invalid people, whatever the number of its doses, and the list pages
 the province's rows by person id. Facility staff and a facility condition read the doses (a
-facility's are few); a national administrator reads the people (no dose condition), the
-per-month chart the doses.
+facility's are few); a national administrator reads the people (no dose condition). The
+per-month chart reads every person's latest dose date from the summary (for a national
+administrator an index-only scan of the invalid people's one "first" row each).
 """
 
 from __future__ import annotations
@@ -277,9 +278,7 @@ def _summary_conditions(
 def _summary_hidden(province_id: int) -> ColumnElement[bool]:
     """``_not_kept`` for a province's administrator, on the summary: the first dose's facility
     is outside the province (the units the administrator records for)."""
-    return or_(
-        StatsPerson.first_province_id.is_(None), StatsPerson.first_province_id != province_id
-    )
+    return StatsPerson.first_province_id != province_id
 
 
 def _dose_scope(scope: Scope, filters: StatsFilters) -> ColumnElement[bool] | None:
@@ -400,9 +399,9 @@ def by_latest_dose_month(session: Session, scope: Scope, filters: StatsFilters) 
     """People of the selected groups per month of their latest dose (any facility), oldest
     month first; people with no dose recorded are left out. One grouped statement."""
     province = _province(scope, filters)
+    year = extract("year", StatsPerson.latest_dose_on)
+    month = extract("month", StatsPerson.latest_dose_on)
     if province is not None:
-        year = extract("year", StatsPerson.latest_dose_on)
-        month = extract("month", StatsPerson.latest_dose_on)
         summarised = (
             select(year, month, func.count())
             .where(*_summary_conditions(session, province, filters, _statuses(filters)))
@@ -410,23 +409,30 @@ def by_latest_dose_month(session: Session, scope: Scope, filters: StatsFilters) 
             .order_by(year, month)
         )
         return [MonthCount(int(y), int(m), int(n)) for y, m, n in session.execute(summarised)]
-    latest = (
-        select(Dose.person_id.label("person_id"), func.max(Dose.vaccinated_on).label("last"))
-        .group_by(Dose.person_id)
-        .subquery()
-    )
-    year = extract("year", latest.c.last)
-    month = extract("month", latest.c.last)
-    statement = (
-        select(year, month, func.count())
-        .select_from(Person)
-        .join(latest, latest.c.person_id == Person.id)
-        .where(
-            Person.verification_status.in_(_statuses(filters)), *conditions(session, scope, filters)
+    # Elsewhere the person's one row of their first dose's province holds their latest dose.
+    first = StatsPerson.province_id == StatsPerson.first_province_id
+    if scope.national and filters.facility_id is None:
+        # Everyone: an index-only scan of the invalid people (``ix_stats_people_first``).
+        statement = select(year, month, func.count()).where(
+            first,
+            StatsPerson.verification_status.in_(_statuses(filters)),
+            *(
+                [_area_condition(session, StatsPerson.area_id, filters.area_id)]
+                if filters.area_id is not None
+                else []
+            ),
         )
-        .group_by(year, month)
-        .order_by(year, month)
-    )
+    else:
+        statement = (
+            select(year, month, func.count())
+            .select_from(Person)
+            .join(StatsPerson, and_(StatsPerson.person_id == Person.id, first))
+            .where(
+                Person.verification_status.in_(_statuses(filters)),
+                *conditions(session, scope, filters),
+            )
+        )
+    statement = statement.group_by(year, month).order_by(year, month)
     return [MonthCount(int(y), int(m), int(n)) for y, m, n in session.execute(statement)]
 
 

@@ -41,6 +41,7 @@ from sqlalchemy import (
     func,
     insert,
     inspect,
+    literal_column,
     over,
     select,
 )
@@ -65,6 +66,10 @@ COLUMNS = (
     "first_province_id",
     "latest_dose_on",
 )
+# The "province" of doses given at a facility whose area lies in no province (none in the
+# shipped organisation): no administrator's province, but it keeps one row per person with a
+# dose where ``province_id = first_province_id`` (the national per-month chart reads those).
+NO_PROVINCE = 0
 CHUNK = 5000  # people per refresh statement (SQLite's bound-parameter limit is 32,766)
 
 
@@ -74,11 +79,13 @@ def summary_rows(person_ids: ColumnElement[bool] | None = None) -> Select[Any]:
 
     Per (person, province) the first dose id and latest date; then, per person (window over
     those few rows), the province of the lowest first dose id and the latest date of all.
+    Doses at a facility in no province count under ``NO_PROVINCE``.
     """
+    province = func.coalesce(AREAS.c.province_id, literal_column(str(NO_PROVINCE)))
     per_province = (
         select(
             DOSES.c.person_id.label("person_id"),
-            AREAS.c.province_id.label("province_id"),
+            province.label("province_id"),
             func.min(DOSES.c.id).label("first_id"),
             func.max(DOSES.c.vaccinated_on).label("latest"),
         )
@@ -87,7 +94,7 @@ def summary_rows(person_ids: ColumnElement[bool] | None = None) -> Select[Any]:
                 AREAS, AREAS.c.id == FACILITIES.c.area_id
             )
         )
-        .group_by(DOSES.c.person_id, AREAS.c.province_id)
+        .group_by(DOSES.c.person_id, province)
     )
     if person_ids is not None:
         per_province = per_province.where(person_ids)
@@ -102,18 +109,14 @@ def summary_rows(person_ids: ColumnElement[bool] | None = None) -> Select[Any]:
         ).label("first_province_id"),
         over(func.max(grouped.c.latest), partition_by=grouped.c.person_id).label("latest"),
     ).subquery("ranked")
-    return (
-        select(
-            ranked.c.province_id,
-            ranked.c.person_id,
-            PEOPLE.c.verification_status,
-            PEOPLE.c.area_id,
-            ranked.c.first_province_id,
-            ranked.c.latest,
-        )
-        .select_from(ranked.join(PEOPLE, PEOPLE.c.id == ranked.c.person_id))
-        .where(ranked.c.province_id.is_not(None))
-    )
+    return select(
+        ranked.c.province_id,
+        ranked.c.person_id,
+        PEOPLE.c.verification_status,
+        PEOPLE.c.area_id,
+        ranked.c.first_province_id,
+        ranked.c.latest,
+    ).select_from(ranked.join(PEOPLE, PEOPLE.c.id == ranked.c.person_id))
 
 
 def _insert(rows: Select[Any]) -> Any:

@@ -399,6 +399,33 @@ def test_the_summary_answers_as_the_doses_do(
                 old = _answers(session, user, filters)
             assert new == old, (user.province_id, filters)
             assert sum(new[0].values()) > 0 or filters.area_id is not None
+    # The per-month chart of the other scopes (read from the summary's "first" rows) against
+    # a count made here from the doses themselves.
+    org.admin.province_id = None
+    session.commit()
+    people = session.scalars(select(Person)).all()
+    for user, facility_id in (
+        (org.admin, None),
+        (org.admin, org.mobile_team.id),
+        (org.staff, None),
+        (hanoi.staff, None),
+    ):
+        for group in (None, Group.MISMATCH):
+            filters = StatsFilters(group=group, facility_id=facility_id)
+            scope = scope_for(session, user)
+            wanted_statuses = service.GROUP_STATUSES[group] if group else service.INVALID_STATUSES
+            at = facility_id or (user.facility_id if not scope.national else None)
+            expected: dict[tuple[int, int], int] = {}
+            for person in people:
+                if person.verification_status not in wanted_statuses or not person.doses:
+                    continue
+                if at is not None and all(d.facility_id != at for d in person.doses):
+                    continue
+                last = max(d.vaccinated_on for d in person.doses)
+                expected[(last.year, last.month)] = expected.get((last.year, last.month), 0) + 1
+            charted = service.by_latest_dose_month(session, scope, filters)
+            assert {(m.year, m.month): m.people for m in charted} == expected
+            assert [(m.year, m.month) for m in charted] == sorted(expected)
 
 
 # -- concurrency (PostgreSQL) -------------------------------------------------------------------
