@@ -9,6 +9,10 @@ Revises: 0012_timestamp_queue
   (``kyso.platform.stats.summary``). Filled here from the doses in one INSERT … SELECT (one
   pass over the doses, set-based: minutes at 25 million doses), the statement
   ``kyso-platform stats rebuild`` runs.
+
+Upgrading without downtime: the previous release writes doses without keeping the summary, so
+once every server runs this release run ``kyso-platform stats check --repair``
+(docs/deployment.md, sections 5 and 13).
 """
 
 from __future__ import annotations
