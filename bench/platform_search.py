@@ -552,7 +552,7 @@ def indexes_deferred(engine: Engine, backend: str, gen: Generation) -> Iterator[
     if backend != "postgresql":
         yield
         return
-    tables = ("people", "doses", "dose_signatures")
+    tables = ("people", "doses", "dose_signatures", "stats_people")
     with engine.begin() as connection:
         constraints = connection.execute(
             text(
@@ -670,7 +670,7 @@ def generate(backend: str, people: int, seed: int, jobs: int = 1) -> Generation:
     with indexes_deferred(engine, backend, gen):
         load_people(url, world, people, seed, jobs if backend == "postgresql" else 1, gen)
         sign_backlog(factory, rng, gen)
-    fill_summary(factory, gen)
+        fill_summary(factory, gen)
     analyse(engine, backend, gen)
     write_meta(engine, {**wanted_meta(people, seed), **gen.as_meta()})
     engine.dispose()
