@@ -11,8 +11,9 @@ How it stays right, in the transaction that changes the truth:
 
 - ``refresh(session, person_ids)`` recomputes those people's rows from the doses and people
   tables (DELETE + INSERT … SELECT, set-based). On PostgreSQL it first locks the people's rows
-  (``FOR UPDATE``, in id order), so that two transactions refreshing one person run one after
-  the other and the second sees the first's doses (no unique violation, no lost row).
+  (``FOR NO KEY UPDATE``, in id order), so that two transactions refreshing one person run one
+  after the other and the second sees the first's doses (no unique violation, no lost row),
+  without waiting for a transaction that only added a dose (its foreign key's KEY SHARE lock).
 - ORM writers (records service, corrections, the verification job, ``seed.person``) need not
   call it: a flush listener (registered when this module is imported; every writer module
   imports it) refreshes the people whose doses were added, changed or deleted, and the people
@@ -139,7 +140,10 @@ def _refresh(connection: Connection, ids: Sequence[int]) -> None:
                 select(PEOPLE.c.id)
                 .where(PEOPLE.c.id.in_(wanted))
                 .order_by(PEOPLE.c.id)
-                .with_for_update()
+                # NO KEY UPDATE: conflicts with itself (refreshes of one person take turns) but
+                # not with the KEY SHARE a new dose's foreign key takes on its person, so a
+                # writer that edits the person and one that adds a dose never deadlock.
+                .with_for_update(key_share=True)  # FOR NO KEY UPDATE
             )
         connection.execute(delete(SUMMARY).where(SUMMARY.c.person_id.in_(wanted)))
         connection.execute(_insert(summary_rows(DOSES.c.person_id.in_(wanted))))

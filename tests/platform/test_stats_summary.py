@@ -523,3 +523,72 @@ def test_the_check_and_rebuild_commands(
     assert result.exit_code == 1
     assert "repaired" in result.output
     assert CliRunner().invoke(main, ["stats", "check"], env=env).exit_code == 0
+
+
+def test_a_person_edited_while_another_transaction_adds_a_dose(
+    session: Session, org: Seed, database_url: str
+) -> None:
+    """One transaction changes a person's area (a row lock on the person) while another adds a
+    dose for them (the foreign key's share lock on the person): both refresh the person, and
+    neither may deadlock the other — refresh locks with FOR NO KEY UPDATE, which the foreign
+    key's KEY SHARE does not conflict with."""
+    if not is_postgresql(session):
+        pytest.skip("SQLite serialises writers with its database lock")
+    person = add_person(session, org, "Hai Phía", doses=1, status=S.MISMATCH)
+    session.commit()
+    engine = make_engine(database_url)
+    factory = make_session_factory(engine)
+    edited = threading.Event()
+    dose_added = threading.Event()
+    errors: list[BaseException] = []
+
+    def edit() -> None:
+        try:
+            with factory() as other:
+                other.execute(
+                    Person.__table__.update()
+                    .where(Person.__table__.c.id == person.id)
+                    .values(area_id=org.ben_thanh.id)
+                )
+                edited.set()
+                dose_added.wait(10)
+                summary.refresh(other, [person.id])
+                threading.Event().wait(0.3)
+                other.commit()
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    def add() -> None:
+        try:
+            with factory() as other:
+                edited.wait(10)
+                other.execute(
+                    Dose.__table__.insert().values(
+                        person_id=person.id,
+                        product_id=org.pfizer.id,
+                        lot="L",
+                        vaccinated_on=date(2022, 12, 1),
+                        dose_number=5,
+                        facility_id=org.station_ben_thanh.id,
+                        created_by_facility_id=org.station_ben_thanh.id,
+                        version=1,
+                        created_at=date(2022, 1, 1),
+                        updated_at=date(2022, 1, 1),
+                    )
+                )
+                dose_added.set()
+                threading.Event().wait(0.3)  # the editor refreshes meanwhile
+                summary.refresh(other, [person.id])
+                other.commit()
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=edit), threading.Thread(target=add)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    engine.dispose()
+    assert errors == []
+    session.expire_all()
+    assert summary.drift(session).none
