@@ -5,6 +5,7 @@ doses' answers; two transactions refreshing one person do not collide (PostgreSQ
 from __future__ import annotations
 
 import ast
+import importlib.util
 import io
 import random
 import threading
@@ -21,8 +22,10 @@ from support.platform_seed import Seed, add_person, add_province
 from kyso.platform.corrections.service import correct
 from kyso.platform.db import is_postgresql, make_engine, make_session_factory
 from kyso.platform.models import (
+    AreaLevel,
     Dose,
     Facility,
+    FacilityType,
     Gender,
     Person,
     StatsPerson,
@@ -592,3 +595,50 @@ def test_a_person_edited_while_another_transaction_adds_a_dose(
     assert errors == []
     session.expire_all()
     assert summary.drift(session).none
+
+
+def test_the_migrations_backfill_is_the_rebuild(session: Session, org: Seed) -> None:
+    """The migration's written-out statement fills the same rows as ``rebuild``: people in two
+    provinces, and doses at a facility whose area lies in no province (province 0)."""
+    hanoi = add_province(session)
+    nowhere = build.area(session, "99999", "Nơi không thuộc tỉnh nào", AreaLevel.DISTRICT)
+    outside = build.facility(
+        session,
+        "99999-X",
+        "Đội tiêm ngoài tỉnh",
+        FacilityType.MOBILE_TEAM,
+        nowhere,
+        org.unit_district,
+    )
+    for name, facilities in (
+        ("Ngoài Trước", (outside, org.station_ben_nghe)),
+        ("Hai Tỉnh", (hanoi.station, org.station_ben_thanh)),
+        ("Chỉ Ngoài", (outside,)),
+    ):
+        person = add_person(session, org, name, doses=0, status=S.MISMATCH)
+        for number, facility in enumerate(facilities, start=1):
+            session.add(
+                Dose(
+                    person_id=person.id,
+                    product_id=org.pfizer.id,
+                    lot="L",
+                    vaccinated_on=date(2022, number, 1),
+                    dose_number=number,
+                    facility_id=facility.id,
+                    created_by_facility_id=facility.id,
+                )
+            )
+    session.commit()
+    assert summary.drift(session).none
+    rows = lambda: set(session.execute(select(*StatsPerson.__table__.c)).tuples())  # noqa: E731
+    built = rows()
+    assert {r[0] for r in built} == {0, org.province.id, hanoi.province.id}
+    path = ROOT / "platform/migrations/versions/0013_stats_people.py"
+    spec = importlib.util.spec_from_file_location("migration_0013", path)
+    assert spec is not None
+    assert spec.loader is not None
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    session.execute(delete(StatsPerson))
+    session.execute(text(migration.BACKFILL))
+    assert rows() == built

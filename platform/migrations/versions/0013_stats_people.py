@@ -26,6 +26,36 @@ branch_labels = None
 depends_on = None
 
 
+# The summary of everyone from the doses: the statement of ``stats.summary.rebuild``, written
+# out (a migration does not import the application); a test runs it against the same data as
+# ``rebuild`` and compares.
+BACKFILL = """
+    INSERT INTO stats_people (province_id, person_id, verification_status, area_id,
+                              first_province_id, latest_dose_on)
+    SELECT ranked.province_id, ranked.person_id, people.verification_status,
+           people.area_id, ranked.first_province_id, ranked.latest
+    FROM (
+        SELECT per_province.person_id, per_province.province_id,
+               first_value(per_province.province_id) OVER (
+                   PARTITION BY per_province.person_id ORDER BY per_province.first_id
+               ) AS first_province_id,
+               max(per_province.latest) OVER (
+                   PARTITION BY per_province.person_id
+               ) AS latest
+        FROM (
+            SELECT doses.person_id AS person_id,
+                   coalesce(areas.province_id, 0) AS province_id,
+                   min(doses.id) AS first_id, max(doses.vaccinated_on) AS latest
+            FROM doses
+            JOIN facilities ON facilities.id = doses.facility_id
+            LEFT OUTER JOIN areas ON areas.id = facilities.area_id
+            GROUP BY doses.person_id, coalesce(areas.province_id, 0)
+        ) AS per_province
+    ) AS ranked
+    JOIN people ON people.id = ranked.person_id
+"""
+
+
 def upgrade() -> None:
     op.create_table(
         "stats_people",
@@ -53,33 +83,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("province_id", "person_id", name=op.f("pk_stats_people")),
     )
     # The backfill before the indexes (faster to build once than to maintain row by row).
-    op.execute(
-        """
-        INSERT INTO stats_people (province_id, person_id, verification_status, area_id,
-                                  first_province_id, latest_dose_on)
-        SELECT ranked.province_id, ranked.person_id, people.verification_status,
-               people.area_id, ranked.first_province_id, ranked.latest
-        FROM (
-            SELECT per_province.person_id, per_province.province_id,
-                   first_value(per_province.province_id) OVER (
-                       PARTITION BY per_province.person_id ORDER BY per_province.first_id
-                   ) AS first_province_id,
-                   max(per_province.latest) OVER (
-                       PARTITION BY per_province.person_id
-                   ) AS latest
-            FROM (
-                SELECT doses.person_id AS person_id,
-                       coalesce(areas.province_id, 0) AS province_id,
-                       min(doses.id) AS first_id, max(doses.vaccinated_on) AS latest
-                FROM doses
-                JOIN facilities ON facilities.id = doses.facility_id
-                LEFT OUTER JOIN areas ON areas.id = facilities.area_id
-                GROUP BY doses.person_id, coalesce(areas.province_id, 0)
-            ) AS per_province
-        ) AS ranked
-        JOIN people ON people.id = ranked.person_id
-        """
-    )
+    op.execute(BACKFILL)
     op.create_index(
         "ix_stats_people_counts",
         "stats_people",
