@@ -71,6 +71,12 @@ from kyso.platform.records.readmodel import with_dose_details
 COUNT_CAP = 1000  # a result count above this is shown as "1.000+"
 CANDIDATE_CAP = 20_000  # people with a matching dose looked up by id, at most
 PHONE_NARROWS = 4  # digits of a phone prefix ("0903") from which it beats any name prefix
+# PostgreSQL: digits of a phone prefix ("0903 12") from which it drives the lookup. Its planner
+# estimates a name prefix and a phone prefix alike (~90 rows each at 1M people, whether the name
+# matches 1,000 people or 27,000), so it may walk ix_people_name_key over every "tran thanh…"
+# and check the phone on the heap. Six digits leave ~1 person in 4,000 (2,500 at 10M people);
+# below that the planner keeps the choice (a 4-digit prefix is as broad as a two-word name).
+PHONE_DRIVES = 6
 NAME_MAX = 120
 _LIKE_SPECIAL = re.compile(r"([\\%_])")
 
@@ -336,9 +342,10 @@ def person_conditions(filters: SearchFilters, dialect: str) -> list[ColumnElemen
     phone = normalise_phone(filters.phone) if filters.phone else ""
     if key:
         name: SQLColumnExpression[str] = Person.name_key
-        if dialect == "sqlite" and len(phone) >= PHONE_NARROWS:
+        if len(phone) >= (PHONE_NARROWS if dialect == "sqlite" else PHONE_DRIVES):
             # SQLite's planner cannot tell which of two ranges is narrower and takes the name
-            # ("nguyen van": ~10 % of people, 20 ms) over the phone (0.1 ms). An expression
+            # ("nguyen van": ~10 % of people, 20 ms) over the phone (0.1 ms); PostgreSQL's
+            # estimates cannot tell them apart either (PHONE_DRIVES). An expression
             # (name_key || '') is not indexed: the name is then checked on the phone's rows.
             name = Person.name_key + ""
         conditions.append(starts_with(name, key, dialect))
