@@ -541,6 +541,40 @@ def test_both_query_routes_give_the_same_pages(
         assert page.count == count, filters
 
 
+def test_postgresql_looks_up_more_candidates_by_id_than_sqlite(
+    session: Session, org: Seed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between SQLite's cap and CANDIDATE_CAP, PostgreSQL keeps the ids (one array parameter)
+    where SQLite turns to EXISTS: the same pages either way."""
+    bulk_people(session, org, 9, doses=2, name="Nguyễn Văn An")
+    bulk_people(session, org, 5, doses=1, name="Trần Thị Bích", start=20)
+    session.flush()
+    statements: list[str] = []
+
+    def record(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    def pages() -> list[list[str]]:
+        found: list[list[str]] = []
+        for filters in (SearchFilters(), SearchFilters(name="nguyen")):
+            found.append(names(search(session, org.officer, filters, page_size=20)))
+        return found
+
+    expected = pages()  # 14 candidates, far below both caps: the ids
+    monkeypatch.setattr(search_module, "SQLITE_CANDIDATE_CAP", 5)
+    engine = session.get_bind()
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        assert pages() == expected
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    keys = [s for s in statements if s.startswith("SELECT people.id") and "ORDER BY" in s]
+    assert len(keys) == 2, statements
+    by_id = session.get_bind().dialect.name == "postgresql"
+    assert all(("= ANY (CAST(" in s) is by_id for s in keys), keys
+    assert all(("EXISTS" in s) is not by_id for s in keys), keys
+
+
 # Vietnamese alphabetical order (issue 17): a ă â b c d đ e …, tones second. The accent-free
 # name_key put Đặng, Đinh and Đoàn before Dương and Duy.
 VIETNAMESE_ORDER = [
