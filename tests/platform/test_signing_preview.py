@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
@@ -325,3 +326,30 @@ def test_a_central_unit_validates_with_its_own_statement_and_the_same_answers(
     rows = sorted(connection.execute(central).tuples().all(), key=repr)
     assert rows == sorted(connection.execute(facility_form).tuples().all(), key=repr)
     assert {row[0] for row in rows} == {0, 1, 2, 3, 4}  # kept and every reason
+
+
+def test_the_validation_reads_each_person_once(session: Session, org: Seed) -> None:
+    """3,000 doses are ~1,000 people: one primary-key probe per person, not per dose, whatever
+    the planner would memoize (PostgreSQL; SQLite plans its own way)."""
+    bulk_people(session, org, 20, doses=3)
+    add_search(session, org.officer, SearchFilters())
+    session.flush()
+    if not is_postgresql(session):
+        assert preview(session, org.officer).people_count == 20
+        return
+    statement = preview_module._validation_statement(org.officer, True)
+    compiled = statement.compile(dialect=session.get_bind().dialect)
+    connection = session.connection()
+    for setting in ("enable_seqscan", "enable_memoize", "enable_bitmapscan"):
+        connection.exec_driver_sql(f"SET LOCAL {setting} = off")
+    [[plan]] = connection.exec_driver_sql(
+        f"EXPLAIN (ANALYZE, FORMAT JSON) {compiled}", compiled.params
+    ).all()
+    for setting in ("enable_seqscan", "enable_memoize", "enable_bitmapscan"):
+        connection.exec_driver_sql(f"SET LOCAL {setting} = on")
+
+    def probes(node: dict[str, Any]) -> int:
+        own = node["Actual Loops"] if node.get("Relation Name") == "people" else 0
+        return own + sum(probes(child) for child in node.get("Plans", ()))
+
+    assert probes(plan[0]["Plan"]) == 20
