@@ -513,10 +513,16 @@ def test_3000_signatures_verified_and_assembled_under_400_ms(
     )
     assert best < 0.4, f"verify+assemble of 3,000 {key_type} signatures took {best * 1000:.0f} ms"
     # The per-record verify_signature the batch service may call costs the same (cached key).
-    start = time.perf_counter()
-    for a, s in pairs[:300]:
-        verify_signature(officer.certificate, algorithm, a.der, s)
-    assert time.perf_counter() - start < 0.1
+    # Best of three, like the bars above: one preemption on a loaded machine is not a cost.
+    per_record = min(
+        _timed(
+            lambda: [
+                verify_signature(officer.certificate, algorithm, a.der, s) for a, s in pairs[:300]
+            ]
+        )
+        for _ in range(3)
+    )
+    assert per_record < 0.1, f"300 per-record verifications took {per_record * 1000:.0f} ms"
 
 
 # ---- the real token --------------------------------------------------------------------------
