@@ -792,6 +792,13 @@ def fill_selections(
             selection.add_doses(session, user, dose_ids)
             session.commit()
         selected[officer.user_id] = size
+    # As autovacuum would within a minute on a server (the table went from empty to tens of
+    # thousands of rows): without it the planner took a selection of 3,000 doses for 240 and
+    # probed the people once per dose instead of once per person (Memoize), and whether it ran
+    # during a measurement or not changed the preview's plan halfway through.
+    with factory() as session:
+        session.execute(text("ANALYZE signing_selections"))
+        session.commit()
     return selected
 
 

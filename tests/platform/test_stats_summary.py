@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, event, select, text
 from sqlalchemy.orm import Session
+from support.platform_db import postgresql_only
 from support.platform_seed import Seed, add_person, add_province
 
 from kyso.platform.corrections.service import correct
-from kyso.platform.db import is_postgresql, make_engine, make_session_factory
+from kyso.platform.db import make_engine, make_session_factory
 from kyso.platform.models import (
     Area,
     AreaLevel,
@@ -509,11 +510,10 @@ def test_the_national_chart_per_area_reads_the_people_index_only(
 # -- concurrency (PostgreSQL) -------------------------------------------------------------------
 
 
+@postgresql_only  # SQLite serialises writers with its database lock
 def test_two_transactions_refreshing_one_person_do_not_collide(
     session: Session, org: Seed, database_url: str
 ) -> None:
-    if not is_postgresql(session):
-        pytest.skip("SQLite serialises writers with its database lock")
     person = add_person(session, org, "Đồng Thời", doses=0, status=S.MISMATCH)
     session.commit()
     engine = make_engine(database_url)
@@ -603,6 +603,7 @@ def test_the_check_and_rebuild_commands(
     assert CliRunner().invoke(main, ["stats", "check"], env=env).exit_code == 0
 
 
+@postgresql_only  # SQLite serialises writers with its database lock
 def test_a_person_edited_while_another_transaction_adds_a_dose(
     session: Session, org: Seed, database_url: str
 ) -> None:
@@ -610,8 +611,6 @@ def test_a_person_edited_while_another_transaction_adds_a_dose(
     dose for them (the foreign key's share lock on the person): both refresh the person, and
     neither may deadlock the other — refresh locks with FOR NO KEY UPDATE, which the foreign
     key's KEY SHARE does not conflict with."""
-    if not is_postgresql(session):
-        pytest.skip("SQLite serialises writers with its database lock")
     person = add_person(session, org, "Hai Phía", doses=1, status=S.MISMATCH)
     session.commit()
     engine = make_engine(database_url)
