@@ -31,7 +31,7 @@ Index("ix_people_status_id", Person.verification_status, Person.id)
 # The chart per area groups invalid people by area of residence: for a national administrator
 # every one of them (people without a dose too, as the counts do), for a station's staff those
 # whose id is among the station's doses. An index-only scan of the invalid people, no visit of
-# their rows (migration 0015).
+# their rows (migration 0014).
 Index("ix_people_status_area", Person.verification_status, Person.area_id, Person.id)
 
 

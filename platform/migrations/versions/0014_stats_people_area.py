@@ -1,6 +1,6 @@
 """stats: the people of a verification status by area, index-only
 
-Revision ID: 0015_stats_people_area
+Revision ID: 0014_stats_people_area
 Revises: 0013_stats_people
 
 - ix_people_status_area on people (verification_status, area_id, id): the chart per area
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0015_stats_people_area"
+revision = "0014_stats_people_area"
 down_revision = "0013_stats_people"
 branch_labels = None
 depends_on = None
