@@ -3,7 +3,7 @@
 The real platform (``create_app``, a fresh migrated SQLite database, and PostgreSQL on
 127.0.0.1:5432 when it is reachable: a fresh database, dropped after) is served by werkzeug on
 127.0.0.1:0 in a thread. It is seeded with ``platform_seed.seed`` and, per timed run, 1,000
-verified people with 3 doses each (``bulk_people``); the officer's certificate is the SoftHSM
+verified people with 3 doses each (``numbered_people``); the officer's certificate is the SoftHSM
 token's, registered with ``register_certificate``; the trust anchors are the token's test CA and
 the manifest key is a PEM file written here. The real agent runs in a child process (as on the
 officer's PC, so its CPU does not compete with the platform's GIL) with a SoftHSM token
@@ -93,7 +93,6 @@ sys.path.insert(0, str(ROOT / "bench"))
 from agent_throughput import raw_loop  # noqa: E402
 from support.agent_harness import Page, ScriptedUI  # noqa: E402
 from support.platform_seed import PASSWORD, Seed, seed  # noqa: E402
-from support.signing_data import bulk_people  # noqa: E402
 
 from kyso.agent.token import softhsm  # noqa: E402
 from kyso.platform import testpki  # noqa: E402
@@ -107,6 +106,7 @@ from kyso.platform.models import (  # noqa: E402
     SigningUnit,
     User,
 )
+from kyso.platform.records import seed as build  # noqa: E402
 from kyso.platform.signing.selection import add_doses  # noqa: E402
 from kyso.platform.signing.stamping import stamp_due, waiting_positions  # noqa: E402
 from kyso.platform.signing.timestamps import Timestamper, timestamp_token  # noqa: E402
@@ -116,7 +116,7 @@ PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeo
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
 OFFICER = "kyduyet.bennghe"
 PEOPLE, DOSES_EACH = 1000, 3
-# One set of 1,000 people per timed run, each under its own family name (bulk_people's birth
+# One set of 1,000 people per timed run, each under its own family name (numbered_people's birth
 # dates grow with ``start``, so the sets share the numbering instead).
 FAMILY_NAMES = (
     "Nguyễn Văn Bình",
@@ -365,9 +365,17 @@ def prepare_run(
     serial = f"{token.certificates[mode.key].certificate.serial_number:X}"
     with site.session() as session:
         org = site.org
-        ids = bulk_people(
-            session, org, PEOPLE, doses=DOSES_EACH, name=family, first_dose=date(2022, 3, 1)
-        )
+        ids = build.people(
+            session,
+            build.numbered_people(
+                PEOPLE,
+                product_id=org.pfizer.id,
+                facility=org.station_ben_nghe,
+                doses=DOSES_EACH,
+                name=family,
+                first_dose=date(2022, 3, 1),
+            ),
+        ).ids
         user = officer(session)
         admin = session.scalar(select(User).where(User.username == "admin"))
         assert admin is not None

@@ -92,7 +92,6 @@ def main() -> int:
     sys.path.insert(0, str(ROOT / "tests"))
     from support.passport_hsm import provision_passport_token
     from support.platform_seed import PASSWORD, add_province, seed
-    from support.signing_data import bulk_people
     from support.signing_keys import make_signer
 
     from kyso.agent import devpki
@@ -100,6 +99,7 @@ def main() -> int:
     from kyso.platform.db import make_engine, make_session_factory
     from kyso.platform.migrations import upgrade
     from kyso.platform.models import Dose
+    from kyso.platform.records import seed as build
     from kyso.platform.signing.selection import add_doses
     from kyso.platform.users.service import register_certificate
 
@@ -162,7 +162,15 @@ def main() -> int:
             session.commit()
             citizen_signer = make_signer(ca, "p256")
             register_certificate(session, org.admin, org.officer, citizen_signer.serial)
-            ids = bulk_people(session, org, options.passports, doses=1, name="Lê Thị Dân")
+            ids = build.people(
+                session,
+                build.numbered_people(
+                    options.passports,
+                    product_id=org.pfizer.id,
+                    facility=org.station_ben_nghe,
+                    name="Lê Thị Dân",
+                ),
+            ).ids
             start += options.passports
             doses = list(session.scalars(select(Dose.id).where(Dose.person_id.in_(ids))))
             add_doses(session, org.officer, doses)
@@ -189,14 +197,16 @@ def main() -> int:
                 names = []
                 for lot in range(lots):
                     lot_name = f"Phạm Lô{o:02d}x{lot:03d}"
-                    bulk_people(
+                    build.people(
                         session,
-                        org,
-                        1000,
-                        doses=3,
-                        facility=province.station,
-                        name=lot_name,
-                        start=start,
+                        build.numbered_people(
+                            1000,
+                            product_id=org.pfizer.id,
+                            facility=province.station,
+                            doses=3,
+                            name=lot_name,
+                            start=start,
+                        ),
                     )
                     start += 1000
                     names.append(lot_name)
@@ -215,7 +225,7 @@ def main() -> int:
                         "lots": names,
                     }
                 )
-            # bulk_people's birth dates step a week per person: keep them all in the past.
+            # numbered_people's birth dates step a week per person: keep them all in the past.
             session.execute(
                 text(
                     "UPDATE people SET birth_date = DATE '1940-01-01' + (id % 20000) "

@@ -10,6 +10,8 @@ commits):
 - ``person``: one person with doses, as ORM objects (``person.doses`` is loaded);
 - ``people``: many people with their doses, bulk-inserted (``COPY`` on PostgreSQL), for
   thousands or millions of rows;
+- ``numbered_people``: verified people "<name> 0001"… with numbered identity numbers and
+  phones, for ``people`` (the tests' and the benchmarks' signing loads);
 - ``certificate``: an officer's registered certificate (the "Đăng ký chứng thư số" step).
 
 The demo (``records.demo``) reads its organisation from ``platform/data/demo-org.toml`` and its
@@ -20,9 +22,9 @@ the benchmarks build theirs at scale. All three write through these functions.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 
 from sqlalchemy.orm import Session
 
@@ -280,6 +282,34 @@ def doses_every(
     )
 
 
+def numbered_people(
+    count: int,
+    *,
+    product_id: int,
+    facility: Facility,
+    doses: int = 1,
+    status: VerificationStatus = VerificationStatus.VERIFIED,
+    name: str = "Nguyễn Văn Bình",
+    first_dose: date = date(2022, 3, 1),
+    start: int = 0,
+) -> Iterator[NewPerson]:
+    """``count`` people of ``facility``'s area named "<name> 0001"… (from ``start``), each with
+    ``doses`` doses of ``product_id`` there; identity number ``0791`` and phone ``09`` followed
+    by the person's number in 8 digits; births a week apart from 01/01/1960."""
+    for i in range(count):
+        number = start + i
+        yield NewPerson(
+            full_name=f"{name} {number:04d}",
+            birth_date=date(1960, 1, 1) + timedelta(days=number * 7),
+            gender=Gender.MALE if i % 2 else Gender.FEMALE,
+            identity_number=f"0791{number:08d}",
+            phone=f"09{number:08d}",
+            area_id=facility.area_id,
+            status=status,
+            doses=doses_every(first_dose, doses, product_id=product_id, facility_id=facility.id),
+        )
+
+
 __all__: Sequence[str] = (
     "Inserted",
     "NewDose",
@@ -289,6 +319,7 @@ __all__: Sequence[str] = (
     "certificate",
     "doses_every",
     "facility",
+    "numbered_people",
     "people",
     "person",
     "product",

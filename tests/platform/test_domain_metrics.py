@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec
 from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -26,29 +25,16 @@ from support.passport_fixtures import *  # noqa: F403
 from support.platform_client import csrf_token, login
 from support.platform_seed import PASSWORD, Seed, add_person
 from support.signing_data import bulk_people
-from support.signing_keys import Pki, make_pki
+from support.signing_fixtures import *  # noqa: F403
+from support.signing_keys import Pki
 
 from kyso.platform.models import Dose
 from kyso.platform.ops.metrics import BATCHES, count_on_commit
 from kyso.platform.registry.client import HttpPopulationRegistry, RegistryUnavailable
-from kyso.platform.signing.manifest import ManifestSigner
 from kyso.platform.signing.selection import add_doses
 from kyso.platform.users.service import register_certificate
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture
-def signing_app(app: Flask, pki: Pki) -> Flask:
-    app.config["TRUST_ANCHORS"] = str(pki.anchors)
-    app.config["PUBLIC_ORIGIN"] = "https://tiemchung.example.vn"
-    app.extensions["kyso.manifest_signer"] = ManifestSigner(ec.generate_private_key(ec.SECP256R1()))
-    return app
 
 
 def csrf(client: FlaskClient) -> str:

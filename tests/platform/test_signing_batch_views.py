@@ -12,8 +12,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import pytest
-from cryptography.hazmat.primitives.asymmetric import ec
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
@@ -21,26 +19,13 @@ from sqlalchemy.orm import Session
 from support.platform_client import login
 from support.platform_seed import Seed
 from support.signing_data import bulk_people
-from support.signing_keys import Pki, Signer, make_pki
+from support.signing_fixtures import *  # noqa: F403
+from support.signing_keys import Pki, Signer
 
 from kyso.platform.formatting import certificate_facts
 from kyso.platform.models import AuditEvent, Dose, SigningBatch
-from kyso.platform.signing.manifest import ManifestSigner
 from kyso.platform.signing.selection import add_doses
 from kyso.platform.users.service import register_certificate
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture
-def signing_app(app: Flask, pki: Pki) -> Flask:
-    app.config["TRUST_ANCHORS"] = str(pki.anchors)
-    app.config["PUBLIC_ORIGIN"] = "https://tiemchung.example.vn"
-    app.extensions["kyso.manifest_signer"] = ManifestSigner(ec.generate_private_key(ec.SECP256R1()))
-    return app
 
 
 def b64(data: bytes) -> str:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from kyso.platform.models import Dose, DoseSignature, Facility, Gender, VerificationStatus
+from kyso.platform.models import Dose, DoseSignature, Facility, VerificationStatus
 from kyso.platform.records import seed as build
 from support.platform_seed import Seed
 
@@ -25,23 +25,17 @@ def bulk_people(
     start: int = 0,
 ) -> list[int]:
     """``count`` people named "<name> 0001"… with ``doses`` doses each; returns their ids."""
-    facility = facility or seed.station_ben_nghe
     return build.people(
         session,
-        (
-            build.NewPerson(
-                full_name=f"{name} {start + i:04d}",
-                birth_date=date(1960, 1, 1) + timedelta(days=(start + i) * 7),
-                gender=Gender.MALE if i % 2 else Gender.FEMALE,
-                identity_number=f"0791{start + i:08d}",
-                phone=f"09{start + i:08d}",
-                area_id=facility.area_id,
-                status=status,
-                doses=build.doses_every(
-                    first_dose, doses, product_id=seed.pfizer.id, facility_id=facility.id
-                ),
-            )
-            for i in range(count)
+        build.numbered_people(
+            count,
+            product_id=seed.pfizer.id,
+            facility=facility or seed.station_ben_nghe,
+            doses=doses,
+            status=status,
+            name=name,
+            first_dose=first_dose,
+            start=start,
         ),
     ).ids
 
