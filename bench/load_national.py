@@ -80,6 +80,7 @@ def _sign(key: ec.EllipticCurvePrivateKey, digest: str) -> str:
 
 def main() -> int:
     import argparse
+    import resource
     import subprocess
     import sys
     import tempfile
@@ -297,6 +298,8 @@ def main() -> int:
         )
         before = _metrics(base)
         load_before = os.getloadavg()
+        meter = _Meter(server.pid, name)
+        cpu_before, children_before = meter.sample(), resource.getrusage(resource.RUSAGE_CHILDREN)
         csv = directory / "locust"
         users = options.officers + options.staff + options.citizens
         locust_started = time.monotonic()
@@ -312,9 +315,21 @@ def main() -> int:
             check=False,
         )  # fmt: skip
         elapsed = time.monotonic() - locust_started
+        server_cpu, postgres_cpu, _ = _Meter.spent(cpu_before, meter.sample())
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        locust_cpu = (children.ru_utime + children.ru_stime) - (
+            children_before.ru_utime + children_before.ru_stime
+        )
         after = _metrics(base)
         load_after = os.getloadavg()
-        return _report(csv, before, after, elapsed, options, load_before, load_after)
+        code = _report(csv, before, after, elapsed, options, load_before, load_after)
+        used = server_cpu + postgres_cpu + locust_cpu
+        print(
+            f"CPU during the run: server {server_cpu:.0f} s, PostgreSQL backends "
+            f"{postgres_cpu:.0f} s, locust {locust_cpu:.0f} s: {used / elapsed:.2f} of the "
+            f"{os.cpu_count()} CPUs (the rest went to other processes on the machine)"
+        )
+        return code
     finally:
         if server is not None:
             server.terminate()
