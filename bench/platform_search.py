@@ -111,6 +111,7 @@ from kyso.platform.registry.protocol import RegistryCitizen
 from kyso.platform.registry.service import compare_with_registry
 from kyso.platform.signing import preview, search, selection
 from kyso.platform.signing.search import signed_current
+from kyso.platform.stats import summary
 
 PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
 # KYSO_BENCH_DATABASE: another database name, so that two people (or branches) can keep their own.
@@ -551,7 +552,7 @@ def indexes_deferred(engine: Engine, backend: str, gen: Generation) -> Iterator[
     if backend != "postgresql":
         yield
         return
-    tables = ("people", "doses", "dose_signatures")
+    tables = ("people", "doses", "dose_signatures", "stats_people")
     with engine.begin() as connection:
         constraints = connection.execute(
             text(
@@ -625,6 +626,15 @@ def sign_backlog(factory: sessionmaker[Session], rng: random.Random, gen: Genera
     gen.seconds["signatures"] = time.perf_counter() - started
 
 
+def fill_summary(factory: sessionmaker[Session], gen: Generation) -> None:
+    """The statistics' summary of everyone, set-based (the bulk load wrote no summary rows)."""
+    started = time.perf_counter()
+    with factory() as session:
+        summary.rebuild(session)
+        session.commit()
+    gen.seconds["stats summary"] = time.perf_counter() - started
+
+
 def analyse(engine: Engine, backend: str, gen: Generation) -> None:
     started = time.perf_counter()
     if backend == "postgresql":
@@ -660,6 +670,7 @@ def generate(backend: str, people: int, seed: int, jobs: int = 1) -> Generation:
     with indexes_deferred(engine, backend, gen):
         load_people(url, world, people, seed, jobs if backend == "postgresql" else 1, gen)
         sign_backlog(factory, rng, gen)
+        fill_summary(factory, gen)
     analyse(engine, backend, gen)
     write_meta(engine, {**wanted_meta(people, seed), **gen.as_meta()})
     engine.dispose()
@@ -672,7 +683,14 @@ def prepare(backend: str, people: int, seed: int, reuse: bool, jobs: int = 1) ->
         wanted = wanted_meta(people, seed)
         if meta is not None and all(meta.get(k) == v for k, v in wanted.items()):
             # Migrations added since the generation apply to the kept data, as on a server.
+            started = time.perf_counter()
             upgrade(database_url(backend))
+            say(f"{backend}: migrations applied in {time.perf_counter() - started:.0f} s")
+            # What autovacuum would do to tables a migration filled (the stats summary): the
+            # visibility map its index-only scans need.
+            engine = make_engine(database_url(backend))
+            analyse(engine, backend, Generation())
+            engine.dispose()
             return Generation.from_meta(meta)
         say(f"{backend}: no database generated with {wanted} to reuse")
     return generate(backend, people, seed, jobs)
@@ -774,6 +792,13 @@ def fill_selections(
             selection.add_doses(session, user, dose_ids)
             session.commit()
         selected[officer.user_id] = size
+    # As autovacuum would within a minute on a server (the table went from empty to tens of
+    # thousands of rows): without it the planner took a selection of 3,000 doses for 240 and
+    # probed the people once per dose instead of once per person (Memoize), and whether it ran
+    # during a measurement or not changed the preview's plan halfway through.
+    with factory() as session:
+        session.execute(text("ANALYZE signing_selections"))
+        session.commit()
     return selected
 
 

@@ -114,6 +114,10 @@ def _register_feature_commands() -> None:
 
     for command in passport_commands:
         main.add_command(command)
+    from kyso.platform.stats.cli import commands as stats_commands
+
+    for command in stats_commands:
+        main.add_command(command)
 
 
 _register_feature_commands()

@@ -65,6 +65,7 @@ from kyso.platform.registry.client import (
 )
 from kyso.platform.registry.identity import check_identity, normalise
 from kyso.platform.registry.service import compare_with_registry, mark_for_reverification
+from kyso.platform.stats import summary  # noqa: F401 - its flush listener keeps the statistics' summary
 
 REASON_MAX = 500
 

@@ -11,7 +11,6 @@ database plumbing and each other, and so that importing this package registers e
 Features import models from here (``from kyso.platform.models import Dose``).
 """
 
-import kyso.platform.models.stats  # noqa: F401 - the statistics' index of the people table
 from kyso.platform.models.auth import AuditEvent, AuthSession
 from kyso.platform.models.corrections import (
     CorrectionRequest,
@@ -56,6 +55,7 @@ from kyso.platform.models.signing import (
     SigningSelection,
     TimestampQueueEntry,
 )
+from kyso.platform.models.stats import StatsPerson
 from kyso.platform.models.throttle import ThrottleAttempt
 from kyso.platform.models.users import Role, SigningCertificate, User
 
@@ -96,6 +96,7 @@ __all__ = [
     "SigningSelection",
     "SigningUnit",
     "SigningUnitKind",
+    "StatsPerson",
     "ThrottleAttempt",
     "TimestampQueueEntry",
     "User",

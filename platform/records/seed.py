@@ -47,6 +47,7 @@ from kyso.platform.models import (
 from kyso.platform.models.columns import utcnow
 from kyso.platform.records import bulk
 from kyso.platform.records.names import name_key
+from kyso.platform.stats import summary
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +255,7 @@ def people(session: Session, new: Iterable[NewPerson], batch_size: int = 5000) -
             for d in p.doses
         ]
         bulk.insert_doses(session, dose_rows)
+        summary.refresh(session, ids)  # the statistics' summary (Core inserts: no flush)
         inserted.ids += ids
         inserted.doses += len(dose_rows)
     return inserted

@@ -35,6 +35,7 @@ from kyso.platform.records import rules
 from kyso.platform.records.names import name_key
 from kyso.platform.records.rules import InvalidRecord, Problem
 from kyso.platform.registry.service import IDENTITY_FIELDS, mark_for_reverification
+from kyso.platform.stats import summary  # noqa: F401 - its flush listener keeps the statistics' summary
 
 RECORDING_ROLES = frozenset({Role.FACILITY_STAFF, Role.ADMINISTRATOR})
 

@@ -36,6 +36,7 @@ from kyso.platform.registry.client import (
     RegistryUnavailable,
 )
 from kyso.platform.registry.identity import IdentityCheck, check_identity, normalise
+from kyso.platform.stats import summary  # noqa: F401 - its flush listener keeps the statistics' summary
 
 log = logging.getLogger(__name__)
 

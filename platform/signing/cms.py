@@ -328,20 +328,42 @@ class AttributesBuilder:
     def __init__(self, certificate: x509.Certificate, signing_time: datetime) -> None:
         self.certificate = certificate
         self.signing_time = _utc(signing_time)
-        zeros, ones = (
-            _signed_attributes_asn1(
-                bytes([fill]) * DIGEST_LENGTH, self.signing_time, certificate
-            ).dump()
-            for fill in (0x00, 0xFF)
-        )
-        at = zeros.index(_MESSAGE_DIGEST_VALUE) + len(_MESSAGE_DIGEST_VALUE)
-        self._prefix, self._suffix = zeros[:at], zeros[at + DIGEST_LENGTH :]
-        if ones != self._prefix + b"\xff" * DIGEST_LENGTH + self._suffix:
-            raise AssertionError("the signed attributes' layout depends on the message digest")
+        time_der = _signing_time(self.signing_time).dump()
+        before, after, slot = _template(certificate, self.signing_time.year)
+        if len(time_der) != len(slot):
+            raise AssertionError("the signing time's encoding is not the slot's length")
+        self._prefix = before.replace(slot, time_der, 1)
+        self._suffix = after.replace(slot, time_der, 1)
 
     def build(self, content: bytes) -> SignedAttributes:
         der = self._prefix + hashlib.sha256(content).digest() + self._suffix
         return SignedAttributes(der, hashlib.sha256(der).digest())
+
+
+# A UTCTime / GeneralizedTime no real signing time encodes to, marking where the time goes.
+_UTC_SLOT: Final = _signing_time(datetime(2049, 12, 31, 23, 59, 58, tzinfo=UTC)).dump()
+_GENERALIZED_SLOT: Final = _signing_time(datetime(2999, 12, 31, 23, 59, 58, tzinfo=UTC)).dump()
+
+
+@functools.lru_cache(maxsize=32)
+def _template(certificate: x509.Certificate, year: int) -> tuple[bytes, bytes, bytes]:
+    """The signed attributes of ``certificate`` around the message digest (before, after),
+    with a slot time (the third) in place of the signing time (built with asn1crypto once per
+    certificate and kind of time, not once per batch). The slot is in one of the two (DER
+    sorts the attributes by their encodings: signing-time's is the shorter, so first)."""
+    slot = _UTC_SLOT if 1950 <= year < 2050 else _GENERALIZED_SLOT
+    moment = datetime(2049 if slot is _UTC_SLOT else 2999, 12, 31, 23, 59, 58, tzinfo=UTC)
+    zeros, ones = (
+        _signed_attributes_asn1(bytes([fill]) * DIGEST_LENGTH, moment, certificate).dump()
+        for fill in (0x00, 0xFF)
+    )
+    at = zeros.index(_MESSAGE_DIGEST_VALUE) + len(_MESSAGE_DIGEST_VALUE)
+    prefix, suffix = zeros[:at], zeros[at + DIGEST_LENGTH :]
+    if ones != prefix + b"\xff" * DIGEST_LENGTH + suffix:
+        raise AssertionError("the signed attributes' layout depends on the message digest")
+    if prefix.count(slot) + suffix.count(slot) != 1:
+        raise AssertionError("the signing time is not in one place of the signed attributes")
+    return prefix, suffix, slot
 
 
 # ---- SignedData ----------------------------------------------------------------------------

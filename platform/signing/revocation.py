@@ -17,6 +17,7 @@ import re
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
+from cryptography import x509
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -56,6 +57,7 @@ __all__ = [
     "mark_compromised",
     "normalise_tax_code",
     "parse_since",
+    "prefetch",
     "revocation_reason",
     "set_unit_tax_code",
 ]
@@ -150,6 +152,31 @@ def flagged(session: Session, batch_ids: Iterable[str]) -> set[str]:
         for batch_id, signing_time, since in rows
         if since is not None and _utc(signing_time) >= _utc(since)
     }
+
+
+def prefetch(
+    registration: SigningCertificate | None,
+    der: bytes,
+    *,
+    trust: TrustStore,
+    revocation: RevocationChecker | None,
+    at: datetime,
+) -> bool:
+    """Starts the path validation (OCSP) of the certificate the officer's page sent, in the
+    background, when it is the officer's registered one; ``check_for_unit`` then finds its
+    outcome cached or waits for it. The batch preparation reads its records meanwhile, so a
+    cold cache no longer adds the responder's round trip to it. Refuses nothing (the checks
+    that follow do); True when a validation was started."""
+    if registration is None or revocation is None:
+        return False
+    try:
+        certificate = x509.load_der_x509_certificate(der)
+        registered = int(registration.serial_hex, 16)
+    except ValueError:
+        return False
+    if certificate.serial_number != registered:
+        return False
+    return revocation.prefetch(certificate, trust.anchors, trust.intermediates, _utc(at))
 
 
 def check_for_unit(

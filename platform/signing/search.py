@@ -69,8 +69,20 @@ from kyso.platform.records.names import name_key
 from kyso.platform.records.readmodel import with_dose_details
 
 COUNT_CAP = 1000  # a result count above this is shown as "1.000+"
-CANDIDATE_CAP = 20_000  # people with a matching dose looked up by id, at most
+# People with a matching dose looked up by id, at most (PostgreSQL: one array parameter). Up to
+# ~100,000 this beats EXISTS, whose plan for a broad name reads the whole people table in
+# parallel workers that each compute the matching doses again (bench/README.md, 1M people:
+# a district centre's month, "Nguyễn", to sign: 820 -> 456 ms at load 8).
+CANDIDATE_CAP = 100_000
+# SQLite: at most this many (the ids are bound one by one, below its 32,766 variables).
+SQLITE_CANDIDATE_CAP = 20_000
 PHONE_NARROWS = 4  # digits of a phone prefix ("0903") from which it beats any name prefix
+# PostgreSQL: digits of a phone prefix ("0903 12") from which it drives the lookup. Its planner
+# estimates a name prefix and a phone prefix alike (~90 rows each at 1M people, whether the name
+# matches 1,000 people or 27,000), so it may walk ix_people_name_key over every "tran thanh…"
+# and check the phone on the heap. Six digits leave ~1 person in 4,000 (2,500 at 10M people);
+# below that the planner keeps the choice (a 4-digit prefix is as broad as a two-word name).
+PHONE_DRIVES = 6
 NAME_MAX = 120
 _LIKE_SPECIAL = re.compile(r"([\\%_])")
 
@@ -336,9 +348,10 @@ def person_conditions(filters: SearchFilters, dialect: str) -> list[ColumnElemen
     phone = normalise_phone(filters.phone) if filters.phone else ""
     if key:
         name: SQLColumnExpression[str] = Person.name_key
-        if dialect == "sqlite" and len(phone) >= PHONE_NARROWS:
+        if len(phone) >= (PHONE_NARROWS if dialect == "sqlite" else PHONE_DRIVES):
             # SQLite's planner cannot tell which of two ranges is narrower and takes the name
-            # ("nguyen van": ~10 % of people, 20 ms) over the phone (0.1 ms). An expression
+            # ("nguyen van": ~10 % of people, 20 ms) over the phone (0.1 ms); PostgreSQL's
+            # estimates cannot tell them apart either (PHONE_DRIVES). An expression
             # (name_key || '') is not indexed: the name is then checked on the phone's rows.
             name = Person.name_key + ""
         conditions.append(starts_with(name, key, dialect))
@@ -440,19 +453,19 @@ def has_matching_dose(
     doses side usually narrows most (a facility and a date range), but PostgreSQL's planner,
     seeing a name prefix as common as "nguyen" (38 % of Vietnamese), prefers to read the whole
     people table. So the people with a matching dose are fetched first (an index-only scan of
-    doses) and looked up by id; when there are too many of them, EXISTS again.
+    doses) and looked up by id; when there are too many of them (``CANDIDATE_CAP``), EXISTS
+    again. With both the name and the ids in one statement, PostgreSQL still walks the name
+    index when the name is the narrower (a rare name among 50,000 candidates).
     """
     exists_dose = exists().where(Dose.person_id == Person.id, *doses_match)
     if filters.identity_number or filters.phone:
         return exists_dose
+    postgresql = is_postgresql(session)
+    cap = CANDIDATE_CAP if postgresql else min(CANDIDATE_CAP, SQLITE_CANDIDATE_CAP)
     people = (
-        select(Dose.person_id.label("id"))
-        .where(*doses_match)
-        .distinct()
-        .limit(CANDIDATE_CAP + 1)
-        .subquery()
+        select(Dose.person_id.label("id")).where(*doses_match).distinct().limit(cap + 1).subquery()
     )
-    if is_postgresql(session):
+    if postgresql:
         # The ids travel as one text ("1,2,…") both ways: turning thousands of them into
         # Python rows and back into a parameter costs more than looking them up. Sent untyped,
         # PostgreSQL reads the parameter once as an integer[] constant (a text-typed one would
@@ -462,12 +475,12 @@ def has_matching_dose(
             .execute(select(func.count(), func.string_agg(cast(people.c.id, Text), ",")))
             .one()
         )
-        if found > CANDIDATE_CAP:
+        if found > cap:
             return exists_dose
         array = bindparam("candidates", "{" + (listed or "") + "}", NullType())
         return Person.id == any_(cast(array, ARRAY(Integer())))
     candidates = session.connection().execute(select(people.c.id)).scalars().all()
-    if len(candidates) > CANDIDATE_CAP:
+    if len(candidates) > cap:
         return exists_dose
     return Person.id.in_(candidates)
 

@@ -17,6 +17,12 @@ The revocation policy when no answer can be had (``KYSO_REVOCATION_POLICY``):
 One outcome (a validated path, or a revocation) is cached per certificate for
 ``KYSO_REVOCATION_CACHE_SECONDS`` (300): a 3,000-dose batch prepared and stored in chunks costs one
 OCSP request. A failure to reach the responder is never cached.
+
+``RevocationChecker.prefetch`` starts a certificate's validation in a thread of its own, so that
+the caller's other work (the batch preparation's SQL) overlaps the responder's answer; a
+``validate_path`` of the same certificate meanwhile waits for that validation and gets its
+outcome (its refusal included) instead of asking the responder again. Nothing more is kept than
+without it: the outcome is cached (or not) by the same rules.
 """
 
 from __future__ import annotations
@@ -122,6 +128,8 @@ class RevocationChecker:
         self._cache: dict[str, _Outcome] = {}
         self._evidence: dict[str, Evidence] = {}
         self._lock = threading.Lock()
+        # Validations running now, by certificate: later callers wait for them.
+        self._running: dict[str, concurrent.futures.Future[tuple[x509.Certificate, ...]]] = {}
         self.lookups = 0  # validations that went to the network (for tests and metrics)
         self.seconds = 0.0  # wall time of those validations (the bench reports it)
 
@@ -144,6 +152,48 @@ class RevocationChecker:
     def keep_evidence(self, key: str, evidence: Evidence) -> None:
         with self._lock:
             self._evidence[key] = evidence
+
+    def prefetch(
+        self,
+        certificate: x509.Certificate,
+        anchors: tuple[x509.Certificate, ...],
+        intermediates: tuple[x509.Certificate, ...],
+        at: datetime,
+    ) -> bool:
+        """Starts ``validate_path`` of ``certificate`` in a daemon thread unless its outcome is
+        cached or a validation of it is already running; True when one was started.
+
+        Its outcome is cached by ``validate_path``'s rules (a refusal for lack of an answer is
+        not) and handed to every ``validate_path`` of the certificate that starts meanwhile."""
+        if self.policy is RevocationPolicy.OFF:
+            return False
+        key = _key(certificate)
+        if self.cached(key) is not None:
+            return False
+        with self._lock:
+            if key in self._running:
+                return False
+            future: concurrent.futures.Future[tuple[x509.Certificate, ...]]
+            future = concurrent.futures.Future()
+            self._running[key] = future
+
+        def run() -> None:
+            try:
+                result = _validate_and_cache(certificate, anchors, intermediates, at, self, key)
+            except BaseException as exc:  # handed to the waiters, who raise it
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+            finally:
+                with self._lock:
+                    self._running.pop(key, None)
+
+        threading.Thread(target=run, name="kyso-revocation-prefetch", daemon=True).start()
+        return True
+
+    def running(self, key: str) -> concurrent.futures.Future[tuple[x509.Certificate, ...]] | None:
+        with self._lock:
+            return self._running.get(key)
 
     def evidence(self, certificate_der: bytes) -> Evidence | None:
         """The OCSP responses and CRLs of the last validation of this certificate that went
@@ -231,36 +281,59 @@ def validate_path(
     ``revocation=None`` (or a checker with policy ``off``) checks no revocation.
     """
     checking = revocation is not None and revocation.policy is not RevocationPolicy.OFF
-    key = ""
-    if checking:
-        assert revocation is not None
-        der = certificate.public_bytes(serialization.Encoding.DER)
-        key = hashlib.sha256(der).hexdigest()
+    if not checking:
+        chain, _ = _run(_validate(certificate, anchors, intermediates, at, revocation))
+        return chain
+    assert revocation is not None
+    key = _key(certificate)
+    # The cache is read again after looking for a running prefetch: one that ended in between
+    # left its outcome there.
+    for _ in range(2):
         outcome = revocation.cached(key)
         if outcome is not None:
             if outcome.refused is not None:
                 raise outcome.refused
             assert outcome.chain is not None
             return outcome.chain
+        running = revocation.running(key)
+        if running is not None:
+            # A prefetch of this certificate is asking the responder now: its answer is this
+            # one's. A deadline well past the responder timeout, in case it never finishes.
+            done, _ = concurrent.futures.wait([running], timeout=4 * revocation.timeout + 5)
+            if done:
+                return running.result()
+            break
+    return _validate_and_cache(certificate, anchors, intermediates, at, revocation, key)
+
+
+def _key(certificate: x509.Certificate) -> str:
+    return hashlib.sha256(certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def _validate_and_cache(
+    certificate: x509.Certificate,
+    anchors: tuple[x509.Certificate, ...],
+    intermediates: tuple[x509.Certificate, ...],
+    at: datetime,
+    revocation: RevocationChecker,
+    key: str,
+) -> tuple[x509.Certificate, ...]:
+    """The validation with revocation, its outcome cached (a revocation or a validated path;
+    never a failure to get an answer)."""
     started = time.perf_counter()
     try:
         chain, evidence = _run(_validate(certificate, anchors, intermediates, at, revocation))
     except PathRefused as refused:
-        if checking and refused.kind == "revoked":
-            assert revocation is not None
+        if refused.kind == "revoked":
             revocation.remember(
                 key, _Outcome(None, refused, time.monotonic() + revocation.cache_seconds)
             )
         raise
     finally:
-        if checking:
-            assert revocation is not None
-            revocation.seconds += time.perf_counter() - started
-    if checking:
-        assert revocation is not None
-        if evidence.ocsp or evidence.crls:
-            revocation.keep_evidence(key, evidence)
-        revocation.remember(key, _Outcome(chain, None, time.monotonic() + revocation.cache_seconds))
+        revocation.seconds += time.perf_counter() - started
+    if evidence.ocsp or evidence.crls:
+        revocation.keep_evidence(key, evidence)
+    revocation.remember(key, _Outcome(chain, None, time.monotonic() + revocation.cache_seconds))
     return chain
 
 

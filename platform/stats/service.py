@@ -21,6 +21,15 @@ stands behind the record and must correct it; any facility type), the person's a
 residence (commune or district; offered to commune/ward stations and administrators), and the
 group. Scope: facility staff see people with a dose given at their facility; administrators
 the facilities of their province (or of the country).
+
+Reading. A province's administrator (without a facility condition) reads the summary
+``stats_people`` (``stats.summary``: one row per province and person with a dose there, kept by
+every writer of doses and of people's status and area): the counts and charts are index-only
+scans over the province's invalid people, whatever the number of its doses, and the list pages
+the province's rows by person id. Facility staff and a facility condition read the doses (a
+facility's are few); a national administrator reads the people (no dose condition). The
+per-month chart reads every person's latest dose date from the summary (for a national
+administrator an index-only scan of the invalid people's one "first" row each).
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, extract, false, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, exists, false, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from kyso.platform.auth.access import recordable_facilities, visible_facilities
@@ -46,6 +55,7 @@ from kyso.platform.models import (
     Gender,
     Person,
     Role,
+    StatsPerson,
     User,
     VaccineProduct,
     VerificationStatus,
@@ -222,13 +232,53 @@ def conditions(session: Session, scope: Scope, filters: StatsFilters) -> list[Co
             Person.id.in_(select(Dose.person_id).where(Dose.facility_id.in_(scope.facility_ids())))
         )
     if filters.area_id is not None:
-        area = session.get(Area, filters.area_id)
-        if area is not None and area.level is AreaLevel.DISTRICT:
-            communes = select(Area.id).where(Area.parent_id == area.id)
-            result.append(or_(Person.area_id == area.id, Person.area_id.in_(communes)))
-        else:
-            result.append(Person.area_id == filters.area_id)
+        result.append(_area_condition(session, Person.area_id, filters.area_id))
     return result
+
+
+def _area_condition(session: Session, column: Any, area_id: int) -> ColumnElement[bool]:
+    """Residence in the area: a commune, or a district and its communes."""
+    area = session.get(Area, area_id)
+    if area is not None and area.level is AreaLevel.DISTRICT:
+        communes = select(Area.id).where(Area.parent_id == area.id)
+        return or_(column == area.id, column.in_(communes))
+    return column == area_id  # type: ignore[no-any-return]
+
+
+def _province(scope: Scope, filters: StatsFilters) -> int | None:
+    """The province whose summary rows answer, or None: read the doses or the people.
+
+    A province's administrator without a facility condition: the people with a dose at one of
+    the province's facilities (``visible_facilities``) are that province's summary rows.
+    """
+    user = scope.user
+    if user.role is Role.ADMINISTRATOR and not scope.national and filters.facility_id is None:
+        return user.province_id
+    return None
+
+
+def _summary_conditions(
+    session: Session,
+    province_id: int,
+    filters: StatsFilters,
+    statuses: Sequence[VerificationStatus],
+) -> list[ColumnElement[bool]]:
+    """Conditions on ``StatsPerson``: the province, the statuses and the area."""
+    result = [
+        StatsPerson.province_id == province_id,
+        StatsPerson.verification_status == statuses[0]
+        if len(statuses) == 1
+        else StatsPerson.verification_status.in_(statuses),
+    ]
+    if filters.area_id is not None:
+        result.append(_area_condition(session, StatsPerson.area_id, filters.area_id))
+    return result
+
+
+def _summary_hidden(province_id: int) -> ColumnElement[bool]:
+    """``_not_kept`` for a province's administrator, on the summary: the first dose's facility
+    is outside the province (the units the administrator records for)."""
+    return StatsPerson.first_province_id != province_id
 
 
 def _dose_scope(scope: Scope, filters: StatsFilters) -> ColumnElement[bool] | None:
@@ -263,6 +313,7 @@ def _not_kept(scope: Scope) -> ColumnElement[bool]:
 
 def counts(session: Session, scope: Scope, filters: StatsFilters) -> dict[Group, int]:
     """People per group (every group, whatever ``filters.group`` says)."""
+    province = _province(scope, filters)
     statement = (
         select(Person.verification_status, func.count())
         .where(
@@ -270,6 +321,12 @@ def counts(session: Session, scope: Scope, filters: StatsFilters) -> dict[Group,
         )
         .group_by(Person.verification_status)
     )
+    if province is not None:
+        statement = (
+            select(StatsPerson.verification_status, func.count())
+            .where(*_summary_conditions(session, province, filters, INVALID_STATUSES))
+            .group_by(StatsPerson.verification_status)
+        )
     result = dict.fromkeys(Group, 0)
     for status, count in session.execute(statement):
         group = group_of(VerificationStatus(status))
@@ -296,13 +353,17 @@ def by_area(
     A person whose area this user does not see in the list (another unit keeps it) is counted
     under "unknown", so that the chart never tells what the list hides.
     """
+    province = _province(scope, filters)
     people = (
-        select(Person.area_id.label("area_id"), _not_kept(scope).label("hidden"))
-        .where(
-            Person.verification_status.in_(_statuses(filters)), *conditions(session, scope, filters)
+        select(
+            StatsPerson.area_id.label("area_id"), _summary_hidden(province).label("hidden")
+        ).where(*_summary_conditions(session, province, filters, _statuses(filters)))
+        if province is not None
+        else select(Person.area_id.label("area_id"), _not_kept(scope).label("hidden")).where(
+            Person.verification_status.in_(_statuses(filters)),
+            *conditions(session, scope, filters),
         )
-        .subquery()
-    )
+    ).subquery()
     rows = session.execute(
         select(people.c.area_id, people.c.hidden, func.count()).group_by(
             people.c.area_id, people.c.hidden
@@ -336,25 +397,49 @@ class MonthCount:
 
 def by_latest_dose_month(session: Session, scope: Scope, filters: StatsFilters) -> list[MonthCount]:
     """People of the selected groups per month of their latest dose (any facility), oldest
-    month first; people with no dose recorded are left out. One grouped statement."""
-    latest = (
-        select(Dose.person_id.label("person_id"), func.max(Dose.vaccinated_on).label("last"))
-        .group_by(Dose.person_id)
-        .subquery()
-    )
-    year = extract("year", latest.c.last)
-    month = extract("month", latest.c.last)
-    statement = (
-        select(year, month, func.count())
-        .select_from(Person)
-        .join(latest, latest.c.person_id == Person.id)
-        .where(
-            Person.verification_status.in_(_statuses(filters)), *conditions(session, scope, filters)
+    month first; people with no dose recorded are left out. One grouped statement, by day (a
+    few hundred days: no date arithmetic per person), added up by month here."""
+    province = _province(scope, filters)
+    day = StatsPerson.latest_dose_on
+    statement: Select[tuple[date, int]]
+    if province is not None:
+        statement = select(day, func.count()).where(
+            *_summary_conditions(session, province, filters, _statuses(filters))
         )
-        .group_by(year, month)
-        .order_by(year, month)
-    )
-    return [MonthCount(int(y), int(m), int(n)) for y, m, n in session.execute(statement)]
+    elif scope.national and filters.facility_id is None:
+        # Everyone: an index-only scan of the invalid people's one row each (the row of their
+        # first dose's province, ``ix_stats_people_first``).
+        statement = select(day, func.count()).where(
+            StatsPerson.province_id == StatsPerson.first_province_id,
+            StatsPerson.verification_status.in_(_statuses(filters)),
+            *(
+                [_area_condition(session, StatsPerson.area_id, filters.area_id)]
+                if filters.area_id is not None
+                else []
+            ),
+        )
+    else:
+        # The people of the conditions, each with their one "first" row.
+        statement = (
+            select(day, func.count())
+            .select_from(Person)
+            .join(
+                StatsPerson,
+                and_(
+                    StatsPerson.person_id == Person.id,
+                    StatsPerson.province_id == StatsPerson.first_province_id,
+                ),
+            )
+            .where(
+                Person.verification_status.in_(_statuses(filters)),
+                *conditions(session, scope, filters),
+            )
+        )
+    months: dict[tuple[int, int], int] = {}
+    for when, count in session.execute(statement.group_by(day)):
+        key = (when.year, when.month)
+        months[key] = months.get(key, 0) + int(count)
+    return [MonthCount(y, m, n) for (y, m), n in sorted(months.items())]
 
 
 @dataclass(frozen=True)
@@ -421,6 +506,20 @@ def page(
     )
     if after is not None:
         statement = statement.where(Person.id > after)
+    province = _province(scope, filters)
+    if province is not None:
+        # The province's rows in person order (the summary's primary key), then each person.
+        statement = (
+            select(Person, Area.name, _summary_hidden(province))
+            .select_from(StatsPerson)
+            .join(Person, Person.id == StatsPerson.person_id)
+            .outerjoin(Area, Area.id == Person.area_id)
+            .where(*_summary_conditions(session, province, filters, statuses))
+            .order_by(StatsPerson.person_id)
+            .limit(size + 1)
+        )
+        if after is not None:
+            statement = statement.where(StatsPerson.person_id > after)
     rows = list(session.execute(statement))
     more = len(rows) > size
     rows = rows[:size]
@@ -508,6 +607,17 @@ def export_rows(
         dose_join = and_(dose_join, limit)
     product = aliased(VaccineProduct)
     facility = aliased(Facility)
+    province = _province(scope, filters)
+    people: Any = Person
+    hidden: ColumnElement[bool] = _not_kept(scope)
+    where = [
+        Person.verification_status.in_(_statuses(filters)),
+        *conditions(session, scope, filters),
+    ]
+    if province is not None:
+        people = StatsPerson.__table__.join(Person.__table__, Person.id == StatsPerson.person_id)
+        hidden = _summary_hidden(province)
+        where = _summary_conditions(session, province, filters, _statuses(filters))
     statement = (
         with_dose_details(
             select(
@@ -526,8 +636,9 @@ def export_rows(
                 product.name,
                 Dose.lot,
                 facility.name,
-                _not_kept(scope),
+                hidden,
             )
+            .select_from(people)
             .outerjoin(Area, Area.id == Person.area_id)
             .outerjoin(Dose, dose_join),
             product=True,
@@ -536,10 +647,7 @@ def export_rows(
             product_table=product,
             facility_table=facility,
         )
-        .where(
-            Person.verification_status.in_(_statuses(filters)),
-            *conditions(session, scope, filters),
-        )
+        .where(*where)
         .order_by(Person.id, Dose.dose_number)
         .execution_options(yield_per=chunk)
     )

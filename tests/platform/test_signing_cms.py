@@ -131,6 +131,35 @@ def test_attribute_template_at_any_signing_time(pki: Pki, moment: datetime) -> N
         assert builder.build(content) == signed_attributes(content, moment, certificate)
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    moments=st.lists(
+        st.datetimes(
+            min_value=datetime(1950, 1, 1),
+            max_value=datetime(2999, 12, 31, 23, 59, 59),
+            timezones=st.just(UTC),
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_attribute_template_kept_per_certificate_fits_every_signing_time(
+    pki: Pki, moments: list[datetime]
+) -> None:
+    """The template is built once per certificate (and kind of time) and each batch puts its
+    own signing time in it: one after the other, every time gives asn1crypto's bytes, the
+    template's own placeholder times included."""
+    certificate = officer_of(pki, "RSA").certificate
+    for moment in [
+        *moments,
+        datetime(2049, 12, 31, 23, 59, 58, tzinfo=UTC),
+        datetime(2999, 12, 31, 23, 59, 58, tzinfo=UTC),
+    ]:
+        moment = moment.replace(microsecond=0)
+        built = AttributesBuilder(certificate, moment).build(DOCUMENT)
+        assert built == signed_attributes(DOCUMENT, moment, certificate)
+
+
 def test_signed_attributes_say_what_cades_bes_needs(pki: Pki) -> None:
     officer = officer_of(pki, "RSA")
     built = AttributesBuilder(officer.certificate, SIGNING_TIME).build(DOCUMENT)
@@ -484,10 +513,16 @@ def test_3000_signatures_verified_and_assembled_under_400_ms(
     )
     assert best < 0.4, f"verify+assemble of 3,000 {key_type} signatures took {best * 1000:.0f} ms"
     # The per-record verify_signature the batch service may call costs the same (cached key).
-    start = time.perf_counter()
-    for a, s in pairs[:300]:
-        verify_signature(officer.certificate, algorithm, a.der, s)
-    assert time.perf_counter() - start < 0.1
+    # Best of three, like the bars above: one preemption on a loaded machine is not a cost.
+    per_record = min(
+        _timed(
+            lambda: [
+                verify_signature(officer.certificate, algorithm, a.der, s) for a, s in pairs[:300]
+            ]
+        )
+        for _ in range(3)
+    )
+    assert per_record < 0.1, f"300 per-record verifications took {per_record * 1000:.0f} ms"
 
 
 # ---- the real token --------------------------------------------------------------------------

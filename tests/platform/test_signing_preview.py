@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 from support.platform_seed import Seed, add_person
 from support.signing_data import bulk_people, edit, sign
 
+from kyso.platform.db import is_postgresql
 from kyso.platform.models import Dose, SigningSelection, SigningUnit, SigningUnitKind, User
 from kyso.platform.models import VerificationStatus as Status
+from kyso.platform.signing import preview as preview_module
 from kyso.platform.signing.preview import DropReason, preview, validated_selection
 from kyso.platform.signing.search import SearchFilters, SigningState
 from kyso.platform.signing.selection import add_doses, add_search, clear
@@ -286,3 +289,67 @@ def test_the_preview_lists_people_in_vietnamese_alphabetical_order(
     add_doses(session, org.officer, [p.doses[0].id for p in people])
     result = preview(session, org.officer)
     assert [p.full_name for p in result.people] == order
+
+
+def test_a_central_unit_validates_with_its_own_statement_and_the_same_answers(
+    session: Session, org: Seed
+) -> None:
+    """A central unit's doses are looked up by id and checked against the scope as one array
+    on PostgreSQL (no facilities probe per dose): the same rows as the facility form gives."""
+    officer = org.district_officer  # Bến Thành and the mobile team, no facility of its own
+    assert officer.facility_id is None
+    bulk_people(session, org, 40, doses=2, facility=org.station_ben_thanh)
+    bulk_people(session, org, 20, doses=1, facility=org.mobile_team, name="Lê Thị Hoa", start=50)
+    add_search(session, officer, SearchFilters())
+    doses = session.scalars(
+        select(Dose)
+        .join(SigningSelection, SigningSelection.dose_id == Dose.id)
+        .where(SigningSelection.user_id == officer.id)
+        .order_by(Dose.id)
+    ).all()
+    edit(session, doses[0])  # changed
+    sign(session, doses[1])  # already signed
+    sign(session, doses[2])
+    edit(session, doses[2])  # changed, and signed before
+    doses[3].facility_id = org.station_ben_nghe.id  # out of scope
+    doses[4].person.verification_status = Status.MISMATCH  # not verified
+    session.flush()
+
+    connection = session.connection()
+    central = preview_module._validation_statement(officer, is_postgresql(session))
+    facility_form = preview_module._validation_statement(officer, False)
+    if is_postgresql(session):
+        sql = str(central.compile(dialect=session.get_bind().dialect))
+        assert "= ANY (array((SELECT facilities.id" in sql, sql
+    else:
+        assert central is facility_form
+    rows = sorted(connection.execute(central).tuples().all(), key=repr)
+    assert rows == sorted(connection.execute(facility_form).tuples().all(), key=repr)
+    assert {row[0] for row in rows} == {0, 1, 2, 3, 4}  # kept and every reason
+
+
+def test_the_validation_reads_each_person_once(session: Session, org: Seed) -> None:
+    """3,000 doses are ~1,000 people: one primary-key probe per person, not per dose, whatever
+    the planner would memoize (PostgreSQL; SQLite plans its own way)."""
+    bulk_people(session, org, 20, doses=3)
+    add_search(session, org.officer, SearchFilters())
+    session.flush()
+    if not is_postgresql(session):
+        assert preview(session, org.officer).people_count == 20
+        return
+    statement = preview_module._validation_statement(org.officer, True)
+    compiled = statement.compile(dialect=session.get_bind().dialect)
+    connection = session.connection()
+    for setting in ("enable_seqscan", "enable_memoize", "enable_bitmapscan"):
+        connection.exec_driver_sql(f"SET LOCAL {setting} = off")
+    [[plan]] = connection.exec_driver_sql(
+        f"EXPLAIN (ANALYZE, FORMAT JSON) {compiled}", compiled.params
+    ).all()
+    for setting in ("enable_seqscan", "enable_memoize", "enable_bitmapscan"):
+        connection.exec_driver_sql(f"SET LOCAL {setting} = on")
+
+    def probes(node: dict[str, Any]) -> int:
+        own = node["Actual Loops"] if node.get("Relation Name") == "people" else 0
+        return own + sum(probes(child) for child in node.get("Plans", ()))
+
+    assert probes(plan[0]["Plan"]) == 20

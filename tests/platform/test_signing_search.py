@@ -188,7 +188,8 @@ def test_prefix_searches_use_an_index(
 
 
 def test_name_and_phone_search_the_phone_index_on_sqlite(session: Session, org: Seed) -> None:
-    """SQLite cannot tell which range is narrower; a phone prefix of 4+ digits is."""
+    """SQLite cannot tell which range is narrower; a phone prefix of 4+ digits is. PostgreSQL's
+    estimates cannot tell them apart either: from 6 digits the phone drives there too."""
     dialect = session.get_bind().dialect
     conditions = search_module.person_conditions(
         SearchFilters(name="nguyen van", phone="0903 12"), dialect.name
@@ -200,9 +201,57 @@ def test_name_and_phone_search_the_phone_index_on_sqlite(session: Session, org: 
         plan = " ".join(str(row[-1]) for row in rows)
         assert re.search(r"INDEX ix_people_phone\w* \(phone>\? AND phone<\?\)", plan), plan
         assert "ix_people_name_key" not in plan, plan
-    else:  # PostgreSQL estimates both ranges: both conditions stay indexable
+    else:
+        connection = session.connection()
+        connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
+        rows = connection.exec_driver_sql(f"EXPLAIN {sql}")
+        plan = " ".join(str(row[0]) for row in rows)
+        connection.exec_driver_sql("SET LOCAL enable_seqscan = on")
+        assert "ix_people_phone_prefix" in plan, plan
+        assert "ix_people_name_key" not in plan, plan
+        # Below PHONE_DRIVES digits PostgreSQL estimates both ranges: both stay indexable.
+        conditions = search_module.person_conditions(
+            SearchFilters(name="nguyen van", phone="0903"), dialect.name
+        )
+        statement = select(Person.id).where(*conditions)
+        sql = str(statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
         assert "people.name_key LIKE 'nguyen van%%'" in sql, sql
-        assert "people.phone LIKE '090312%%'" in sql, sql
+        assert "people.phone LIKE '0903%%'" in sql, sql
+
+
+@pytest.mark.parametrize("phone", ["09", "0900", "090000", "09000000", "0900000012"])
+def test_name_and_phone_give_the_same_pages_whichever_drives(
+    session: Session, org: Seed, monkeypatch: pytest.MonkeyPatch, phone: str
+) -> None:
+    """The phone first (6+ digits), or the planner's choice: the same people, order, count."""
+    bulk_people(session, org, 30, doses=2, name="Trần Thanh Bình")  # phones 0900000000…
+    bulk_people(session, org, 12, doses=1, name="Trần Thị Hoa", start=5)  # 0900000005…
+    bulk_people(session, org, 8, doses=1, name="Trần Thanh Tâm", start=1000)  # 0900001000…
+    add_person(session, org, "Trần Thanh Ánh", phone="0900000019")
+    signed = add_person(session, org, "Trần Thanh Đã Ký", doses=1, phone="0900000011")
+    sign(session, signed.doses[0])
+    session.flush()
+    cases = [
+        SearchFilters(name="tran thanh", phone=phone),
+        SearchFilters(name="tran", phone=phone, state=StateFilter.TO_SIGN),
+        SearchFilters(name="tran thanh b", phone=phone, date_from=date(2022, 3, 22)),
+    ]
+
+    def pages(filters: SearchFilters) -> list[tuple[list[int], int | None]]:
+        seen: list[tuple[list[int], int | None]] = []
+        cursor: Cursor | None = None
+        while True:
+            page = search(session, org.officer, filters, page_size=4, after=cursor)
+            seen.append(([p.id for p in page.people], page.count))
+            if page.next_cursor is None:
+                return seen
+            cursor = page.next_cursor
+
+    driven = [pages(filters) for filters in cases]
+    monkeypatch.setattr(search_module, "PHONE_DRIVES", 99)  # the planner chooses (before)
+    monkeypatch.setattr(search_module, "PHONE_NARROWS", 99)
+    assert driven == [pages(filters) for filters in cases]
+    assert any(ids for case in driven for ids, _count in case)
 
 
 def test_identity_number_is_exact(session: Session, org: Seed) -> None:
@@ -490,6 +539,40 @@ def test_both_query_routes_give_the_same_pages(
         page = search(session, org.officer, filters, page_size=3)
         assert names(page) == names_, filters
         assert page.count == count, filters
+
+
+def test_postgresql_looks_up_more_candidates_by_id_than_sqlite(
+    session: Session, org: Seed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between SQLite's cap and CANDIDATE_CAP, PostgreSQL keeps the ids (one array parameter)
+    where SQLite turns to EXISTS: the same pages either way."""
+    bulk_people(session, org, 9, doses=2, name="Nguyễn Văn An")
+    bulk_people(session, org, 5, doses=1, name="Trần Thị Bích", start=20)
+    session.flush()
+    statements: list[str] = []
+
+    def record(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    def pages() -> list[list[str]]:
+        found: list[list[str]] = []
+        for filters in (SearchFilters(), SearchFilters(name="nguyen")):
+            found.append(names(search(session, org.officer, filters, page_size=20)))
+        return found
+
+    expected = pages()  # 14 candidates, far below both caps: the ids
+    monkeypatch.setattr(search_module, "SQLITE_CANDIDATE_CAP", 5)
+    engine = session.get_bind()
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        assert pages() == expected
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    keys = [s for s in statements if s.startswith("SELECT people.id") and "ORDER BY" in s]
+    assert len(keys) == 2, statements
+    by_id = session.get_bind().dialect.name == "postgresql"
+    assert all(("= ANY (CAST(" in s) is by_id for s in keys), keys
+    assert all(("EXISTS" in s) is not by_id for s in keys), keys
 
 
 # Vietnamese alphabetical order (issue 17): a ă â b c d đ e …, tones second. The accent-free

@@ -12,6 +12,7 @@ from kyso.platform.records import rules
 from kyso.platform.records.bulk import insert_doses, insert_people
 from kyso.platform.records.importer.people import _Group
 from kyso.platform.records.importer.rows import _Row
+from kyso.platform.stats import summary
 
 
 def _write(
@@ -53,6 +54,9 @@ def _write(
             for row in new
         ],
     )
+    # The statistics' summary of these people, in this transaction (Core inserts: no flush).
+    touched = [group.person.id if group.person else group.person_id for group, new in plan if new]
+    summary.refresh(session, [person_id for person_id in touched if person_id is not None])
     # Recorded people loaded above must not show stale dose lists to the rest of the request.
     for group, new in plan:
         if group.person is not None and new:

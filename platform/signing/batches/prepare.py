@@ -6,10 +6,10 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final, cast
 
 from sqlalchemy import (
-    and_,
+    Table,
     delete,
     func,
     insert,
@@ -18,8 +18,9 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from kyso.platform.auth.service import audit
+from kyso.platform.db import is_postgresql
 from kyso.platform.errors import DomainError
-from kyso.platform.formatting import sort_key
+from kyso.platform.formatting import SortKey, sort_key
 from kyso.platform.models import (
     BatchMode,
     BatchStatus,
@@ -37,6 +38,7 @@ from kyso.platform.models import (
 from kyso.platform.ops.metrics import BATCHES, count_on_commit
 from kyso.platform.records.readmodel import join_dose, with_dose_details
 from kyso.platform.signing import cms, documents
+from kyso.platform.signing import revocation as revocations
 from kyso.platform.signing.batches.completion import _finish_if_done
 from kyso.platform.signing.batches.officers import (
     _check_officer_certificate,
@@ -52,6 +54,7 @@ from kyso.platform.signing.batches.values import (
 from kyso.platform.signing.manifest import Summary, verification_code
 from kyso.platform.signing.preview import validated_selection
 from kyso.platform.signing.selection import MAX_DOSES, MAX_PEOPLE
+from kyso.platform.users.service import active_certificate
 
 
 def prepare(
@@ -64,11 +67,24 @@ def prepare(
     """A batch of the officer's selection, signed for the agent; the selection is emptied."""
     now = now or datetime.now(UTC)
     unit = _officer_unit(session, officer)
+    # The certificate's OCSP check runs in the background while the records are read (a cold
+    # cache cost its whole round trip here); the checks below then wait for its outcome. The
+    # read changes nothing, so a refused certificate still refuses before anything is done.
+    revocations.prefetch(
+        active_certificate(session, officer),
+        der,
+        trust=context.trust,
+        revocation=context.revocation,
+        at=now,
+    )
+    candidates = _certificate_rows(session, officer)
     registration, checked = _check_officer_certificate(session, officer, der, context, now)
     selected, dropped = validated_selection(session, officer)
     if not selected:
         raise DomainError("batches.nothing_selected")
-    rows = _certificate_rows(session, selected)
+    # Only what the validation kept, in the versions it validated: a dose edited since is not
+    # signed stale.
+    rows = [row for row in candidates if selected.get(row.id) == row.version]
     people = len({row.person_id for row in rows})
     if len(rows) > MAX_DOSES or people > MAX_PEOPLE:
         raise DomainError("batches.over_limit", max_doses=MAX_DOSES, max_people=MAX_PEOPLE)
@@ -146,7 +162,7 @@ def prepare(
         batch.signed_attributes, _ = builder.build(batch.document)
     session.add(batch)
     session.flush()
-    session.execute(insert(SigningBatchItem), items)
+    _insert_items(session, items)
     session.execute(delete(SigningSelection).where(SigningSelection.user_id == officer.id))
     summary = Summary(
         facility=unit.name,
@@ -285,8 +301,51 @@ def _new_batch_id(now: datetime) -> str:
     return f"KB{now:%y%m%d}{secrets.token_hex(5).upper()}"
 
 
-def _certificate_rows(session: Session, selected: dict[int, int]) -> list[Any]:
-    ids = list(selected)
+_ITEM_COLUMNS: Final = (
+    "batch_id",
+    "position",
+    "dose_id",
+    "dose_version",
+    "person_id",
+    "document",
+    "signed_attributes",
+    "digest",
+    "state",
+)
+
+
+def _insert_items(session: Session, items: list[dict[str, Any]]) -> None:
+    """The batch's items, in one COPY on PostgreSQL (3,000 rows: ~10× fewer CPU seconds than
+    the ORM's executemany, which built and sent each row's parameters on its own); a Core
+    executemany elsewhere."""
+    connection = session.connection()
+    if not is_postgresql(connection):
+        connection.execute(insert(cast(Table, SigningBatchItem.__table__)), items)
+        return
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    statement = f"COPY {SigningBatchItem.__tablename__} ({', '.join(_ITEM_COLUMNS)}) FROM STDIN"
+    with driver.cursor() as cursor, cursor.copy(statement) as copy:
+        for item in items:
+            copy.write_row(
+                (
+                    item["batch_id"],
+                    item["position"],
+                    item["dose_id"],
+                    item["dose_version"],
+                    item["person_id"],
+                    item["document"],
+                    item["signed_attributes"],
+                    item["digest"],
+                    item["state"].value,
+                )
+            )
+
+
+def _certificate_rows(session: Session, officer: User) -> list[Any]:
+    """Every dose of the officer's selection as its certificate document needs it, in the
+    batch's order; the caller keeps those the validation kept (it reads nothing else, so it
+    may run before the checks)."""
     read = with_dose_details(
         select(
             Dose.id,
@@ -305,16 +364,17 @@ def _certificate_rows(session: Session, selected: dict[int, int]) -> list[Any]:
             VaccineProduct.disease_code,
             Facility.code.label("facility_code"),
             Facility.name.label("facility_name"),
-        ),
+        ).join(SigningSelection, SigningSelection.dose_id == Dose.id),
         person=True,
         product=True,
         facility=True,
-    )
-    rows: list[Any] = []
-    for start in range(0, len(ids), 1000):
-        rows.extend(session.execute(read.where(and_(Dose.id.in_(ids[start : start + 1000])))).all())
-    # Only the versions the preview validated: a dose edited since is not signed stale.
-    rows = [row for row in rows if selected[row.id] == row.version]
-    # Vietnamese alphabetical order: the batch's positions, so its lists, follow it.
-    rows.sort(key=lambda r: (sort_key(r.full_name), r.person_id, r.dose_number, r.id))
+    ).where(SigningSelection.user_id == officer.id)
+    rows = list(session.connection().execute(read).all())
+    # Vietnamese alphabetical order: the batch's positions, so its lists, follow it. One key
+    # per name (a person's doses share it).
+    keys: dict[str, SortKey] = {}
+    for row in rows:
+        if row.full_name not in keys:
+            keys[row.full_name] = sort_key(row.full_name)
+    rows.sort(key=lambda r: (keys[r.full_name], r.person_id, r.dose_number, r.id))
     return rows
