@@ -3,7 +3,7 @@
 headless).
 
 Run: .venv/bin/python bench/load_national.py [--duration 60] [--officers 4] [--staff 2]
-     [--citizens 20] [--workers 5] [--threads 4]
+     [--citizens 20] [--workers 3] [--threads 4]
 
 Set-up, not timed: a fresh database ``kyso_load_<pid>`` on 127.0.0.1:5432 (dropped after),
 migrated and seeded (``platform_seed``); per officer a station of its own (``add_province``),
@@ -111,7 +111,9 @@ def main() -> int:
     parser.add_argument("--citizens", type=int, default=20, help="concurrent citizen users")
     parser.add_argument("--passports", type=int, default=1000, help="citizens with a passport")
     parser.add_argument("--lots", type=int, default=0, help="lots per officer (default: enough)")
-    parser.add_argument("--workers", type=int, default=5)
+    parser.add_argument(
+        "--workers", type=int, default=3, help="gunicorn workers (3: see bench/README.md)"
+    )
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument(
         "--steps",
