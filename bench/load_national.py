@@ -3,7 +3,7 @@
 headless).
 
 Run: .venv/bin/python bench/load_national.py [--duration 60] [--officers 4] [--staff 2]
-     [--citizens 20] [--workers 5] [--threads 4]
+     [--citizens 20] [--workers 3] [--threads 4]
 
 Set-up, not timed: a fresh database ``kyso_load_<pid>`` on 127.0.0.1:5432 (dropped after),
 migrated and seeded (``platform_seed``); per officer a station of its own (``add_province``),
@@ -35,6 +35,7 @@ A miss prints MISS (benchmarks report, tests assert).
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
 import os
@@ -79,6 +80,7 @@ def _sign(key: ec.EllipticCurvePrivateKey, digest: str) -> str:
 
 def main() -> int:
     import argparse
+    import resource
     import subprocess
     import sys
     import tempfile
@@ -109,8 +111,25 @@ def main() -> int:
     parser.add_argument("--citizens", type=int, default=20, help="concurrent citizen users")
     parser.add_argument("--passports", type=int, default=1000, help="citizens with a passport")
     parser.add_argument("--lots", type=int, default=0, help="lots per officer (default: enough)")
-    parser.add_argument("--workers", type=int, default=5)
+    parser.add_argument(
+        "--workers", type=int, default=3, help="gunicorn workers (3: see bench/README.md)"
+    )
     parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=0,
+        help="instead of locust: drive each step alone, this many batches and 20× as many "
+        "citizen visits, and print the CPU time per step (server, PostgreSQL, client)",
+    )
+    parser.add_argument(
+        "--visits", type=int, default=0, help="with --steps: citizen visits (20 × --steps)"
+    )
+    parser.add_argument(
+        "--profile",
+        default="",
+        help="with --steps: py-spy's collapsed stacks of the workers written to this file",
+    )
     options = parser.parse_args()
     lots = options.lots or max(2, (options.duration * 1000) // (3000 * options.officers) + 2)
 
@@ -233,6 +252,8 @@ def main() -> int:
             KYSO_INSTANCE_PATH=str(directory / "instance"),
             KYSO_SECRET_KEY="bench-load",
             KYSO_SECURE_COOKIES="0",
+            # As deployed behind nginx: the client's address is its X-Forwarded-For.
+            KYSO_TRUSTED_PROXIES="1",
             KYSO_TRUST_ANCHORS=str(anchors),
             KYSO_MANIFEST_KEY=str(manifest_key),
             KYSO_PUBLIC_ORIGIN=base,
@@ -269,6 +290,8 @@ def main() -> int:
             raise RuntimeError(f"issue-passports failed: {issued.stderr[-2000:]}")
         print(f"passports: {issued.stdout.strip()[-300:]}")
 
+        if options.steps:
+            return _measure_steps(base, name, server.pid, officers, citizens, options)
         plan = directory / "plan.json"
         plan.write_text(
             json.dumps(
@@ -277,6 +300,8 @@ def main() -> int:
         )
         before = _metrics(base)
         load_before = os.getloadavg()
+        meter = _Meter(server.pid, name)
+        cpu_before, children_before = meter.sample(), resource.getrusage(resource.RUSAGE_CHILDREN)
         csv = directory / "locust"
         users = options.officers + options.staff + options.citizens
         locust_started = time.monotonic()
@@ -292,9 +317,21 @@ def main() -> int:
             check=False,
         )  # fmt: skip
         elapsed = time.monotonic() - locust_started
+        server_cpu, postgres_cpu, _ = _Meter.spent(cpu_before, meter.sample())
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        locust_cpu = (children.ru_utime + children.ru_stime) - (
+            children_before.ru_utime + children_before.ru_stime
+        )
         after = _metrics(base)
         load_after = os.getloadavg()
-        return _report(csv, before, after, elapsed, options, load_before, load_after)
+        code = _report(csv, before, after, elapsed, options, load_before, load_after)
+        used = server_cpu + postgres_cpu + locust_cpu
+        print(
+            f"CPU during the run: server {server_cpu:.0f} s, PostgreSQL backends "
+            f"{postgres_cpu:.0f} s, locust {locust_cpu:.0f} s: {used / elapsed:.2f} of the "
+            f"{os.cpu_count()} CPUs (the rest went to other processes on the machine)"
+        )
+        return code
     finally:
         if server is not None:
             server.terminate()
@@ -302,6 +339,207 @@ def main() -> int:
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         print(f"files: {directory}")
+
+
+OFFICER_STEPS = ("search", "tick the search", "preview", "prepare", "sign (client)",
+                 "signatures (500)", "complete")  # fmt: skip
+CITIZEN_STEPS = ("lookup form", "lookup + result", "qr.png", "passport.pdf", "feedback form",
+                 "verify page")  # fmt: skip
+
+
+class _Meter:
+    """CPU seconds used so far by the server (gunicorn's master and workers), by the PostgreSQL
+    backends connected to the bench's database, and by this process (the client)."""
+
+    def __init__(self, server_pid: int, database: str) -> None:
+        import psutil
+        import psycopg
+
+        self.server = psutil.Process(server_pid)
+        self.database = database
+        self.admin = psycopg.connect(PG_ADMIN, autocommit=True)
+
+    def sample(self) -> tuple[float, dict[int, float], float]:
+        import psutil
+
+        def cpu(pid: int) -> float:
+            """CPU seconds of a process's threads, to the nanosecond (/proc/PID/task/*/schedstat;
+            /proc/PID/stat counts 10 ms ticks, too coarse for a 1 ms request)."""
+            total = 0
+            for task in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    total += int(task.read_text().split()[0])
+            return total / 1e9
+
+        try:
+            children = self.server.children(recursive=True)
+        except psutil.Error:
+            children = []
+        server = cpu(self.server.pid) + sum(cpu(c.pid) for c in children)
+        pids = [
+            int(row[0])
+            for row in self.admin.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s", (self.database,)
+            )
+        ]
+        postgres = {pid: cpu(pid) for pid in pids}
+        return server, postgres, time.process_time()
+
+    @staticmethod
+    def spent(
+        before: tuple[float, dict[int, float], float], after: tuple[float, dict[int, float], float]
+    ) -> tuple[float, float, float]:
+        postgres = sum(cpu - before[1].get(pid, 0.0) for pid, cpu in after[1].items())
+        return after[0] - before[0], postgres, after[2] - before[2]
+
+
+def _measure_steps(
+    base: str,
+    database: str,
+    server_pid: int,
+    officers: list[dict[str, Any]],
+    citizens: list[dict[str, str]],
+    options: Any,
+) -> int:
+    """Each step alone, one request at a time: CPU per step of the server, PostgreSQL and the
+    client (``--steps``)."""
+    import signal
+    import statistics
+    import subprocess
+    import sys
+    from collections import defaultdict
+
+    import httpx
+    from cryptography.hazmat.primitives.serialization import load_der_private_key
+    from support.platform_seed import PASSWORD
+
+    meter = _Meter(server_pid, database)
+    warming = False
+    spent: dict[str, list[tuple[float, float, float, float]]] = defaultdict(list)
+
+    def measured(step: str, action: Any, *args: Any, **kwargs: Any) -> Any:
+        before = meter.sample()
+        started, client = time.perf_counter(), time.process_time()
+        result = action(*args, **kwargs)
+        wall, client = time.perf_counter() - started, time.process_time() - client
+        server, postgres, _ = _Meter.spent(before, meter.sample())
+        if not warming:
+            spent[step].append((server, postgres, client, wall))
+        return result
+
+    def sign_all(key: ec.EllipticCurvePrivateKey, digests: list[str]) -> list[str]:
+        return [_sign(key, d) for d in digests]
+
+    profiler = None
+    if options.profile:
+        py_spy = str(Path(sys.executable).with_name("py-spy"))
+        profiler = subprocess.Popen(
+            [py_spy, "record", "--pid", str(server_pid), "--subprocesses", "--nonblocking", "--gil",
+             "--format", "raw", "--rate", "250", "--output", options.profile],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        time.sleep(2)
+    clients = []
+    for plan in officers:
+        client = httpx.Client(base_url=base, timeout=120)
+        token = _csrf(client.get("/login").text)
+        client.post(
+            "/login",
+            data={"username": plan["username"], "password": PASSWORD, "csrf_token": token},
+        )
+        key = load_der_private_key(base64.b64decode(plan["key"]), None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        clients.append((client, plan, key))
+    for n in range(options.steps):
+        client, plan, key = clients[n % len(clients)]
+        lot = plan["lots"].pop(0)
+        token = _csrf(measured("search", client.get, "/signing/", params={"name": lot}).text)
+        headers = {"X-CSRFToken": token, "Origin": base}
+        ticked = measured(
+            "tick the search",
+            client.post,
+            "/signing/selection/search",
+            data={"name": lot, "csrf_token": token},
+            headers={"Accept": "application/json"},
+        )
+        if ticked.status_code != 200 or not ticked.json().get("ok"):
+            raise RuntimeError(f"tick refused: {ticked.text[:300]}")
+        measured("preview", client.get, "/signing/preview")
+        prepared = measured(
+            "prepare", client.post, "/signing/api/batches", json={"der": plan["der"]},
+            headers=headers,
+        )  # fmt: skip
+        prepared.raise_for_status()
+        batch = prepared.json()
+        if batch["total"] != 3000:
+            raise RuntimeError(f"{batch['total']} doses, not 3,000")
+        attempt = batch["attempt"]
+        signatures = measured("sign (client)", sign_all, key, attempt["digests"])
+        url = f"/signing/api/batches/{batch['batch']}"
+        for offset in range(0, len(signatures), CHUNK):
+            body = {
+                "attempt": attempt["id"],
+                "offset": offset,
+                "signatures": signatures[offset : offset + CHUNK],
+            }
+            posted = measured(
+                "signatures (500)", client.post, f"{url}/signatures", json=body, headers=headers
+            )
+            if posted.status_code != 200 or posted.json().get("rejections"):
+                raise RuntimeError(f"signatures refused: {posted.text[:300]}")
+        done = measured("complete", client.post, f"{url}/complete", json={}, headers=headers)
+        if done.json()["signed"] != 3000:
+            raise RuntimeError(f"not all signed: {done.text[:300]}")
+    warm_up = 20  # every worker's first PDF subsets its fonts (cached after): not counted
+    for n in range(-warm_up, options.visits or options.steps * 20):
+        address = f"127.2.{(n + warm_up) // 250 % 250 + 1}.{(n + warm_up) % 250 + 1}"
+        transport = httpx.HTTPTransport(local_address=address)
+        with httpx.Client(
+            base_url=base, timeout=60, transport=transport, follow_redirects=True
+        ) as citizen:
+            warming = n < 0
+            form = measured("lookup form", citizen.get, "/passports/lookup")
+            data = {**random.choice(citizens), "csrf_token": _csrf(form.text)}
+            found = measured("lookup + result", citizen.post, "/passports/lookup", data=data)
+            if "/passports/lookup/result" not in str(found.url):
+                raise RuntimeError(f"lookup failed: {found.text[:500]}")
+            qr = measured("qr.png", citizen.get, "/passports/lookup/qr.png")
+            if qr.headers.get("Content-Type") != "image/png":
+                raise RuntimeError("no QR")
+            if n < 0 or n % 10 == 0:
+                measured("passport.pdf", citizen.get, "/passports/lookup/passport.pdf")
+            measured("feedback form", citizen.get, "/feedback/")
+            measured("verify page", citizen.get, "/passports/verify")
+    if profiler is not None:
+        profiler.send_signal(signal.SIGINT)
+        profiler.wait(timeout=60)
+    for client, _, _ in clients:
+        client.close()
+
+    print(f"CPU per step, one request at a time; load average {os.getloadavg()[0]:.1f}")
+    print(f"{'step':20} {'n':>5} {'server ms':>10} {'postgres ms':>12} {'client ms':>10} "
+          f"{'total ms':>9} {'wall p50 ms':>12}")  # fmt: skip
+
+    def mean(step: str, i: int) -> float:
+        return 1000 * statistics.fmean(s[i] for s in spent[step]) if spent[step] else 0.0
+
+    for step in (*OFFICER_STEPS, *CITIZEN_STEPS):
+        if not spent[step]:
+            continue
+        total = mean(step, 0) + mean(step, 1) + mean(step, 2)
+        wall = 1000 * statistics.median(s[3] for s in spent[step])
+        print(f"{step:20} {len(spent[step]):5} {mean(step, 0):10.1f} {mean(step, 1):12.1f} "
+              f"{mean(step, 2):10.1f} {total:9.1f} {wall:12.1f}")  # fmt: skip
+
+    def per(steps: tuple[str, ...], weight: dict[str, float], unit: float) -> list[float]:
+        return [sum(mean(s, i) * weight.get(s, 1.0) for s in steps) / unit for i in range(3)]
+
+    dose = per(OFFICER_STEPS, {"signatures (500)": 6}, 3000)
+    visit = per(CITIZEN_STEPS, {"passport.pdf": 0.1}, 1)
+    for label, (server, postgres, own) in (("per signed dose", dose), ("per visit", visit)):
+        print(f"{label}: server {server:.2f} ms, postgres {postgres:.2f} ms, client "
+              f"{own:.2f} ms, total {server + postgres + own:.2f} ms of CPU")  # fmt: skip
+    return 0
 
 
 def _free_port() -> int:
@@ -423,11 +661,12 @@ def _report(
 # --- the locust users (locust -f bench/load_national.py, started by main) ---------------------
 
 if os.environ.get("KYSO_LOAD_PLAN"):
+    from urllib.parse import urlencode
+
     import requests
     from cryptography.hazmat.primitives.serialization import load_der_private_key
-    from locust import HttpUser, between, constant, events, task
+    from locust import FastHttpUser, HttpUser, between, constant, events, task
     from locust.exception import StopUser
-    from requests.adapters import HTTPAdapter
 
     PLAN = json.loads(Path(os.environ["KYSO_LOAD_PLAN"]).read_text())
     _officers = iter(PLAN["officers"])
@@ -442,17 +681,6 @@ if os.environ.get("KYSO_LOAD_PLAN"):
             exception=exception,
             context={},
         )
-
-    class SourceAddress(HTTPAdapter):
-        """Connections from one loopback address (a citizen's own IP, as the platform sees it)."""
-
-        def __init__(self, address: str) -> None:
-            self.address = address
-            super().__init__()
-
-        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-            kwargs["source_address"] = (self.address, 0)
-            super().init_poolmanager(*args, **kwargs)
 
     class OfficerUser(HttpUser):
         fixed_count = int(os.environ.get("KYSO_LOAD_OFFICERS", "1"))
@@ -554,7 +782,13 @@ if os.environ.get("KYSO_LOAD_PLAN"):
         def export(self) -> None:
             self.client.get("/stats/invalid/export.xlsx", name="export.xlsx")
 
-    class CitizenUser(HttpUser):
+    class CitizenUser(FastHttpUser):
+        """A citizen's visit. geventhttpclient (FastHttpUser) rather than requests: the client
+        shares the 2 cores with the platform and costs several times less a request. Each
+        visit comes from a new address, as the reverse proxy (one trusted hop, as deployed)
+        says in X-Forwarded-For; keep-alive connections are reused as nginx reuses its
+        upstream connections."""
+
         fixed_count = int(os.environ.get("KYSO_LOAD_CITIZENS", "1"))
         wait_time = constant(0)
 
@@ -562,25 +796,30 @@ if os.environ.get("KYSO_LOAD_PLAN"):
         def visit(self) -> None:
             number = next(_addresses)
             address = f"127.1.{(number // 250) % 250 + 1}.{number % 250 + 1}"
-            self.client.cookies.clear()
-            self.client.mount("http://", SourceAddress(address))
+            self.client.cookiejar.clear()
+            headers = {"X-Forwarded-For": address}
             citizen = random.choice(PLAN["citizens"])
-            token = _csrf(self.client.get("/passports/lookup", name="lookup form").text)
+            form = self.client.get("/passports/lookup", name="lookup form", headers=headers)
+            token = _csrf(form.text or "")
             with self.client.post(
-                "/passports/lookup", data={**citizen, "csrf_token": token},
-                name="lookup", catch_response=True,
+                "/passports/lookup", data=urlencode({**citizen, "csrf_token": token}),
+                headers={**headers, "Content-Type": "application/x-www-form-urlencoded"},
+                name="lookup", allow_redirects=False, catch_response=True,
             ) as found:  # fmt: skip
-                if "/passports/lookup/result" not in found.url:
-                    said = re.search(r'class="[^"]*error[^"]*"[^>]*>([^<]+)', found.text)
+                if "/passports/lookup/result" not in (found.headers.get("Location") or ""):
+                    said = re.search(r'class="[^"]*error[^"]*"[^>]*>([^<]+)', found.text or "")
                     found.failure(f"HTTP {found.status_code}: {said.group(1) if said else '?'}")
                     return
-            qr = self.client.get("/passports/lookup/qr.png", name="qr.png")
-            if qr.headers.get("Content-Type") != "image/png":
+            self.client.get("/passports/lookup/result", name="lookup result", headers=headers)
+            qr = self.client.get("/passports/lookup/qr.png", name="qr.png", headers=headers)
+            if qr.headers is None or qr.headers.get("Content-Type") != "image/png":
                 return
             if random.random() < 0.1:
-                self.client.get("/passports/lookup/passport.pdf", name="passport.pdf")
-            self.client.get("/feedback/", name="feedback form")
-            self.client.get("/passports/verify", name="verify page")
+                self.client.get(
+                    "/passports/lookup/passport.pdf", name="passport.pdf", headers=headers
+                )
+            self.client.get("/feedback/", name="feedback form", headers=headers)
+            self.client.get("/passports/verify", name="verify page", headers=headers)
 
     _ = requests  # the HTTP library locust's HttpUser is built on
 

@@ -12,6 +12,7 @@ min(2^k s, 60 s) after the latest failure, so that a stranger cannot lock a citi
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
@@ -86,15 +87,26 @@ def _find(
     if born is None:
         raise DomainError("passport.lookup_bad_input")
     attempt = throttle.attempt(session, POLICY, subject=number, ip=ip, now=now)
-    people = session.scalars(
-        select(Person).where(Person.identity_number == number, Person.birth_date == born)
-    ).all()
-    person = next((p for p in people if p.phone and _DIGITS.sub("", p.phone).endswith(last4)), None)
-    if person is None:
-        raise DomainError("passport.lookup_not_found")
-    passport = session.scalar(
-        select(Passport).where(Passport.person_id == person.id, Passport.superseded_at.is_(None))
+    # The people with this number and birth date, each with their current passport if any
+    # (at most one: a unique index), in one query: every citizen's lookup runs it.
+    found: Sequence[tuple[Person, Passport | None]] = (
+        session.execute(
+            select(Person, Passport)
+            .outerjoin(
+                Passport, (Passport.person_id == Person.id) & Passport.superseded_at.is_(None)
+            )
+            .where(Person.identity_number == number, Person.birth_date == born)
+        )
+        .tuples()
+        .all()
     )
+    match = next(
+        (row for row in found if row[0].phone and _DIGITS.sub("", row[0].phone).endswith(last4)),
+        None,
+    )
+    if match is None:
+        raise DomainError("passport.lookup_not_found")
+    passport = match[1]
     attempt.succeeded()  # the three factors matched, issued or not
     if passport is None:
         raise DomainError("passport.lookup_not_issued")

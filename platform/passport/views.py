@@ -23,6 +23,7 @@ from flask import (
     session,
     url_for,
 )
+from sqlalchemy.orm import joinedload
 
 from kyso.platform.errors import DomainError
 from kyso.platform.i18n import translate
@@ -140,11 +141,13 @@ def lookup_page() -> Any:
     return redirect(url_for("passport.lookup_result"))
 
 
-def _looked_up() -> Passport | None:
+def _looked_up(*, with_person: bool = False) -> Passport | None:
     remembered = session.get("passport_lookup")
     if not isinstance(remembered, dict) or remembered.get("until", 0) < time.time():
         return None
-    passport = db().get(Passport, remembered.get("id"))
+    # The result page names the person: loaded in the same query, not in a second one.
+    options = [joinedload(Passport.person)] if with_person else []
+    passport = db().get(Passport, remembered.get("id"), options=options)
     if passport is None or passport.superseded_at is not None:
         return None
     return passport
@@ -157,7 +160,7 @@ def _expired() -> Any:
 
 @blueprint.get("/lookup/result")
 def lookup_result() -> Any:
-    passport = _looked_up()
+    passport = _looked_up(with_person=True)
     if passport is None:
         return _expired()
     qr = base64.b64encode(render.qr_png(passport.payload)).decode("ascii")

@@ -180,3 +180,17 @@ def test_serve_runs_workers_whose_metrics_add_up_and_reloads_gracefully(
     assert access[0]["path"] == "/healthz"
     assert re.fullmatch(r"[0-9a-f]{32}", access[0]["request_id"])
     assert "Traceback" not in stderr
+
+
+def test_serve_subsets_the_pdf_fonts_once_in_the_master_before_the_workers_fork(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from kyso.platform.ops import serve as serving
+    from kyso.platform.passport import pdfpage
+
+    monkeypatch.setattr(serving.PlatformServer, "run", lambda self: None)
+    monkeypatch.setattr(serving.logs, "configure", lambda: None)  # keep pytest's handlers
+    monkeypatch.delenv("KYSO_PASSPORT_FONT_DIR", raising=False)
+    pdfpage.page_font.cache_clear()
+    serving.serve(lambda: None, bind="127.0.0.1:9", workers=1, threads=1)  # type: ignore[arg-type,return-value]
+    assert pdfpage.page_font.cache_info().currsize == 2  # inherited by every forked worker

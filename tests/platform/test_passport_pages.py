@@ -143,6 +143,86 @@ def test_a_citizen_downloads_qr_and_signed_pdf(
     assert "HO&lt;THI" not in text  # names shown as written, with their ICAO form in brackets
 
 
+def test_the_result_page_reads_the_passport_and_its_person_in_one_query(
+    configured: Flask,
+    client: FlaskClient,
+    session: Session,
+    org: Seed,
+    facility_pki: Pki,
+    facility_officer: Officer,
+    issue: object,
+) -> None:
+    """Every citizen's visit opens it (issue 16's load: 100 lookups a second on 2 cores)."""
+    from sqlalchemy import event
+
+    _signed_person(session, org, facility_pki, facility_officer)
+    issue()  # type: ignore[operator]
+    token = csrf_token(client, "/passports/lookup")
+    found = client.post(
+        "/passports/lookup",
+        data={
+            "csrf_token": token,
+            "identity_number": "079190000777",
+            "birth_date": "17/05/1990",
+            "phone_last4": "4321",
+        },
+    )
+    assert found.status_code == 302
+    engine = configured.extensions["kyso.engine"]
+    statements: list[str] = []
+
+    def record(_conn: object, _cursor: object, sql: str, *_: object) -> None:
+        if sql.lstrip().upper().startswith("SELECT"):
+            statements.append(sql)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        page = client.get("/passports/lookup/result").get_data(as_text=True)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert "Hộ chiếu vắc xin của Hồ Thị Kỳ Duyên" in page
+    assert len(statements) == 1, statements
+
+
+def test_the_lookup_finds_the_person_and_the_passport_in_one_query(
+    configured: Flask,
+    client: FlaskClient,
+    session: Session,
+    org: Seed,
+    facility_pki: Pki,
+    facility_officer: Officer,
+    issue: object,
+) -> None:
+    from sqlalchemy import event
+
+    _signed_person(session, org, facility_pki, facility_officer)
+    issue()  # type: ignore[operator]
+    token = csrf_token(client, "/passports/lookup")
+    engine = configured.extensions["kyso.engine"]
+    statements: list[str] = []
+
+    def record(_conn: object, _cursor: object, sql: str, *_: object) -> None:
+        if re.search(r"\bFROM (people|passports)\b", sql):
+            statements.append(sql)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        found = client.post(
+            "/passports/lookup",
+            data={
+                "csrf_token": token,
+                "identity_number": "079190000777",
+                "birth_date": "17/05/1990",
+                "phone_last4": "4321",
+            },
+        )
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert found.status_code == 302
+    assert found.headers["Location"].endswith("/passports/lookup/result")
+    assert len(statements) == 1, statements
+
+
 def test_the_verify_page_says_what_failed(
     configured: Flask, client: FlaskClient, session: Session, org: Seed
 ) -> None:

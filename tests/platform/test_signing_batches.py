@@ -562,3 +562,41 @@ def test_a_batch_lists_its_records_in_vietnamese_alphabetical_order(
         .order_by(SigningBatchItem.position)
     ).scalars()
     assert list(listed) == order
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_post_sends_its_cms_blobs_as_one_bytea_on_postgresql(
+    session: Session, org: Seed, context: batches.SigningContext, pki: Pki
+) -> None:
+    """psycopg quotes a ``bytea[]`` parameter element by element in Python (about a third of a
+    500-signature post's CPU); the blobs go as one ``bytea`` and their offsets instead, and
+    every item still gets its own CMS (P-256 signatures differ in length)."""
+    from sqlalchemy import event
+
+    prepared = _prepare(session, org, context, pki.p256, people=4, doses=2)
+    signatures = _sign_all(pki.p256, prepared.attempt)
+    sent: list[object] = []
+
+    def record(_conn: object, _cursor: object, _sql: str, params: object, *_: object) -> None:
+        for batch in params if isinstance(params, list | tuple) else [params]:
+            if isinstance(batch, dict):
+                sent.extend(batch.values())
+
+    connection = session.connection()
+    event.listen(connection, "before_cursor_execute", record)
+    try:
+        progress = batches.accept_signatures(
+            session, org.officer, prepared.batch_id, prepared.attempt.id, 0, signatures
+        )
+    finally:
+        event.remove(connection, "before_cursor_execute", record)
+    session.commit()
+    assert (progress.signed, progress.rejected) == (8, 0)
+    assert not [v for v in sent if isinstance(v, list) and any(isinstance(b, bytes) for b in v)]
+    items = session.scalars(
+        select(SigningBatchItem).where(SigningBatchItem.batch_id == prepared.batch_id)
+    ).all()
+    assert len({item.cms for item in items}) == 8
+    for item in items:
+        assert item.cms is not None
+        assert cms.verify_detached(item.cms, item.document) == pki.p256.certificate
