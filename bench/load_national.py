@@ -157,9 +157,10 @@ def main() -> int:
         options.officers = options.staff = 0
     if options.phase == "officers" and options.citizens and options.citizen_rate <= 0:
         parser.error("--citizen-rate must be above 0 (or --citizens 0)")
-    lots = options.lots or max(
-        2, (options.duration * 1000) // (3000 * max(1, options.officers)) + 2
-    )
+    # Enough lots for 1,000 doses/s over the run (none without officers: --phase citizens).
+    lots = options.lots
+    if not lots and options.officers:
+        lots = max(2, (options.duration * 1000) // (3000 * options.officers) + 2)
 
     directory = Path(tempfile.mkdtemp(prefix="kyso-bench-load-"))
     name = f"kyso_load_{os.getpid()}"
