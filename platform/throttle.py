@@ -31,10 +31,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
-from sqlalchemy import ColumnElement, and_, func, select
+from sqlalchemy import ColumnElement, ScalarSelect, and_, exists, func, literal, or_, select
 from sqlalchemy.orm import Session
 
-from kyso.platform.db import serialize_on
+from kyso.platform.db import is_postgresql
 from kyso.platform.errors import DomainError
 from kyso.platform.models import ThrottleAttempt
 from kyso.platform.ops.metrics import THROTTLED
@@ -122,16 +122,31 @@ def _seconds(delta: timedelta) -> int:
     return max(1, math.ceil(delta.total_seconds()))
 
 
+def _lock(session: Session, *keys: str) -> None:
+    """``db.serialize_on`` in one statement: PostgreSQL evaluates a target list from left to
+    right, so the advisory locks are taken in the same fixed (sorted) order, with one round
+    trip instead of one per key. SQLite: nothing (the insert that follows takes its lock)."""
+    if is_postgresql(session):
+        session.execute(
+            select(*(func.pg_advisory_xact_lock(func.hashtext(key)) for key in sorted(set(keys))))
+        )
+
+
 def attempt(
     session: Session, policy: Policy, *, subject: str, ip: str, now: datetime | None = None
 ) -> Attempt:
     """Record an attempt about ``subject`` from ``ip``, or raise ``Throttled``.
 
-    The caller commits, also when this raises (the lock is held until then)."""
+    The caller commits, also when this raises (the lock is held until then).
+
+    Three statements when the attempt is allowed (two on SQLite): the locks, the insert, and
+    one read computing every count and maximum the rules need (conditional aggregates over the
+    subject's and the address's attempts in the widest window, the latest successes and the
+    trust as scalar subqueries). A refusal, which is rare, reads what its wait needs after."""
     now = now or datetime.now(UTC)
     ip = (ip or "?")[:64]
     key = subject_key(policy.scope, subject)
-    serialize_on(session, f"throttle:{policy.scope}:s:{key}", f"throttle:{policy.scope}:a:{ip}")
+    _lock(session, f"throttle:{policy.scope}:s:{key}", f"throttle:{policy.scope}:a:{ip}")
     row = ThrottleAttempt(scope=policy.scope, subject=key, ip=ip, at=now, success=False)
     session.add(row)
     session.flush()  # SQLite: this first write takes the database's write lock
@@ -143,19 +158,44 @@ def attempt(
         "address": and_(in_scope, T.ip == ip),
         "subject": and_(in_scope, T.subject == key),
     }
+    # Inside the aggregate below, whose rows are already in scope and of this subject or
+    # this address.
+    near: dict[Key, ColumnElement[bool]] = {
+        "pair": and_(T.subject == key, T.ip == ip),
+        "address": T.ip == ip,
+        "subject": T.subject == key,
+    }
 
-    def last_success(which: Key) -> datetime | None:
-        value = session.scalar(select(func.max(T.at)).where(by[which], T.success.is_(True)))
-        return _aware(value) if value is not None else None
+    def since(window: timedelta) -> ColumnElement[datetime]:
+        return literal(now - window, T.at.type)
+
+    def last_success(which: Key) -> ScalarSelect[datetime]:
+        success = T.__table__.alias(f"ok_{which}")
+        where = [success.c.scope == policy.scope, success.c.success.is_(True)]
+        if which in ("pair", "subject"):
+            where.append(success.c.subject == key)
+        if which in ("pair", "address"):
+            where.append(success.c.ip == ip)
+        return select(func.max(success.c.at)).where(*where).scalar_subquery()
+
+    def counted_near(which: Key, window: timedelta) -> ColumnElement[bool]:
+        """``counted`` below, within the aggregate's rows, the latest success read there."""
+        if policy.failures_only:
+            conditions = [near[which], T.at >= since(window), T.success.is_(False)]
+            if which != "address":  # a success resets its subject's and its pair's counts
+                conditions.append(T.at >= func.coalesce(last_success(which), since(window)))
+            return and_(*conditions)
+        return and_(near[which], T.at >= since(window))
 
     def counted(which: Key, window: timedelta) -> ColumnElement[bool]:
-        since = now - window
+        """The attempts a limit counts (on a refusal: the same rows as ``counted_near``)."""
+        start = now - window
         if policy.failures_only:
-            if which != "address":  # a success resets its subject's and its pair's counts
-                ok = last_success(which)
-                since = max(since, ok) if ok is not None else since
-            return and_(by[which], T.at >= since, T.success.is_(False))
-        return and_(by[which], T.at >= since)
+            if which != "address":
+                value = session.scalar(select(func.max(T.at)).where(by[which], T.success.is_(True)))
+                start = max(start, _aware(value)) if value is not None else start
+            return and_(by[which], T.at >= start, T.success.is_(False))
+        return and_(by[which], T.at >= start)
 
     def refuse(reason: Key, wait: timedelta, **values: Any) -> Throttled:
         session.delete(row)  # a refused attempt is not a guess
@@ -164,15 +204,43 @@ def attempt(
         THROTTLED.labels(limit=f"{policy.scope}:{reason}").inc()
         return Throttled(policy.message(reason), reason, _seconds(wait), **values)
 
+    # The one read: a count per limit, then the subject's earlier counted attempts (count and
+    # latest), then whether the pair succeeded recently (trust).
+    earlier = and_(counted_near("subject", policy.subject_window), T.id != row.id)
+    columns: list[ColumnElement[Any]] = [
+        func.count().filter(counted_near(limit.by, limit.window)) for limit in policy.limits
+    ]
+    columns += [func.count().filter(earlier), func.max(T.at).filter(earlier)]
+    if policy.trust_after_success is not None:
+        recent = T.__table__.alias("trusted")
+        columns.append(
+            exists()
+            .where(
+                recent.c.scope == policy.scope,
+                recent.c.subject == key,
+                recent.c.ip == ip,
+                recent.c.success.is_(True),
+                recent.c.at >= since(policy.trust_after_success),
+            )
+            .label("trusted")
+        )
+    widest = max([limit.window for limit in policy.limits] + [policy.subject_window])
+    values = session.execute(
+        select(*columns)
+        .select_from(T)
+        .where(in_scope, or_(T.subject == key, T.ip == ip), T.at >= since(widest))
+    ).one()
+    numbers = [int(value or 0) for value in values[: len(policy.limits)]]
+    subject_failures, latest = values[len(policy.limits)], values[len(policy.limits) + 1]
+    trusted = bool(values[-1]) if policy.trust_after_success is not None else False
+
     remaining: int | None = None
-    for limit in policy.limits:
-        where = counted(limit.by, limit.window)
-        number = int(session.scalar(select(func.count()).select_from(T).where(where)) or 0)
+    for limit, number in zip(policy.limits, numbers, strict=True):
         if number > limit.count:
             # Allowed again once the limit-th latest earlier attempt has left the window.
             oldest = session.scalar(
                 select(T.at)
-                .where(where, T.id != row.id)
+                .where(counted(limit.by, limit.window), T.id != row.id)
                 .order_by(T.at.desc())
                 .offset(limit.count - 1)
                 .limit(1)
@@ -183,22 +251,8 @@ def attempt(
             left = limit.count - number
             remaining = left if remaining is None else min(remaining, left)
 
-    trusted = False
-    if policy.trust_after_success is not None:
-        trusted = (
-            session.scalar(
-                select(T.id)
-                .where(by["pair"], T.success.is_(True), T.at >= now - policy.trust_after_success)
-                .limit(1)
-            )
-            is not None
-        )
     if not trusted:
-        earlier = and_(counted("subject", policy.subject_window), T.id != row.id)
-        number, latest = session.execute(
-            select(func.count(), func.max(T.at)).select_from(T).where(earlier)
-        ).one()
-        wait = delay_for(policy, int(number or 0))
+        wait = delay_for(policy, int(subject_failures or 0))
         if latest is not None and wait and now < _aware(latest) + wait:
             raise refuse("subject", _aware(latest) + wait - now, count=policy.subject_free)
     return Attempt(row, remaining if remaining is not None else 1_000_000, session)
