@@ -25,13 +25,26 @@ attempt.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
-from sqlalchemy import ColumnElement, ScalarSelect, and_, exists, func, literal, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    ScalarSelect,
+    Select,
+    String,
+    and_,
+    bindparam,
+    exists,
+    func,
+    or_,
+    select,
+)
 from sqlalchemy.orm import Session
 
 from kyso.platform.db import is_postgresql
@@ -122,44 +135,37 @@ def _seconds(delta: timedelta) -> int:
     return max(1, math.ceil(delta.total_seconds()))
 
 
+_LOCKS: Final = select(
+    func.pg_advisory_xact_lock(func.hashtext(bindparam("first", type_=String))),
+    func.pg_advisory_xact_lock(func.hashtext(bindparam("second", type_=String))),
+)
+
+
 def _lock(session: Session, *keys: str) -> None:
     """``db.serialize_on`` in one statement: PostgreSQL evaluates a target list from left to
     right, so the advisory locks are taken in the same fixed (sorted) order, with one round
     trip instead of one per key. SQLite: nothing (the insert that follows takes its lock)."""
     if is_postgresql(session):
-        session.execute(
-            select(*(func.pg_advisory_xact_lock(func.hashtext(key)) for key in sorted(set(keys))))
-        )
+        ordered = sorted(set(keys))
+        first, second = ordered[0], ordered[-1]
+        session.execute(_LOCKS, {"first": first, "second": second})
 
 
-def attempt(
-    session: Session, policy: Policy, *, subject: str, ip: str, now: datetime | None = None
-) -> Attempt:
-    """Record an attempt about ``subject`` from ``ip``, or raise ``Throttled``.
+def _since(window: timedelta) -> str:
+    """The name of the parameter holding ``now - window``."""
+    return f"since_{window.total_seconds():.6f}".replace(".", "_").replace("-", "m")
 
-    The caller commits, also when this raises (the lock is held until then).
 
-    Three statements when the attempt is allowed (two on SQLite): the locks, the insert, and
-    one read computing every count and maximum the rules need (conditional aggregates over the
-    subject's and the address's attempts in the widest window, the latest successes and the
-    trust as scalar subqueries). A refusal, which is rare, reads what its wait needs after."""
-    now = now or datetime.now(UTC)
-    ip = (ip or "?")[:64]
-    key = subject_key(policy.scope, subject)
-    _lock(session, f"throttle:{policy.scope}:s:{key}", f"throttle:{policy.scope}:a:{ip}")
-    row = ThrottleAttempt(scope=policy.scope, subject=key, ip=ip, at=now, success=False)
-    session.add(row)
-    session.flush()  # SQLite: this first write takes the database's write lock
+@functools.cache
+def _read(policy: Policy) -> Select[Any]:
+    """The one read of an attempt, built once per policy (its SQL and cache key are reused):
+    a count per limit, then the subject's earlier counted attempts (count and latest), then,
+    with ``trust_after_success``, whether the pair succeeded recently.
 
+    Parameters: ``key`` (the subject's hash), ``ip``, ``row`` (the attempt's id) and
+    ``_since(w)`` = now - w for every window w of the policy."""
     T = ThrottleAttempt
-    in_scope = T.scope == policy.scope
-    by: dict[Key, ColumnElement[bool]] = {
-        "pair": and_(in_scope, T.subject == key, T.ip == ip),
-        "address": and_(in_scope, T.ip == ip),
-        "subject": and_(in_scope, T.subject == key),
-    }
-    # Inside the aggregate below, whose rows are already in scope and of this subject or
-    # this address.
+    key, ip = bindparam("key", type_=String), bindparam("ip", type_=String)
     near: dict[Key, ColumnElement[bool]] = {
         "pair": and_(T.subject == key, T.ip == ip),
         "address": T.ip == ip,
@@ -167,7 +173,7 @@ def attempt(
     }
 
     def since(window: timedelta) -> ColumnElement[datetime]:
-        return literal(now - window, T.at.type)
+        return bindparam(_since(window), type_=T.at.type)
 
     def last_success(which: Key) -> ScalarSelect[datetime]:
         success = T.__table__.alias(f"ok_{which}")
@@ -178,8 +184,9 @@ def attempt(
             where.append(success.c.ip == ip)
         return select(func.max(success.c.at)).where(*where).scalar_subquery()
 
-    def counted_near(which: Key, window: timedelta) -> ColumnElement[bool]:
-        """``counted`` below, within the aggregate's rows, the latest success read there."""
+    def counted(which: Key, window: timedelta) -> ColumnElement[bool]:
+        """``attempt``'s ``counted``, within this read's rows (in scope, of this subject or
+        this address), the latest success read here."""
         if policy.failures_only:
             conditions = [near[which], T.at >= since(window), T.success.is_(False)]
             if which != "address":  # a success resets its subject's and its pair's counts
@@ -187,28 +194,11 @@ def attempt(
             return and_(*conditions)
         return and_(near[which], T.at >= since(window))
 
-    def counted(which: Key, window: timedelta) -> ColumnElement[bool]:
-        """The attempts a limit counts (on a refusal: the same rows as ``counted_near``)."""
-        start = now - window
-        if policy.failures_only:
-            if which != "address":
-                value = session.scalar(select(func.max(T.at)).where(by[which], T.success.is_(True)))
-                start = max(start, _aware(value)) if value is not None else start
-            return and_(by[which], T.at >= start, T.success.is_(False))
-        return and_(by[which], T.at >= start)
-
-    def refuse(reason: Key, wait: timedelta, **values: Any) -> Throttled:
-        session.delete(row)  # a refused attempt is not a guess
-        session.flush()
-        # Counted at once: the refusal reaches the client whatever the caller does next.
-        THROTTLED.labels(limit=f"{policy.scope}:{reason}").inc()
-        return Throttled(policy.message(reason), reason, _seconds(wait), **values)
-
-    # The one read: a count per limit, then the subject's earlier counted attempts (count and
-    # latest), then whether the pair succeeded recently (trust).
-    earlier = and_(counted_near("subject", policy.subject_window), T.id != row.id)
+    earlier = and_(
+        counted("subject", policy.subject_window), T.id != bindparam("row", type_=Integer)
+    )
     columns: list[ColumnElement[Any]] = [
-        func.count().filter(counted_near(limit.by, limit.window)) for limit in policy.limits
+        func.count().filter(counted(limit.by, limit.window)) for limit in policy.limits
     ]
     columns += [func.count().filter(earlier), func.max(T.at).filter(earlier)]
     if policy.trust_after_success is not None:
@@ -224,12 +214,68 @@ def attempt(
             )
             .label("trusted")
         )
-    widest = max([limit.window for limit in policy.limits] + [policy.subject_window])
-    values = session.execute(
+    return (
         select(*columns)
         .select_from(T)
-        .where(in_scope, or_(T.subject == key, T.ip == ip), T.at >= since(widest))
-    ).one()
+        .where(
+            T.scope == policy.scope,
+            or_(T.subject == key, T.ip == ip),
+            T.at >= since(max(_windows(policy))),
+        )
+    )
+
+
+def _windows(policy: Policy) -> list[timedelta]:
+    windows = [limit.window for limit in policy.limits] + [policy.subject_window]
+    return windows + ([policy.trust_after_success] if policy.trust_after_success else [])
+
+
+def attempt(
+    session: Session, policy: Policy, *, subject: str, ip: str, now: datetime | None = None
+) -> Attempt:
+    """Record an attempt about ``subject`` from ``ip``, or raise ``Throttled``.
+
+    The caller commits, also when this raises (the lock is held until then).
+
+    Three statements when the attempt is allowed (two on SQLite): the locks, the insert, and
+    one read computing every count and maximum the rules need (``_read``). A refusal, which
+    is rare, reads what its wait needs after."""
+    now = now or datetime.now(UTC)
+    ip = (ip or "?")[:64]
+    key = subject_key(policy.scope, subject)
+    _lock(session, f"throttle:{policy.scope}:s:{key}", f"throttle:{policy.scope}:a:{ip}")
+    row = ThrottleAttempt(scope=policy.scope, subject=key, ip=ip, at=now, success=False)
+    session.add(row)
+    session.flush()  # SQLite: this first write takes the database's write lock
+
+    T = ThrottleAttempt
+
+    def counted(which: Key, window: timedelta) -> ColumnElement[bool]:
+        """The attempts a limit counts: on a refusal, the rows ``_read`` counted."""
+        in_scope = T.scope == policy.scope
+        by: dict[Key, ColumnElement[bool]] = {
+            "pair": and_(in_scope, T.subject == key, T.ip == ip),
+            "address": and_(in_scope, T.ip == ip),
+            "subject": and_(in_scope, T.subject == key),
+        }
+        start = now - window
+        if policy.failures_only:
+            if which != "address":
+                value = session.scalar(select(func.max(T.at)).where(by[which], T.success.is_(True)))
+                start = max(start, _aware(value)) if value is not None else start
+            return and_(by[which], T.at >= start, T.success.is_(False))
+        return and_(by[which], T.at >= start)
+
+    def refuse(reason: Key, wait: timedelta, **values: Any) -> Throttled:
+        session.delete(row)  # a refused attempt is not a guess
+        session.flush()
+        # Counted at once: the refusal reaches the client whatever the caller does next.
+        THROTTLED.labels(limit=f"{policy.scope}:{reason}").inc()
+        return Throttled(policy.message(reason), reason, _seconds(wait), **values)
+
+    parameters: dict[str, Any] = {"key": key, "ip": ip, "row": row.id}
+    parameters.update({_since(window): now - window for window in _windows(policy)})
+    values = session.execute(_read(policy), parameters).one()
     numbers = [int(value or 0) for value in values[: len(policy.limits)]]
     subject_failures, latest = values[len(policy.limits)], values[len(policy.limits) + 1]
     trusted = bool(values[-1]) if policy.trust_after_success is not None else False
