@@ -25,16 +25,29 @@ attempt.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
-from sqlalchemy import ColumnElement, and_, func, select
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    ScalarSelect,
+    Select,
+    String,
+    and_,
+    bindparam,
+    exists,
+    func,
+    or_,
+    select,
+)
 from sqlalchemy.orm import Session
 
-from kyso.platform.db import serialize_on
+from kyso.platform.db import is_postgresql
 from kyso.platform.errors import DomainError
 from kyso.platform.models import ThrottleAttempt
 from kyso.platform.ops.metrics import THROTTLED
@@ -122,40 +135,136 @@ def _seconds(delta: timedelta) -> int:
     return max(1, math.ceil(delta.total_seconds()))
 
 
+_LOCKS: Final = select(
+    func.pg_advisory_xact_lock(func.hashtext(bindparam("first", type_=String))),
+    func.pg_advisory_xact_lock(func.hashtext(bindparam("second", type_=String))),
+)
+
+
+def _lock(session: Session, *keys: str) -> None:
+    """``db.serialize_on`` in one statement: PostgreSQL evaluates a target list from left to
+    right, so the advisory locks are taken in the same fixed (sorted) order, with one round
+    trip instead of one per key. SQLite: nothing (the insert that follows takes its lock)."""
+    if is_postgresql(session):
+        ordered = sorted(set(keys))
+        first, second = ordered[0], ordered[-1]
+        session.execute(_LOCKS, {"first": first, "second": second})
+
+
+def _since(window: timedelta) -> str:
+    """The name of the parameter holding ``now - window``."""
+    return f"since_{window.total_seconds():.6f}".replace(".", "_").replace("-", "m")
+
+
+@functools.cache
+def _read(policy: Policy) -> Select[Any]:
+    """The one read of an attempt, built once per policy (its SQL and cache key are reused):
+    a count per limit, then the subject's earlier counted attempts (count and latest), then,
+    with ``trust_after_success``, whether the pair succeeded recently.
+
+    Parameters: ``key`` (the subject's hash), ``ip``, ``row`` (the attempt's id) and
+    ``_since(w)`` = now - w for every window w of the policy."""
+    T = ThrottleAttempt
+    key, ip = bindparam("key", type_=String), bindparam("ip", type_=String)
+    near: dict[Key, ColumnElement[bool]] = {
+        "pair": and_(T.subject == key, T.ip == ip),
+        "address": T.ip == ip,
+        "subject": T.subject == key,
+    }
+
+    def since(window: timedelta) -> ColumnElement[datetime]:
+        return bindparam(_since(window), type_=T.at.type)
+
+    def last_success(which: Key) -> ScalarSelect[datetime]:
+        success = T.__table__.alias(f"ok_{which}")
+        where = [success.c.scope == policy.scope, success.c.success.is_(True)]
+        if which in ("pair", "subject"):
+            where.append(success.c.subject == key)
+        if which in ("pair", "address"):
+            where.append(success.c.ip == ip)
+        return select(func.max(success.c.at)).where(*where).scalar_subquery()
+
+    def counted(which: Key, window: timedelta) -> ColumnElement[bool]:
+        """``attempt``'s ``counted``, within this read's rows (in scope, of this subject or
+        this address), the latest success read here."""
+        if policy.failures_only:
+            conditions = [near[which], T.at >= since(window), T.success.is_(False)]
+            if which != "address":  # a success resets its subject's and its pair's counts
+                conditions.append(T.at >= func.coalesce(last_success(which), since(window)))
+            return and_(*conditions)
+        return and_(near[which], T.at >= since(window))
+
+    earlier = and_(
+        counted("subject", policy.subject_window), T.id != bindparam("row", type_=Integer)
+    )
+    columns: list[ColumnElement[Any]] = [
+        func.count().filter(counted(limit.by, limit.window)) for limit in policy.limits
+    ]
+    columns += [func.count().filter(earlier), func.max(T.at).filter(earlier)]
+    if policy.trust_after_success is not None:
+        recent = T.__table__.alias("trusted")
+        columns.append(
+            exists()
+            .where(
+                recent.c.scope == policy.scope,
+                recent.c.subject == key,
+                recent.c.ip == ip,
+                recent.c.success.is_(True),
+                recent.c.at >= since(policy.trust_after_success),
+            )
+            .label("trusted")
+        )
+    return (
+        select(*columns)
+        .select_from(T)
+        .where(
+            T.scope == policy.scope,
+            or_(T.subject == key, T.ip == ip),
+            T.at >= since(max(_windows(policy))),
+        )
+    )
+
+
+def _windows(policy: Policy) -> list[timedelta]:
+    windows = [limit.window for limit in policy.limits] + [policy.subject_window]
+    return windows + ([policy.trust_after_success] if policy.trust_after_success else [])
+
+
 def attempt(
     session: Session, policy: Policy, *, subject: str, ip: str, now: datetime | None = None
 ) -> Attempt:
     """Record an attempt about ``subject`` from ``ip``, or raise ``Throttled``.
 
-    The caller commits, also when this raises (the lock is held until then)."""
+    The caller commits, also when this raises (the lock is held until then).
+
+    Three statements when the attempt is allowed (two on SQLite): the locks, the insert, and
+    one read computing every count and maximum the rules need (``_read``). A refusal, which
+    is rare, reads what its wait needs after."""
     now = now or datetime.now(UTC)
     ip = (ip or "?")[:64]
     key = subject_key(policy.scope, subject)
-    serialize_on(session, f"throttle:{policy.scope}:s:{key}", f"throttle:{policy.scope}:a:{ip}")
+    _lock(session, f"throttle:{policy.scope}:s:{key}", f"throttle:{policy.scope}:a:{ip}")
     row = ThrottleAttempt(scope=policy.scope, subject=key, ip=ip, at=now, success=False)
     session.add(row)
     session.flush()  # SQLite: this first write takes the database's write lock
 
     T = ThrottleAttempt
-    in_scope = T.scope == policy.scope
-    by: dict[Key, ColumnElement[bool]] = {
-        "pair": and_(in_scope, T.subject == key, T.ip == ip),
-        "address": and_(in_scope, T.ip == ip),
-        "subject": and_(in_scope, T.subject == key),
-    }
-
-    def last_success(which: Key) -> datetime | None:
-        value = session.scalar(select(func.max(T.at)).where(by[which], T.success.is_(True)))
-        return _aware(value) if value is not None else None
 
     def counted(which: Key, window: timedelta) -> ColumnElement[bool]:
-        since = now - window
+        """The attempts a limit counts: on a refusal, the rows ``_read`` counted."""
+        in_scope = T.scope == policy.scope
+        by: dict[Key, ColumnElement[bool]] = {
+            "pair": and_(in_scope, T.subject == key, T.ip == ip),
+            "address": and_(in_scope, T.ip == ip),
+            "subject": and_(in_scope, T.subject == key),
+        }
+        start = now - window
         if policy.failures_only:
-            if which != "address":  # a success resets its subject's and its pair's counts
-                ok = last_success(which)
-                since = max(since, ok) if ok is not None else since
-            return and_(by[which], T.at >= since, T.success.is_(False))
-        return and_(by[which], T.at >= since)
+            if which != "address":
+                value = session.scalar(select(func.max(T.at)).where(by[which], T.success.is_(True)))
+                start = max(start, _aware(value)) if value is not None else start
+            return and_(by[which], T.at >= start, T.success.is_(False))
+        return and_(by[which], T.at >= start)
 
     def refuse(reason: Key, wait: timedelta, **values: Any) -> Throttled:
         session.delete(row)  # a refused attempt is not a guess
@@ -164,15 +273,20 @@ def attempt(
         THROTTLED.labels(limit=f"{policy.scope}:{reason}").inc()
         return Throttled(policy.message(reason), reason, _seconds(wait), **values)
 
+    parameters: dict[str, Any] = {"key": key, "ip": ip, "row": row.id}
+    parameters.update({_since(window): now - window for window in _windows(policy)})
+    values = session.execute(_read(policy), parameters).one()
+    numbers = [int(value or 0) for value in values[: len(policy.limits)]]
+    subject_failures, latest = values[len(policy.limits)], values[len(policy.limits) + 1]
+    trusted = bool(values[-1]) if policy.trust_after_success is not None else False
+
     remaining: int | None = None
-    for limit in policy.limits:
-        where = counted(limit.by, limit.window)
-        number = int(session.scalar(select(func.count()).select_from(T).where(where)) or 0)
+    for limit, number in zip(policy.limits, numbers, strict=True):
         if number > limit.count:
             # Allowed again once the limit-th latest earlier attempt has left the window.
             oldest = session.scalar(
                 select(T.at)
-                .where(where, T.id != row.id)
+                .where(counted(limit.by, limit.window), T.id != row.id)
                 .order_by(T.at.desc())
                 .offset(limit.count - 1)
                 .limit(1)
@@ -183,22 +297,8 @@ def attempt(
             left = limit.count - number
             remaining = left if remaining is None else min(remaining, left)
 
-    trusted = False
-    if policy.trust_after_success is not None:
-        trusted = (
-            session.scalar(
-                select(T.id)
-                .where(by["pair"], T.success.is_(True), T.at >= now - policy.trust_after_success)
-                .limit(1)
-            )
-            is not None
-        )
     if not trusted:
-        earlier = and_(counted("subject", policy.subject_window), T.id != row.id)
-        number, latest = session.execute(
-            select(func.count(), func.max(T.at)).select_from(T).where(earlier)
-        ).one()
-        wait = delay_for(policy, int(number or 0))
+        wait = delay_for(policy, int(subject_failures or 0))
         if latest is not None and wait and now < _aware(latest) + wait:
             raise refuse("subject", _aware(latest) + wait - now, count=policy.subject_free)
     return Attempt(row, remaining if remaining is not None else 1_000_000, session)
