@@ -8,7 +8,6 @@ QR and PDF downloads.
 
 from __future__ import annotations
 
-import base64
 import time
 from typing import Any
 
@@ -163,12 +162,12 @@ def lookup_result() -> Any:
     passport = _looked_up(with_person=True)
     if passport is None:
         return _expired()
-    qr = base64.b64encode(render.qr_png(passport.payload)).decode("ascii")
+    # The QR code is the download's PNG, fetched by the page's <img>: one encoding per visit,
+    # in whichever worker serves it, instead of a second one inlined here.
     return render_template(
         "passport/lookup_result.html",
         passport=passport,
         fields=_fields(passport.dcc),
-        qr=qr,
         name=passport.person.full_name,
     )
 

@@ -119,6 +119,9 @@ def test_a_citizen_downloads_qr_and_signed_pdf(
     assert "Hộ chiếu vắc xin của Hồ Thị Kỳ Duyên" in page
     assert "Comirnaty" in page
     assert "URN:UVCI:01:VN:" in page
+    # The page shows the download's PNG (one QR encoding per visit), not a second inline copy.
+    assert '<img src="/passports/lookup/qr.png"' in page
+    assert "data:image" not in page
     qr = client.get("/passports/lookup/qr.png")
     assert qr.status_code == 200
     assert qr.mimetype == "image/png"
