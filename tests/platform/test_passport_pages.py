@@ -17,6 +17,7 @@ from support.passport_fixtures import *  # noqa: F403
 from support.passport_hsm import PIN, PassportKeys
 from support.platform_client import csrf_token, login
 from support.platform_seed import Seed, add_person
+from werkzeug.test import TestResponse
 
 from kyso.platform.passport import render
 
@@ -82,6 +83,22 @@ def test_the_issuer_runs_the_queue_from_the_page(
     assert "web:cucduphong" in text  # the run in the history
 
 
+def _look_up(
+    client: FlaskClient, token: str, phone_last4: str, *, follow_redirects: bool = False
+) -> TestResponse:
+    """The lookup form posted for the test's citizen (Hồ Thị Kỳ Duyên, 079190000777)."""
+    return client.post(
+        "/passports/lookup",
+        data={
+            "csrf_token": token,
+            "identity_number": "079190000777",
+            "birth_date": "17/05/1990",
+            "phone_last4": phone_last4,
+        },
+        follow_redirects=follow_redirects,
+    )
+
+
 def test_a_citizen_downloads_qr_and_signed_pdf(
     configured: Flask,
     client: FlaskClient,
@@ -94,27 +111,10 @@ def test_a_citizen_downloads_qr_and_signed_pdf(
     _signed_person(session, org, facility_pki, facility_officer)
     issue()  # type: ignore[operator]
     token = csrf_token(client, "/passports/lookup")
-    wrong = client.post(
-        "/passports/lookup",
-        data={
-            "csrf_token": token,
-            "identity_number": "079190000777",
-            "birth_date": "17/05/1990",
-            "phone_last4": "0000",
-        },
-    )
+    wrong = _look_up(client, token, "0000")
     assert "Không tìm thấy hộ chiếu" in wrong.get_data(as_text=True)
     assert client.get("/passports/lookup/passport.pdf").status_code == 302  # nothing looked up
-    found = client.post(
-        "/passports/lookup",
-        data={
-            "csrf_token": token,
-            "identity_number": "079190000777",
-            "birth_date": "17/05/1990",
-            "phone_last4": "4321",
-        },
-        follow_redirects=True,
-    )
+    found = _look_up(client, token, "4321", follow_redirects=True)
     page = found.get_data(as_text=True)
     assert "Hộ chiếu vắc xin của Hồ Thị Kỳ Duyên" in page
     assert "Comirnaty" in page
@@ -161,15 +161,7 @@ def test_the_result_page_reads_the_passport_and_its_person_in_one_query(
     _signed_person(session, org, facility_pki, facility_officer)
     issue()  # type: ignore[operator]
     token = csrf_token(client, "/passports/lookup")
-    found = client.post(
-        "/passports/lookup",
-        data={
-            "csrf_token": token,
-            "identity_number": "079190000777",
-            "birth_date": "17/05/1990",
-            "phone_last4": "4321",
-        },
-    )
+    found = _look_up(client, token, "4321")
     assert found.status_code == 302
     engine = configured.extensions["kyso.engine"]
     statements: list[str] = []
@@ -210,15 +202,7 @@ def test_the_lookup_finds_the_person_and_the_passport_in_one_query(
 
     event.listen(engine, "before_cursor_execute", record)
     try:
-        found = client.post(
-            "/passports/lookup",
-            data={
-                "csrf_token": token,
-                "identity_number": "079190000777",
-                "birth_date": "17/05/1990",
-                "phone_last4": "4321",
-            },
-        )
+        found = _look_up(client, token, "4321")
     finally:
         event.remove(engine, "before_cursor_execute", record)
     assert found.status_code == 302
@@ -260,15 +244,7 @@ def test_when_the_tsa_is_away_the_citizen_is_told_to_download_the_pdf_later(
     _signed_person(session, org, facility_pki, facility_officer)
     issue()  # type: ignore[operator]
     token = csrf_token(client, "/passports/lookup")
-    client.post(
-        "/passports/lookup",
-        data={
-            "csrf_token": token,
-            "identity_number": "079190000777",
-            "birth_date": "17/05/1990",
-            "phone_last4": "4321",
-        },
-    )
+    _look_up(client, token, "4321")
     pdf = client.get("/passports/lookup/passport.pdf", follow_redirects=True)
     assert pdf.mimetype == "text/html"
     page = pdf.get_data(as_text=True)
