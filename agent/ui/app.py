@@ -37,6 +37,7 @@ from kyso.agent.service import BatchOutcome, ConsentRequest
 from kyso.agent.settings import SettingsError, SettingsStore, UserSettings
 from kyso.agent.token import model as tm
 from kyso.agent.ui.bridge import QtUserInterface, Reply
+from kyso.agent.ui.collector import GuiThreadCollector
 from kyso.agent.ui.controller import (
     DRIVER_TIMEOUT_SECONDS,
     HOTPLUG_SECONDS,
@@ -504,6 +505,7 @@ def main(args: argparse.Namespace) -> int:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     assert isinstance(app, QApplication)
     app.setApplicationName("Kyso")
+    collector = GuiThreadCollector(app)  # cycles collected on this thread only
     name = instance_name(extra=str(args.user_config or ""))
     if activate_running(name):
         return EXIT_OK
@@ -537,6 +539,7 @@ def main(args: argparse.Namespace) -> int:
     finally:
         desktop.shutdown()
         instance.close()
+        collector.stop()
     if not desktop.controller.release_token(SHUTDOWN_SECONDS):
         # The driver is stuck inside a call (C_Initialize included): finalising it would wait
         # forever, and so would the interpreter's exit (it joins the token's worker). Quit

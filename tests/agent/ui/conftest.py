@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import gc
 import os
 
 os.environ["QT_QPA_PLATFORM"] = "offscreen"
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import date
 
 import pytest
+from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
 from kyso.agent.manifest import BatchManifest, Summary
@@ -17,9 +19,21 @@ from kyso.agent.service import ConsentRequest
 from kyso.agent.token.model import Algorithm, CertificateInfo, PinStatus
 from kyso.agent.token.pkcs11_token import Pkcs11Token
 from kyso.agent.token.softhsm import ProvisionedToken
+from kyso.agent.ui.collector import GuiThreadCollector
 from kyso.agent.ui.controller import AgentController
 
 ORIGIN = "https://tiemchung.example.vn"
+
+
+@pytest.fixture(autouse=True)
+def collector_on_the_qt_thread(qapp: QApplication) -> Iterator[GuiThreadCollector]:
+    """As in the app (``ui.app.main``): cycles are collected on the Qt thread, never on the
+    asyncio or token threads, where destroying a Qt object can crash the process."""
+    gc.collect()  # what earlier tests left, collected here, on the Qt thread
+    collector = GuiThreadCollector(qapp)
+    yield collector
+    collector.stop()
+    collector.deleteLater()
 
 
 @pytest.fixture
