@@ -174,41 +174,44 @@ class Drift:
         return self.missing == 0 and self.extra == 0
 
 
-def _differences(session: Session) -> list[tuple[int, int]]:
-    """(province id, person id) of every row that differs, in either direction."""
-    kept = select(*(SUMMARY.c[name] for name in COLUMNS))
-    truth = summary_rows()
-    rows: list[tuple[int, int]] = []
+def _kept() -> Select[Any]:
+    return select(*(SUMMARY.c[name] for name in COLUMNS))
+
+
+def _differences(session: Session) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """(province id, person id) of the rows the truth has and the summary lacks (or holds
+    otherwise), and of the rows the summary has and the truth does not."""
     connection = session.connection()
-    for first, second in ((truth, kept), (kept, truth)):
+    truth = summary_rows()
+    found: list[list[tuple[int, int]]] = []
+    for first, second in ((truth, _kept()), (_kept(), truth)):
         different = except_(first, second).subquery()
-        rows += [
-            (int(p), int(q))
-            for p, q in connection.execute(select(different.c.province_id, different.c.person_id))
-        ]
-    return rows
+        found.append(
+            [
+                (int(p), int(q))
+                for p, q in connection.execute(
+                    select(different.c.province_id, different.c.person_id)
+                )
+            ]
+        )
+    return found[0], found[1]
 
 
 def drifted_people(session: Session) -> set[int]:
     """The ids of the people whose summary rows differ from a full recompute."""
-    return {person for _, person in _differences(session)}
+    missing, extra = _differences(session)
+    return {person for _, person in missing + extra}
 
 
 def drift(session: Session) -> Drift:
     """Compare the summary with a full recompute (reads every dose: a job, not a page)."""
-    kept = select(*(SUMMARY.c[name] for name in COLUMNS))
-    truth = summary_rows()
-    connection = session.connection()
-    missing = connection.scalar(select(func.count()).select_from(except_(truth, kept).subquery()))
-    extra = connection.scalar(select(func.count()).select_from(except_(kept, truth).subquery()))
-    if not missing and not extra:
-        return Drift(0, 0, 0)
-    differences = _differences(session)
+    missing, extra = _differences(session)
     per_province: dict[int, int] = {}
-    for province, _ in differences:
+    for province, _ in missing + extra:
         per_province[province] = per_province.get(province, 0) + 1
     ranked = tuple(sorted(per_province.items(), key=lambda item: (-item[1], item[0])))
-    return Drift(int(missing or 0), int(extra or 0), len({p for _, p in differences}), ranked)
+    people = {person for _, person in missing + extra}
+    return Drift(len(missing), len(extra), len(people), ranked)
 
 
 # -- the ORM writers: a flush refreshes the people it touched ---------------------------------
@@ -263,11 +266,7 @@ def same_rows(session: Session, person_ids: Iterable[int]) -> bool:
     if not ids:
         return True
     wanted: BindParameter[int] = bindparam("ids", ids, expanding=True)
-    kept = set(
-        session.connection().execute(
-            select(*(SUMMARY.c[name] for name in COLUMNS)).where(SUMMARY.c.person_id.in_(wanted))
-        )
-    )
+    kept = set(session.connection().execute(_kept().where(SUMMARY.c.person_id.in_(wanted))))
     truth = set(session.connection().execute(summary_rows(DOSES.c.person_id.in_(wanted))))
     return kept == truth
 
