@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar
 
-from sqlalchemy import MetaData, create_engine, event, func, select
+from sqlalchemy import MetaData, String, bindparam, create_engine, event, func, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -157,12 +157,21 @@ def serialize_on(session: Session, *keys: str) -> None:
     rate limits, one registration at a time).
 
     PostgreSQL: transaction-level advisory locks, taken in a fixed order (no deadlock between
-    two callers with overlapping keys). SQLite has one writer: the caller's first write takes
-    the database's write lock until commit, so writing before checking serialises there.
+    two callers with overlapping keys), in one statement: PostgreSQL evaluates a target list
+    from left to right, so one round trip takes them in the sorted order (the throttle runs
+    this on every login and passport lookup). SQLite has one writer: the caller's first write
+    takes the database's write lock until commit, so writing before checking serialises there.
     """
     if is_postgresql(session):
-        for key in sorted(set(keys)):
-            session.execute(select(func.pg_advisory_xact_lock(func.hashtext(key))))
+        ordered = sorted(set(keys))
+        session.execute(
+            select(
+                *(
+                    func.pg_advisory_xact_lock(func.hashtext(bindparam(f"key{i}", key, String)))
+                    for i, key in enumerate(ordered)
+                )
+            )
+        )
 
 
 # SQLSTATE classes of a failure that says nothing about the work: the connection was lost or

@@ -47,7 +47,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from kyso.platform.db import is_postgresql
+from kyso.platform.db import serialize_on
 from kyso.platform.errors import DomainError
 from kyso.platform.models import ThrottleAttempt
 from kyso.platform.ops.metrics import THROTTLED
@@ -133,22 +133,6 @@ def _aware(value: datetime) -> datetime:
 
 def _seconds(delta: timedelta) -> int:
     return max(1, math.ceil(delta.total_seconds()))
-
-
-_LOCKS: Final = select(
-    func.pg_advisory_xact_lock(func.hashtext(bindparam("first", type_=String))),
-    func.pg_advisory_xact_lock(func.hashtext(bindparam("second", type_=String))),
-)
-
-
-def _lock(session: Session, *keys: str) -> None:
-    """``db.serialize_on`` in one statement: PostgreSQL evaluates a target list from left to
-    right, so the advisory locks are taken in the same fixed (sorted) order, with one round
-    trip instead of one per key. SQLite: nothing (the insert that follows takes its lock)."""
-    if is_postgresql(session):
-        ordered = sorted(set(keys))
-        first, second = ordered[0], ordered[-1]
-        session.execute(_LOCKS, {"first": first, "second": second})
 
 
 def _since(window: timedelta) -> str:
@@ -243,7 +227,7 @@ def attempt(
     now = now or datetime.now(UTC)
     ip = (ip or "?")[:64]
     key = subject_key(policy.scope, subject)
-    _lock(session, f"throttle:{policy.scope}:s:{key}", f"throttle:{policy.scope}:a:{ip}")
+    serialize_on(session, f"throttle:{policy.scope}:s:{key}", f"throttle:{policy.scope}:a:{ip}")
     row = ThrottleAttempt(scope=policy.scope, subject=key, ip=ip, at=now, success=False)
     session.add(row)
     session.flush()  # SQLite: this first write takes the database's write lock
