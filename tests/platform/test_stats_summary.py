@@ -9,7 +9,7 @@ import importlib.util
 import io
 import random
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import delete, event, select, text
 from sqlalchemy.orm import Session
 from support.platform_db import postgresql_only
-from support.platform_seed import Seed, add_person, add_province
+from support.platform_seed import ProvinceSeed, Seed, add_person, add_province
 
 from kyso.platform.corrections.service import correct
 from kyso.platform.db import make_engine, make_session_factory
@@ -31,6 +31,7 @@ from kyso.platform.models import (
     Gender,
     Person,
     StatsPerson,
+    User,
     VerificationStatus,
 )
 from kyso.platform.records import seed as build
@@ -40,7 +41,7 @@ from kyso.platform.records.service import DoseData, PersonData, add_dose, update
 from kyso.platform.records.service import update_person as edit_person
 from kyso.platform.registry.service import verify_population
 from kyso.platform.stats import service, summary
-from kyso.platform.stats.service import Group, StatsFilters, scope_for
+from kyso.platform.stats.service import Group, Scope, StatsFilters, scope_for
 
 ROOT = Path(__file__).resolve().parents[2]
 S = VerificationStatus
@@ -345,6 +346,25 @@ def _answers(session: Session, user: Any, filters: StatsFilters) -> tuple[Any, .
     )
 
 
+def _other_scopes(
+    session: Session, org: Seed, hanoi: ProvinceSeed
+) -> Iterator[tuple[User, StatsFilters, Scope, tuple[VerificationStatus, ...], int | None]]:
+    """The scopes the charts are checked in besides a province's administrator: (user, filters,
+    scope, the statuses wanted, the facility the doses must be at or None)."""
+    for user, facility_id in (
+        (org.admin, None),
+        (org.admin, org.mobile_team.id),
+        (org.staff, None),
+        (hanoi.staff, None),
+    ):
+        for group in (None, Group.MISMATCH):
+            filters = StatsFilters(group=group, facility_id=facility_id)
+            scope = scope_for(session, user)
+            wanted = service.GROUP_STATUSES[group] if group else service.INVALID_STATUSES
+            at = facility_id or (user.facility_id if not scope.national else None)
+            yield user, filters, scope, wanted, at
+
+
 def test_the_summary_answers_as_the_doses_do(
     session: Session, org: Seed, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -409,70 +429,50 @@ def test_the_summary_answers_as_the_doses_do(
     org.admin.province_id = None
     session.commit()
     people = session.scalars(select(Person)).all()
-    for user, facility_id in (
-        (org.admin, None),
-        (org.admin, org.mobile_team.id),
-        (org.staff, None),
-        (hanoi.staff, None),
-    ):
-        for group in (None, Group.MISMATCH):
-            filters = StatsFilters(group=group, facility_id=facility_id)
-            scope = scope_for(session, user)
-            wanted_statuses = service.GROUP_STATUSES[group] if group else service.INVALID_STATUSES
-            at = facility_id or (user.facility_id if not scope.national else None)
-            expected: dict[tuple[int, int], int] = {}
-            for person in people:
-                if person.verification_status not in wanted_statuses or not person.doses:
-                    continue
-                if at is not None and all(d.facility_id != at for d in person.doses):
-                    continue
-                last = max(d.vaccinated_on for d in person.doses)
-                expected[(last.year, last.month)] = expected.get((last.year, last.month), 0) + 1
-            charted = service.by_latest_dose_month(session, scope, filters)
-            assert {(m.year, m.month): m.people for m in charted} == expected
-            assert [(m.year, m.month) for m in charted] == sorted(expected)
+    for _user, filters, scope, wanted_statuses, at in _other_scopes(session, org, hanoi):
+        expected: dict[tuple[int, int], int] = {}
+        for person in people:
+            if person.verification_status not in wanted_statuses or not person.doses:
+                continue
+            if at is not None and all(d.facility_id != at for d in person.doses):
+                continue
+            last = max(d.vaccinated_on for d in person.doses)
+            expected[(last.year, last.month)] = expected.get((last.year, last.month), 0) + 1
+        charted = service.by_latest_dose_month(session, scope, filters)
+        assert {(m.year, m.month): m.people for m in charted} == expected
+        assert [(m.year, m.month) for m in charted] == sorted(expected)
     # The chart per area of the other scopes (read from the people) against a count made here:
     # everyone of the groups, with or without a dose (as the counts), the area blank when another
     # unit keeps the person (the first dose is outside the staff's signing unit).
     names = {area.id: area.name for area in session.scalars(select(Area))}
-    for user, facility_id in (
-        (org.admin, None),
-        (org.admin, org.mobile_team.id),
-        (org.staff, None),
-        (hanoi.staff, None),
-    ):
-        for group in (None, Group.MISMATCH):
-            filters = StatsFilters(group=group, facility_id=facility_id)
-            scope = scope_for(session, user)
-            wanted_statuses = service.GROUP_STATUSES[group] if group else service.INVALID_STATUSES
-            at = facility_id or (user.facility_id if not scope.national else None)
-            unit = (
-                session.get_one(Facility, user.facility_id).signing_unit_id
-                if user.facility_id
-                else None
+    for user, filters, scope, wanted_statuses, at in _other_scopes(session, org, hanoi):
+        unit = (
+            session.get_one(Facility, user.facility_id).signing_unit_id
+            if user.facility_id
+            else None
+        )
+        per_area: dict[int, int] = {}
+        unknown = 0
+        for person in people:
+            if person.verification_status not in wanted_statuses:
+                continue
+            if at is not None and all(d.facility_id != at for d in person.doses):
+                continue
+            first = min(person.doses, key=lambda d: d.id) if person.doses else None
+            hidden = unit is not None and (
+                first is None
+                or session.get_one(Facility, first.facility_id).signing_unit_id != unit
             )
-            per_area: dict[int, int] = {}
-            unknown = 0
-            for person in people:
-                if person.verification_status not in wanted_statuses:
-                    continue
-                if at is not None and all(d.facility_id != at for d in person.doses):
-                    continue
-                first = min(person.doses, key=lambda d: d.id) if person.doses else None
-                hidden = unit is not None and (
-                    first is None
-                    or session.get_one(Facility, first.facility_id).signing_unit_id != unit
-                )
-                if person.area_id is None or hidden:
-                    unknown += 1
-                else:
-                    per_area[person.area_id] = per_area.get(person.area_id, 0) + 1
-            ranked = sorted(per_area.items(), key=lambda item: (-item[1], names[item[0]]))
-            wanted = [(names[area_id], n) for area_id, n in ranked[: service.AREAS_CHARTED]]
-            wanted += [(None, unknown)] if unknown else []
-            charted_areas = service.by_area(session, scope, filters)
-            assert [(a.name, a.people) for a in charted_areas] == wanted, (user.id, filters)
-            assert sum(n for _, n in wanted) > 0
+            if person.area_id is None or hidden:
+                unknown += 1
+            else:
+                per_area[person.area_id] = per_area.get(person.area_id, 0) + 1
+        ranked = sorted(per_area.items(), key=lambda item: (-item[1], names[item[0]]))
+        wanted = [(names[area_id], n) for area_id, n in ranked[: service.AREAS_CHARTED]]
+        wanted += [(None, unknown)] if unknown else []
+        charted_areas = service.by_area(session, scope, filters)
+        assert [(a.name, a.people) for a in charted_areas] == wanted, (user.id, filters)
+        assert sum(n for _, n in wanted) > 0
 
 
 @postgresql_only  # PostgreSQL's plan
