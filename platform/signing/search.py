@@ -13,9 +13,9 @@ index over a million people, and in Vietnam it would return a large share of any
 Officers narrow by date, phone or identity number instead.
 
 Performance (PostgreSQL, a million people): one query for the page of people (an EXISTS over
-doses that uses doses(facility_id, vaccinated_on), people(name_key varchar_pattern_ops) and the
-phone indexes), one for the page's doses, and a count capped at ``COUNT_CAP`` people so that a
-broad search never counts the whole result.
+doses that uses doses(facility_id, vaccinated_on), people(name_key varchar_pattern_ops) and
+people(phone, name_key || '') with pattern_ops), one for the page's doses, and a count capped
+at ``COUNT_CAP`` people so that a broad search never counts the whole result.
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ from kyso.platform.models import (
     VaccineProduct,
     VerificationStatus,
 )
+from kyso.platform.models.signing import NAME_AFTER_PHONE
 from kyso.platform.records.names import name_key
 from kyso.platform.records.readmodel import with_dose_details
 
@@ -76,13 +77,10 @@ COUNT_CAP = 1000  # a result count above this is shown as "1.000+"
 CANDIDATE_CAP = 100_000
 # SQLite: at most this many (the ids are bound one by one, below its 32,766 variables).
 SQLITE_CANDIDATE_CAP = 20_000
-PHONE_NARROWS = 4  # digits of a phone prefix ("0903") from which it beats any name prefix
-# PostgreSQL: digits of a phone prefix ("0903 12") from which it drives the lookup. Its planner
-# estimates a name prefix and a phone prefix alike (~90 rows each at 1M people, whether the name
-# matches 1,000 people or 27,000), so it may walk ix_people_name_key over every "tran thanh…"
-# and check the phone on the heap. Six digits leave ~1 person in 4,000 (2,500 at 10M people);
-# below that the planner keeps the choice (a 4-digit prefix is as broad as a two-word name).
-PHONE_DRIVES = 6
+# Digits of a phone prefix ("0903") from which the phone drives a name + phone search (below
+# that, a prefix such as "09" is shared by most people: the name drives). Four digits leave
+# ~1 person in 360 (28,000 at 10M people), checked against the name in the index.
+PHONE_NARROWS = 4
 NAME_MAX = 120
 _LIKE_SPECIAL = re.compile(r"([\\%_])")
 
@@ -348,12 +346,17 @@ def person_conditions(filters: SearchFilters, dialect: str) -> list[ColumnElemen
     phone = normalise_phone(filters.phone) if filters.phone else ""
     if key:
         name: SQLColumnExpression[str] = Person.name_key
-        if len(phone) >= (PHONE_NARROWS if dialect == "sqlite" else PHONE_DRIVES):
-            # SQLite's planner cannot tell which of two ranges is narrower and takes the name
-            # ("nguyen van": ~10 % of people, 20 ms) over the phone (0.1 ms); PostgreSQL's
-            # estimates cannot tell them apart either (PHONE_DRIVES). An expression
-            # (name_key || '') is not indexed: the name is then checked on the phone's rows.
-            name = Person.name_key + ""
+        if len(phone) >= PHONE_NARROWS:
+            # The name as the second column of ix_people_phone_name (name_key || ''), which
+            # no other index holds: the phone drives. Both planners would otherwise walk
+            # ix_people_name_key over every "tran thanh…" and check the phone on each row:
+            # SQLite cannot tell which of two ranges is narrower ("nguyen van": ~10 % of
+            # people, 20 ms, against 0.1 ms), and PostgreSQL estimates any name prefix
+            # narrower than one of its histogram buckets at a few dozen rows ("huynh thi":
+            # 26 estimated, 1,575 read at 300,000 people). On PostgreSQL both prefixes are
+            # then index conditions of ix_people_phone_name: the name is checked on the index
+            # entries of the ~28,000 people (at 10M) who share a 4-digit prefix.
+            name = NAME_AFTER_PHONE
         conditions.append(starts_with(name, key, dialect))
     if filters.phone and not phone:
         conditions.append(false())  # typed something, but no digits: nothing matches
