@@ -30,7 +30,6 @@ from typing import Any
 from sqlalchemy import (
     ARRAY,
     ColumnElement,
-    Exists,
     Integer,
     SQLColumnExpression,
     Text,
@@ -55,7 +54,6 @@ from kyso.platform.formatting import day
 from kyso.platform.inputs import DateInvalid, is_number, parse_date
 from kyso.platform.models import (
     Dose,
-    DoseSignature,
     Facility,
     Gender,
     Person,
@@ -270,17 +268,21 @@ def scope_facility_ids(session: Session, officer: User) -> list[int]:
     return list(session.scalars(signable_facilities(officer)))
 
 
-def signed_current() -> Exists:
-    """The dose has a signature over its current version that nothing superseded."""
-    return exists().where(
-        DoseSignature.dose_id == Dose.id,
-        DoseSignature.dose_version == Dose.version,
-        DoseSignature.superseded_at.is_(None),
-    )
+def signed_current() -> ColumnElement[bool]:
+    """The dose has a signature over its current version that nothing superseded.
+
+    Read from the dose's own ``signed_version`` (kept by triggers, migration 0016: the greatest
+    version signed and not superseded, 0 when all are superseded): no probe of dose_signatures.
+    Versions only grow and start at 1, so equality means the current version is signed.
+    IS NOT DISTINCT FROM (``version`` is never NULL) makes a never-signed dose (NULL) false,
+    not unknown, so that its negation ("to sign") is true for it.
+    """
+    return Dose.signed_version.is_not_distinct_from(Dose.version)
 
 
-def signed_any() -> Exists:
-    return exists().where(DoseSignature.dose_id == Dose.id)
+def signed_any() -> ColumnElement[bool]:
+    """The dose has a signature, of any version, superseded or not."""
+    return Dose.signed_version.is_not(None)
 
 
 def validate(filters: SearchFilters) -> None:
