@@ -1,7 +1,7 @@
 """signing search: the columns it needs, kept on the doses row by the database
 
 Revision ID: 0016_doses_search_columns
-Revises: 0014_stats_people_area
+Revises: 0015_people_phone_name
 
 What: three columns on ``doses``, written only by triggers (the application never writes them):
 
@@ -48,7 +48,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0016_doses_search_columns"
-down_revision = "0014_stats_people_area"
+down_revision = "0015_people_phone_name"
 branch_labels = None
 depends_on = None
 
