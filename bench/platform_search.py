@@ -549,7 +549,7 @@ TRIGGERED = ("doses", "dose_signatures")
 _SEARCH_COLUMNS = importlib.import_module(
     "kyso.platform.migrations.versions.0016_doses_search_columns"
 )
-SEARCH_COLUMNS_FILL: tuple[str, ...] = (_SEARCH_COLUMNS.FILL_NAMES, _SEARCH_COLUMNS.FILL_SIGNED)
+SEARCH_COLUMNS_FILL: str = _SEARCH_COLUMNS.FILL
 
 
 @contextmanager
@@ -595,8 +595,7 @@ def indexes_deferred(engine: Engine, backend: str, gen: Generation) -> Iterator[
     yield
     started = time.perf_counter()
     with engine.begin() as connection:
-        for statement in SEARCH_COLUMNS_FILL:
-            connection.exec_driver_sql(statement)
+        connection.exec_driver_sql(SEARCH_COLUMNS_FILL)
         for table_name in TRIGGERED:
             connection.exec_driver_sql(f"ALTER TABLE {table_name} ENABLE TRIGGER USER")
     gen.seconds["search columns"] = time.perf_counter() - started
