@@ -2,7 +2,8 @@
 
 A dose's ``version`` changes on every edit of the dose or of its person (the signed document
 holds both), so "already signed in its current version" is a comparison of two integers with
-``dose_signatures`` (``models/signing.py``).
+``dose_signatures`` (``models/signing.py``), or with the dose's own ``signed_version``, which
+database triggers keep from ``dose_signatures`` (migration 0016).
 """
 
 from __future__ import annotations

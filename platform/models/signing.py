@@ -268,8 +268,9 @@ Index(
     postgresql_include=["id", "signed_version", "person_name_key", "person_name"],
 )
 
-# "Signed in its current version" is asked for every candidate dose: a partial index that
-# answers it without reading dose_signatures rows.
+# "Signed in its current version" of a batch's items and a passport's signature: a partial
+# index that answers it without reading dose_signatures rows. (The search reads the dose's own
+# signed_version instead, migration 0016.)
 Index(
     "ix_dose_signatures_current",
     DoseSignature.dose_id,
