@@ -110,7 +110,6 @@ class Dose(Base):
     __tablename__ = "doses"
     __table_args__ = (
         UniqueConstraint("person_id", "dose_number", name="uq_doses_person_dose_number"),
-        Index("ix_doses_facility_date", "facility_id", "vaccinated_on"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -258,7 +258,8 @@ Index(
 # version, signing state and the person's name, kept on the dose by triggers: migration 0016;
 # the id is in every SQLite index): on PostgreSQL an index-only scan, no visit of the doses
 # or people tables for the thousands of doses a month of a busy facility has. SQLite has no
-# INCLUDE and keeps the key columns only. It makes ix_doses_facility_date redundant.
+# INCLUDE and keeps the key columns only. It made ix_doses_facility_date redundant (0016 drops
+# it).
 Index(
     "ix_doses_signing_search",
     Dose.facility_id,
