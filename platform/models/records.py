@@ -2,7 +2,8 @@
 
 A dose's ``version`` changes on every edit of the dose or of its person (the signed document
 holds both), so "already signed in its current version" is a comparison of two integers with
-``dose_signatures`` (``models/signing.py``).
+``dose_signatures`` (``models/signing.py``), or with the dose's own ``signed_version``, which
+database triggers keep from ``dose_signatures`` (migration 0016).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from sqlalchemy import (
     JSON,
     Date,
     DateTime,
+    FetchedValue,
     ForeignKey,
     Index,
     Integer,
@@ -108,7 +110,6 @@ class Dose(Base):
     __tablename__ = "doses"
     __table_args__ = (
         UniqueConstraint("person_id", "dose_number", name="uq_doses_person_dose_number"),
-        Index("ix_doses_facility_date", "facility_id", "vaccinated_on"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -125,6 +126,26 @@ class Dose(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )
+    # The signing search's projection (migration 0016), kept by database triggers from
+    # dose_signatures and people so that the search reads nothing but ix_doses_signing_search.
+    # The application never writes them: FetchedValue tells the ORM the database sets them on
+    # INSERT and UPDATE (it leaves them out of its statements and expires them after a flush,
+    # eager_defaults off below, because SQLite's RETURNING does not see what AFTER triggers
+    # wrote). A person's rename updates these columns of already loaded doses behind the
+    # session's back: read them with a query, not from a loaded Dose.
+    # NULL: never signed; 0: every signature superseded; otherwise the greatest dose_version
+    # among the signatures nothing superseded ("signed in its current version": = version).
+    signed_version: Mapped[int | None] = mapped_column(
+        Integer, server_default=FetchedValue(), server_onupdate=FetchedValue()
+    )
+    person_name: Mapped[str | None] = mapped_column(  # people.full_name
+        String(120), server_default=FetchedValue(), server_onupdate=FetchedValue()
+    )
+    person_name_key: Mapped[str | None] = mapped_column(  # people.name_key
+        String(120), server_default=FetchedValue(), server_onupdate=FetchedValue()
+    )
+
+    __mapper_args__ = {"eager_defaults": False}  # noqa: RUF012 - DeclarativeBase types it
 
     person: Mapped[Person] = relationship(back_populates="doses")
     product: Mapped[VaccineProduct] = relationship()

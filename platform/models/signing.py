@@ -255,20 +255,23 @@ Index(
 )
 
 # A facility's doses in a date range, with everything the search needs from them (person,
-# version; the id is in every SQLite index and INCLUDEd on PostgreSQL): an index-only scan,
-# no visit of the doses table for the thousands of doses a month of a busy facility has.
-# It makes ix_doses_facility_date redundant.
+# version, signing state and the person's name, kept on the dose by triggers: migration 0016;
+# the id is in every SQLite index): on PostgreSQL an index-only scan, no visit of the doses
+# or people tables for the thousands of doses a month of a busy facility has. SQLite has no
+# INCLUDE and keeps the key columns only. It made ix_doses_facility_date redundant (0016 drops
+# it).
 Index(
     "ix_doses_signing_search",
     Dose.facility_id,
     Dose.vaccinated_on,
     Dose.person_id,
     Dose.version,
-    postgresql_include=["id"],
+    postgresql_include=["id", "signed_version", "person_name_key", "person_name"],
 )
 
-# "Signed in its current version" is asked for every candidate dose: a partial index that
-# answers it without reading dose_signatures rows.
+# "Signed in its current version" of a batch's items and a passport's signature: a partial
+# index that answers it without reading dose_signatures rows. (The search reads the dose's own
+# signed_version instead, migration 0016.)
 Index(
     "ix_dose_signatures_current",
     DoseSignature.dose_id,

@@ -35,7 +35,6 @@ from sqlalchemy import (
     Integer,
     Select,
     SQLColumnExpression,
-    and_,
     any_,
     bindparam,
     case,
@@ -53,7 +52,6 @@ from kyso.platform.formatting import SortKey, sort_key
 from kyso.platform.i18n import translate
 from kyso.platform.models import (
     Dose,
-    DoseSignature,
     Facility,
     Gender,
     Person,
@@ -246,8 +244,8 @@ def _validate(session: Session, officer: User) -> _Checked:
     joined from the scope's facilities as PostgreSQL finds cheapest; for a facility it reads
     them from ``ix_doses_signing_search`` (index-only, some hundred pages in order: cheaper
     than 3,000 look-ups by id). A dose missing there is out of scope. Each person is read
-    once, and each dose's signatures with one index probe that says both "signed in this
-    version" and "signed before". Verification details are read for dropped doses only.
+    once; "signed in this version" and "signed before" are the dose's own signed_version (no
+    probe of dose_signatures). Verification details are read for dropped doses only.
     """
     check_officer(officer)
     session.flush()  # the statements below go to the connection, past the session's autoflush
@@ -318,7 +316,9 @@ def _validation_statement(officer: User, postgresql: bool) -> Select[Any]:
         return statement
     mine = SigningSelection.user_id == officer.id
     scope = signable_facilities(officer)
-    columns = select(Dose.id, Dose.version, Dose.facility_id, Dose.vaccinated_on)
+    columns = select(
+        Dose.id, Dose.version, Dose.signed_version, Dose.facility_id, Dose.vaccinated_on
+    )
     scoped: Any
     if postgresql and officer.facility_id is None:
         # Each selected dose by id (LIMIT 1 keeps the planner from turning this into a join
@@ -345,24 +345,12 @@ def _validation_statement(officer: User, postgresql: bool) -> Select[Any]:
         .cte("selected_people")
         .prefix_with("MATERIALIZED")
     )
-    # 2: a signature of the current version that nothing superseded; 1: older ones only.
-    signed = (
-        select(
-            func.max(
-                case(
-                    (
-                        and_(
-                            DoseSignature.dose_version == scoped.c.version,
-                            DoseSignature.superseded_at.is_(None),
-                        ),
-                        2,
-                    ),
-                    else_=1,
-                )
-            )
-        )
-        .where(DoseSignature.dose_id == SigningSelection.dose_id)
-        .scalar_subquery()
+    # 2: a signature of the current version that nothing superseded; 1: older ones only;
+    # NULL: never signed (the dose's signed_version, kept by triggers: search.signed_current).
+    signed = case(
+        (scoped.c.signed_version == scoped.c.version, 2),
+        (scoped.c.signed_version.is_not(None), 1),
+        else_=null(),
     )
     rows = (
         select(
@@ -381,7 +369,7 @@ def _validation_statement(officer: User, postgresql: bool) -> Select[Any]:
         .join(people, people.c.id == SigningSelection.person_id)
         .where(mine)
         .cte("checked")
-        # Each signature probe once per dose, though its column is used several times below.
+        # Each dose looked up once, though its columns are used several times below.
         .prefix_with("MATERIALIZED")
     )
     codes = _REASON_CODES

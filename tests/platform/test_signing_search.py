@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import UTC, date, datetime
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session
+from support.platform_db import postgresql_only
 from support.platform_seed import Seed, add_person
 from support.signing_data import bulk_people, edit, sign
 
 from kyso.platform.errors import DomainError
 from kyso.platform.formatting import sort_key
 from kyso.platform.models import Dose, Person, User, VerificationStatus
+from kyso.platform.records.names import name_key
 from kyso.platform.signing import search as search_module
 from kyso.platform.signing.search import (
     Cursor,
@@ -530,7 +533,9 @@ def test_parse_filters() -> None:
 def test_both_query_routes_give_the_same_pages(
     session: Session, org: Seed, monkeypatch: pytest.MonkeyPatch, cap: int
 ) -> None:
-    """People with a matching dose looked up by id, or EXISTS beyond the cap: same answers."""
+    """People with a matching dose looked up by id, or EXISTS beyond the cap: same answers.
+
+    (The routes of a search that starts from the people: the status is theirs.)"""
     monkeypatch.setattr(search_module, "CANDIDATE_CAP", cap)
     bulk_people(session, org, 9, doses=3, name="Nguyễn Văn An")
     bulk_people(session, org, 4, doses=1, name="Trần Thị Bích", start=20)
@@ -555,6 +560,8 @@ def test_both_query_routes_give_the_same_pages(
     ]
     counts = [14, 10, 9, 13, 1, 0]
     for filters, names_, count in zip(cases, expected, counts, strict=True):
+        filters = replace(filters, status=VerificationStatus.VERIFIED)  # everyone here
+        assert not search_module.keys_from_doses(filters)
         page = search(session, org.officer, filters, page_size=3)
         assert names(page) == names_, filters
         assert page.count == count, filters
@@ -575,7 +582,8 @@ def test_postgresql_looks_up_more_candidates_by_id_than_sqlite(
 
     def pages() -> list[list[str]]:
         found: list[list[str]] = []
-        for filters in (SearchFilters(), SearchFilters(name="nguyen")):
+        for name in ("", "nguyen"):  # the status: a search that starts from the people
+            filters = SearchFilters(name=name, status=VerificationStatus.VERIFIED)
             found.append(names(search(session, org.officer, filters, page_size=20)))
         return found
 
@@ -632,3 +640,108 @@ def test_names_are_in_vietnamese_alphabetical_order_on_every_page(
     assert names(back) == names(pages[-2])
     # the name filter (accent-free prefix) keeps the order
     assert names(find(session, org.officer, name="d")) == VIETNAMESE_ORDER[:6]
+
+
+# The two routes to the page's people (keys_from_doses): from the doses' copies of their
+# person's name (kept by the database, migration 0016), or from the people themselves.
+ROUTE_CASES = [
+    SearchFilters(),
+    SearchFilters(name="nguyen"),
+    SearchFilters(name="nguyen van"),
+    SearchFilters(name="d"),
+    SearchFilters(name="vu van moi"),
+    SearchFilters(name="hoang van cu"),
+    SearchFilters(name="tran", date_from=date(2022, 4, 1)),
+    SearchFilters(date_from=date(2022, 3, 29), date_to=date(2022, 4, 2)),
+    SearchFilters(state=StateFilter.TO_SIGN),
+    SearchFilters(state=StateFilter.SIGNED),
+    SearchFilters(name="pham", state=StateFilter.TO_SIGN),
+    SearchFilters(only_my_facility=True, name="le"),
+]
+
+
+def walk(session: Session, officer: User, filters: SearchFilters) -> list[object]:
+    """Every page forwards by its next link, then one page back: what an officer can see."""
+    seen: list[object] = []
+    page = search(session, officer, filters, page_size=3)
+    seen.append((page.count, page.count_capped, names(page)))
+    while page.next_cursor is not None:
+        last = page
+        page = search(session, officer, filters, page_size=3, after=page.next_cursor)
+        seen.append(([(p.id, [d.id for d in p.doses]) for p in page.people], page.next_cursor))
+        if page.previous_cursor is not None:
+            back = search(session, officer, filters, page_size=3, before=page.previous_cursor)
+            assert names(back) == names(last), filters
+    return seen
+
+
+def test_the_doses_route_gives_the_pages_of_the_people_route(
+    session: Session, org: Seed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bulk_people(session, org, 7, doses=2, name="Nguyễn Văn An")
+    bulk_people(session, org, 4, name="Trần Thị Bích", start=20, first_dose=date(2022, 4, 2))
+    for name in VIETNAMESE_ORDER:
+        add_person(session, org, name, doses=1)
+    add_person(session, org, "Lê Văn Bảo", facility=org.station_ben_thanh)
+    signed = add_person(session, org, "Nguyễn Văn Đã Ký")
+    sign(session, signed.doses[0])
+    edited = add_person(session, org, "Phạm Thị Sửa", doses=1)
+    sign(session, edited.doses[0])
+    edit(session, edited.doses[0])  # signed in an older version: to sign again
+    renamed = add_person(session, org, "Hoàng Văn Cũ", doses=1)
+    renamed.full_name, renamed.name_key = "Vũ Văn Mới", name_key("Vũ Văn Mới")
+    moved = add_person(session, org, "Ngô Thị Chuyển", doses=1)
+    session.flush()
+    # A dose recorded on the wrong person, moved to the right one.
+    session.execute(
+        update(Dose).where(Dose.id == moved.doses[0].id).values(person_id=renamed.id, dose_number=2)
+    )
+    session.flush()
+
+    by_doses = [walk(session, org.officer, filters) for filters in ROUTE_CASES]
+    monkeypatch.setattr(search_module, "keys_from_doses", lambda _filters: False)
+    by_people = [walk(session, org.officer, filters) for filters in ROUTE_CASES]
+    for filters, doses_side, people_side in zip(ROUTE_CASES, by_doses, by_people, strict=True):
+        assert doses_side == people_side, filters
+    # The copies follow the person: the new name is found, the old one not, and both doses.
+    new_name, old_name = by_doses[4], by_doses[5]
+    assert new_name == [(1, False, ["Vũ Văn Mới"])]
+    assert old_name == [(0, False, [])]
+    assert len(find(session, org.officer, name="vu van moi").people[0].doses) == 2
+
+
+def test_only_the_people_route_filters_by_what_only_people_hold() -> None:
+    assert search_module.keys_from_doses(SearchFilters(name="nguyen", state=StateFilter.TO_SIGN))
+    for filters in (
+        SearchFilters(phone="0903"),
+        SearchFilters(identity_number="079090123456"),
+        SearchFilters(name="nguyen", status=VerificationStatus.VERIFIED),
+    ):
+        assert not search_module.keys_from_doses(filters), filters
+
+
+@postgresql_only
+def test_a_search_by_name_and_state_reads_only_the_doses(session: Session, org: Seed) -> None:
+    """No person and no signature is read per candidate dose: the page's people come from
+    the doses alone (test_doses_search_columns checks that ix_doses_signing_search covers
+    such a scan; at 10M people it is index-only, bench/README.md)."""
+    bulk_people(session, org, 30, doses=2, name="Nguyễn Văn An")
+    sign(session, session.scalars(select(Dose).limit(1)).one())
+    session.flush()
+    statements: list[tuple[str, object]] = []
+
+    def record(*args: object) -> None:
+        statements.append((str(args[2]), args[3]))
+
+    engine = session.get_bind()
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        page = find(session, org.officer, name="nguyen van", state=StateFilter.TO_SIGN)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert page.count == 30
+    [(keys, parameters)] = [(s, p) for s, p in statements if "GROUP BY doses.person_id" in s]
+    plan = " ".join(
+        str(row[0]) for row in session.connection().exec_driver_sql(f"EXPLAIN {keys}", parameters)
+    )
+    assert re.findall(r" on (\w+)", plan) == ["doses"], plan
