@@ -96,6 +96,7 @@ def test_migrated_schema_equals_the_models(empty_database: str) -> None:
         "(phone, (name_key || ''))"
         if empty_database.startswith("sqlite")
         else "(phone varchar_pattern_ops, (((name_key)::text || ''::text)) text_pattern_ops)"
+        " INCLUDE (id, full_name, name_key)"
     )
     assert people["ix_people_phone_name"].endswith(columns), people["ix_people_phone_name"]
     assert "ix_doses_signing_search" in indexes(empty_database, "doses")

@@ -216,13 +216,15 @@ def test_name_and_phone_search_one_index_the_phone_first(
         rows = connection.exec_driver_sql(f"EXPLAIN {sql}")
         plan = " ".join(str(row[0]) for row in rows)
         connection.exec_driver_sql("SET LOCAL enable_seqscan = on")
-        assert "ix_people_phone_name" in plan, plan
+        # Index-only (it INCLUDEs what the search reads of the people), no other index.
+        assert "Index Only Scan using ix_people_phone_name" in plan, plan
         assert "ix_people_name_key" not in plan, plan
         # Both prefixes are index conditions: the name is checked on the index entries.
         [condition] = re.findall(r"Index Cond: (.*?\)\))(?:  |$)", plan)
-        assert f"(phone)::text ~>=~ '{digits}'::text" in condition, plan
-        assert "((name_key)::text || ''::text) ~>=~ 'nguyen van'::text" in condition, plan
-        assert "((name_key)::text || ''::text) ~<~ 'nguyen vao'::text" in condition, plan
+        assert re.search(rf"\(?phone\)?(::text)? ~>=~ '{digits}'::text", condition), plan
+        name = r"\(\(name_key\)::text \|\| ''::text\)\)?"
+        assert re.search(rf"{name} ~>=~ 'nguyen van'::text", condition), plan
+        assert re.search(rf"{name} ~<~ 'nguyen vao'::text", condition), plan
 
 
 def test_name_and_a_short_phone_search_by_name(session: Session, org: Seed) -> None:

@@ -14,6 +14,11 @@ Revises: 0014_stats_people_area
   can serve that condition: with name_key itself PostgreSQL still walked ix_people_name_key for
   any name narrower than its histogram buckets (estimated 26 rows, 1,575 read for "huynh thi"
   at 300,000 people).
+  On PostgreSQL it INCLUDEs what the search reads of the people it finds (id, full_name, and
+  name_key, which PostgreSQL needs present to evaluate the expression from the index): an
+  index-only scan. At 10 million people "nguyen thi" + "0855" matched 2,518 people, whose rows
+  took 34 ms to read (default memory settings); 7 ms from the index, which takes 896 MB instead
+  of 439 MB.
 - ix_people_phone_prefix is dropped: the new index serves a phone prefix alone as well (its
   leading column, same operator class), and one index fewer is written on every insert.
   ix_people_phone (default operator class) stays: it serves equality (feedback's lookup of a
@@ -40,7 +45,8 @@ def upgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.execute(
             "CREATE INDEX ix_people_phone_name ON people "
-            "(phone varchar_pattern_ops, (name_key || '') text_pattern_ops)"
+            "(phone varchar_pattern_ops, (name_key || '') text_pattern_ops) "
+            "INCLUDE (id, full_name, name_key)"
         )
     else:
         op.execute("CREATE INDEX ix_people_phone_name ON people (phone, (name_key || ''))")
