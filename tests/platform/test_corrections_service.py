@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from support.feedback_data import citizen, passport, registry
 from support.platform_seed import Seed, add_person, add_province
+from support.records_data import person_data
 from support.signing_data import sign
 
 from kyso.platform.corrections.service import (
@@ -32,22 +33,9 @@ from kyso.platform.models import (
     RecordVersion,
     VerificationStatus,
 )
-from kyso.platform.records.service import DoseData, PersonData
+from kyso.platform.records.service import DoseData
 from kyso.platform.registry.client import HttpPopulationRegistry
 from kyso.platform.signing.search import SearchFilters, SigningState, StateFilter, search
-
-
-def person_data(person: Person, **changes: object) -> PersonData:
-    data = PersonData(
-        full_name=person.full_name,
-        birth_date=person.birth_date,
-        gender=person.gender,
-        identity_number=person.identity_number,
-        phone=person.phone,
-        address=person.address,
-        area_id=person.area_id,
-    )
-    return replace(data, **changes)  # type: ignore[arg-type]
 
 
 def dose_data(person: Person, number: int, **changes: object) -> DoseData:

@@ -16,6 +16,8 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from support.platform_seed import Seed, add_person
+from support.records_data import HEADERS, csv_bytes
+from support.records_data import import_row as row
 
 from kyso.platform.models import (
     AuditEvent,
@@ -37,40 +39,6 @@ from kyso.platform.records.importer import (
 from kyso.platform.records.reference_data import load_reference_data
 
 TODAY = date(2022, 6, 1)
-HEADERS = template_headers("vi")
-
-
-def row(**changes: Any) -> list[Any]:
-    """One dose row of the template, with ``changes`` by field name."""
-    values: dict[str, Any] = {
-        "full_name": "Nguyễn Thị Lan",
-        "birth_date": "17/05/1990",
-        "gender": "Nữ",
-        "identity_number": "079190123456",
-        "phone": "0912345678",
-        "address": "12 Lê Lợi",
-        "area": "26740",
-        "dose_number": "1",
-        "vaccinated_on": "15/09/2021",
-        "product": "Pfizer",
-        "lot": "FK5618",
-        "facility": "",
-    }
-    values.update(changes)
-    return [values[column.field] for column in COLUMNS]
-
-
-def csv_bytes(
-    rows: Sequence[Sequence[Any]],
-    header: Sequence[str] = HEADERS,
-    encoding: str = "utf-8-sig",
-    delimiter: str = ",",
-) -> bytes:
-    lines = [delimiter.join(header)]
-    for values in rows:
-        cells = ["" if v is None else str(v) for v in values]
-        lines.append(delimiter.join(f'"{c}"' if delimiter in c else c for c in cells))
-    return ("\r\n".join(lines) + "\r\n").encode(encoding)
 
 
 def xlsx_bytes(rows: Sequence[Sequence[Any]], header: Sequence[str] = HEADERS) -> bytes:

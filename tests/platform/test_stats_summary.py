@@ -19,6 +19,7 @@ from sqlalchemy import delete, event, select, text
 from sqlalchemy.orm import Session
 from support.platform_db import postgresql_only
 from support.platform_seed import ProvinceSeed, Seed, add_person, add_province
+from support.records_data import csv_bytes, import_row
 
 from kyso.platform.corrections.service import correct
 from kyso.platform.db import make_engine, make_session_factory
@@ -35,7 +36,7 @@ from kyso.platform.models import (
     VerificationStatus,
 )
 from kyso.platform.records import seed as build
-from kyso.platform.records.importer import COLUMNS, import_records, template_headers
+from kyso.platform.records.importer import import_records
 from kyso.platform.records.reference_data import load_reference_data
 from kyso.platform.records.service import DoseData, PersonData, add_dose, update_dose
 from kyso.platform.records.service import update_person as edit_person
@@ -58,14 +59,6 @@ class NobodyKnown:
 
     def lookup(self, numbers: Sequence[str]) -> dict[str, Any]:
         return dict.fromkeys(numbers)
-
-
-def _csv(rows: list[dict[str, str]]) -> bytes:
-    headers = template_headers("vi")
-    lines = [",".join(headers)]
-    for values in rows:
-        lines.append(",".join(values[column.field] for column in COLUMNS))
-    return ("\r\n".join(lines) + "\r\n").encode("utf-8-sig")
 
 
 def test_every_writer_keeps_the_summary(session: Session, org: Seed) -> None:
@@ -103,23 +96,13 @@ def test_every_writer_keeps_the_summary(session: Session, org: Seed) -> None:
     session.commit()
 
     # the importer (Core inserts): a new person and a dose for a recorded one
-    row = {
-        "full_name": "Nguyễn Thị Lan",
-        "birth_date": "17/05/1990",
-        "gender": "Nữ",
-        "identity_number": "",
-        "phone": "0912345678",
-        "address": "12 Lê Lợi",
-        "area": "26740",
-        "dose_number": "1",
-        "vaccinated_on": "15/09/2021",
-        "product": "Pfizer",
-        "lot": "FK5618",
-        "facility": "",
-    }
+    rows = [
+        import_row(identity_number=""),
+        import_row(identity_number="", dose_number="2", vaccinated_on="15/10/2021"),
+    ]
     report = import_records(
         session,
-        io.BytesIO(_csv([row, {**row, "dose_number": "2", "vaccinated_on": "15/10/2021"}])),
+        io.BytesIO(csv_bytes(rows)),
         "tiem.csv",
         org.station_ben_nghe,
         org.staff,
