@@ -20,7 +20,8 @@ import pytest
 from asn1crypto import cms as asn1_cms  # type: ignore[import-untyped]
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from support.cms_pki import Officer, Pki, create_pki, der
@@ -484,34 +485,80 @@ def _timed(work: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def _openssl_verify_all(
+    certificate: x509.Certificate, algorithm: str, pairs: list[tuple[bytes, bytes]]
+) -> Callable[[], None]:
+    """OpenSSL's own verification of the same signatures through `cryptography`, with the key
+    parsed and the ECDSA signatures DER-encoded beforehand: the floor under `Assembler.accept`."""
+    key = certificate.public_key()
+    if algorithm == "ECDSA_SHA256":
+        assert isinstance(key, ec.EllipticCurvePublicKey)
+        ecdsa = ec.ECDSA(hashes.SHA256())
+        encoded = [
+            (data, encode_dss_signature(int.from_bytes(s[:32]), int.from_bytes(s[32:])))
+            for data, s in pairs
+        ]
+
+        def verify_ecdsa() -> None:
+            for data, signature in encoded:
+                key.verify(signature, data, ecdsa)
+
+        return verify_ecdsa
+    assert algorithm == "RSA_PKCS1_SHA256"
+    assert isinstance(key, rsa.RSAPublicKey)
+    pkcs1, sha256 = padding.PKCS1v15(), hashes.SHA256()
+
+    def verify_rsa() -> None:
+        for data, signature in pairs:
+            key.verify(signature, data, pkcs1, sha256)
+
+    return verify_rsa
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("key_type", "algorithm"),
     [("RSA", "RSA_PKCS1_SHA256"), ("P256", "ECDSA_SHA256")],
     ids=["rsa-2048", "p256"],
 )
-def test_3000_signatures_verified_and_assembled_under_400_ms(
+def test_3000_signatures_verified_and_assembled_with_under_50_us_each_beyond_openssl(
     pki: Pki, key_type: str, algorithm: str
 ) -> None:
+    """What the platform adds to OpenSSL's signature check, measured against that check on the
+    same 3,000 signatures in the same run, so the bar holds on a slow or loaded machine (an
+    absolute 400 ms failed at 449 ms on a machine whose OpenSSL alone took ~270 ms for P-256;
+    our own part was 11-24 µs per signature there). A second P-256 verification per record
+    (107 µs of our own when planted) breaks it."""
     officer = officer_of(pki, key_type)
     builder = AttributesBuilder(officer.certificate, SIGNING_TIME)
     attributes = [builder.build(DOCUMENT + str(i).encode()) for i in range(3000)]
     signatures = [officer.sign(a.digest, algorithm) for a in attributes]
     assembler = Assembler(officer.certificate, algorithm, officer.chain)
     pairs = list(zip(attributes, signatures, strict=True))
+    openssl = _openssl_verify_all(officer.certificate, algorithm, [(a.der, s) for a, s in pairs])
 
     def accept_all() -> list[bytes]:
         return [assembler.accept(a.der, s) for a, s in pairs]
 
-    best = min(_timed(accept_all) for _ in range(3))
+    # Interleaved, best of five each: one preemption on a loaded machine is not a cost.
+    ours, floor = [], []
+    for _ in range(5):
+        ours.append(_timed(accept_all))
+        floor.append(_timed(openssl))
+    best, raw = min(ours), min(floor)
     assemble_only = min(
         _timed(lambda: [assembler.assemble(a.der, s) for a, s in pairs]) for _ in range(3)
     )
+    own_us = (best - raw) / len(pairs) * 1e6
     print(
-        f"{key_type}: verify+assemble 3,000: {best * 1000:.0f} ms "
+        f"{key_type}: verify+assemble 3,000: {best * 1000:.0f} ms, OpenSSL's verify alone "
+        f"{raw * 1000:.0f} ms: {own_us:.1f} µs of our own per signature "
         f"(assemble alone {assemble_only * 1000:.0f} ms)"
     )
-    assert best < 0.4, f"verify+assemble of 3,000 {key_type} signatures took {best * 1000:.0f} ms"
+    assert own_us < 50, (
+        f"verify+assemble of 3,000 {key_type} signatures took {best * 1000:.0f} ms, "
+        f"{own_us:.1f} µs each beyond OpenSSL's {raw * 1000:.0f} ms"
+    )
     # The per-record verify_signature the batch service may call costs the same (cached key).
     # Best of three, like the bars above: one preemption on a loaded machine is not a cost.
     per_record = min(
