@@ -106,10 +106,18 @@ def insert_people(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]
 
 
 def insert_doses(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """New doses (their data columns only), version 1."""
+    """New doses (their data columns only), version 1.
+
+    Written in the order of their people's ids: on PostgreSQL each new dose locks its person
+    (migration 0016's trigger, for the name it copies), and writers that lock people in one
+    order cannot deadlock one another (the statistics' refresh locks them in that order too).
+    """
     now = utcnow()
     insert_rows(
         session,
         DOSES,
-        [{**row, "version": 1, "created_at": now, "updated_at": now} for row in rows],
+        [
+            {**row, "version": 1, "created_at": now, "updated_at": now}
+            for row in sorted(rows, key=lambda row: row["person_id"])
+        ],
     )

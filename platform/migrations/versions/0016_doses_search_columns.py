@@ -29,7 +29,16 @@ Triggers (PostgreSQL: plpgsql; SQLite: row triggers):
 - people, AFTER UPDATE OF full_name, name_key when one changed: the person's doses.
 - dose_signatures, AFTER INSERT / UPDATE / DELETE: the affected doses' signed_version. On
   PostgreSQL these are statement triggers over the transition tables: a batch of 3,000
-  signatures is one UPDATE of doses, not 3,000.
+  signatures is one UPDATE of doses, not 3,000. AFTER TRUNCATE (PostgreSQL): every dose
+  unsigned.
+
+Concurrent writers (PostgreSQL, READ COMMITTED): each value is computed from what is
+committed once the rows it depends on are locked, so the last of two writers cannot store a
+value computed without the other's change. A dose's insert or move reads its person FOR NO
+KEY UPDATE (a rename in progress is waited for; the statistics' refresh of that person takes
+the same lock next, so two writers of one person's doses take turns instead of deadlocking);
+the signatures' trigger locks the affected doses, in id order, before it recomputes them in a
+statement of its own. On SQLite writers are serialised anyway.
 
 Every trigger writes a dose row only when a value changes (IS DISTINCT FROM), so that no row
 version is made for nothing.
@@ -94,8 +103,14 @@ POSTGRESQL = [
     CREATE FUNCTION doses_search_columns() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
         IF TG_OP = 'INSERT' OR NEW.person_id IS DISTINCT FROM OLD.person_id THEN
+            -- Locked: a rename of this person not committed yet is waited for, then read.
+            -- Without it the copy would be the old name, and the rename's own UPDATE of the
+            -- person's doses cannot see this dose until it commits: stale for good. NO KEY
+            -- UPDATE, the lock the statistics' refresh (stats/summary.py) takes on the same
+            -- row after the insert: with FOR SHARE two transactions adding a dose to one
+            -- person would each hold a share the other's refresh waits for (a deadlock).
             SELECT p.full_name, p.name_key INTO NEW.person_name, NEW.person_name_key
-            FROM people AS p WHERE p.id = NEW.person_id;
+            FROM people AS p WHERE p.id = NEW.person_id FOR NO KEY UPDATE;
         END IF;
         IF TG_OP = 'INSERT' THEN
             NEW.signed_version := {signed_version_of("NEW.id")};
@@ -146,6 +161,12 @@ POSTGRESQL = [
             ) AS c CROSS JOIN LATERAL (VALUES (c.dose_id), (c.new_dose_id)) AS d(dose_id);
         END IF;
         IF affected IS NOT NULL THEN
+            -- Lock the doses first, in id order; the UPDATE, a statement of its own, then
+            -- reads the signatures with a snapshot taken after any other transaction that
+            -- changed this dose's signatures (and so locked it here) has committed. Without
+            -- it the last of two concurrent writers would store what it computed from a
+            -- snapshot without the other's change.
+            PERFORM 1 FROM doses WHERE id = ANY(affected) ORDER BY id FOR NO KEY UPDATE;
             UPDATE doses SET signed_version = r.v
             FROM (SELECT a.dose_id, {signed_version_of("a.dose_id")} AS v
                   FROM unnest(affected) AS a(dose_id)) AS r
@@ -168,6 +189,18 @@ POSTGRESQL = [
     CREATE TRIGGER dose_signatures_deleted AFTER DELETE ON dose_signatures
     REFERENCING OLD TABLE AS changed_old
     FOR EACH STATEMENT EXECUTE FUNCTION dose_signatures_to_doses()
+    """,
+    # TRUNCATE fires no DELETE trigger: every dose is then unsigned.
+    """
+    CREATE FUNCTION dose_signatures_truncated() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        UPDATE doses SET signed_version = NULL WHERE signed_version IS NOT NULL;
+        RETURN NULL;
+    END $$
+    """,
+    """
+    CREATE TRIGGER dose_signatures_truncated AFTER TRUNCATE ON dose_signatures
+    FOR EACH STATEMENT EXECUTE FUNCTION dose_signatures_truncated()
     """,
 ]
 
@@ -239,8 +272,14 @@ TRIGGERS = [
     ("dose_signatures", "dose_signatures_inserted"),
     ("dose_signatures", "dose_signatures_updated"),
     ("dose_signatures", "dose_signatures_deleted"),
+    ("dose_signatures", "dose_signatures_truncated"),
 ]
-FUNCTIONS = ["doses_search_columns", "people_name_to_doses", "dose_signatures_to_doses"]
+FUNCTIONS = [
+    "doses_search_columns",
+    "people_name_to_doses",
+    "dose_signatures_to_doses",
+    "dose_signatures_truncated",
+]
 
 
 def upgrade() -> None:
