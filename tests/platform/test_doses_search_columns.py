@@ -9,9 +9,7 @@ it even where the recompute would agree by accident.
 from __future__ import annotations
 
 import io
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -20,6 +18,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import Connection, Engine, case, event, func, select, text, update
 from sqlalchemy.orm import Session
+from support.pg_faults import race
 from support.platform_db import postgresql_only
 from support.platform_seed import Seed, add_person
 from support.records_data import csv_bytes, import_row, person_data
@@ -382,39 +381,6 @@ def test_the_to_sign_plan_is_an_index_only_scan_of_the_doses(session: Session, o
 # ---- concurrent writers (PostgreSQL, READ COMMITTED) -------------------------------------------
 
 
-def _backend_pid(connection: Connection) -> int:
-    return int(connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
-
-
-def _run_until_blocked(
-    engine: Engine, pid: int, work: Callable[[], None]
-) -> tuple[threading.Thread, list[BaseException]]:
-    """Runs ``work`` on a thread and returns once it waits on a lock held by another transaction
-    (PostgreSQL's own view of backend ``pid``, the thread's connection) or has finished without
-    waiting; with the thread, the list that receives what it raised."""
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            work()
-        except BaseException as error:  # reported by the test, on its own thread
-            errors.append(error)
-
-    worker = threading.Thread(target=run)
-    worker.start()
-    deadline = time.monotonic() + 10
-    with engine.connect() as watcher:
-        while worker.is_alive() and time.monotonic() < deadline:
-            waiting = watcher.exec_driver_sql(
-                f"SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = {pid}"
-            ).scalar_one_or_none()
-            watcher.rollback()
-            if waiting:
-                break
-            time.sleep(0.01)
-    return worker, errors
-
-
 def _another_dose(session: Session, dose_id: int, dose_number: int) -> dict[str, Any]:
     """The data columns of dose ``dose_id`` as a new dose of the same person."""
     doses = Dose.__table__
@@ -436,22 +402,15 @@ def test_a_dose_added_while_its_person_is_being_renamed_gets_the_new_name(
     second = _another_dose(session, person.doses[0].id, 2)
     engine = session.get_bind()
     assert isinstance(engine, Engine)
-    with engine.connect() as renamer, engine.connect() as inserter:
-        renamer.execute(
+    race(
+        engine,
+        lambda renamer: renamer.execute(
             update(Person)
             .where(Person.id == person.id)
             .values(full_name="Nguyễn Văn Mới", name_key="nguyen van moi")
-        )
-
-        def insert_dose() -> None:
-            inserter.execute(Dose.__table__.insert().values(second))
-            inserter.commit()
-
-        worker, errors = _run_until_blocked(engine, _backend_pid(inserter), insert_dose)
-        renamer.commit()
-        worker.join(10)
-        assert not worker.is_alive()
-        assert errors == []
+        ),
+        lambda inserter: inserter.execute(Dose.__table__.insert().values(second)),
+    )
     session.expire_all()
     ids = dose_ids(session, [person.id])
     assert len(ids) == 2
@@ -473,20 +432,20 @@ def test_two_transactions_adding_doses_to_one_person_take_turns(
     assert isinstance(engine, Engine)
     doses = Dose.__table__
     second, third = (_another_dose(session, first, number) for number in (2, 3))
-    with engine.connect() as one, engine.connect() as other:
-        one.execute(doses.insert().values(second))
 
-        def add_and_refresh() -> None:
-            other.execute(doses.insert().values(third))
-            summary.refresh(Session(bind=other), [person.id])
-            other.commit()
+    def refresh(connection: Connection) -> None:
+        summary.refresh(Session(bind=connection), [person.id])
 
-        worker, errors = _run_until_blocked(engine, _backend_pid(other), add_and_refresh)
-        summary.refresh(Session(bind=one), [person.id])
-        one.commit()
-        worker.join(10)
-        assert not worker.is_alive()
-        assert errors == []
+    def add_and_refresh(connection: Connection) -> None:
+        connection.execute(doses.insert().values(third))
+        refresh(connection)
+
+    race(
+        engine,
+        lambda one: one.execute(doses.insert().values(second)),
+        add_and_refresh,
+        then=refresh,
+    )
     session.expire_all()
     ids = dose_ids(session, [person.id])
     assert len(ids) == 3
@@ -509,22 +468,17 @@ def test_two_transactions_changing_a_doses_signatures_leave_the_last_committed_s
     assert signed_versions(session, [dose.id]) == [1]
     engine = session.get_bind()
     assert isinstance(engine, Engine)
-    with engine.connect() as signer, engine.connect() as revoker:
-        signer.execute(DoseSignature.__table__.insert().values(dose_id=dose.id, dose_version=2))
-
-        def supersede() -> None:
-            revoker.execute(
-                update(DoseSignature)
-                .where(DoseSignature.id == older.id)
-                .values(superseded_at=datetime.now(UTC))
-            )
-            revoker.commit()
-
-        worker, errors = _run_until_blocked(engine, _backend_pid(revoker), supersede)
-        signer.commit()
-        worker.join(10)
-        assert not worker.is_alive()
-        assert errors == []
+    race(
+        engine,
+        lambda signer: signer.execute(
+            DoseSignature.__table__.insert().values(dose_id=dose.id, dose_version=2)
+        ),
+        lambda revoker: revoker.execute(
+            update(DoseSignature)
+            .where(DoseSignature.id == older.id)
+            .values(superseded_at=datetime.now(UTC))
+        ),
+    )
     session.expire_all()
     assert signed_versions(session, [dose.id]) == [2]
     assert stale(session) == []

@@ -1,6 +1,9 @@
 """Faults injected into PostgreSQL at exact points: a lock held, the backends that queue behind it
 terminated (``pg_terminate_backend``), as a lost connection looks to the platform.
 
+``race`` runs two transactions against each other, the second on a thread, at the point where it
+waits for the first's lock (or has gone through without waiting).
+
 ``LockTrap`` holds a lock in a connection of its own (a row ``FOR UPDATE``, or a whole table
 ``LOCK TABLE``); a watcher (another connection, autocommit, so that ``pg_stat_activity`` is read
 afresh) terminates every backend waiting for a lock whose statement matches, up to ``times``
@@ -12,17 +15,56 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool
 
 _WAITING = text(
     "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
     " AND pid <> pg_backend_pid() AND wait_event_type = 'Lock' AND query ILIKE :match"
 )
+
+_PID_WAITING = text("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = :pid")
+
+Step = Callable[[Connection], object]
+
+
+def race(engine: Engine, first: Step, second: Step, then: Step | None = None) -> None:
+    """``first`` on one connection, left uncommitted; ``second`` on another, on a thread, then
+    committed; once the second waits for a lock (PostgreSQL's ``pg_stat_activity``) or has
+    ended without waiting, ``then`` (if any) on the first connection, which commits. Returns
+    when both have committed; raises what the second raised (a deadlock, for one)."""
+    errors: list[BaseException] = []
+    with engine.connect() as one, engine.connect() as other:
+        first(one)
+        pid = other.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+
+        def run() -> None:
+            try:
+                second(other)
+                other.commit()
+            except BaseException as error:  # raised below, on the test's thread
+                errors.append(error)
+
+        worker = threading.Thread(target=run, name="race-second")
+        worker.start()
+        deadline = time.monotonic() + 10
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as watcher:
+            while worker.is_alive() and time.monotonic() < deadline:
+                if watcher.execute(_PID_WAITING, {"pid": pid}).scalar_one_or_none():
+                    break
+                time.sleep(0.01)
+        if then is not None:
+            then(one)
+        one.commit()
+        worker.join(10)
+        assert not worker.is_alive(), "the second transaction did not end"
+    if errors:
+        raise errors[0]
 
 
 class LockTrap:
