@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Any
 
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
+from support.platform_db import plan_nodes
 from support.platform_seed import Seed, add_person
 from support.signing_data import bulk_people, edit, sign
 
@@ -348,8 +348,5 @@ def test_the_validation_reads_each_person_once(session: Session, org: Seed) -> N
     for setting in ("enable_seqscan", "enable_memoize", "enable_bitmapscan"):
         connection.exec_driver_sql(f"SET LOCAL {setting} = on")
 
-    def probes(node: dict[str, Any]) -> int:
-        own = node["Actual Loops"] if node.get("Relation Name") == "people" else 0
-        return own + sum(probes(child) for child in node.get("Plans", ()))
-
-    assert probes(plan[0]["Plan"]) == 20
+    nodes = plan_nodes(plan[0]["Plan"])
+    assert sum(n["Actual Loops"] for n in nodes if n.get("Relation Name") == "people") == 20

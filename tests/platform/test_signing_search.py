@@ -5,12 +5,11 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from datetime import UTC, date, datetime
-from typing import Any
 
 import pytest
 from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session
-from support.platform_db import postgresql_only
+from support.platform_db import plan_nodes, postgresql_only
 from support.platform_seed import Seed, add_person
 from support.signing_data import bulk_people, edit, sign
 
@@ -746,9 +745,6 @@ def test_a_search_by_name_and_state_reads_only_the_doses(session: Session, org: 
     [(keys, parameters)] = [(s, p) for s, p in statements if "GROUP BY doses.person_id" in s]
     [[plan]] = session.connection().exec_driver_sql(f"EXPLAIN (FORMAT JSON) {keys}", parameters)
 
-    def tables(node: dict[str, Any]) -> list[str]:
-        """The tables the plan reads (a bitmap's index scan names its index, not a table)."""
-        own = [node["Relation Name"]] if "Relation Name" in node else []
-        return own + [t for child in node.get("Plans", ()) for t in tables(child)]
-
-    assert tables(plan[0]["Plan"]) == ["doses"], plan
+    # The tables read (a bitmap index scan names its index, but no Relation Name).
+    tables = [n["Relation Name"] for n in plan_nodes(plan[0]["Plan"]) if "Relation Name" in n]
+    assert tables == ["doses"], plan

@@ -11,6 +11,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -93,3 +94,11 @@ def databases(root: Path) -> Iterator[Databases]:
         yield dbs
     finally:
         dbs.close()
+
+
+def plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every node of a PostgreSQL ``EXPLAIN (FORMAT JSON)`` plan (``[0]["Plan"]``), parents
+    first."""
+    yield node
+    for child in node.get("Plans", ()):
+        yield from plan_nodes(child)
