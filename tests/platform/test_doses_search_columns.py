@@ -9,17 +9,16 @@ it even where the recompute would agree by accident.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy import Connection, Engine, case, event, func, select, text, update
+from sqlalchemy import Connection, Engine, case, func, select, text, update
 from sqlalchemy.orm import Session
 from support.pg_faults import race
-from support.platform_db import postgresql_only
+from support.platform_db import postgresql_only, recorded_statements
 from support.platform_seed import Seed, add_person
 from support.records_data import csv_bytes, import_row, person_data
 from support.signing_data import bulk_people, edit, sign
@@ -319,32 +318,16 @@ def test_direct_writes_move_a_dose_and_delete_signatures(session: Session, org: 
     assert stale(session) == []
 
 
-@contextmanager
-def statements(session: Session) -> Iterator[list[tuple[str, Any]]]:
-    """The statements run meanwhile, with their parameters."""
-    seen: list[tuple[str, Any]] = []
-    engine = session.get_bind()
-
-    def record(*args: Any) -> None:
-        seen.append((str(args[2]), args[3]))
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
-
-
 def test_the_search_to_sign_reads_no_signatures(session: Session, org: Seed) -> None:
     people = bulk_people(session, org, 3, doses=2)
     ids = dose_ids(session, people)
     sign(session, session.get_one(Dose, ids[0]))
     session.commit()
-    with statements(session) as seen:
+    with recorded_statements(session.get_bind()) as seen:
         page = search(session, org.officer, SearchFilters(state=StateFilter.TO_SIGN), page_size=10)
     assert sum(len(p.doses) for p in page.people) == 5
     assert seen
-    assert not [s for s, _ in seen if "dose_signatures" in s]
+    assert not [s for s, _, _ in seen if "dose_signatures" in s]
 
 
 @postgresql_only
@@ -354,10 +337,10 @@ def test_the_to_sign_plan_is_an_index_only_scan_of_the_doses(session: Session, o
     bulk_people(session, org, 20, doses=2)
     session.commit()
     filters = SearchFilters(date_from=date(2022, 1, 1), state=StateFilter.TO_SIGN)
-    with statements(session) as seen:
+    with recorded_statements(session.get_bind()) as seen:
         page = search(session, org.officer, filters, page_size=10)
     assert page.count == 20
-    [(keys, parameters)] = [(s, p) for s, p in seen if "GROUP BY doses.person_id" in s]
+    [(keys, parameters)] = [(s, p) for s, p, _ in seen if "GROUP BY doses.person_id" in s]
     session.rollback()
     # As on a server: statistics, and the pages marked all-visible (by VACUUM), which is what
     # lets the scan skip the rows; the indexes rebuilt, as after earlier tests' rows (deleted

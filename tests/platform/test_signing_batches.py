@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
+from support.platform_db import recorded_statements
 from support.platform_seed import Seed, add_person
 from support.signing_data import bulk_people
 from support.signing_keys import Pki, Signer, make_pki, make_signer
@@ -571,25 +572,19 @@ def test_a_post_sends_its_cms_blobs_as_one_bytea_on_postgresql(
     """psycopg quotes a ``bytea[]`` parameter element by element in Python (about a third of a
     500-signature post's CPU); the blobs go as one ``bytea`` and their offsets instead, and
     every item still gets its own CMS (P-256 signatures differ in length)."""
-    from sqlalchemy import event
 
     prepared = _prepare(session, org, context, pki.p256, people=4, doses=2)
     signatures = _sign_all(pki.p256, prepared.attempt)
     sent: list[object] = []
 
-    def record(_conn: object, _cursor: object, _sql: str, params: object, *_: object) -> None:
-        for batch in params if isinstance(params, list | tuple) else [params]:
-            if isinstance(batch, dict):
-                sent.extend(batch.values())
-
-    connection = session.connection()
-    event.listen(connection, "before_cursor_execute", record)
-    try:
+    with recorded_statements(session.connection()) as seen:
         progress = batches.accept_signatures(
             session, org.officer, prepared.batch_id, prepared.attempt.id, 0, signatures
         )
-    finally:
-        event.remove(connection, "before_cursor_execute", record)
+    for _sql, params, _many in seen:
+        for batch in params if isinstance(params, list | tuple) else [params]:
+            if isinstance(batch, dict):
+                sent.extend(batch.values())
     session.commit()
     assert (progress.signed, progress.rejected) == (8, 0)
     assert not [v for v in sent if isinstance(v, list) and any(isinstance(b, bytes) for b in v)]

@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime
 import pytest
 from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session
-from support.platform_db import plan_nodes, postgresql_only
+from support.platform_db import plan_nodes, postgresql_only, recorded_statements
 from support.platform_seed import Seed, add_person
 from support.signing_data import bulk_people, edit, sign
 
@@ -730,19 +730,10 @@ def test_a_search_by_name_and_state_reads_only_the_doses(session: Session, org: 
     bulk_people(session, org, 30, doses=2, name="Nguyễn Văn An")
     sign(session, session.scalars(select(Dose).limit(1)).one())
     session.flush()
-    statements: list[tuple[str, object]] = []
-
-    def record(*args: object) -> None:
-        statements.append((str(args[2]), args[3]))
-
-    engine = session.get_bind()
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with recorded_statements(session.get_bind()) as seen:
         page = find(session, org.officer, name="nguyen van", state=StateFilter.TO_SIGN)
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
     assert page.count == 30
-    [(keys, parameters)] = [(s, p) for s, p in statements if "GROUP BY doses.person_id" in s]
+    [(keys, parameters)] = [(s, p) for s, p, _ in seen if "GROUP BY doses.person_id" in s]
     [[plan]] = session.connection().exec_driver_sql(f"EXPLAIN (FORMAT JSON) {keys}", parameters)
 
     # The tables read (a bitmap index scan names its index, but no Relation Name).

@@ -10,6 +10,7 @@ from flask import Flask
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
+from support.platform_db import recorded_statements
 from support.platform_seed import Seed, add_person
 from support.signing_data import bulk_people, edit, sign
 
@@ -474,7 +475,6 @@ def test_tick_all_writes_the_selection_in_one_statement_whatever_its_size(
     """Ticking a search of 3,000 doses was 3,000 INSERTs sent to the database (an executemany
     is one statement a row for the server); now one, and one for the refreshed versions too.
     SQLite runs in-process, where an executemany costs little: PostgreSQL is counted."""
-    from sqlalchemy import event
 
     from kyso.platform.db import is_postgresql
 
@@ -485,19 +485,12 @@ def test_tick_all_writes_the_selection_in_one_statement_whatever_its_size(
         edit(session, dose)
     sent: list[str] = []
 
-    def record(
-        _conn: object, _cursor: object, sql: str, params: object, _ctx: object, many: bool
-    ) -> None:
+    with recorded_statements(session.get_bind()) as seen:
+        change = add_search(session, org.officer, SearchFilters())
+    for sql, params, many in seen:
         writes = sql.lstrip().upper().startswith(("INSERT", "UPDATE"))
         if writes and "SIGNING_SELECTIONS" in sql.upper():
             sent.extend([sql] * (len(params) if many and isinstance(params, list) else 1))
-
-    engine = session.get_bind()
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        change = add_search(session, org.officer, SearchFilters())
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
     assert change.added == 600
     assert (change.summary.people, change.summary.doses) == (301, 602)
     rows = session.execute(

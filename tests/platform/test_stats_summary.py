@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, event, select, text
+from sqlalchemy import delete, select, text
 from sqlalchemy.orm import Session
-from support.platform_db import postgresql_only
+from support.platform_db import postgresql_only, recorded_statements
 from support.platform_seed import ProvinceSeed, Seed, add_person, add_province
 from support.records_data import csv_bytes, import_row
 
@@ -466,18 +466,9 @@ def test_the_national_chart_per_area_reads_the_people_index_only(
     ``ix_people_status_area`` alone, without visiting the people's rows (1.3 s at 10 million
     people when it did)."""
     assert org.admin.province_id is None
-    seen: list[tuple[str, Any]] = []
-
-    def remember(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        seen.append((statement, parameters))
-
-    engine = session.get_bind()
-    event.listen(engine, "before_cursor_execute", remember)
-    try:
+    with recorded_statements(session.get_bind()) as seen:
         service.by_area(session, scope_for(session, org.admin), StatsFilters())
-    finally:
-        event.remove(engine, "before_cursor_execute", remember)
-    statement, parameters = next((s, p) for s, p in seen if "GROUP BY" in s)
+    statement, parameters = next((s, p) for s, p, _ in seen if "GROUP BY" in s)
     connection = session.connection()
     # A few test rows: the planner would read the table whatever the indexes; without scans of
     # the table it must name the index that answers alone, if there is one.

@@ -14,8 +14,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, event
+from sqlalchemy import delete
 from sqlalchemy.orm import Session
+from support.platform_db import recorded_statements
 
 from kyso.platform import throttle
 from kyso.platform.auth.service import LOGIN
@@ -215,18 +216,9 @@ def test_the_reference_model_catches_a_planted_bug(
 
 
 def _statements(session: Session, work: Any) -> list[str]:
-    seen: list[str] = []
-
-    def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        seen.append(statement)
-
-    engine = session.get_bind()
-    event.listen(engine, "before_cursor_execute", note)
-    try:
+    with recorded_statements(session.get_bind()) as seen:
         work()
-    finally:
-        event.remove(engine, "before_cursor_execute", note)
-    return seen
+    return [statement for statement, _, _ in seen]
 
 
 @pytest.mark.parametrize("name", ["lookup", "login"])

@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Connection, Engine, event, text
 
 from kyso.platform.db import Base, make_engine
 from kyso.platform.migrations import upgrade
@@ -102,3 +103,19 @@ def plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
     yield node
     for child in node.get("Plans", ()):
         yield from plan_nodes(child)
+
+
+@contextmanager
+def recorded_statements(bind: Engine | Connection) -> Iterator[list[tuple[str, Any, bool]]]:
+    """Every statement sent through ``bind`` meanwhile, as it goes to the driver: (SQL, its
+    parameters, whether it is an executemany)."""
+    seen: list[tuple[str, Any, bool]] = []
+
+    def record(_conn: Any, _cursor: Any, sql: str, params: Any, _ctx: Any, many: bool) -> None:
+        seen.append((sql, params, many))
+
+    event.listen(bind, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(bind, "before_cursor_execute", record)
