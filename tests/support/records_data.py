@@ -4,9 +4,9 @@ import template (``records/importer``), a file of such rows, a person's data for
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
+from kyso.platform.corrections.service import PERSON_FIELDS
 from kyso.platform.models import Person
 from kyso.platform.records.importer import COLUMNS, template_headers
 from kyso.platform.records.service import PersonData
@@ -49,14 +49,7 @@ def csv_bytes(
 
 
 def person_data(person: Person, **changes: Any) -> PersonData:
-    """What the correction form holds for ``person``, with ``changes``."""
-    data = PersonData(
-        full_name=person.full_name,
-        birth_date=person.birth_date,
-        gender=person.gender,
-        identity_number=person.identity_number,
-        phone=person.phone,
-        address=person.address,
-        area_id=person.area_id,
-    )
-    return replace(data, **changes)
+    """What the correction form holds for ``person`` (the fields a correction may change),
+    with ``changes``."""
+    current = {name: getattr(person, name) for name in PERSON_FIELDS}
+    return PersonData(**(current | changes))
